@@ -1,0 +1,173 @@
+"""Cloud-free compositing of a time stack, clipped to the AOI polygon itself.
+
+The stack comes from :func:`geocluster_dagster.load.load_band_stack`: masked observations are
+NaN, and ``pixel_state`` tells clear, masked and missing pixels apart without reading the
+spectral bands.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Literal
+
+import dask
+import dask.array as da
+import numpy as np
+import odc.geo.xr  # noqa: F401  (registers the .odc accessor)
+import rasterio.features
+import shapely
+import xarray as xr
+from affine import Affine
+from odc.geo.geom import Geometry
+
+from .errors import ConfigError, NoClearPixels, NoOverlap
+from .load import CLEAR, NO_DATA
+
+CompositeMethod = Literal["median", "first_clear"]
+
+
+@dataclass(frozen=True)
+class CompositeSettings:
+    """How overlapping observations become one image."""
+
+    method: CompositeMethod = "median"
+    """'median': per-pixel median of clear observations; 'first_clear': the clear observation
+    from the least cloudy scene (keeps real spectra, no mixing of dates)."""
+    all_touched: bool = False
+    """Clip keeps every pixel the AOI polygon touches, not only those whose centre is inside."""
+
+    def __post_init__(self) -> None:
+        if self.method not in ("median", "first_clear"):
+            raise ConfigError(f"`method` must be 'median' or 'first_clear', got {self.method!r}.")
+
+
+@dataclass(frozen=True)
+class CoverageCounts:
+    """Pixel bookkeeping of one partition, within the AOI polygon."""
+
+    aoi_pixels: int
+    """Pixels whose centre falls inside the AOI."""
+    with_data: int
+    """... of which at least one scene has data (inside a footprint, not fill)."""
+    clear: int
+    """... of which at least one scene has a clear (unmasked) observation."""
+
+    @property
+    def clear_fraction(self) -> float:
+        return self.clear / self.aoi_pixels if self.aoi_pixels else 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "aoi_pixels": self.aoi_pixels,
+            "pixels_with_data": self.with_data,
+            "clear_pixels": self.clear,
+            "clear_fraction": round(self.clear_fraction, 6),
+        }
+
+
+def _grid(ds: xr.Dataset) -> tuple[Affine, object]:
+    return ds.odc.geobox.affine, ds.odc.geobox.crs
+
+
+def aoi_mask(ds: xr.Dataset, aoi: shapely.Geometry, *, all_touched: bool = False) -> xr.DataArray:
+    """Lazy boolean (y, x) mask, True inside the AOI polygon (given in lon/lat)."""
+    transform, crs = _grid(ds)
+    shape_in_grid = Geometry(aoi, "EPSG:4326").to_crs(crs).geom
+    chunks = _yx_chunks(ds)
+
+    def block(block_info=None):
+        (y0, y1), (x0, x1) = block_info[None]["array-location"]
+        window_transform = transform * Affine.translation(x0, y0)
+        return rasterio.features.geometry_mask(
+            [shape_in_grid],
+            out_shape=(y1 - y0, x1 - x0),
+            transform=window_transform,
+            invert=True,
+            all_touched=all_touched,
+        )
+
+    mask = da.map_blocks(block, chunks=chunks, dtype=bool, meta=np.array((), dtype=bool))
+    return xr.DataArray(mask, dims=("y", "x"), coords={"y": ds.y, "x": ds.x})
+
+
+def _yx_chunks(ds: xr.Dataset) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    chunks = ds.chunks or {}
+    ys = chunks.get("y") or (ds.sizes["y"],)
+    xs = chunks.get("x") or (ds.sizes["x"],)
+    return tuple(ys), tuple(xs)
+
+
+def coverage_counts(stack: xr.Dataset, inside: xr.DataArray) -> CoverageCounts:
+    """Count AOI pixels, pixels with data and pixels with a clear view (reads pixel_state only)."""
+    state = stack["pixel_state"]
+    sums = (
+        inside.sum(),
+        ((state != NO_DATA).any("time") & inside).sum(),
+        ((state == CLEAR).any("time") & inside).sum(),
+    )
+    total, with_data, clear = dask.compute(*(s.data for s in sums))
+    return CoverageCounts(int(total), int(with_data), int(clear))
+
+
+def check_coverage(counts: CoverageCounts, *, where: str) -> None:
+    """Refuse a partition whose AOI has no data or no clear pixel, saying what to change."""
+    if counts.aoi_pixels == 0:
+        raise NoOverlap(
+            f"The AOI of {where} covers no pixel of the output grid: it is smaller than one pixel "
+            "or outside the grid. Enlarge the AOI or lower `resolution`."
+        )
+    if counts.with_data == 0:
+        raise NoOverlap(
+            f"No scene of {where} has data inside the AOI polygon ({counts.aoi_pixels} pixels): "
+            "the rasters do not overlap it. Check the AOI coordinates (lon/lat order) and the "
+            "catalog's footprints."
+        )
+    if counts.clear == 0:
+        raise NoClearPixels(
+            f"Every one of the {counts.with_data} AOI pixels with data is masked (cloud, shadow, "
+            f"snow or fill) in every scene of {where}. Widen the date range, raise "
+            "`max_cloud_cover` to find more scenes, or remove flags from `mask_flags`."
+        )
+
+
+def _first_valid(values: np.ndarray) -> np.ndarray:
+    """Along the last axis, the first non-NaN value (NaN where there is none)."""
+    valid = ~np.isnan(values)
+    index = np.argmax(valid, axis=-1)[..., None]
+    first = np.take_along_axis(values, index, axis=-1)[..., 0]
+    return np.where(valid.any(axis=-1), first, np.nan).astype(values.dtype)
+
+
+def composite(stack: xr.Dataset, method: CompositeMethod = "median") -> xr.Dataset:
+    """One (y, x) image per band from the clear observations of a (time, y, x) stack."""
+    bands = [name for name in stack.data_vars if name != "pixel_state"]
+    if method == "first_clear":
+        order = np.lexsort((np.arange(stack.sizes["time"]), np.nan_to_num(stack.cloud_cover.values, nan=101.0)))
+        stack = stack.isel(time=order)
+    out = {}
+    for band in bands:
+        series = stack[band]
+        if series.chunks:
+            series = series.chunk({"time": -1})
+        if method == "median":
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", "All-NaN slice", RuntimeWarning)
+                reduced = series.median("time", skipna=True)
+        else:
+            reduced = xr.apply_ufunc(
+                _first_valid,
+                series,
+                input_core_dims=[["time"]],
+                dask="parallelized",
+                output_dtypes=[series.dtype],
+            )
+        out[band] = reduced.astype("float32")
+    result = xr.Dataset(out, attrs=dict(stack.attrs))
+    result.attrs["composite"] = method
+    return result
+
+
+def clip(ds: xr.Dataset, inside: xr.DataArray) -> xr.Dataset:
+    """NaN outside the AOI polygon (not just its bounding box)."""
+    return ds.where(inside).astype("float32").assign_attrs(ds.attrs)

@@ -1,0 +1,274 @@
+"""Writing and reading rasters: GeoTIFF/COG written block by block, Zarr stacks, atomically.
+
+Every writer goes to a temporary path beside the target and renames it into place only when
+complete, so a failure (bad data, full disk, killed run) never replaces a good earlier output
+with a broken one. Dask arrays are computed a few blocks at a time while they are written:
+peak memory is a handful of blocks, whatever the raster size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dask
+import dask.array as da
+import numpy as np
+import odc.geo.xr  # noqa: F401  (registers the .odc accessor)
+import rasterio
+import rasterio.shutil
+import rioxarray  # noqa: F401  (registers the .rio accessor)
+import xarray as xr
+from rasterio.windows import Window
+
+from .errors import AssetReadError, OutputNotWritable
+
+
+@contextlib.contextmanager
+def atomic_path(target: Path | str, *, suffix: str = "") -> Iterator[Path]:
+    """A temporary path beside ``target`` that replaces it only if the block succeeds."""
+    target = Path(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise _not_writable(target, err) from err
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp{suffix}")
+    try:
+        yield tmp
+        _replace(tmp, target)
+    except OSError as err:
+        _remove(tmp)
+        if err.errno in (errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EDQUOT, errno.EPERM):
+            raise _not_writable(target, err) from err
+        raise
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+def _replace(tmp: Path, target: Path) -> None:
+    if tmp.is_dir():
+        # Directories cannot be swapped atomically: move the old one aside, then drop it.
+        old = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.old")
+        if target.exists():
+            os.replace(target, old)
+        os.replace(tmp, target)
+        _remove(old)
+    else:
+        os.replace(tmp, target)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def _not_writable(target: Path, err: OSError) -> OutputNotWritable:
+    reason = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded"}.get(
+        err.errno, "it is not writable"
+    )
+    return OutputNotWritable(
+        f"Cannot write {target}: {reason} ({err.strerror or err}). Free space or fix permissions "
+        "there, or point the output root (`base_dir` of the IO manager, env GEOCLUSTER_OUTPUT) "
+        "at a writable location. Earlier outputs were left untouched."
+    )
+
+
+def write_json(obj: object, target: Path | str) -> Path:
+    with atomic_path(target) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
+    return Path(target)
+
+
+@dataclass
+class RasterStats:
+    """Per-band statistics gathered while writing, over valid (non-nodata) pixels."""
+
+    count: dict[str, int] = field(default_factory=dict)
+    minimum: dict[str, float] = field(default_factory=dict)
+    maximum: dict[str, float] = field(default_factory=dict)
+    total: dict[str, float] = field(default_factory=dict)
+    pixels: int = 0
+
+    def mean(self, band: str) -> float:
+        return self.total[band] / self.count[band] if self.count.get(band) else float("nan")
+
+    def update(self, names: Sequence[str], block: np.ndarray, nodata: float | None) -> None:
+        self.pixels += block.shape[1] * block.shape[2]
+        for name, values in zip(names, block, strict=True):
+            valid = values[~np.isnan(values)] if nodata is None or np.isnan(nodata) else values[values != nodata]
+            n = int(valid.size)
+            self.count[name] = self.count.get(name, 0) + n
+            if n:
+                self.total[name] = self.total.get(name, 0.0) + float(valid.sum(dtype="float64"))
+                self.minimum[name] = min(self.minimum.get(name, np.inf), float(valid.min()))
+                self.maximum[name] = max(self.maximum.get(name, -np.inf), float(valid.max()))
+
+    def as_dict(self) -> dict[str, dict[str, float]]:
+        return {
+            name: {
+                "valid_pixels": self.count[name],
+                "valid_fraction": round(self.count[name] / self.pixels, 6) if self.pixels else 0.0,
+                "min": self.minimum.get(name, float("nan")),
+                "max": self.maximum.get(name, float("nan")),
+                "mean": self.mean(name),
+            }
+            for name in self.count
+        }
+
+
+def _as_band_array(ds: xr.Dataset | xr.DataArray, bands: Sequence[str] | None) -> tuple[list[str], da.Array]:
+    if isinstance(ds, xr.DataArray):
+        names = [str(ds.name or "band_1")]
+        arrays = [ds]
+    else:
+        names = list(bands or ds.data_vars)
+        arrays = [ds[name] for name in names]
+    stacked = da.stack([da.asarray(a.data) for a in arrays])
+    return names, stacked.rechunk({0: -1})
+
+
+def write_geotiff(
+    ds: xr.Dataset | xr.DataArray,
+    target: Path | str,
+    *,
+    bands: Sequence[str] | None = None,
+    cog: bool = False,
+    nodata: float | None = None,
+    tags: Mapping[str, object] | None = None,
+    band_tags: Mapping[str, Mapping[str, str]] | None = None,
+    compress: str = "deflate",
+    blocksize: int = 512,
+    overview_resampling: str = "average",
+    blocks_in_flight: int = 4,
+) -> RasterStats:
+    """Write (band, y, x) to a tiled GeoTIFF, or a Cloud-Optimized GeoTIFF with ``cog=True``.
+
+    Band names go into the band descriptions, ``tags`` into the dataset metadata (values that
+    are not strings are JSON-encoded). Float rasters default to NaN nodata.
+    """
+    target = Path(target)
+    names, array = _as_band_array(ds, bands)
+    dtype = np.dtype(array.dtype)
+    if nodata is None and np.issubdtype(dtype, np.floating):
+        nodata = float("nan")
+    geobox = ds.odc.geobox
+    profile = {
+        "driver": "GTiff",
+        "width": array.shape[2],
+        "height": array.shape[1],
+        "count": len(names),
+        "dtype": dtype.name,
+        "crs": geobox.crs.to_wkt(),
+        "transform": geobox.affine,
+        "nodata": nodata,
+        "tiled": True,
+        "blockxsize": blocksize,
+        "blockysize": blocksize,
+        "compress": compress,
+        "predictor": 3 if np.issubdtype(dtype, np.floating) else 2,
+        "BIGTIFF": "IF_SAFER",
+        "NUM_THREADS": "ALL_CPUS",
+    }
+    stats = RasterStats()
+    with atomic_path(target) as final_tmp:
+        tiled_tmp = final_tmp.with_name(final_tmp.name + ".tiled.tif") if cog else final_tmp
+        try:
+            with rasterio.open(tiled_tmp, "w", **profile) as dst:
+                for index, name in enumerate(names, start=1):
+                    dst.set_band_description(index, name)
+                    if band_tags and name in band_tags:
+                        dst.update_tags(index, **{k: str(v) for k, v in band_tags[name].items()})
+                if tags:
+                    dst.update_tags(**{k: v if isinstance(v, str) else json.dumps(v, default=str) for k, v in tags.items()})
+                for window, block in _computed_blocks(array, blocks_in_flight):
+                    stats.update(names, block, nodata)
+                    dst.write(block, window=window)
+            if cog:
+                rasterio.shutil.copy(
+                    tiled_tmp,
+                    final_tmp,
+                    driver="COG",
+                    compress=compress,
+                    predictor="YES",
+                    blocksize=blocksize,
+                    overview_resampling=overview_resampling,
+                    BIGTIFF="IF_SAFER",
+                    NUM_THREADS="ALL_CPUS",
+                )
+        finally:
+            if cog:
+                _remove(tiled_tmp)
+    return stats
+
+
+def _computed_blocks(array: da.Array, in_flight: int) -> Iterator[tuple[Window, np.ndarray]]:
+    """(window, block) pairs, computing ``in_flight`` blocks at a time."""
+    row_edges = np.cumsum((0, *array.chunks[1]))
+    col_edges = np.cumsum((0, *array.chunks[2]))
+    keys = [(i, j) for i in range(len(array.chunks[1])) for j in range(len(array.chunks[2]))]
+    for start in range(0, len(keys), max(1, in_flight)):
+        batch = keys[start : start + in_flight]
+        blocks = dask.compute(*(array.blocks[0, i, j] for i, j in batch))
+        for (i, j), block in zip(batch, blocks, strict=True):
+            window = Window(
+                col_edges[j], row_edges[i], col_edges[j + 1] - col_edges[j], row_edges[i + 1] - row_edges[i]
+            )
+            yield window, np.asarray(block)
+
+
+def open_geotiff(path: Path | str, *, chunks: int = 1024) -> xr.Dataset:
+    """A GeoTIFF as a lazy Dataset, one float variable per band named by its description."""
+    path = Path(path)
+    try:
+        arr = rioxarray.open_rasterio(path, chunks={"band": 1, "y": chunks, "x": chunks}, masked=True, lock=False)
+    except rasterio.errors.RasterioIOError as err:
+        raise AssetReadError(f"Cannot open {path} as a GeoTIFF: {err}") from err
+    with rasterio.open(path) as src:
+        names = [d or f"band_{i}" for i, d in enumerate(src.descriptions, start=1)]
+        tags = src.tags()
+    ds = xr.Dataset(
+        {name: arr.isel(band=i, drop=True).astype("float32") for i, name in enumerate(names)}
+    )
+    ds.attrs.update(tags)
+    return ds
+
+
+def open_single_band(path: Path | str, *, chunks: int = 1024) -> xr.DataArray:
+    """A one-band GeoTIFF (e.g. an integer class map) as a lazy DataArray in its own dtype."""
+    try:
+        arr = rioxarray.open_rasterio(path, chunks={"band": 1, "y": chunks, "x": chunks}, lock=False)
+    except rasterio.errors.RasterioIOError as err:
+        raise AssetReadError(f"Cannot open {path} as a GeoTIFF: {err}") from err
+    return arr.isel(band=0, drop=True)
+
+
+def write_zarr(ds: xr.Dataset, target: Path | str) -> Path:
+    """Write a (dask-backed) Dataset as Zarr, chunk by chunk, replacing ``target`` atomically."""
+    target = Path(target)
+    clean = ds.copy()
+    for name in clean.variables:
+        clean[name].encoding = {}
+        clean[name].attrs.pop("nodata", None)
+    with atomic_path(target) as tmp:
+        clean.to_zarr(tmp, mode="w", consolidated=True)
+    return target
+
+
+def open_zarr(path: Path | str) -> xr.Dataset:
+    """A Zarr store written by :func:`write_zarr`, lazily, with its grid restored."""
+    try:
+        ds = xr.open_zarr(path, consolidated=True)
+    except (FileNotFoundError, KeyError, ValueError) as err:
+        raise AssetReadError(f"Cannot open the Zarr store {path}: {err}") from err
+    return ds

@@ -1,0 +1,119 @@
+"""Spectral indices: NDVI and land surface temperature built in, any Awesome Spectral Indices name via spyndex.
+
+Indices are computed lazily on the band variables of a composite and added as new float32
+variables named in lower case (``ndvi``, ``lst``, ``ndwi``, ...).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Sequence
+
+import numpy as np
+import xarray as xr
+
+from .errors import BandNotFound, ConfigError
+
+#: spyndex band symbols -> this package's common band names.
+SPYNDEX_BANDS: dict[str, str] = {
+    "A": "coastal",
+    "B": "blue",
+    "G": "green",
+    "R": "red",
+    "RE1": "rededge1",
+    "RE2": "rededge2",
+    "RE3": "rededge3",
+    "N": "nir",
+    "N2": "nir08",
+    "S1": "swir16",
+    "S2": "swir22",
+    "T": "lwir",
+    "T1": "lwir",
+}
+
+#: Indices this module computes itself (spyndex has no LST: Collection 2 ST_B10 already *is* LST).
+BUILTIN_INDICES: dict[str, tuple[str, ...]] = {"ndvi": ("red", "nir"), "lst": ("lwir",)}
+
+DEFAULT_INDICES: tuple[str, ...] = ("ndvi", "lst")
+
+INDEX_UNITS: dict[str, str] = {"lst": "degC"}
+
+
+def _finite(values: xr.DataArray) -> xr.DataArray:
+    """Division by zero (e.g. nir + red == 0) gives inf; that is missing, not a value."""
+    return values.where(np.isfinite(values)).astype("float32")
+
+
+def required_bands(name: str) -> tuple[str, ...]:
+    """Common band names an index needs."""
+    key = name.lower()
+    if key in BUILTIN_INDICES:
+        return BUILTIN_INDICES[key]
+    index = _spyndex_index(name)
+    missing = [b for b in index.bands if b not in SPYNDEX_BANDS and b not in _constants()]
+    if missing:
+        raise ConfigError(
+            f"Spectral index {index.short_name!r} needs inputs {missing} this package does not load; "
+            "pick another index."
+        )
+    return tuple(SPYNDEX_BANDS[b] for b in index.bands if b in SPYNDEX_BANDS)
+
+
+def _constants() -> dict:
+    import spyndex
+
+    return dict(spyndex.constants)
+
+
+def _spyndex_index(name: str):
+    import spyndex  # heavy import (pandas, dask, ...) only when an index asks for it
+
+    by_lower = {key.lower(): key for key in spyndex.indices}
+    if name.lower() not in by_lower:
+        close = difflib.get_close_matches(name.lower(), list(by_lower) + list(BUILTIN_INDICES), n=3)
+        raise ConfigError(
+            f"Unknown spectral index {name!r}. `indices` takes 'ndvi', 'lst' or any Awesome Spectral "
+            f"Indices short name (spyndex.indices)"
+            + (f"; did you mean {[by_lower.get(c, c) for c in close]}?" if close else ".")
+        )
+    return spyndex.indices[by_lower[name.lower()]]
+
+
+def compute_index(ds: xr.Dataset, name: str) -> xr.DataArray:
+    """One index as a lazy float32 DataArray named ``name.lower()``."""
+    key = name.lower()
+    missing = [b for b in required_bands(name) if b not in ds.data_vars]
+    if missing:
+        raise BandNotFound(
+            f"Index {name!r} needs band(s) {missing}, which the composite lacks (it has "
+            f"{sorted(ds.data_vars)}). Add them to `bands`, or drop {name!r} from `indices`"
+            + (" (Sentinel-2 has no thermal band)." if "lwir" in missing else ".")
+        )
+    if key == "ndvi":
+        values = (ds["nir"] - ds["red"]) / (ds["nir"] + ds["red"])
+    elif key == "lst":
+        values = ds["lwir"] - 273.15
+    else:
+        import spyndex
+
+        index = _spyndex_index(name)
+        params = {
+            symbol: ds[SPYNDEX_BANDS[symbol]] for symbol in index.bands if symbol in SPYNDEX_BANDS
+        }
+        params.update(
+            {symbol: spyndex.constants[symbol].default for symbol in index.bands if symbol not in params}
+        )
+        values = spyndex.computeIndex(index=index.short_name, params=params)
+    out = _finite(values).rename(key)
+    out.attrs = {"long_name": key, "units": INDEX_UNITS.get(key, "1")}
+    return out
+
+
+def add_indices(ds: xr.Dataset, names: Sequence[str]) -> xr.Dataset:
+    """The dataset with one new variable per index name (duplicates ignored)."""
+    out = ds.copy()
+    for name in dict.fromkeys(n.lower() for n in names):
+        if name in ds.data_vars:
+            raise ConfigError(f"Index name {name!r} clashes with a band of the same name.")
+        out[name] = compute_index(ds, name)
+    return out

@@ -1,0 +1,295 @@
+"""Lazy, chunked loading of STAC items onto one pixel grid, cloud-masked and scaled to physical units.
+
+odc-stac does the reading and reprojection; this module decides the grid (CRS, resolution,
+pixel alignment), groups items into time slices, and turns digital numbers into surface
+reflectance (or kelvin) with one validity mask shared by every band of a time slice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import numpy as np
+import odc.stac
+import pystac
+import rasterio
+import rasterio.errors
+import shapely
+import xarray as xr
+from odc.geo import xy_
+from odc.geo.geom import Geometry
+from pyproj import CRS
+from rasterio.warp import transform_geom
+
+from .bands import BandPlan, Scaling, SensorProfile, asset_scaling, plan_bands, sensor_profile
+from .errors import AssetReadError, ConfigError, NoOverlap
+from .mask import DEFAULT_MASK_FLAGS, qa_mask
+
+log = logging.getLogger(__name__)
+
+#: Values of the ``pixel_state`` layer.
+NO_DATA, CLEAR, MASKED = 0, 1, 2
+
+RESAMPLING_METHODS = ("nearest", "bilinear", "cubic", "average")
+
+
+@dataclass(frozen=True)
+class LoadSettings:
+    """How to read items: which bands, on which grid, and what to mask."""
+
+    bands: tuple[str, ...] | None = None
+    """Common band names; None = the sensor's defaults (Landsat adds ``lwir``)."""
+    resolution: float | None = None
+    """Output pixel size in CRS units; None = the sensor's native (30 m Landsat, 10 m Sentinel-2)."""
+    crs: str | None = None
+    """Output CRS, e.g. 'EPSG:32616'; None = the items' most common CRS (no resampling for them)."""
+    chunk_size: int = 1024
+    """Dask chunk edge in pixels: memory per task grows with its square."""
+    resampling: str = "nearest"
+    """Resampling of spectral bands when reprojecting; QA is always nearest."""
+    mask_clouds: bool = True
+    """Apply the QA band (QA_PIXEL bits / SCL classes)."""
+    mask_flags: tuple[str, ...] = DEFAULT_MASK_FLAGS
+    """QA conditions treated as unusable (see geocluster_dagster.mask.MASKABLE_FLAGS)."""
+    groupby: str = "solar_day"
+    """'solar_day' fuses same-day tiles of a path into one time slice; 'id' keeps every item apart."""
+    preflight: bool = True
+    """Open every asset's header before loading, to fail early with the URL that is broken."""
+
+    def __post_init__(self) -> None:
+        if self.resolution is not None and self.resolution <= 0:
+            raise ConfigError(f"`resolution` must be positive, got {self.resolution}.")
+        if self.chunk_size < 64:
+            raise ConfigError(f"`chunk_size` must be at least 64 pixels, got {self.chunk_size}.")
+        if self.resampling not in RESAMPLING_METHODS:
+            raise ConfigError(f"`resampling` must be one of {RESAMPLING_METHODS}, got {self.resampling!r}.")
+        if self.groupby not in ("solar_day", "id"):
+            raise ConfigError(f"`groupby` must be 'solar_day' or 'id', got {self.groupby!r}.")
+
+
+DEFAULT_BANDS: dict[str, tuple[str, ...]] = {
+    "qa_pixel": ("blue", "green", "red", "nir", "swir16", "swir22", "lwir"),
+    "scl": ("blue", "green", "red", "nir", "swir16", "swir22"),
+}
+
+
+def default_bands(profile: SensorProfile) -> tuple[str, ...]:
+    return DEFAULT_BANDS[profile.qa_kind]
+
+
+@dataclass
+class _TimeSlice:
+    key: tuple
+    items: list[pystac.Item] = field(default_factory=list)
+    scalings: dict[str, Scaling] = field(default_factory=dict)
+
+
+def _solar_date(item: pystac.Item) -> str:
+    """Local solar date: same-path adjacent scenes share it, different overpasses don't."""
+    lon = shapely.geometry.shape(item.geometry).centroid.x if item.geometry else 0.0
+    when = item.datetime or item.common_metadata.start_datetime
+    return (when + timedelta(hours=lon / 15.0)).date().isoformat()
+
+
+def group_items(items: Sequence[pystac.Item], plan: BandPlan, groupby: str) -> list[_TimeSlice]:
+    """Time slices in odc-stac's order; each slice shares one scale/offset per band."""
+    slices: dict[tuple, _TimeSlice] = {}
+    for index, item in enumerate(items):
+        scalings = {
+            band: asset_scaling(item, key, band, plan.profile) for band, key in plan.assets.items()
+        }
+        # Items whose scalings differ (e.g. Sentinel-2 baselines before/after 04.00) never share a slice.
+        signature = tuple((b, s.scale, s.offset, s.nodata) for b, s in sorted(scalings.items()))
+        when = _solar_date(item) if groupby == "solar_day" else f"{index:06d}"
+        key = (when, signature)
+        slices.setdefault(key, _TimeSlice(key=key, scalings=scalings)).items.append(item)
+    return [slices[key] for key in sorted(slices)]
+
+
+def _grid_crs(items: Sequence[pystac.Item], aoi: shapely.Geometry, crs: str | None) -> CRS:
+    if crs is not None:
+        try:
+            return CRS.from_user_input(crs)
+        except Exception as err:  # pyproj raises CRSError; message is enough
+            raise ConfigError(f"`crs` {crs!r} is not a CRS pyproj understands: {err}") from err
+    epsgs = Counter(_item_epsg(item) for item in items if _item_epsg(item) is not None)
+    if not epsgs:
+        return CRS.from_epsg(_utm_epsg(aoi))
+    ranked = sorted(epsgs.items(), key=lambda kv: (-kv[1], kv[0] != _utm_epsg(aoi), kv[0]))
+    return CRS.from_epsg(ranked[0][0])
+
+
+def _item_epsg(item: pystac.Item) -> int | None:
+    epsg = item.properties.get("proj:epsg")
+    if epsg is None and str(item.properties.get("proj:code", "")).upper().startswith("EPSG:"):
+        epsg = item.properties["proj:code"].split(":")[1]
+    return int(epsg) if epsg is not None else None
+
+
+def _utm_epsg(aoi: shapely.Geometry) -> int:
+    lon, lat = aoi.centroid.x, aoi.centroid.y
+    zone = int((lon + 180) // 6) % 60 + 1
+    return (32600 if lat >= 0 else 32700) + zone
+
+
+def _native_anchor(items: Sequence[pystac.Item], crs: CRS, resolution: float):
+    """Snap output pixels to the items' own grid when they are on it, so nothing is resampled.
+
+    Landsat pixel centres sit on multiples of 30 m (edges at 15 m offsets), Sentinel-2 edges on
+    multiples of 10 m; snapping to edges at 0 would shift Landsat by half a pixel.
+    """
+    for item in items:
+        transform = item.properties.get("proj:transform")
+        if transform and _item_epsg(item) == crs.to_epsg() and abs(abs(transform[0]) - resolution) < 1e-6:
+            fx = (transform[2] / resolution) % 1.0
+            fy = (transform[5] / resolution) % 1.0
+            return xy_(round(fx, 6) % 1.0, round(fy, 6) % 1.0)
+    return "edge"
+
+
+def _check_assets(
+    items: Sequence[pystac.Item],
+    asset_keys: Sequence[str],
+    aoi: shapely.Geometry,
+    signer: Callable[[str], str] | None,
+) -> None:
+    """Open each asset header (in parallel) and check it is a raster that touches the AOI."""
+
+    def probe(job: tuple[pystac.Item, str]):
+        item, key = job
+        href = item.assets[key].get_absolute_href() or item.assets[key].href
+        url = signer(href) if signer else href
+        try:
+            with rasterio.open(url) as src:
+                if src.crs is None:
+                    return ("error", f"asset {key!r} of item {item.id!r} ({href}) has no CRS")
+                footprint = transform_geom(src.crs, "EPSG:4326", shapely.geometry.mapping(shapely.box(*src.bounds)))
+                return ("ok", shapely.geometry.shape(footprint).intersects(aoi))
+        except rasterio.errors.RasterioIOError as err:
+            return ("error", f"asset {key!r} of item {item.id!r} could not be read from {href}: {err}")
+
+    jobs = [(item, key) for item in items for key in asset_keys]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(probe, jobs))
+    errors = [msg for status, msg in results if status == "error"]
+    if errors:
+        raise AssetReadError(
+            f"{len(errors)} of {len(jobs)} assets cannot be opened as GeoTIFF/COG: "
+            + "; ".join(errors[:5])
+            + ". Check the URLs and your access (Planetary Computer hrefs need signing: "
+            "`sign: planetary-computer`), or drop the broken items from the catalog."
+        )
+    if not any(touches for _, touches in results):
+        raise NoOverlap(
+            f"None of the {len(items)} items' rasters overlap the AOI (bounds "
+            f"{tuple(round(v, 4) for v in aoi.bounds)} lon/lat), although their STAC footprints do. "
+            "The item geometries disagree with the files: fix the catalog, or check the AOI."
+        )
+
+
+def load_band_stack(
+    items: Sequence[pystac.Item],
+    aoi: shapely.Geometry,
+    settings: LoadSettings = LoadSettings(),
+    *,
+    href_signer: Callable[[str], str] | None = None,
+) -> xr.Dataset:
+    """Lazy (time, y, x) float32 bands in physical units; masked pixels are NaN.
+
+    Also returns ``pixel_state`` (uint8: 0 no data, 1 clear, 2 masked by QA) so later stages
+    can count clear pixels without touching the spectral bands.
+    """
+    items = list(items)
+    profile = sensor_profile(items[0])
+    bands = settings.bands or default_bands(profile)
+    plan = plan_bands(items, bands, with_qa=settings.mask_clouds)
+    crs = _grid_crs(items, aoi, settings.crs)
+    resolution = settings.resolution or profile.native_resolution
+    slices = group_items(items, plan, settings.groupby)
+    group_of = {item.id: index for index, s in enumerate(slices) for item in s.items}
+
+    asset_keys = [*plan.assets.values(), *([plan.qa_asset] if plan.qa_asset else [])]
+    if settings.preflight:
+        _check_assets(items, asset_keys, aoi, href_signer)
+
+    raw = odc.stac.load(
+        items,
+        bands=asset_keys,
+        stac_cfg=_metadata_defaults(items, plan, slices),
+        groupby=lambda item, parsed, idx: group_of[item.id],
+        crs=crs,
+        resolution=resolution,
+        anchor=_native_anchor(items, crs, resolution),
+        geopolygon=Geometry(aoi, "EPSG:4326"),
+        chunks={"x": settings.chunk_size, "y": settings.chunk_size},
+        resampling={"*": settings.resampling, **({plan.qa_asset: "nearest"} if plan.qa_asset else {})},
+        patch_url=href_signer,
+        fail_on_error=True,
+    )
+    if raw.sizes["time"] != len(slices):
+        raise RuntimeError(f"odc-stac returned {raw.sizes['time']} time slices for {len(slices)} groups")
+
+    has_data = None
+    physical: dict[str, xr.DataArray] = {}
+    for band, key in plan.assets.items():
+        dn = raw[key]
+        scale, offset, nodata = _per_time(slices, band, dn.time)
+        valid = dn != nodata if nodata is not None else xr.ones_like(dn, dtype=bool)
+        has_data = valid if has_data is None else has_data & valid
+        physical[band] = (dn.astype("float32") * scale + offset).astype("float32")
+
+    if plan.qa_asset:
+        qa = raw[plan.qa_asset]
+        masked = qa_mask(qa, plan.profile.qa_kind, settings.mask_flags) | (qa == plan.profile.qa_nodata)
+    else:
+        masked = xr.zeros_like(has_data)
+    usable = has_data & ~masked
+    state = xr.where(has_data, xr.where(masked, MASKED, CLEAR), NO_DATA).astype("uint8")
+
+    out = xr.Dataset({band: arr.where(usable) for band, arr in physical.items()})
+    out["pixel_state"] = state
+    out = out.assign_coords(
+        item_ids=("time", [",".join(i.id for i in s.items) for s in slices]),
+        cloud_cover=("time", [_mean_cloud_cover(s.items) for s in slices]),
+    )
+    out.attrs.update(
+        collection=items[0].collection_id or "",
+        sensor=plan.profile.name,
+        qa_kind=plan.profile.qa_kind,
+        mask_flags=",".join(settings.mask_flags) if settings.mask_clouds else "",
+        bands=",".join(plan.assets),
+    )
+    return out
+
+
+def _metadata_defaults(items, plan: BandPlan, slices: Sequence[_TimeSlice]) -> dict:
+    """odc-stac defaults for items that do not declare data type / nodata (e.g. PC Sentinel-2)."""
+    assets = {
+        key: {"data_type": plan.profile.band_dtype, "nodata": slices[0].scalings[band].nodata}
+        for band, key in plan.assets.items()
+    }
+    if plan.qa_asset:
+        assets[plan.qa_asset] = {"data_type": plan.profile.qa_dtype, "nodata": plan.profile.qa_nodata}
+    collections = {item.collection_id or "*" for item in items} | {"*"}
+    return {collection: {"assets": assets, "warnings": "ignore"} for collection in collections}
+
+
+def _per_time(slices: Sequence[_TimeSlice], band: str, time: xr.DataArray):
+    scalings = [s.scalings[band] for s in slices]
+    nodatas = {s.nodata for s in scalings}
+    if len(nodatas) > 1:
+        raise ConfigError(f"Band {band!r} declares different nodata values {sorted(nodatas, key=str)} across items.")
+    scale = xr.DataArray(np.array([s.scale for s in scalings], dtype="float32"), coords={"time": time})
+    offset = xr.DataArray(np.array([s.offset for s in scalings], dtype="float32"), coords={"time": time})
+    return scale, offset, nodatas.pop()
+
+
+def _mean_cloud_cover(items: Sequence[pystac.Item]) -> float:
+    values = [i.properties.get("eo:cloud_cover") for i in items]
+    values = [float(v) for v in values if v is not None]
+    return float(np.mean(values)) if values else float("nan")
