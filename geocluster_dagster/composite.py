@@ -92,10 +92,12 @@ def aoi_mask(ds: xr.Dataset, aoi: shapely.Geometry, *, all_touched: bool = False
 
 
 def _yx_chunks(ds: xr.Dataset) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    chunks = ds.chunks or {}
-    ys = chunks.get("y") or (ds.sizes["y"],)
-    xs = chunks.get("x") or (ds.sizes["x"],)
-    return tuple(ys), tuple(xs)
+    """The (y, x) chunking of the first chunked variable, or one block for numpy data."""
+    for var in ds.data_vars.values():
+        if var.chunks is not None and "y" in var.dims and "x" in var.dims:
+            chunks = dict(zip(var.dims, var.chunks, strict=True))
+            return tuple(chunks["y"]), tuple(chunks["x"])
+    return (ds.sizes["y"],), (ds.sizes["x"],)
 
 
 def coverage_counts(stack: xr.Dataset, inside: xr.DataArray) -> CoverageCounts:

@@ -38,19 +38,39 @@ def atomic_path(target: Path | str, *, suffix: str = "") -> Iterator[Path]:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise _not_writable(target, err) from err
+        raise _not_writable(target, err, full=_disk_full(target)) from err
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp{suffix}")
     try:
         yield tmp
         _replace(tmp, target)
     except OSError as err:
+        # Judge the disk before the temporary file is removed and frees its space.
+        storage_problem = _is_storage_problem(err, target)
+        full = storage_problem and _disk_full(target)
         _remove(tmp)
-        if err.errno in (errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EDQUOT, errno.EPERM):
-            raise _not_writable(target, err) from err
+        if storage_problem:
+            raise _not_writable(target, err, full=full) from err
         raise
     except BaseException:
         _remove(tmp)
         raise
+
+
+_STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR)
+
+
+def _is_storage_problem(err: OSError, target: Path) -> bool:
+    # GDAL reports write failures as RasterioIOError without an errno: look at the disk too.
+    if err.errno in _STORAGE_ERRNOS or "No space left" in str(err) or "Read-only" in str(err):
+        return True
+    return _disk_full(target)
+
+
+def _disk_full(target: Path) -> bool:
+    try:
+        return os.statvfs(target.parent).f_bavail == 0
+    except OSError:
+        return False
 
 
 def _replace(tmp: Path, target: Path) -> None:
@@ -73,9 +93,10 @@ def _remove(path: Path) -> None:
             path.unlink()
 
 
-def _not_writable(target: Path, err: OSError) -> OutputNotWritable:
-    reason = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded"}.get(
-        err.errno, "it is not writable"
+def _not_writable(target: Path, err: OSError, *, full: bool = False) -> OutputNotWritable:
+    full = full or err.errno == errno.ENOSPC or "No space left" in str(err)
+    reason = {errno.EDQUOT: "the disk quota is exceeded", errno.ENOTDIR: "a parent of it is a file"}.get(
+        err.errno, "the disk is full" if full else "it is not writable"
     )
     return OutputNotWritable(
         f"Cannot write {target}: {reason} ({err.strerror or err}). Free space or fix permissions "
@@ -191,9 +212,12 @@ def write_geotiff(
                         dst.update_tags(index, **{k: str(v) for k, v in band_tags[name].items()})
                 if tags:
                     dst.update_tags(**{k: v if isinstance(v, str) else json.dumps(v, default=str) for k, v in tags.items()})
+                last = None
                 for window, block in _computed_blocks(array, blocks_in_flight):
                     stats.update(names, block, nodata)
                     dst.write(block, window=window)
+                    last = (window, block)
+            _verify(tiled_tmp, last)
             if cog:
                 rasterio.shutil.copy(
                     tiled_tmp,
@@ -206,10 +230,25 @@ def write_geotiff(
                     BIGTIFF="IF_SAFER",
                     NUM_THREADS="ALL_CPUS",
                 )
+                _verify(final_tmp, last)
         finally:
             if cog:
                 _remove(tiled_tmp)
     return stats
+
+
+def _verify(path: Path, last: tuple[Window, np.ndarray] | None) -> None:
+    """Read the last-written block back: GDAL can fail a write (e.g. a full disk) without raising."""
+    if last is None:
+        return
+    window, block = last
+    try:
+        with rasterio.open(path) as src:
+            back = src.read(window=window)
+    except rasterio.errors.RasterioIOError as err:
+        raise OSError(f"{path} cannot be read back after writing: {err}") from err
+    if not np.array_equal(back, block, equal_nan=np.issubdtype(block.dtype, np.floating)):
+        raise OSError(f"{path} does not hold what was written (last block differs): write failed")
 
 
 def _computed_blocks(array: da.Array, in_flight: int) -> Iterator[tuple[Window, np.ndarray]]:

@@ -82,3 +82,59 @@ def s2_29rkh_item() -> pystac.Item:
 
 def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+# Brumadinho crops: no georeferencing in the files; the README gives the transform origins
+# rebuilt from the MTL (UL pixel centre minus half a pixel).
+BRUMADINHO_ORIGINS = {"20190114": (583485.0, -2222685.0), "20190130": (584385.0, -2222685.0)}
+BRUMADINHO_CLOUD = {"20190114": 9.86, "20190130": 1.07}
+BRUMADINHO_BANDS = {"blue": "SR_B2", "green": "SR_B3", "red": "SR_B4", "nir08": "SR_B5",
+                    "swir16": "SR_B6", "swir22": "SR_B7"}
+
+
+def brumadinho_item(date: str, out_dir: Path) -> pystac.Item:
+    """A Planetary-Computer-shaped item over a georeferenced copy (in out_dir) of one crop."""
+    from datetime import datetime, timezone
+
+    from affine import Affine
+
+    src_dir = BRUMADINHO / date
+    out_dir.mkdir(parents=True, exist_ok=True)
+    x0, y0 = BRUMADINHO_ORIGINS[date]
+    transform = Affine(30.0, 0.0, x0, 0.0, -30.0, y0)
+    item_id = f"LC08_L2SP_218074_{date}_20200829_02_T1"
+    assets = {}
+    for key, band in BRUMADINHO_BANDS.items():
+        src_path = next(src_dir.glob(f"*_{band}.TIF"))
+        dst_path = out_dir / f"{item_id}_{band}.TIF"
+        with rasterio.open(src_path) as src:
+            data = src.read(1)
+        with rasterio.open(dst_path, "w", driver="GTiff", width=data.shape[1], height=data.shape[0],
+                           count=1, dtype=data.dtype, crs="EPSG:32623", transform=transform,
+                           nodata=0, tiled=True, blockxsize=128, blockysize=128) as dst:
+            dst.write(data, 1)
+        assets[key] = pystac.Asset(
+            href=str(dst_path), media_type="image/tiff; application=geotiff; profile=cloud-optimized",
+            roles=["data"],
+            extra_fields={"eo:bands": [{"name": band, "common_name": key}],
+                          "raster:bands": [{"scale": 2.75e-05, "offset": -0.2, "nodata": 0,
+                                            "data_type": "uint16", "spatial_resolution": 30}]},
+        )
+        shape = data.shape
+    west, south, east, north = rasterio.transform.array_bounds(shape[0], shape[1], transform)
+    footprint = transform_geom("EPSG:32623", "EPSG:4326",
+                               shapely.geometry.mapping(shapely.box(west, south, east, north)))
+    item = pystac.Item(
+        id=item_id, geometry=footprint, bbox=list(shapely.geometry.shape(footprint).bounds),
+        datetime=datetime.strptime(date, "%Y%m%d").replace(hour=12, minute=50, tzinfo=timezone.utc),
+        properties={"platform": "landsat-8", "eo:cloud_cover": BRUMADINHO_CLOUD[date],
+                    "proj:epsg": 32623, "proj:shape": list(shape), "proj:transform": list(transform)[:6]},
+        collection="landsat-c2-l2",
+    )
+    item.assets.update(assets)
+    return item
+
+
+@pytest.fixture
+def brumadinho_items(tmp_path) -> list[pystac.Item]:
+    return [brumadinho_item(d, tmp_path / d) for d in BRUMADINHO_ORIGINS]

@@ -1,0 +1,120 @@
+"""GeoTIFF / COG / Zarr writing: content, metadata, and that failures never leave broken files."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+
+import dask.array as da
+import numpy as np
+import pytest
+import rasterio
+import shapely
+import xarray as xr
+
+from geocluster_dagster.composite import composite
+from geocluster_dagster.errors import AssetReadError, OutputNotWritable
+from geocluster_dagster.export import (
+    open_geotiff,
+    open_zarr,
+    write_geotiff,
+    write_json,
+    write_zarr,
+)
+from geocluster_dagster.load import LoadSettings, load_band_stack
+
+
+@pytest.fixture
+def mosaic(brumadinho_items):
+    item = brumadinho_items[1]
+    aoi = shapely.geometry.shape(item.geometry).buffer(-0.001)
+    stack = load_band_stack([item], aoi, LoadSettings(bands=("blue", "red", "nir"), mask_clouds=False, chunk_size=100))
+    return composite(stack)
+
+
+def test_cog_round_trip_keeps_values_names_nodata_and_tags(mosaic, tmp_path):
+    target = tmp_path / "out" / "mosaic.tif"
+    tags = {"aoi": "brumadinho", "items": ["a", "b"]}
+    stats = write_geotiff(mosaic, target, cog=True, tags=tags, blocksize=128)
+    with rasterio.open(target) as src:
+        assert src.descriptions == ("blue", "red", "nir")
+        assert np.isnan(src.nodata)
+        assert src.crs.to_epsg() == 32623
+        assert src.profile["tiled"] and src.profile["blockxsize"] == 128
+        assert src.overviews(1), "a COG carries internal overviews"
+        assert src.tags()["aoi"] == "brumadinho" and src.tags()["items"] == '["a", "b"]'
+        assert src.transform == mosaic.odc.geobox.affine
+    back = open_geotiff(target)
+    expected = mosaic.compute()
+    for band in ("blue", "red", "nir"):
+        np.testing.assert_array_equal(back[band].values, expected[band].values)
+        assert stats.count[band] == int(np.isfinite(expected[band].values).sum())
+        assert stats.mean(band) == pytest.approx(float(np.nanmean(expected[band].values)), rel=1e-5)
+    assert [p.name for p in tmp_path.joinpath("out").iterdir()] == ["mosaic.tif"]  # no temp left
+
+
+def _failing(mosaic):
+    def boom(block):
+        raise RuntimeError("simulated failure while computing a block")
+
+    broken = mosaic.red.copy(data=da.map_blocks(boom, mosaic.red.data, dtype="float32"))
+    return mosaic.assign(red=broken)
+
+
+def test_a_failed_write_leaves_the_earlier_output_intact(mosaic, tmp_path):
+    tmp_path = tmp_path / "out"
+    target = tmp_path / "mosaic.tif"
+    write_geotiff(mosaic, target)
+    before = target.read_bytes()
+    with pytest.raises(RuntimeError, match="simulated failure"):
+        write_geotiff(_failing(mosaic), target, cog=True)
+    assert target.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["mosaic.tif"]
+
+
+@contextlib.contextmanager
+def _tmpfs(path, options):
+    path.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=True)
+
+
+def test_disk_full_is_reported_and_the_earlier_output_survives(mosaic, tmp_path):
+    with _tmpfs(tmp_path / "small", "size=256k") as disk:
+        target = disk / "mosaic.tif"
+        write_json({"earlier": "output"}, target)
+        with pytest.raises(OutputNotWritable, match="disk is full") as err:
+            write_geotiff(mosaic, target, compress="none")
+        assert "GEOCLUSTER_OUTPUT" in str(err.value)
+        assert target.read_text() == '{\n  "earlier": "output"\n}'
+        assert [p.name for p in disk.iterdir()] == ["mosaic.tif"]
+
+
+def test_read_only_output_root_is_reported(mosaic, tmp_path):
+    with _tmpfs(tmp_path / "ro", "ro,size=64k") as disk:
+        with pytest.raises(OutputNotWritable, match="not writable"):
+            write_geotiff(mosaic, disk / "asset" / "mosaic.tif")
+
+
+def test_zarr_round_trip_restores_the_grid(tmp_path):
+    data = xr.Dataset(
+        {"red": (("time", "y", "x"), da.random.default_rng(0).random((2, 300, 200), chunks=(1, 128, 128)).astype("float32"))},
+        coords={"time": np.array(["2020-01-01", "2020-01-17"], dtype="datetime64[ns]"),
+                "y": 1000.0 - 30 * np.arange(300) - 15, "x": 500.0 + 30 * np.arange(200) + 15},
+    ).odc.assign_crs("EPSG:32616")
+    write_zarr(data, tmp_path / "stack.zarr")
+    write_zarr(data * 2, tmp_path / "stack.zarr")  # replacing an existing store works
+    back = open_zarr(tmp_path / "stack.zarr")
+    assert back.odc.geobox == data.odc.geobox
+    np.testing.assert_array_equal(back.red.values, (data * 2).red.values)
+    assert [p.name for p in tmp_path.iterdir()] == ["stack.zarr"]
+
+
+def test_reading_something_that_is_not_a_geotiff(tmp_path):
+    bogus = tmp_path / "x.tif"
+    bogus.write_text("not a tiff")
+    with pytest.raises(AssetReadError, match="x.tif"):
+        open_geotiff(bogus)

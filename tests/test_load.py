@@ -1,0 +1,102 @@
+"""Loading real scenes onto one grid: scaling, masking, pixel alignment, SCL resampling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+import shapely
+
+from geocluster_dagster.errors import AssetReadError, BandNotFound, ConfigError, NoOverlap
+from geocluster_dagster.load import CLEAR, MASKED, NO_DATA, LoadSettings, load_band_stack
+
+from .conftest import BRUMADINHO, S2_29RKH
+
+
+def _footprint(item):
+    return shapely.geometry.shape(item.geometry)
+
+
+def test_landsat_scene_is_scaled_and_masked_like_the_readme_says(l8_008059_item):
+    aoi = _footprint(l8_008059_item).buffer(-0.05)
+    stack = load_band_stack([l8_008059_item], aoi, LoadSettings(resolution=450, chunk_size=128)).compute()
+    state = stack.pixel_state.values
+    data = state != NO_DATA
+    # The README's 31 % fill sits mostly in the rotated collar; what has data is mostly cloud.
+    assert (state[data] == MASKED).mean() == pytest.approx(0.87, abs=0.03)
+    ndvi = ((stack.nir - stack.red) / (stack.nir + stack.red)).values
+    # Clear tropical forest: NDVI mean 0.78, p10 0.71, p90 0.85 (README).
+    assert np.nanmean(ndvi) == pytest.approx(0.78, abs=0.015)
+    assert np.nanpercentile(ndvi, 10) == pytest.approx(0.71, abs=0.02)
+    assert np.nanpercentile(ndvi, 90) == pytest.approx(0.85, abs=0.02)
+    # Every band shares one mask: NaN exactly where the pixel is not clear.
+    for band in ("blue", "red", "nir", "lwir"):
+        assert np.array_equal(np.isnan(stack[band].values), state != CLEAR)
+    lwir = stack.lwir.values
+    assert 285 < np.nanmedian(lwir) < 310  # kelvin, tropical land surface
+    assert stack.blue.dtype == np.float32
+
+
+def test_thirty_metre_crops_stay_on_their_native_grid(brumadinho_items):
+    item = brumadinho_items[1]  # 2019-01-30, the date the README's statistics describe
+    settings = LoadSettings(bands=("blue", "red", "nir"), mask_clouds=False)
+    stack = load_band_stack([item], _footprint(item).buffer(-0.001), settings)
+    x, y = stack.x.values, stack.y.values
+    # Landsat pixel centres lie on multiples of 30 m: no half-pixel shift, no resampling.
+    assert np.allclose(x % 30, 0) and np.allclose(y % 30, 0)
+    col0 = int(round((x[0] - 584400) / 30))
+    row0 = int(round((-2222700 - y[0]) / 30))
+    red = stack.red.isel(time=0).values
+    window = np.s_[row0 : row0 + red.shape[0], col0 : col0 + red.shape[1]]
+    dn = {b: rasterio.open(next((BRUMADINHO / "20190130").glob(f"*_{b}.TIF"))).read(1)[window]
+          for b in ("SR_B2", "SR_B4")}
+    expected = dn["SR_B4"] * np.float32(2.75e-05) - np.float32(0.2)
+    # Where blue is fill (DN 0), the whole pixel is dropped in every band.
+    assert np.array_equal(np.isnan(red), dn["SR_B2"] == 0)
+    assert np.nanmax(np.abs(red - expected)) < 1e-6
+    # README: median red 0.037, median NIR 0.286 over the crop.
+    assert np.nanmedian(red) == pytest.approx(0.037, abs=0.003)
+    assert np.nanmedian(stack.nir.isel(time=0).values) == pytest.approx(0.286, abs=0.01)
+
+
+def test_scl_at_200m_is_resampled_nearest_onto_the_100m_band_grid(s2_29rkh_item):
+    aoi = _footprint(s2_29rkh_item)
+    settings = LoadSettings(bands=("blue", "red", "nir"), resolution=100, mask_flags=("cloud",))
+    stack = load_band_stack([s2_29rkh_item], aoi, settings)
+    assert stack.attrs["qa_kind"] == "scl"
+    state = stack.pixel_state.isel(time=0).values
+    # Each 200 m SCL pixel covers exactly 2 x 2 band pixels: cloud classes 8 + 9 (967 + 837).
+    assert int((state == MASKED).sum()) == 4 * (967 + 837)
+    # Sentinel-2 baseline 02.14: reflectance = DN / 10000 with no offset.
+    with rasterio.open(S2_29RKH / "B04.tif") as src:
+        dn_median = np.median(src.read(1)[src.read(1) > 0])
+    assert np.nanmedian(stack.red.values) == pytest.approx(dn_median / 10000, rel=0.02)
+
+
+def test_band_the_collection_lacks_is_named(s2_29rkh_item):
+    with pytest.raises(BandNotFound, match="lwir"):
+        load_band_stack([s2_29rkh_item], _footprint(s2_29rkh_item), LoadSettings(bands=("red", "lwir")))
+
+
+def test_unreadable_asset_names_the_url(brumadinho_items, tmp_path):
+    item = brumadinho_items[0]
+    broken = tmp_path / "not_a_tiff.TIF"
+    broken.write_text("<html>403 Forbidden</html>")
+    item.assets["red"].href = str(broken)
+    with pytest.raises(AssetReadError) as err:
+        load_band_stack([item], _footprint(item), LoadSettings(bands=("red",), mask_clouds=False))
+    assert "not_a_tiff.TIF" in str(err.value) and "'red'" in str(err.value)
+
+
+def test_rasters_that_miss_the_aoi_are_refused(brumadinho_items):
+    item = brumadinho_items[0]
+    far_away = shapely.box(10.0, 10.0, 10.1, 10.1)
+    with pytest.raises(NoOverlap, match="overlap the AOI"):
+        load_band_stack([item], far_away, LoadSettings(bands=("red",), mask_clouds=False))
+
+
+def test_settings_are_validated():
+    with pytest.raises(ConfigError, match="resampling"):
+        LoadSettings(resampling="lanczos9")
+    with pytest.raises(ConfigError, match="resolution"):
+        LoadSettings(resolution=-30)
