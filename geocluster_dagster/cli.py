@@ -1,0 +1,150 @@
+"""`geocluster`: run the asset graph from a terminal, with the same definitions the UI uses.
+
+    geocluster demo                      # build the embedded demo and materialize all six assets
+    geocluster materialize --aoi ID --month 2023-06 [--config run_config.yaml]
+    geocluster aois                      # list (and validate) the AOI registry
+    geocluster sync-aois                 # add every registry AOI as a partition
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from .errors import GeoclusterError
+
+
+def _instance():
+    """The Dagster instance of $DAGSTER_HOME, defaulting to <output root>/.dagster_home."""
+    import dagster as dg
+
+    from .defs.resources import output_root
+
+    if not os.environ.get("DAGSTER_HOME"):
+        home = output_root() / ".dagster_home"
+        home.mkdir(parents=True, exist_ok=True)
+        os.environ["DAGSTER_HOME"] = str(home)
+    return dg.DagsterInstance.get()
+
+
+def _sync_aois(instance) -> list[str]:
+    from .definitions import build_resources
+    from .defs.partitions import aoi_partitions
+
+    registry = build_resources()["aoi_registry"]
+    aois = sorted(registry.load())
+    known = set(instance.get_dynamic_partitions(aoi_partitions.name))
+    new = [a for a in aois if a not in known]
+    if new:
+        instance.add_dynamic_partitions(aoi_partitions.name, new)
+    return aois
+
+
+def _materialize(aoi_id: str, month: str, run_config: dict | None) -> None:
+    from .definitions import defs
+    from .defs.partitions import date_partitions, partition_key
+
+    instance = _instance()
+    aois = _sync_aois(instance)
+    if aoi_id not in aois:
+        raise click.UsageError(f"AOI {aoi_id!r} is not in the registry (it has {aois}).")
+    date_key = f"{month}-01" if len(month) == 7 else month
+    if date_key not in date_partitions.get_partition_keys():
+        raise click.UsageError(f"--month {month!r} is not a monthly partition (use YYYY-MM).")
+    job = defs.resolve_job_def("geocluster_pipeline")
+    click.echo(f"Materializing {aoi_id} | {date_key} (Dagster instance: {os.environ['DAGSTER_HOME']})")
+    result = job.execute_in_process(
+        partition_key=partition_key(aoi_id, date_key),
+        instance=instance,
+        run_config=run_config or {},
+        raise_on_error=False,
+    )
+    for event in result.get_asset_materialization_events():
+        mat = event.event_specific_data.materialization
+        where = mat.metadata.get("output_path")
+        click.echo(f"  {mat.asset_key.to_user_string():<12} -> {where.value if where else ''}")
+    if not result.success:
+        for event in result.all_events:
+            if event.is_step_failure:
+                click.echo(f"FAILED {event.step_key}: {event.step_failure_data.error.message.strip()}", err=True)
+        sys.exit(1)
+    diagnostics = next(
+        (e.event_specific_data.materialization for e in result.get_asset_materialization_events()
+         if e.event_specific_data.materialization.asset_key.to_user_string() == "diagnostics"),
+        None,
+    )
+    if diagnostics is not None:
+        scores = {k: round(v.value, 4) for k, v in diagnostics.metadata.items()
+                  if k in ("silhouette", "calinski_harabasz", "davies_bouldin", "inertia")}
+        click.echo(f"Scores: {scores}")
+    click.echo("Open the UI with:  DAGSTER_HOME=" + os.environ["DAGSTER_HOME"] + " dagster dev")
+
+
+@click.group()
+@click.option(
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="GEOCLUSTER_OUTPUT",
+    default="geocluster_output",
+    show_default=True,
+    help="Output root (also env GEOCLUSTER_OUTPUT).",
+)
+def main(output: Path) -> None:
+    """Satellite imagery to unsupervised land-cover maps, as Dagster assets."""
+    os.environ["GEOCLUSTER_OUTPUT"] = str(output.resolve())
+
+
+@main.command()
+def demo() -> None:
+    """Build the embedded demo (synthetic scene, real spectra) and materialize all six assets."""
+    from .defs.resources import demo_paths
+
+    paths = demo_paths()
+    click.echo(f"Demo catalog: {paths.catalog} (synthetic landscape built from real Landsat 8 spectra)")
+    os.environ.setdefault("GEOCLUSTER_AOI_REGISTRY", "demo")
+    os.environ.setdefault("GEOCLUSTER_STAC_URL", "demo")
+    _materialize(paths.aoi_id, paths.start.strftime("%Y-%m"), None)
+
+
+@main.command()
+@click.option("--aoi", "aoi_id", required=True, help="AOI id from the registry.")
+@click.option("--month", required=True, help="Month to process, YYYY-MM.")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), help="Run config YAML (ops: {asset: {config: ...}}).")
+def materialize(aoi_id: str, month: str, config_file: str | None) -> None:
+    """Materialize the whole graph for one AOI and month."""
+    import yaml
+
+    run_config = yaml.safe_load(Path(config_file).read_text()) if config_file else None
+    _materialize(aoi_id, month, run_config)
+
+
+@main.command()
+def aois() -> None:
+    """List the AOIs of the registry (env GEOCLUSTER_AOI_REGISTRY), validating each."""
+    from .definitions import build_resources
+
+    registry = build_resources()["aoi_registry"]
+    for aoi in registry.load().values():
+        west, south, east, north = aoi.bbox
+        click.echo(f"{aoi.id:<24} {aoi.name:<32} [{west:.4f}, {south:.4f}, {east:.4f}, {north:.4f}]")
+
+
+@main.command(name="sync-aois")
+def sync_aois() -> None:
+    """Add every AOI of the registry as a partition of the Dagster instance."""
+    click.echo("AOI partitions: " + ", ".join(_sync_aois(_instance())))
+
+
+def run() -> None:
+    try:
+        main(standalone_mode=True)
+    except GeoclusterError as err:
+        click.echo(f"Error: {err}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    run()

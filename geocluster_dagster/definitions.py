@@ -1,0 +1,34 @@
+"""The Dagster code location: `dagster dev -m geocluster_dagster.definitions` (or workspace.yaml)."""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+from .defs.assets import ASSETS
+from .defs.io_manager import GeoclusterIOManager
+from .defs.jobs import pipeline_job
+from .defs.resources import AOIRegistry, DaskCluster, StacCatalog
+from .defs.schedules import weekly_refresh_schedule
+from .defs.sensors import aoi_registry_sensor
+
+
+def build_resources() -> dict[str, object]:
+    """Resources from environment variables, so one code location serves any deployment."""
+    return {
+        "aoi_registry": AOIRegistry(path=os.environ.get("GEOCLUSTER_AOI_REGISTRY", "demo")),
+        "stac": StacCatalog(url=os.environ.get("GEOCLUSTER_STAC_URL", "demo"), sign=os.environ.get("GEOCLUSTER_STAC_SIGN", "auto")),
+        "dask": DaskCluster(scheduler_address=os.environ.get("GEOCLUSTER_DASK_SCHEDULER") or None),
+        "geocluster_io": GeoclusterIOManager(),
+    }
+
+
+defs = dg.Definitions(
+    assets=ASSETS,
+    jobs=[pipeline_job],
+    schedules=[weekly_refresh_schedule],
+    sensors=[aoi_registry_sensor],
+    resources=build_resources(),
+    executor=dg.in_process_executor,
+)

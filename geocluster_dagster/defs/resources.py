@@ -1,0 +1,130 @@
+"""Resources: where AOIs and imagery come from, where outputs go, and the Dask cluster."""
+
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+
+from ..aoi import AOI, load_registry
+from ..errors import InvalidAOI
+from ..search import StacSource
+
+log = logging.getLogger(__name__)
+
+DEMO = "demo"
+
+
+def output_root() -> Path:
+    """Where outputs (and the generated demo catalog) live: env GEOCLUSTER_OUTPUT, else ./geocluster_output."""
+    return Path(os.environ.get("GEOCLUSTER_OUTPUT", "geocluster_output")).resolve()
+
+
+def demo_paths():
+    """Build (once) and return the embedded demo: a synthetic scene made from real spectra."""
+    from ..demo import build_demo
+
+    return build_demo(output_root() / "demo_catalog")
+
+
+class AOIRegistry(dg.ConfigurableResource):
+    """The areas of interest: a folder of GeoJSON files or one FeatureCollection file."""
+
+    path: str = Field(
+        default=DEMO,
+        description="Folder of *.geojson files or one FeatureCollection file; 'demo' = the embedded demo AOI.",
+    )
+    auto_orient: bool = Field(
+        default=False,
+        description="Re-orient rings to RFC 7946 winding instead of refusing clockwise exteriors.",
+    )
+
+    def resolved_path(self) -> Path:
+        return demo_paths().aoi_registry if self.path == DEMO else Path(self.path).expanduser()
+
+    def load(self) -> dict[str, AOI]:
+        return load_registry(self.resolved_path(), auto_orient=self.auto_orient)
+
+    def get(self, aoi_id: str) -> AOI:
+        aois = self.load()
+        if aoi_id not in aois:
+            raise InvalidAOI(
+                f"AOI {aoi_id!r} is a partition but is not in the registry {self.resolved_path()} "
+                f"(it has {sorted(aois)}). Restore it there, or delete the partition."
+            )
+        return aois[aoi_id]
+
+
+class StacCatalog(dg.ConfigurableResource):
+    """Where to search for imagery: a STAC API, a static catalog, or an ItemCollection file."""
+
+    url: str = Field(
+        default=DEMO,
+        description=(
+            "STAC API root (e.g. https://planetarycomputer.microsoft.com/api/stac/v1), a local "
+            "catalog.json / collection.json, an ItemCollection JSON file, or 'demo'."
+        ),
+    )
+    sign: str = Field(
+        default="auto",
+        description="'auto' signs Planetary Computer hrefs; 'planetary-computer' always; 'none' never.",
+    )
+    max_retries: int = Field(default=5, description="Retries of a failed STAC API request (429/5xx).")
+    backoff_factor: float = Field(default=0.5, description="Exponential backoff factor between retries, seconds.")
+    timeout_s: float = Field(default=60.0, description="Timeout of one STAC API request, seconds.")
+    page_size: int = Field(default=100, description="Items per page of STAC API results.")
+
+    def source(self) -> StacSource:
+        url = str(demo_paths().catalog) if self.url == DEMO else self.url
+        return StacSource(
+            url=url,
+            sign=self.sign,  # type: ignore[arg-type]
+            max_retries=self.max_retries,
+            backoff_factor=self.backoff_factor,
+            timeout_s=self.timeout_s,
+            page_size=self.page_size,
+        )
+
+
+class DaskCluster(dg.ConfigurableResource):
+    """The Dask cluster all lazy raster work runs on while an asset (or its IO) executes.
+
+    Without `scheduler_address` a local cluster is started for the run; with one, work goes to
+    that existing scheduler. Its workers must reach the same paths (output root, local
+    catalogs) as the Dagster process.
+    """
+
+    scheduler_address: str | None = Field(
+        default=None, description="e.g. tcp://10.0.0.5:8786; None starts a local cluster."
+    )
+    n_workers: int = Field(default=1, description="Local cluster: worker count.")
+    threads_per_worker: int | None = Field(default=None, description="Local cluster: threads per worker (None = all cores).")
+    processes: bool = Field(
+        default=False,
+        description="Local cluster: workers as processes (True) or threads in this process (False, cheaper for GDAL/numpy).",
+    )
+    memory_limit: str = Field(default="auto", description="Local cluster: memory limit per worker, e.g. '4GiB'.")
+    dashboard: bool = Field(default=False, description="Local cluster: serve the Dask dashboard.")
+
+    @contextlib.contextmanager
+    def yield_for_execution(self, context: dg.InitResourceContext) -> Iterator["DaskCluster"]:
+        from distributed import Client, LocalCluster
+
+        if self.scheduler_address:
+            with Client(self.scheduler_address, timeout="30s") as client:
+                context.log.info(f"Dask: using scheduler {self.scheduler_address} ({len(client.scheduler_info()['workers'])} workers)")
+                yield self
+            return
+        with LocalCluster(
+            n_workers=self.n_workers,
+            threads_per_worker=self.threads_per_worker or os.cpu_count() or 1,
+            processes=self.processes,
+            memory_limit=self.memory_limit,
+            dashboard_address=":0" if self.dashboard else None,
+        ) as cluster, Client(cluster) as client:
+            context.log.info(f"Dask: local cluster {client.dashboard_link if self.dashboard else cluster.scheduler_address}")
+            yield self

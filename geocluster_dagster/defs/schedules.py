@@ -1,0 +1,24 @@
+"""Schedules: refresh the running month for every registered AOI."""
+
+
+import dagster as dg
+
+from .jobs import pipeline_job
+from .partitions import aoi_partitions, date_partitions, partition_key
+
+
+@dg.schedule(
+    job=pipeline_job,
+    cron_schedule="0 6 * * 1",
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+    description="Every Monday, rematerialize the current month for every AOI (new scenes arrive every 8 days).",
+)
+def weekly_refresh_schedule(context: dg.ScheduleEvaluationContext):
+    month = date_partitions.get_last_partition_key(current_time=context.scheduled_execution_time)
+    aois = sorted(context.instance.get_dynamic_partitions(aoi_partitions.name))
+    if not aois or month is None:
+        return dg.SkipReason("No AOI partitions registered yet.")
+    return [
+        dg.RunRequest(run_key=f"{aoi}|{month}|{context.scheduled_execution_time:%Y%m%d}", partition_key=partition_key(aoi, month))
+        for aoi in aois
+    ]

@@ -1,0 +1,193 @@
+"""What each stage hands to storage, and how it is saved and reopened (lazily).
+
+These containers are what the Dagster assets return; the IO manager only decides *where*
+(one path per asset and partition) and calls :func:`save` / :func:`load`. Everything is
+written to temporary paths and renamed into place, so a failed run never replaces a good
+earlier output.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pystac
+import xarray as xr
+
+from .export import (
+    RasterStats,
+    atomic_path,
+    open_geotiff,
+    open_single_band,
+    open_zarr,
+    write_geotiff,
+    write_json,
+    write_zarr,
+)
+
+
+@dataclass
+class RasterOutput:
+    """A lazy raster to be written as GeoTIFF (``cog=True``: Cloud-Optimized)."""
+
+    data: xr.Dataset | xr.DataArray
+    cog: bool = True
+    nodata: float | None = None
+    tags: dict[str, Any] = field(default_factory=dict)
+    overview_resampling: str = "average"
+    stats: RasterStats | None = None
+    """Filled in by :func:`save`: per-band statistics gathered while writing."""
+
+
+@dataclass
+class ClusterProduct:
+    """The ``clusters`` asset: cluster map, fitted model, signatures, and the fit sample."""
+
+    cluster_map: RasterOutput
+    model: Any
+    """A geocluster_dagster.cluster.FittedClusterer."""
+    signatures: pd.DataFrame
+    sample: np.ndarray
+    """The (n, features) pixels the model was fitted on, for scores and plots downstream."""
+    summary: dict[str, Any]
+
+
+@dataclass
+class StoredClusters:
+    """A ``clusters`` output reopened from disk (the map stays lazy)."""
+
+    directory: Path
+    cluster_map: xr.DataArray
+    model: Any
+    signatures: pd.DataFrame
+    sample: np.ndarray
+    summary: dict[str, Any]
+
+    @property
+    def cluster_map_path(self) -> Path:
+        return self.directory / CLUSTER_MAP
+
+
+@dataclass
+class DiagnosticsProduct:
+    """The ``diagnostics`` asset: PNG plots (bytes) and scores."""
+
+    pngs: dict[str, bytes]
+    scores: dict[str, float]
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+
+CLUSTER_MAP = "cluster_map.tif"
+MODEL = "model.joblib"
+SIGNATURES_CSV = "signatures.csv"
+SIGNATURES_JSON = "signatures.json"
+SAMPLE = "fit_sample.npy"
+SUMMARY = "summary.json"
+SCORES = "scores.json"
+
+
+def extension(obj: Any) -> str:
+    """File suffix (or '' for a directory) that :func:`save` uses for ``obj``."""
+    if isinstance(obj, pystac.ItemCollection):
+        return ".json"
+    if isinstance(obj, xr.Dataset):
+        return ".zarr"
+    if isinstance(obj, RasterOutput):
+        return ".tif"
+    if isinstance(obj, (ClusterProduct, DiagnosticsProduct)):
+        return ""
+    raise TypeError(f"Don't know how to store a {type(obj).__name__}")
+
+
+def save(obj: Any, path: Path) -> dict[str, Any]:
+    """Write ``obj`` at ``path`` atomically; returns facts worth showing as metadata."""
+    if isinstance(obj, pystac.ItemCollection):
+        write_json(obj.to_dict(transform_hrefs=False), path)
+        return {"items": len(obj.items)}
+    if isinstance(obj, xr.Dataset):
+        write_zarr(obj, path)
+        return {}
+    if isinstance(obj, RasterOutput):
+        obj.stats = write_geotiff(
+            obj.data,
+            path,
+            cog=obj.cog,
+            nodata=obj.nodata,
+            tags=obj.tags,
+            overview_resampling=obj.overview_resampling,
+        )
+        return {"band_statistics": obj.stats.as_dict()}
+    if isinstance(obj, ClusterProduct):
+        return _save_clusters(obj, path)
+    if isinstance(obj, DiagnosticsProduct):
+        with atomic_path(path) as tmp:
+            tmp.mkdir()
+            for name, data in obj.pngs.items():
+                (tmp / name).write_bytes(data)
+            write_json(obj.scores, tmp / SCORES)
+            for name, table in obj.tables.items():
+                table.to_csv(tmp / f"{name}.csv", index=False)
+        return {}
+    raise TypeError(f"Don't know how to store a {type(obj).__name__}")
+
+
+def _save_clusters(product: ClusterProduct, path: Path) -> dict[str, Any]:
+    from .cluster import save_model
+
+    with atomic_path(path) as tmp:
+        tmp.mkdir()
+        product.cluster_map.stats = write_geotiff(
+            product.cluster_map.data,
+            tmp / CLUSTER_MAP,
+            cog=True,
+            nodata=product.cluster_map.nodata,
+            tags=product.cluster_map.tags,
+            overview_resampling=product.cluster_map.overview_resampling,
+        )
+        save_model(product.model, tmp / MODEL)
+        product.signatures.to_csv(tmp / SIGNATURES_CSV, index=False)
+        write_json(json.loads(product.signatures.to_json(orient="records")), tmp / SIGNATURES_JSON)
+        np.save(tmp / SAMPLE, product.sample)
+        write_json(product.summary, tmp / SUMMARY)
+    return {}
+
+
+def load(path: Path, kind: type, *, chunks: int = 1024) -> Any:
+    """Reopen what :func:`save` wrote; rasters come back lazy (dask-backed)."""
+    if kind is pystac.ItemCollection:
+        return pystac.ItemCollection.from_dict(json.loads(path.read_text()))
+    if kind is xr.Dataset:
+        return open_zarr(path)
+    if kind is RasterOutput:
+        ds = open_geotiff(path, chunks=chunks)
+        ds.attrs["source_path"] = str(path)
+        return ds
+    if kind is ClusterProduct:
+        from .cluster import load_model
+
+        return StoredClusters(
+            directory=path,
+            cluster_map=open_single_band(path / CLUSTER_MAP, chunks=chunks),
+            model=load_model(path / MODEL),
+            signatures=pd.read_csv(path / SIGNATURES_CSV),
+            sample=np.load(path / SAMPLE),
+            summary=json.loads((path / SUMMARY).read_text()),
+        )
+    if kind is DiagnosticsProduct:
+        return path
+    raise TypeError(f"Don't know how to load a {kind.__name__}")
+
+
+def render_pngs(render) -> dict[str, bytes]:
+    """Call ``render(folder)`` to draw PNGs into a scratch folder, and keep their bytes.
+
+    Plots are small; holding their bytes lets the IO manager place them atomically.
+    """
+    with tempfile.TemporaryDirectory(prefix="geocluster-plots-") as folder:
+        render(Path(folder))
+        return {p.name: p.read_bytes() for p in sorted(Path(folder).glob("*.png"))}
