@@ -52,6 +52,12 @@ WAVELENGTH_UM: dict[str, float] = {
 QAKind = Literal["qa_pixel", "scl"]
 
 
+def spectral_order(names: Sequence[str]) -> list[str]:
+    """Names sorted by wavelength (known bands first, others after in their given order)."""
+    rank = {name: i for i, name in enumerate(COMMON_BANDS)}
+    return sorted(names, key=lambda n: (rank.get(n, len(rank)), list(names).index(n)))
+
+
 @dataclass(frozen=True)
 class Scaling:
     """Linear DN -> physical conversion: ``value = DN * scale + offset``; DN == nodata is missing."""

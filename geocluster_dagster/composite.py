@@ -21,6 +21,7 @@ import xarray as xr
 from affine import Affine
 from odc.geo.geom import Geometry
 
+from .bands import spectral_order
 from .errors import ConfigError, NoClearPixels, NoOverlap
 from .load import CLEAR, NO_DATA
 
@@ -143,7 +144,7 @@ def _first_valid(values: np.ndarray) -> np.ndarray:
 
 def composite(stack: xr.Dataset, method: CompositeMethod = "median") -> xr.Dataset:
     """One (y, x) image per band from the clear observations of a (time, y, x) stack."""
-    bands = [name for name in stack.data_vars if name != "pixel_state"]
+    bands = spectral_order([str(name) for name in stack.data_vars if name != "pixel_state"])
     if method == "first_clear":
         order = np.lexsort((np.arange(stack.sizes["time"]), np.nan_to_num(stack.cloud_cover.values, nan=101.0)))
         stack = stack.isel(time=order)

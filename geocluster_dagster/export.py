@@ -86,10 +86,11 @@ def _replace(tmp: Path, target: Path) -> None:
 
 
 def _remove(path: Path) -> None:
+    """Best-effort cleanup: it must never mask the error that made cleanup necessary."""
     if path.is_dir():
         shutil.rmtree(path, ignore_errors=True)
     else:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):  # e.g. EROFS for a file that was never created
             path.unlink()
 
 
