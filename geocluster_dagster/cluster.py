@@ -1,0 +1,522 @@
+"""Unsupervised clustering of per-pixel spectral signatures, chunk by chunk.
+
+The model is fitted on a seeded, uniform sample of valid pixels (a pixel is valid when every
+feature is finite), then applied block by block to the whole raster. Labels run 1..k in a
+deterministic order (darkest cluster first); 0 is reserved for nodata.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, get_args
+
+import dask
+import dask.array as da
+import joblib
+import numpy as np
+import pandas as pd
+import pyproj
+import rioxarray  # noqa: F401  (registers the .rio accessor used by pixel_area_m2)
+import xarray as xr
+from sklearn.cluster import BisectingKMeans, KMeans, MiniBatchKMeans
+from sklearn.decomposition import PCA
+from sklearn.mixture import GaussianMixture
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from geocluster_dagster.errors import (
+    AssetReadError,
+    BandNotFound,
+    ConfigError,
+    NoClearPixels,
+    OutputNotWritable,
+    TooFewPixels,
+)
+
+Algorithm = Literal["minibatch_kmeans", "kmeans", "bisecting_kmeans", "gaussian_mixture"]
+ALGORITHMS: tuple[str, ...] = get_args(Algorithm)
+
+# uint8 labels with 0 reserved for nodata; 255 stays free for callers that need a second flag.
+MAX_CLUSTERS = 254
+NODATA_LABEL = 0
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    """How to cluster the pixels of one composite."""
+
+    n_clusters: int = 6
+    """Number of clusters k (2..254); labels in the map run 1..k, 0 is nodata."""
+    algorithm: Algorithm = "minibatch_kmeans"
+    """Estimator: minibatch_kmeans (fast, default), kmeans, bisecting_kmeans or gaussian_mixture."""
+    pca_components: int | None = None
+    """Reduce the standardised features to this many principal components first (None = no PCA)."""
+    sample_size: int = 200_000
+    """Number of valid pixels drawn (seeded, uniformly over the raster) to fit the model."""
+    seed: int = 0
+    """Seed for the pixel sample and the estimator: same seed and inputs give the same map."""
+
+    def __post_init__(self) -> None:
+        if not _is_int(self.n_clusters) or not 2 <= self.n_clusters <= MAX_CLUSTERS:
+            raise ConfigError(
+                f"n_clusters={self.n_clusters!r} is invalid: use an integer between 2 and "
+                f"{MAX_CLUSTERS} (labels are stored as uint8 with 0 reserved for nodata)."
+            )
+        if self.algorithm not in ALGORITHMS:
+            raise ConfigError(
+                f"algorithm={self.algorithm!r} is not supported: use one of "
+                f"{', '.join(ALGORITHMS)}."
+            )
+        if self.pca_components is not None and (
+            not _is_int(self.pca_components) or self.pca_components < 1
+        ):
+            raise ConfigError(
+                f"pca_components={self.pca_components!r} is invalid: use a positive integer "
+                "(at most the number of features) or None to skip PCA."
+            )
+        if not _is_int(self.sample_size) or self.sample_size < self.n_clusters:
+            raise ConfigError(
+                f"sample_size={self.sample_size!r} is invalid: use an integer >= n_clusters "
+                f"({self.n_clusters}); the default is 200000 pixels."
+            )
+        if not _is_int(self.seed) or self.seed < 0:
+            raise ConfigError(f"seed={self.seed!r} is invalid: use a non-negative integer.")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+# --------------------------------------------------------------------------------------------
+# Chunked access to the feature bands
+# --------------------------------------------------------------------------------------------
+
+
+def _feature_stack(ds: xr.Dataset, features: Sequence[str]) -> tuple[da.Array, xr.DataArray]:
+    """Features as one dask array (feature, y, x) with a single chunk along feature, plus a
+    2-D template variable carrying the dims and coords of the output maps."""
+    if len(features) == 0:
+        raise ConfigError("features is empty: name at least one band to cluster on, e.g. 'red'.")
+    missing = [name for name in features if name not in ds.data_vars]
+    if missing:
+        raise BandNotFound(
+            f"feature band(s) {', '.join(map(repr, missing))} not in the dataset; available "
+            f"variables: {', '.join(map(str, ds.data_vars)) or '(none)'}. Pick features among "
+            "them or add the band/index upstream."
+        )
+    template = ds[features[0]]
+    if template.ndim != 2:
+        raise ConfigError(
+            f"feature {features[0]!r} has dims {template.dims}; clustering needs 2-D (y, x) "
+            "bands, e.g. a composite rather than a time stack."
+        )
+    arrays = []
+    for name in features:
+        var = ds[name]
+        if set(var.dims) != set(template.dims):
+            raise ConfigError(
+                f"feature {name!r} has dims {var.dims} but {features[0]!r} has {template.dims}; "
+                "all features must share the same (y, x) grid."
+            )
+        arrays.append(da.asarray(var.transpose(*template.dims).data))
+    # da.stack unifies the chunks of the bands; the feature axis must be one chunk so that a
+    # block holds every feature of its pixels.
+    stack = da.stack(arrays).rechunk({0: -1})
+    return stack, template
+
+
+def _is_lazy(obj: xr.Dataset | xr.DataArray) -> bool:
+    if isinstance(obj, xr.DataArray):
+        return obj.chunks is not None
+    return any(var.chunks is not None for var in obj.data_vars.values())
+
+
+def _valid_pixels(block: np.ndarray) -> np.ndarray:
+    """Flat boolean mask of pixels whose every feature is finite; block is (feature, h, w)."""
+    return np.isfinite(block).all(axis=0).ravel()
+
+
+def _count_valid(block: np.ndarray) -> np.ndarray:
+    return np.array([[np.count_nonzero(_valid_pixels(block))]], dtype=np.int64)
+
+
+def _take_valid(block: np.ndarray, local_ranks: np.ndarray) -> np.ndarray:
+    """Rows (pixel, feature) of the valid pixels of a block with the given ranks."""
+    valid_index = np.flatnonzero(_valid_pixels(block))[local_ranks]
+    return block.reshape(block.shape[0], -1)[:, valid_index].T.astype(np.float32)
+
+
+def sample_valid_pixels(ds: xr.Dataset, features: Sequence[str], n: int, seed: int) -> np.ndarray:
+    """Uniform sample without replacement of up to ``n`` valid pixels, as (m, features) float32.
+
+    Two passes over the blocks, neither loading the raster whole: the first counts valid pixels
+    per block, then ``n`` ranks are drawn (seeded) among all valid pixels and the second pass
+    takes the pixels with those ranks from the blocks that hold them. Rows come in block order.
+    """
+    if not _is_int(n) or n < 1:
+        raise ConfigError(f"sample size n={n!r} is invalid: use a positive integer.")
+    stack, _ = _feature_stack(ds, features)
+    counts_grid = stack.map_blocks(
+        _count_valid,
+        drop_axis=0,
+        chunks=tuple((1,) * len(c) for c in stack.chunks[1:]),
+        dtype=np.int64,
+    ).compute()
+    counts = counts_grid.ravel()  # C order == order of stack.to_delayed().ravel()
+    n_valid = int(counts.sum())
+    if n_valid == 0:
+        raise NoClearPixels(
+            f"every pixel is masked (NaN in at least one of {', '.join(features)}), so there is "
+            "nothing to cluster: widen the date range, raise the maximum cloud cover, or check "
+            "the mask settings."
+        )
+    m = min(int(n), n_valid)
+    rng = np.random.default_rng(seed)
+    ranks = np.sort(rng.choice(n_valid, size=m, replace=False))
+    block_starts = np.concatenate([[0], np.cumsum(counts)])
+    cut = np.searchsorted(ranks, block_starts)
+
+    blocks = stack.to_delayed(optimize_graph=False).ravel()
+    parts = [
+        dask.delayed(_take_valid)(block, ranks[cut[i] : cut[i + 1]] - block_starts[i])
+        for i, block in enumerate(blocks)
+        if cut[i + 1] > cut[i]
+    ]
+    (samples,) = dask.compute(parts)
+    return np.concatenate(samples, axis=0)
+
+
+# --------------------------------------------------------------------------------------------
+# The model
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class FittedClusterer:
+    """A fitted scaler [+ PCA] + estimator pipeline whose raw labels are mapped to 1..k."""
+
+    pipeline: Pipeline
+    """sklearn Pipeline: StandardScaler -> optional PCA -> estimator."""
+    features: tuple[str, ...]
+    """Feature (band) names, in the column order the pipeline expects."""
+    n_clusters: int
+    """Number of clusters k."""
+    settings: ClusterSettings
+    """Settings the model was fitted with."""
+    label_of_raw: np.ndarray = field(repr=False)
+    """uint8 lookup: estimator label -> map label 1..k (ordered darkest first)."""
+
+    def _check(self, X: np.ndarray) -> np.ndarray:
+        X = np.asarray(X)
+        if X.ndim != 2 or X.shape[1] != len(self.features):
+            raise ValueError(
+                f"expected an array of shape (n_pixels, {len(self.features)}) with columns "
+                f"{', '.join(self.features)}; got shape {X.shape}."
+            )
+        return X
+
+    @property
+    def estimator(self):
+        return self.pipeline[-1]
+
+    def _model_centers(self) -> np.ndarray:
+        return _estimator_centers(self.estimator)
+
+    def _raw_of_label(self) -> np.ndarray:
+        return np.argsort(self.label_of_raw)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """uint8 labels 1..k for rows of finite feature values."""
+        X = self._check(X)
+        if len(X) == 0:
+            return np.zeros(0, dtype=np.uint8)
+        return self.label_of_raw[self.pipeline.predict(X)]
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        """X in the model's feature space (standardised [+ PCA]), where distances are measured."""
+        return self.pipeline[:-1].transform(self._check(X))
+
+    def centers(self) -> np.ndarray:
+        """(k, n_features) cluster centres in the original feature units, row i = label i+1."""
+        centers = self.pipeline[:-1].inverse_transform(self._model_centers())
+        return np.asarray(centers)[self._raw_of_label()]
+
+    def inertia(self, X: np.ndarray) -> float:
+        """Sum of squared distances, in model space, from each row to its assigned centre."""
+        Z = self.transform(X)
+        if len(Z) == 0:
+            return 0.0
+        raw = self.estimator.predict(Z)
+        return float(np.sum((Z - self._model_centers()[raw]) ** 2, dtype=np.float64))
+
+
+def _estimator_centers(estimator) -> np.ndarray:
+    """Cluster centres in model space, in the estimator's own label order."""
+    if isinstance(estimator, GaussianMixture):
+        return estimator.means_
+    return estimator.cluster_centers_
+
+
+def _make_estimator(settings: ClusterSettings):
+    k, seed = settings.n_clusters, settings.seed
+    if settings.algorithm == "minibatch_kmeans":
+        return MiniBatchKMeans(n_clusters=k, n_init=3, batch_size=4096, random_state=seed)
+    if settings.algorithm == "kmeans":
+        return KMeans(n_clusters=k, n_init=4, random_state=seed)
+    if settings.algorithm == "bisecting_kmeans":
+        return BisectingKMeans(n_clusters=k, n_init=3, random_state=seed)
+    return GaussianMixture(n_components=k, covariance_type="full", random_state=seed)
+
+
+def fit_clusterer(
+    samples: np.ndarray, features: Sequence[str], settings: ClusterSettings
+) -> FittedClusterer:
+    """Fit StandardScaler -> optional PCA -> estimator on sampled pixels (rows x features)."""
+    samples = np.asarray(samples)
+    features = tuple(features)
+    if samples.ndim != 2 or samples.shape[1] != len(features):
+        raise ValueError(
+            f"samples must have shape (n_pixels, {len(features)}) for features "
+            f"{', '.join(features)}; got {samples.shape}."
+        )
+    if not np.isfinite(samples).all():
+        raise ValueError(
+            "samples contain NaN or infinite values; draw them with sample_valid_pixels."
+        )
+    k = settings.n_clusters
+    n_distinct = len(np.unique(samples, axis=0)) if len(samples) >= k else len(samples)
+    if n_distinct < k:
+        raise TooFewPixels(
+            f"cannot form n_clusters={k} clusters from {len(samples)} valid pixels "
+            f"({n_distinct} distinct spectra): lower n_clusters or enlarge the AOI / date range "
+            "so that more clear pixels are available."
+        )
+    steps: list[tuple[str, object]] = [("scale", StandardScaler())]
+    if settings.pca_components is not None:
+        if settings.pca_components > min(len(features), len(samples)):
+            raise ConfigError(
+                f"pca_components={settings.pca_components} exceeds the {len(features)} features "
+                f"({', '.join(features)}): lower pca_components or set it to None."
+            )
+        steps.append(("pca", PCA(n_components=settings.pca_components, random_state=settings.seed)))
+    steps.append(("cluster", _make_estimator(settings)))
+    pipeline = Pipeline(steps).fit(samples)
+
+    # Order clusters by the mean standardised value of their centre: a unit-free brightness in
+    # which a kelvin or index feature cannot outweigh the reflectances. Darkest cluster -> 1.
+    centers = pipeline[:-1].inverse_transform(_estimator_centers(pipeline[-1]))
+    brightness = pipeline.named_steps["scale"].transform(centers).mean(axis=1)
+    order = np.argsort(brightness, kind="stable")
+    label_of_raw = np.empty(k, dtype=np.uint8)
+    label_of_raw[order] = np.arange(1, k + 1, dtype=np.uint8)
+    return FittedClusterer(
+        pipeline=pipeline,
+        features=features,
+        n_clusters=k,
+        settings=settings,
+        label_of_raw=label_of_raw,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Applying the model and summarising the map
+# --------------------------------------------------------------------------------------------
+
+
+def _predict_block(block: np.ndarray, model: FittedClusterer) -> np.ndarray:
+    n_features, height, width = block.shape
+    X = block.reshape(n_features, -1).T
+    valid = np.isfinite(X).all(axis=1)
+    labels = np.full(height * width, NODATA_LABEL, dtype=np.uint8)
+    if valid.any():
+        labels[valid] = model.predict(X[valid])
+    return labels.reshape(height, width)
+
+
+def predict_map(ds: xr.Dataset, model: FittedClusterer) -> xr.DataArray:
+    """uint8 (y, x) cluster map: 0 where any feature is NaN, else 1..k; lazy when ds is dask."""
+    stack, template = _feature_stack(ds, model.features)
+    labels = stack.map_blocks(_predict_block, model=model, drop_axis=0, dtype=np.uint8)
+    data = labels if _is_lazy(ds[list(model.features)]) else labels.compute()
+    return xr.DataArray(
+        data,
+        dims=template.dims,
+        coords=template.coords,
+        name="cluster",
+        attrs={
+            "nodata": NODATA_LABEL,
+            "n_clusters": model.n_clusters,
+            "long_name": "cluster label (0 = nodata)",
+        },
+    )
+
+
+def sum_over_blocks(
+    func: Callable[..., np.ndarray],
+    arrays: Sequence[xr.DataArray | np.ndarray | da.Array],
+    out_shape: tuple[int, ...],
+    dtype: type = np.float64,
+) -> np.ndarray:
+    """Sum ``func(*blocks)`` over the aligned blocks of same-shaped 2-D arrays.
+
+    ``func`` gets one numpy block per array and returns an ``out_shape`` array (e.g. per-label
+    counts); dask adds the per-block results in a tree, so only small results are ever held.
+    """
+    dask_arrays = [da.asarray(a.data if isinstance(a, xr.DataArray) else a) for a in arrays]
+    first = dask_arrays[0]
+    for other in dask_arrays[1:]:
+        if other.shape != first.shape:
+            raise ValueError(f"arrays differ in shape: {first.shape} vs {other.shape}.")
+    aligned = [first, *(a.rechunk(first.chunks) for a in dask_arrays[1:])]
+
+    def per_block(*blocks: np.ndarray) -> np.ndarray:
+        return np.asarray(func(*blocks), dtype=dtype)[np.newaxis, np.newaxis]
+
+    grid = tuple((1,) * len(c) for c in first.chunks)
+    per_block_results = da.map_blocks(
+        per_block,
+        *aligned,
+        new_axis=list(range(2, 2 + len(out_shape))),
+        chunks=grid + tuple((size,) for size in out_shape),
+        dtype=dtype,
+    )
+    return per_block_results.sum(axis=(0, 1)).compute()
+
+
+def n_clusters_of_map(cluster_map: xr.DataArray, n_clusters: int | None = None) -> int:
+    """k of a cluster map: the given value, else attrs["n_clusters"], else its largest label."""
+    if n_clusters is None:
+        n_clusters = cluster_map.attrs.get("n_clusters")
+    if n_clusters is None:  # a map read back from disk: one cheap pass for the largest label
+        n_clusters = int(da.asarray(cluster_map.data).max().compute())
+    return int(n_clusters)
+
+
+def _label_stats_block(labels: np.ndarray, *values: np.ndarray, n_bins: int) -> np.ndarray:
+    """(1 + n_values, 3, n_bins): pixel counts, then per value finite count, sum, sum of squares."""
+    labels = labels.ravel().astype(np.intp)
+    if labels.size and labels.max() >= n_bins:
+        raise ValueError(
+            f"cluster map holds label {labels.max()} but n_clusters is {n_bins - 1}; pass the "
+            "model's n_clusters."
+        )
+    out = np.zeros((1 + len(values), 3, n_bins))
+    out[0, 0] = np.bincount(labels, minlength=n_bins)
+    for i, value in enumerate(values, start=1):
+        x = value.ravel().astype(np.float64)
+        finite = np.isfinite(x)
+        lab, x = labels[finite], x[finite]
+        out[i, 0] = np.bincount(lab, minlength=n_bins)
+        out[i, 1] = np.bincount(lab, weights=x, minlength=n_bins)
+        out[i, 2] = np.bincount(lab, weights=x * x, minlength=n_bins)
+    return out
+
+
+def cluster_signatures(
+    ds: xr.Dataset,
+    cluster_map: xr.DataArray,
+    pixel_area_m2: float | None,
+    *,
+    n_clusters: int | None = None,
+) -> pd.DataFrame:
+    """One row per cluster 1..k: size, and mean/std of every data variable of ds in it.
+
+    Columns: cluster, pixel_count, fraction (of all labelled pixels), area_ha (NaN without a
+    pixel area), then ``<var>_mean`` and ``<var>_std`` (population std, NaN ignored per variable).
+    ``n_clusters`` defaults to ``cluster_map.attrs["n_clusters"]`` (set by predict_map).
+    """
+    k = n_clusters_of_map(cluster_map, n_clusters)
+    names = list(ds.data_vars)
+    values = []
+    for name in names:
+        var = ds[name]
+        if set(var.dims) != set(cluster_map.dims):
+            raise ConfigError(
+                f"variable {name!r} has dims {var.dims} but the cluster map has "
+                f"{cluster_map.dims}; pass a dataset of 2-D bands on the map's grid."
+            )
+        values.append(var.transpose(*cluster_map.dims))
+
+    def block_stats(labels: np.ndarray, *blocks: np.ndarray) -> np.ndarray:
+        return _label_stats_block(labels, *blocks, n_bins=k + 1)
+
+    stats = sum_over_blocks(block_stats, [cluster_map, *values], (1 + len(values), 3, k + 1))
+    stats = stats[:, :, 1:]  # drop nodata (label 0)
+
+    pixel_count = stats[0, 0].astype(np.int64)
+    total = pixel_count.sum()
+    table: dict[str, np.ndarray] = {
+        "cluster": np.arange(1, k + 1),
+        "pixel_count": pixel_count,
+        "fraction": pixel_count / total if total else np.full(k, np.nan),
+        "area_ha": pixel_count * (pixel_area_m2 / 10_000.0)
+        if pixel_area_m2 is not None
+        else np.full(k, np.nan),
+    }
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for i, name in enumerate(names, start=1):
+            count, total_sum, total_sq = stats[i]
+            mean = np.where(count > 0, total_sum / count, np.nan)
+            variance = np.where(count > 0, total_sq / count - mean * mean, np.nan)
+            table[f"{name}_mean"] = mean
+            table[f"{name}_std"] = np.sqrt(np.clip(variance, 0.0, None))
+    return pd.DataFrame(table)
+
+
+def pixel_area_m2(ds: xr.Dataset | xr.DataArray) -> float | None:
+    """Area of one pixel in m² when the CRS is projected in metres, else None."""
+    crs = ds.rio.crs
+    if crs is None:
+        return None
+    crs = pyproj.CRS.from_user_input(crs.to_wkt())
+    units = {(axis.unit_name, axis.unit_conversion_factor) for axis in crs.axis_info}
+    if not crs.is_projected or not all(
+        name in ("metre", "meter") and factor == 1.0 for name, factor in units
+    ):
+        return None
+    # |determinant| is |a*e| for north-up grids and stays right for rotated ones.
+    return float(abs(ds.rio.transform().determinant))
+
+
+# --------------------------------------------------------------------------------------------
+# Persistence
+# --------------------------------------------------------------------------------------------
+
+
+def save_model(model: FittedClusterer, path: str | os.PathLike) -> Path:
+    """Write the model with joblib, atomically (temporary file in the same directory + rename)."""
+    path = Path(path)
+    tmp_path = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        joblib.dump(model, tmp_path)
+        os.replace(tmp_path, path)
+    except OSError as exc:
+        raise OutputNotWritable(
+            f"cannot write the cluster model to {path}: {exc}. Choose a writable output "
+            "directory with free space."
+        ) from exc
+    finally:
+        tmp_path.unlink(missing_ok=True)
+    return path
+
+
+def load_model(path: str | os.PathLike) -> FittedClusterer:
+    """Read a model written by save_model (joblib unpickles: only load files you trust)."""
+    try:
+        model = joblib.load(path)
+    except Exception as exc:  # unpickling garbage can raise almost anything
+        raise AssetReadError(
+            f"cannot read a cluster model from {path}: {exc}. Re-run the clustering step to "
+            "write it again."
+        ) from exc
+    if not isinstance(model, FittedClusterer):
+        raise AssetReadError(
+            f"{path} holds a {type(model).__name__}, not a FittedClusterer; point to a file "
+            "written by save_model."
+        )
+    return model

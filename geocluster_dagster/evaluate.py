@@ -1,0 +1,334 @@
+"""How good is a clustering? Internal scores, elbow curve, agreement with labels, red/NIR density.
+
+Scores whose exact computation is quadratic in the number of pixels (silhouette) run on a
+capped, seeded subsample; everything else runs on all given samples, or block by block over
+the whole raster for map-level statistics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+from scipy.optimize import linear_sum_assignment
+from sklearn import config_context
+from sklearn.metrics import (
+    calinski_harabasz_score,
+    davies_bouldin_score,
+    mutual_info_score,
+    silhouette_samples,
+    silhouette_score,
+)
+
+from geocluster_dagster.cluster import (
+    NODATA_LABEL,
+    ClusterSettings,
+    FittedClusterer,
+    fit_clusterer,
+    n_clusters_of_map,
+    sum_over_blocks,
+)
+from geocluster_dagster.errors import BandNotFound, ConfigError
+
+# The silhouette needs all pairwise distances of its subsample; sklearn computes them in slices
+# of this many MB instead of its 1 GB default, so a 10 000-pixel silhouette stays small.
+SILHOUETTE_WORKING_MEMORY_MB = 128
+
+
+@dataclass(frozen=True)
+class ClusterScores:
+    """Internal quality scores of a clustering, all measured in the model's feature space."""
+
+    silhouette: float
+    """Mean silhouette coefficient (-1..1, higher is better) on a capped seeded subsample."""
+    calinski_harabasz: float
+    """Calinski-Harabasz index (higher is better) on all samples."""
+    davies_bouldin: float
+    """Davies-Bouldin index (>= 0, lower is better) on all samples."""
+    inertia: float
+    """Sum of squared distances to the assigned centre (lower is tighter) on all samples."""
+    n_scored: int
+    """Number of samples behind calinski_harabasz, davies_bouldin and inertia."""
+    n_silhouette: int
+    """Number of samples behind silhouette (at most max_silhouette_samples)."""
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _subsample_index(n: int, max_samples: int, seed: int) -> np.ndarray:
+    """Sorted seeded indices of at most max_samples rows out of n."""
+    if n <= max_samples:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=max_samples, replace=False))
+
+
+def _silhouette_input(
+    model: FittedClusterer, samples: np.ndarray, max_samples: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    if max_samples < 2:
+        raise ConfigError(f"max_silhouette_samples={max_samples} is too small: use at least 2.")
+    rows = np.asarray(samples)[_subsample_index(len(samples), max_samples, seed)]
+    return model.transform(rows), model.predict(rows)
+
+
+def _silhouette_defined(labels: np.ndarray) -> bool:
+    # sklearn requires 2 <= number of labels <= n_samples - 1
+    return 2 <= len(np.unique(labels)) <= len(labels) - 1
+
+
+def _mean_silhouette(Z: np.ndarray, labels: np.ndarray) -> float:
+    if not _silhouette_defined(labels):
+        return float("nan")
+    with config_context(working_memory=SILHOUETTE_WORKING_MEMORY_MB):
+        return float(silhouette_score(Z, labels))
+
+
+def score_clustering(
+    model: FittedClusterer,
+    samples: np.ndarray,
+    *,
+    max_silhouette_samples: int = 10_000,
+    seed: int = 0,
+) -> ClusterScores:
+    """Silhouette (subsampled), Calinski-Harabasz, Davies-Bouldin and inertia of the samples.
+
+    A score that is undefined (fewer than 2 populated clusters) is NaN rather than an error.
+    """
+    samples = np.asarray(samples)
+    Z, labels = model.transform(samples), model.predict(samples)
+    n_populated = len(np.unique(labels))
+    if 2 <= n_populated <= len(labels) - 1:
+        calinski = float(calinski_harabasz_score(Z, labels))
+        davies = float(davies_bouldin_score(Z, labels))
+    else:
+        calinski = davies = float("nan")
+
+    Zs, labels_s = _silhouette_input(model, samples, max_silhouette_samples, seed)
+    silhouette = _mean_silhouette(Zs, labels_s)
+    return ClusterScores(
+        silhouette=silhouette,
+        calinski_harabasz=calinski,
+        davies_bouldin=davies,
+        inertia=model.inertia(samples),
+        n_scored=len(samples),
+        n_silhouette=len(labels_s),
+    )
+
+
+def silhouette_sample(
+    model: FittedClusterer, samples: np.ndarray, *, max_samples: int = 10_000, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-sample silhouette values and labels 1..k on the same subsample score_clustering uses.
+
+    With fewer than 2 populated clusters the values are NaN.
+    """
+    Z, labels = _silhouette_input(model, samples, max_samples, seed)
+    if not _silhouette_defined(labels):
+        return np.full(len(labels), np.nan), labels
+    with config_context(working_memory=SILHOUETTE_WORKING_MEMORY_MB):
+        return silhouette_samples(Z, labels), labels
+
+
+def elbow_curve(
+    samples: np.ndarray,
+    k_values: Sequence[int],
+    settings: ClusterSettings,
+    *,
+    max_silhouette_samples: int = 5_000,
+) -> pd.DataFrame:
+    """Columns k, inertia, silhouette: one fit per k with the settings' algorithm and seed.
+
+    Inertia is in the standardised feature space, which is the same for every k (the scaler
+    depends only on the samples), so the values are comparable along the curve.
+    """
+    samples = np.asarray(samples)
+    if len(k_values) == 0:
+        raise ConfigError("k_values is empty: pass the cluster counts to try, e.g. range(2, 11).")
+    features = [f"feature_{i}" for i in range(samples.shape[1])]
+    rows = []
+    for k in sorted(set(int(k) for k in k_values)):
+        model = fit_clusterer(samples, features, replace(settings, n_clusters=k))
+        Zs, labels = _silhouette_input(model, samples, max_silhouette_samples, settings.seed)
+        silhouette = _mean_silhouette(Zs, labels)
+        rows.append({"k": k, "inertia": model.inertia(samples), "silhouette": silhouette})
+    return pd.DataFrame(rows, columns=["k", "inertia", "silhouette"])
+
+
+# --------------------------------------------------------------------------------------------
+# Agreement with reference labels, from a contingency table built block by block
+# --------------------------------------------------------------------------------------------
+
+
+def _pair_contingency(
+    cluster_labels, reference_labels
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Contingency table (reference x cluster) over pixels with both labels non-zero, plus the
+    reference and cluster label values of its rows and columns (empty ones dropped)."""
+    cluster_labels = _as_2d_labels(cluster_labels)
+    reference_labels = _as_2d_labels(reference_labels)
+    n_cluster = _n_label_values(cluster_labels)
+    n_reference = _n_label_values(reference_labels)
+
+    def block_table(clusters: np.ndarray, references: np.ndarray) -> np.ndarray:
+        clusters = clusters.ravel().astype(np.int64)
+        references = references.ravel().astype(np.int64)
+        keep = (clusters > NODATA_LABEL) & (references > 0)
+        pairs = references[keep] * n_cluster + clusters[keep]
+        return np.bincount(pairs, minlength=n_reference * n_cluster).reshape(n_reference, n_cluster)
+
+    table = sum_over_blocks(
+        block_table, [cluster_labels, reference_labels], (n_reference, n_cluster), np.int64
+    )
+    rows, cols = np.flatnonzero(table.sum(axis=1)), np.flatnonzero(table.sum(axis=0))
+    return table[np.ix_(rows, cols)], rows, cols
+
+
+def _as_2d_labels(labels):
+    if isinstance(labels, xr.DataArray):
+        labels = labels.data
+    if not hasattr(labels, "chunks"):  # numpy or list
+        labels = np.asarray(labels)
+    if labels.ndim == 1:  # label vectors (e.g. sampled pixels) are a 1-row raster
+        labels = labels[np.newaxis]
+    return labels
+
+
+def _n_label_values(labels) -> int:
+    """Size of the label alphabet 0..max; uint8 maps need no extra pass over the data."""
+    if labels.dtype == np.uint8:
+        return 256
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ConfigError(f"labels must be integers (got {labels.dtype}); 0 marks unlabelled.")
+    maximum = labels.max()
+    maximum = int(maximum.compute() if hasattr(maximum, "compute") else maximum)
+    return max(maximum, 0) + 1
+
+
+def _adjusted_rand_from_table(table: np.ndarray) -> float:
+    """Adjusted Rand index from a contingency table (same formula as sklearn's)."""
+    table = table.astype(np.float64)
+    n = table.sum()
+    sum_squares = (table**2).sum()
+    both_same = sum_squares - n
+    same_cluster_only = (table.sum(axis=0) ** 2).sum() - sum_squares
+    same_class_only = (table.sum(axis=1) ** 2).sum() - sum_squares
+    neither = n**2 - same_cluster_only - same_class_only - sum_squares
+    if same_cluster_only == 0 and same_class_only == 0:
+        return 1.0
+    return float(
+        2.0
+        * (both_same * neither - same_class_only * same_cluster_only)
+        / (
+            (both_same + same_class_only) * (same_class_only + neither)
+            + (both_same + same_cluster_only) * (same_cluster_only + neither)
+        )
+    )
+
+
+def _entropy_from_counts(counts: np.ndarray) -> float:
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log(p)).sum())
+
+
+def _normalized_mutual_info_from_table(table: np.ndarray) -> float:
+    """NMI with the arithmetic-mean normaliser, as sklearn's default."""
+    if table.shape[0] == table.shape[1] == 1:
+        return 1.0
+    mutual_info = mutual_info_score(None, None, contingency=table)
+    if mutual_info == 0:
+        return 0.0
+    normaliser = 0.5 * (
+        _entropy_from_counts(table.sum(axis=1)) + _entropy_from_counts(table.sum(axis=0))
+    )
+    return float(mutual_info / normaliser)
+
+
+def label_agreement(cluster_labels, reference_labels) -> dict:
+    """ARI, NMI and Hungarian-matched accuracy of a cluster map against reference labels.
+
+    Pixels with reference <= 0 (unlabelled) or cluster 0 (nodata) are ignored. Accepts numpy,
+    dask or xarray label rasters (or 1-D label vectors); dask inputs are read block by block.
+    Returns ``ari``, ``nmi``, ``matched_accuracy`` and ``n_pixels`` (pixels compared) plus
+    ``matching`` ({cluster: reference class} of the one-to-one matching).
+    """
+    table, reference_ids, cluster_ids = _pair_contingency(cluster_labels, reference_labels)
+    n_pixels = int(table.sum())
+    if n_pixels == 0:
+        nan = float("nan")
+        return {"ari": nan, "nmi": nan, "matched_accuracy": nan, "n_pixels": 0, "matching": {}}
+    # One-to-one matching of clusters to classes that maximises the matched pixels; with more
+    # clusters than classes the unmatched clusters count as errors.
+    rows, cols = linear_sum_assignment(table, maximize=True)
+    matching = zip(cluster_ids[cols], reference_ids[rows], strict=True)
+    return {
+        "ari": _adjusted_rand_from_table(table),
+        "nmi": _normalized_mutual_info_from_table(table),
+        "matched_accuracy": float(table[rows, cols].sum() / n_pixels),
+        "n_pixels": n_pixels,
+        "matching": {int(cluster): int(reference) for cluster, reference in matching},
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Red / NIR feature space per cluster
+# --------------------------------------------------------------------------------------------
+
+
+def red_nir_density(
+    ds: xr.Dataset,
+    cluster_map: xr.DataArray,
+    *,
+    bins: int = 256,
+    red_range: tuple[float, float] = (0.0, 0.5),
+    nir_range: tuple[float, float] = (0.0, 0.8),
+    n_clusters: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """2-D histogram of (red, nir) per cluster over all valid pixels, block by block.
+
+    Returns ``counts`` of shape (k, bins, bins) where ``counts[c - 1, i, j]`` is the number of
+    pixels of cluster c with red in bin i and nir in bin j, plus the red and nir bin edges.
+    Pixels outside the ranges, with NaN red/nir or cluster 0 are not counted.
+    """
+    for band in ("red", "nir"):
+        if band not in ds.data_vars:
+            raise BandNotFound(
+                f"band {band!r} is needed for the red/NIR density but the dataset has only "
+                f"{', '.join(map(str, ds.data_vars))}; load it with the composite."
+            )
+    if bins < 1 or red_range[1] <= red_range[0] or nir_range[1] <= nir_range[0]:
+        raise ConfigError(
+            f"bins={bins}, red_range={red_range}, nir_range={nir_range}: use bins >= 1 and "
+            "ranges with low < high."
+        )
+    k = n_clusters_of_map(cluster_map, n_clusters)
+    red_edges = np.linspace(red_range[0], red_range[1], bins + 1)
+    nir_edges = np.linspace(nir_range[0], nir_range[1], bins + 1)
+
+    def block_counts(labels: np.ndarray, red: np.ndarray, nir: np.ndarray) -> np.ndarray:
+        labels, red, nir = labels.ravel().astype(np.int64), red.ravel(), nir.ravel()
+        keep = (
+            (labels >= 1)
+            & (labels <= k)
+            & (red >= red_range[0])
+            & (red <= red_range[1])
+            & (nir >= nir_range[0])
+            & (nir <= nir_range[1])
+        )  # NaN compares False, so NaN pixels drop out here
+        red_bin = _bin_index(red[keep], red_edges)
+        nir_bin = _bin_index(nir[keep], nir_edges)
+        flat = ((labels[keep] - 1) * bins + red_bin) * bins + nir_bin
+        return np.bincount(flat, minlength=k * bins * bins).reshape(k, bins, bins)
+
+    arrays = [cluster_map, *(ds[band].transpose(*cluster_map.dims) for band in ("red", "nir"))]
+    counts = sum_over_blocks(block_counts, arrays, (k, bins, bins), np.int64)
+    return counts, red_edges, nir_edges
+
+
+def _bin_index(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Bin of each value as np.histogram assigns it: half-open bins, the last one closed."""
+    index = np.searchsorted(edges, values, side="right") - 1
+    return np.clip(index, 0, len(edges) - 2)

@@ -1,0 +1,569 @@
+"""Diagnostic figures of a clustering, written as PNG files a remote-sensing analyst can read.
+
+Uses matplotlib's object-oriented API only (``Figure`` + Agg, never pyplot's global state), so
+plots can be drawn from several threads. Every plot function writes one PNG atomically
+(temporary file in the same directory, then ``os.replace``) and returns its path. Images of
+rasters take decimated previews (see ``read_preview``), never full-resolution scenes.
+"""
+
+from __future__ import annotations
+
+import base64
+import colorsys
+import io
+import math
+import os
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import rasterio
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter, MaxNLocator
+from rasterio.enums import Resampling
+
+from geocluster_dagster.errors import AssetReadError, ConfigError, OutputNotWritable
+
+DPI = 100
+"""Resolution of every PNG; a figure of (w, h) inches is (w * DPI, h * DPI) pixels."""
+MAP_SIZE = (10.0, 7.5)
+CHART_SIZE = (9.0, 6.0)
+NODATA_COLOR = (1.0, 1.0, 1.0, 0.0)  # transparent: the hatched axes background shows through
+# Masked pixels must not look like bright surfaces (cloud, sand, roofs), hence grey hatching.
+MASKED_FACE, MASKED_HATCH_COLOR, MASKED_HATCH = "0.93", "0.65", "////"
+
+PathLike = str | os.PathLike
+
+
+# --------------------------------------------------------------------------------------------
+# Colours and files
+# --------------------------------------------------------------------------------------------
+
+
+def cluster_colors(k: int) -> list[tuple[float, float, float]]:
+    """k distinct categorical RGB colours; colour i (label i + 1) does not depend on k.
+
+    tab10 first (the most legible set), then the light tab20 variants, then golden-angle hues
+    in alternating lightness for very large k. The greys are left out: they would read as the
+    hatched grey of masked pixels.
+    """
+    if k < 0:
+        raise ConfigError(f"k={k} is invalid: the number of colours cannot be negative.")
+    tab10 = colormaps["tab10"].colors
+    tab20_light = colormaps["tab20"].colors[1::2]
+    palette = [tuple(map(float, c[:3])) for c in (*tab10, *tab20_light) if len(set(c[:3])) > 1]
+    i = 0
+    while len(palette) < k:
+        hue = (0.11 + i * 0.618034) % 1.0
+        lightness = (0.35, 0.55, 0.7)[i % 3]
+        palette.append(colorsys.hls_to_rgb(hue, lightness, 0.75))
+        i += 1
+    return palette[:k]
+
+
+def _new_figure(size: tuple[float, float], layout: str = "constrained") -> Figure:
+    # "compressed" is constrained layout for fixed-aspect axes (maps); plain constrained layout
+    # mis-places their axis labels.
+    return Figure(figsize=size, dpi=DPI, layout=layout)
+
+
+def _save(fig: Figure, path: PathLike) -> Path:
+    """Write fig to path atomically: a failure leaves neither a partial nor a temporary file."""
+    path = Path(path)
+    # A unique hidden name in the target directory, so os.replace is an atomic rename.
+    tmp_path = path.with_name(f".{path.stem}.{uuid.uuid4().hex}.tmp.png")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(tmp_path, format="png", dpi=DPI)
+        os.replace(tmp_path, path)
+    except OSError as exc:
+        raise OutputNotWritable(
+            f"cannot write the plot {path}: {exc}. Choose a writable output directory with "
+            "free space."
+        ) from exc
+    finally:
+        tmp_path.unlink(missing_ok=True)
+    return path
+
+
+def _fraction_text(fraction: float) -> str:
+    if not np.isfinite(fraction):
+        return "n/a"
+    percent = 100.0 * fraction
+    if 0 < percent < 0.1:
+        return "<0.1 %"
+    return f"{percent:.1f} %"
+
+
+def _legend_columns(n_entries: int) -> int:
+    return max(1, math.ceil(n_entries / 24))
+
+
+# --------------------------------------------------------------------------------------------
+# Raster previews and maps
+# --------------------------------------------------------------------------------------------
+
+
+def read_preview(
+    path: PathLike,
+    bands: Sequence[int] | None = None,
+    max_size: int = 1024,
+    resampling: str = "nearest",
+) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+    """Decimated read of a GeoTIFF: (array (bands, h, w), extent (left, right, bottom, top)).
+
+    The longer side is at most ``max_size`` pixels; rasterio reads through the overviews when
+    the file has them, so the full-resolution raster is never held. Float rasters get NaN for
+    their nodata value; integer rasters are returned as stored (cluster maps keep 0 = nodata).
+    Use ``resampling="nearest"`` (or "mode") for labels and "average" for reflectance.
+    """
+    try:
+        method = Resampling[resampling]
+    except KeyError:
+        raise ConfigError(
+            f"resampling={resampling!r} is not a rasterio resampling method; use e.g. "
+            "'nearest', 'mode' or 'average'."
+        ) from None
+    if max_size < 1:
+        raise ConfigError(f"max_size={max_size} is invalid: use a positive number of pixels.")
+    try:
+        with rasterio.open(path) as src:
+            indexes = list(bands) if bands is not None else list(src.indexes)
+            bad = [b for b in indexes if b not in src.indexes]
+            if bad:
+                raise ConfigError(
+                    f"band index(es) {bad} not in {path}, which has bands 1..{src.count}."
+                )
+            scale = max(src.height, src.width) / max_size
+            height, width = src.height, src.width
+            if scale > 1:
+                height = max(1, round(src.height / scale))
+                width = max(1, round(src.width / scale))
+            array = src.read(
+                indexes=indexes, out_shape=(len(indexes), height, width), resampling=method
+            )
+            nodata = src.nodata
+            bounds = src.bounds
+    except rasterio.errors.RasterioIOError as exc:
+        raise AssetReadError(
+            f"cannot read a preview of {path}: {exc}. Check that the GeoTIFF exists and is "
+            "complete."
+        ) from exc
+    if np.issubdtype(array.dtype, np.floating) and nodata is not None and not np.isnan(nodata):
+        array[array == nodata] = np.nan
+    return array, (bounds.left, bounds.right, bounds.bottom, bounds.top)
+
+
+def _format_map_axes(ax, crs_label: str | None, axis_units: str) -> None:
+    """Axis labels with units; metres are shown as km so that tick labels stay short."""
+    crs_text = f", {crs_label}" if crs_label else ""
+    if axis_units in ("m", "metre", "meter"):
+        km = FuncFormatter(lambda value, _: f"{value / 1000:g}")
+        ax.xaxis.set_major_formatter(km)
+        ax.yaxis.set_major_formatter(km)
+        ax.set_xlabel(f"Easting (km{crs_text})")
+        ax.set_ylabel(f"Northing (km{crs_text})")
+    else:
+        ax.set_xlabel(f"x ({axis_units}{crs_text})")
+        ax.set_ylabel(f"y ({axis_units}{crs_text})")
+    for axis in (ax.xaxis, ax.yaxis):  # round steps (1, 2, 5 km...), not 1.5 km
+        axis.set_major_locator(MaxNLocator(nbins=6, steps=[1, 2, 5, 10]))
+    ax.set_facecolor(MASKED_FACE)
+    ax.patch.set_hatch(MASKED_HATCH)
+    ax.patch.set_edgecolor(MASKED_HATCH_COLOR)
+
+
+def _masked_patch(label: str) -> Patch:
+    return Patch(
+        facecolor=MASKED_FACE, edgecolor=MASKED_HATCH_COLOR, hatch=MASKED_HATCH, label=label
+    )
+
+
+def plot_cluster_map(
+    labels: np.ndarray,
+    extent: Sequence[float],
+    path: PathLike,
+    *,
+    title: str,
+    crs_label: str | None,
+    n_clusters: int,
+    signatures: pd.DataFrame | None = None,
+    axis_units: str = "m",
+) -> Path:
+    """Categorical map of labels 1..k (0 = nodata, transparent), legend "Cluster i (x %)".
+
+    Percentages come from ``signatures["fraction"]`` (whole raster) when given, else from the
+    preview itself.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise ValueError(f"labels must be a 2-D (y, x) array, got shape {labels.shape}.")
+    colors = cluster_colors(n_clusters)
+    lookup = np.array([NODATA_COLOR, *((*c, 1.0) for c in colors)])
+    safe = np.where((labels >= 1) & (labels <= n_clusters), labels, 0).astype(np.intp)
+    if signatures is not None:
+        fractions = dict(zip(signatures["cluster"], signatures["fraction"], strict=True))
+    else:
+        counts = np.bincount(safe.ravel(), minlength=n_clusters + 1)[1:]
+        fractions = dict(zip(range(1, n_clusters + 1), counts / max(counts.sum(), 1), strict=True))
+
+    fig = _new_figure(MAP_SIZE, layout="compressed")
+    ax = fig.add_subplot()
+    ax.imshow(lookup[safe], extent=tuple(extent), interpolation="nearest")
+    _format_map_axes(ax, crs_label, axis_units)
+    ax.set_title(title)
+    handles = [
+        Patch(facecolor=colors[i - 1], label=f"Cluster {i} ({_fraction_text(fractions.get(i, 0))})")
+        for i in range(1, n_clusters + 1)
+    ]
+    nodata_fraction = float((safe == 0).mean())
+    if nodata_fraction > 0:
+        handles.append(
+            _masked_patch(f"No data / masked ({_fraction_text(nodata_fraction)} of map)")
+        )
+    fig.legend(
+        handles=handles,
+        loc="outside right upper",
+        title="Cluster (share of valid pixels)",
+        ncols=_legend_columns(len(handles)),
+        frameon=False,
+    )
+    return _save(fig, path)
+
+
+def _percentile_stretch(band: np.ndarray, low: float = 2, high: float = 98) -> np.ndarray:
+    finite = np.isfinite(band)
+    if not finite.any():
+        return np.zeros_like(band, dtype=np.float64)
+    lo, hi = np.percentile(band[finite], [low, high])
+    if hi <= lo:
+        return np.where(finite, 0.5, 0.0)
+    return np.clip((band - lo) / (hi - lo), 0.0, 1.0)
+
+
+def plot_rgb(
+    rgb: np.ndarray,
+    extent: Sequence[float],
+    path: PathLike,
+    *,
+    title: str,
+    crs_label: str | None = None,
+    axis_units: str = "m",
+) -> Path:
+    """Colour composite of a (3, h, w) reflectance array with a 2-98 % stretch per band.
+
+    Pass (red, green, blue) for true colour or (nir, red, green) for false colour; NaN pixels
+    (masked or nodata) are transparent. Percentiles ignore NaN.
+    """
+    rgb = np.asarray(rgb, dtype=np.float64)
+    if rgb.ndim != 3 or rgb.shape[0] != 3:
+        raise ValueError(f"rgb must have shape (3, h, w), got {rgb.shape}.")
+    stretched = np.stack([_percentile_stretch(band) for band in rgb], axis=-1)
+    alpha = np.isfinite(rgb).all(axis=0).astype(np.float64)
+    image = np.concatenate([np.nan_to_num(stretched), alpha[..., np.newaxis]], axis=-1)
+
+    fig = _new_figure(MAP_SIZE, layout="compressed")
+    ax = fig.add_subplot()
+    ax.imshow(image, extent=tuple(extent), interpolation="nearest")
+    _format_map_axes(ax, crs_label, axis_units)
+    ax.set_title(f"{title}\n(2–98 % stretch per band; masked pixels hatched)")
+    return _save(fig, path)
+
+
+# --------------------------------------------------------------------------------------------
+# Charts
+# --------------------------------------------------------------------------------------------
+
+
+def plot_spectral_signatures(
+    signatures: pd.DataFrame,
+    bands: Sequence[str],
+    path: PathLike,
+    *,
+    wavelengths: Mapping[str, float] | None = None,
+    value_label: str = "Surface reflectance (0–1)",
+) -> Path:
+    """Mean value per cluster along the bands (wavelength in µm when given), ±1 std shaded."""
+    bands = list(bands)
+    missing = [b for b in bands if f"{b}_mean" not in signatures.columns]
+    if not bands or missing:
+        raise ConfigError(
+            f"bands {missing or bands} have no '<band>_mean' column in the signatures; "
+            "pick bands among the variables the signatures were computed on."
+        )
+    use_wavelengths = wavelengths is not None and all(b in wavelengths for b in bands)
+    if use_wavelengths:
+        bands = sorted(bands, key=lambda b: wavelengths[b])
+        x = np.array([wavelengths[b] for b in bands], dtype=float)
+    else:
+        x = np.arange(len(bands), dtype=float)
+    n_clusters = int(signatures["cluster"].max())
+    colors = cluster_colors(n_clusters)
+
+    # Many overlapping ±1 std bands turn into a grey wash; fade them as k grows.
+    band_alpha = 0.15 if n_clusters <= 6 else 0.06
+    fig = _new_figure(CHART_SIZE)
+    ax = fig.add_subplot()
+    for _, row in signatures.iterrows():
+        if row.get("pixel_count", 1) == 0:
+            continue
+        cluster = int(row["cluster"])
+        mean = np.array([row[f"{b}_mean"] for b in bands], dtype=float)
+        std = np.array([row.get(f"{b}_std", np.nan) for b in bands], dtype=float)
+        color = colors[cluster - 1]
+        share = _fraction_text(row["fraction"]) if "fraction" in row else ""
+        label = f"Cluster {cluster} ({share})" if share else f"Cluster {cluster}"
+        ax.plot(x, mean, marker="o", color=color, linewidth=2, label=label)
+        ax.fill_between(x, mean - std, mean + std, color=color, alpha=band_alpha, linewidth=0)
+
+    if use_wavelengths:
+        ax.set_xlabel("Wavelength (µm)")
+        top = ax.secondary_xaxis("top")
+        top.set_xticks(x, labels=bands, rotation=90, fontsize="small")
+        for value in x:
+            ax.axvline(value, color="0.85", linewidth=0.8, zorder=0)
+    else:
+        ax.set_xticks(x, labels=bands)
+        ax.set_xlabel("Band")
+    ax.set_ylabel(value_label)
+    ax.set_title("Spectral signature of each cluster (mean, shading ±1 std)")
+    ax.grid(axis="y", color="0.9")
+    fig.legend(
+        loc="outside right upper",
+        ncols=_legend_columns(len(signatures)),
+        frameon=False,
+        title="Cluster (share)",
+    )
+    return _save(fig, path)
+
+
+def plot_silhouette(
+    values: np.ndarray, labels: np.ndarray, path: PathLike, *, average: float
+) -> Path:
+    """Per-cluster silhouette blades (values sorted within a cluster), average dashed."""
+    values, labels = np.asarray(values, dtype=float), np.asarray(labels)
+    if values.shape != labels.shape:
+        raise ValueError(f"values {values.shape} and labels {labels.shape} differ in shape.")
+    finite = np.isfinite(values)
+    values, labels = values[finite], labels[finite]
+    clusters = np.unique(labels)
+    colors = cluster_colors(int(clusters.max()) if len(clusters) else 0)
+    gap = max(1, len(values) // 60)
+
+    fig = _new_figure(CHART_SIZE)
+    ax = fig.add_subplot()
+    y_lower = gap
+    for cluster in clusters:
+        # Descending, because the y axis is inverted below (cluster 1 on top, like the legends)
+        # and the classic blade has its widest end up.
+        blade = np.sort(values[labels == cluster])[::-1]
+        y = np.arange(y_lower, y_lower + len(blade))
+        color = colors[int(cluster) - 1]
+        ax.fill_betweenx(y, 0, blade, facecolor=color, edgecolor=color, linewidth=0.3)
+        ax.text(
+            -0.02,
+            y_lower + len(blade) / 2,
+            str(int(cluster)),
+            ha="right",
+            va="center",
+            fontsize="small",
+            transform=ax.get_yaxis_transform(),
+        )
+        y_lower += len(blade) + gap
+    if np.isfinite(average):
+        ax.axvline(average, color="black", linestyle="--", label=f"mean silhouette = {average:.3f}")
+        ax.legend(loc="lower right")
+    low = min(-0.1, float(values.min()) - 0.05) if len(values) else -0.1
+    ax.set_xlim(low, 1.0)
+    ax.set_ylim(y_lower, 0)
+    ax.set_yticks([])
+    ax.axvline(0, color="0.4", linewidth=0.8)
+    ax.set_xlabel("Silhouette coefficient (−1 … 1, higher = better separated)")
+    ax.set_ylabel("Sampled pixels grouped by cluster", labelpad=22)
+    ax.set_title(f"Silhouette per cluster ({len(values):,} sampled pixels)")
+    return _save(fig, path)
+
+
+def plot_elbow(curve: pd.DataFrame, path: PathLike, *, chosen_k: int) -> Path:
+    """Inertia against k (silhouette on a second axis when present), chosen k marked."""
+    curve = curve.sort_values("k")
+    fig = _new_figure(CHART_SIZE)
+    ax = fig.add_subplot()
+    (inertia_line,) = ax.plot(
+        curve["k"], curve["inertia"], marker="o", color="tab:blue", label="Inertia"
+    )
+    handles = [inertia_line]
+    ax.set_xlabel("Number of clusters k")
+    ax.set_ylabel("Inertia (sum of squared distances, standardised units)", color="tab:blue")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(color="0.9")
+    if "silhouette" in curve and np.isfinite(curve["silhouette"]).any():
+        ax2 = ax.twinx()
+        (silhouette_line,) = ax2.plot(
+            curve["k"],
+            curve["silhouette"],
+            marker="s",
+            color="tab:orange",
+            label="Mean silhouette (sampled)",
+        )
+        ax2.set_ylabel("Mean silhouette (−1 … 1, higher = better)", color="tab:orange")
+        handles.append(silhouette_line)
+    handles.append(
+        ax.axvline(chosen_k, color="tab:red", linestyle="--", label=f"Chosen k = {chosen_k}")
+    )
+    chosen = curve[curve["k"] == chosen_k]
+    if len(chosen):
+        ax.plot(
+            chosen["k"],
+            chosen["inertia"],
+            marker="o",
+            markersize=12,
+            color="tab:red",
+            fillstyle="none",
+            markeredgewidth=2,
+        )
+    ax.legend(handles=handles, loc="upper right")
+    ax.set_title("Elbow curve: within-cluster inertia against k")
+    return _save(fig, path)
+
+
+def plot_cluster_sizes(signatures: pd.DataFrame, path: PathLike) -> Path:
+    """Horizontal bars of area (ha) per cluster, or pixel count when the area is unknown."""
+    use_area = "area_ha" in signatures and np.isfinite(signatures["area_ha"]).all()
+    column, unit = ("area_ha", "ha") if use_area else ("pixel_count", "pixels")
+    clusters = signatures["cluster"].astype(int).to_numpy()
+    sizes = signatures[column].to_numpy(dtype=float)
+    colors = cluster_colors(int(clusters.max()))
+
+    height = max(3.0, min(0.45 * len(clusters) + 1.5, 30.0))
+    fig = _new_figure((CHART_SIZE[0], height))
+    ax = fig.add_subplot()
+    ax.barh(clusters, sizes, color=[colors[c - 1] for c in clusters], edgecolor="0.3")
+    ax.set_yticks(clusters, labels=[f"Cluster {c}" for c in clusters])
+    ax.invert_yaxis()  # cluster 1 on top, like the legends
+    fractions = signatures.get("fraction", pd.Series(np.nan, index=signatures.index))
+    for y, size, fraction in zip(clusters, sizes, fractions, strict=True):
+        ax.annotate(
+            f" {size:,.0f} {unit} ({_fraction_text(fraction)})",
+            (size, y),
+            va="center",
+            fontsize="small",
+        )
+    ax.set_xlim(0, max(sizes.max(), 1) * 1.3)  # room for the annotations
+    ax.set_xlabel("Area (ha)" if use_area else "Pixel count")
+    ax.set_title("Size of each cluster")
+    ax.grid(axis="x", color="0.9")
+    ax.set_axisbelow(True)
+    return _save(fig, path)
+
+
+def plot_red_nir_density(
+    counts: np.ndarray, red_edges: np.ndarray, nir_edges: np.ndarray, path: PathLike
+) -> Path:
+    """Red/NIR feature space: each bin coloured by its most frequent cluster, opacity by log
+    pixel count, so millions of pixels stay readable; grey NDVI isolines for orientation."""
+    counts = np.asarray(counts)
+    if counts.ndim != 3:
+        raise ValueError(f"counts must have shape (k, red bins, nir bins), got {counts.shape}.")
+    k = counts.shape[0]
+    colors = np.array(cluster_colors(k))
+    total = counts.sum(axis=0)
+    dominant = counts.argmax(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        opacity = np.log1p(total) / np.log1p(total.max()) if total.max() > 0 else total * 0.0
+    # A floor keeps single-pixel bins visible; the log keeps the dense core from saturating.
+    opacity = np.where(total > 0, 0.35 + 0.65 * opacity, 0.0)
+    image = np.concatenate([colors[dominant], opacity[..., np.newaxis]], axis=-1)
+    image = image.transpose(1, 0, 2)  # rows = nir (y axis), columns = red (x axis)
+
+    fig = _new_figure((9.0, 7.5))
+    ax = fig.add_subplot()
+    extent = (red_edges[0], red_edges[-1], nir_edges[0], nir_edges[-1])
+    ax.imshow(image, origin="lower", extent=extent, aspect="auto", interpolation="nearest")
+    # Zoom on the occupied bins (keeping the origin, where the NDVI isolines meet).
+    red_max, nir_max = red_edges[-1], nir_edges[-1]
+    if total.any():
+        red_used, nir_used = np.flatnonzero(total.any(axis=1)), np.flatnonzero(total.any(axis=0))
+        red_max = min(red_edges[-1], red_edges[red_used[-1] + 1] * 1.1)
+        nir_max = min(nir_edges[-1], nir_edges[nir_used[-1] + 1] * 1.1)
+    red_line = np.linspace(red_edges[0], red_max, 200)
+    for ndvi in (0.0, 0.3, 0.6):
+        nir_line = red_line * (1 + ndvi) / (1 - ndvi)
+        inside = nir_line <= nir_max
+        if inside.sum() < 2:
+            continue
+        ax.plot(red_line[inside], nir_line[inside], color="0.45", linestyle=":", linewidth=1.2)
+        end = np.flatnonzero(inside)[-1]
+        ax.annotate(
+            f"NDVI = {ndvi:g}",
+            (red_line[end], nir_line[end]),
+            xytext=(-4, -2),
+            textcoords="offset points",
+            ha="right",
+            va="top",
+            color="0.3",
+            fontsize="small",
+            bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1},
+        )
+    ax.set_xlim(red_edges[0], red_max)
+    ax.set_ylim(nir_edges[0], nir_max)
+    ax.set_xlabel("Red surface reflectance (0–1)")
+    ax.set_ylabel("NIR surface reflectance (0–1)")
+    ax.set_title(
+        f"Red / NIR feature space ({int(total.sum()):,} pixels)\n"
+        "colour = most frequent cluster in the bin, opacity ∝ log(pixel count)"
+    )
+    ax.set_facecolor("white")
+    per_cluster = counts.sum(axis=(1, 2))
+    handles = [
+        Patch(facecolor=colors[i], label=f"Cluster {i + 1} ({int(per_cluster[i]):,} px)")
+        for i in range(k)
+    ]
+    fig.legend(
+        handles=handles,
+        loc="outside right upper",
+        ncols=_legend_columns(k),
+        frameon=False,
+        title="Cluster",
+    )
+    return _save(fig, path)
+
+
+# --------------------------------------------------------------------------------------------
+# Thumbnails for Dagster metadata
+# --------------------------------------------------------------------------------------------
+
+
+def thumbnail_markdown(png_path: PathLike, max_px: int = 320, max_chars: int = 40_000) -> str:
+    """A small re-encoded copy of a PNG as a markdown data-URI image for Dagster metadata.
+
+    The longer side is at most ``max_px``; the image shrinks further until the markdown is at
+    most ``max_chars`` long, because it is stored in the event log of every materialisation.
+    """
+    from PIL import Image  # Pillow ships with matplotlib
+
+    png_path = Path(png_path)
+    try:
+        with Image.open(png_path) as image:
+            image = image.convert("RGBA")
+    except OSError as exc:
+        raise AssetReadError(f"cannot read the plot {png_path} for a thumbnail: {exc}.") from exc
+    flat = Image.new("RGB", image.size, "white")
+    flat.paste(image, mask=image.getchannel("A"))
+    size = max_px
+    while True:
+        small = flat.copy()
+        small.thumbnail((size, size), Image.Resampling.LANCZOS)
+        # A 64-colour palette keeps a noisy map to ~30 kB without visible banding.
+        small = small.quantize(colors=64, method=Image.Quantize.MEDIANCUT)
+        buffer = io.BytesIO()
+        small.save(buffer, format="PNG", optimize=True)
+        encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
+        markdown = f"![{png_path.stem}](data:image/png;base64,{encoded})"
+        if len(markdown) <= max_chars or size <= 32:
+            return markdown
+        size = int(size * 0.8)

@@ -1,0 +1,314 @@
+"""Tests of geocluster_dagster.cluster on the real Landsat 7 LEDAPS stacks of shared/data."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import rioxarray  # noqa: F401
+import xarray as xr
+
+from geocluster_dagster.cluster import (
+    ClusterSettings,
+    FittedClusterer,
+    cluster_signatures,
+    fit_clusterer,
+    load_model,
+    pixel_area_m2,
+    predict_map,
+    sample_valid_pixels,
+    save_model,
+)
+from geocluster_dagster.errors import (
+    AssetReadError,
+    BandNotFound,
+    ConfigError,
+    NoClearPixels,
+    TooFewPixels,
+)
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+LANDSAT7 = DATA / "landsat7_sr_022049_labeled_opengeotutorial"
+STACK_1999 = LANDSAT7 / "LE70220491999322EDC01_stack.gtif"
+STACK_2002 = LANDSAT7 / "LE70220492002106EDC00_stack.gtif"
+REFLECTANCE = ["blue", "green", "red", "nir", "swir16", "swir22"]
+FMASK_SHADOW, FMASK_CLOUD = 2, 4
+
+
+def landsat7_dataset(path: Path, *, mask_clouds: bool = False, chunks: int | None = 64):
+    """Float32 reflectance (bands 1-5 and 7 of ETM+, stored x10000) plus brightness temperature
+    (kelvin x10) as ``lwir``; NaN at nodata and, optionally, at Fmask cloud/shadow pixels."""
+    with rasterio.open(path) as src:
+        stack = src.read()
+        descriptions = src.descriptions
+        transform, crs, nodata = src.transform, src.crs, src.nodata
+    assert descriptions[5] == "band 7 reflectance" and descriptions[6] == "band 6 temperature"
+    invalid = (
+        (stack[:7] == nodata).any(axis=0) if nodata is not None else np.zeros(stack.shape[1:], bool)
+    )
+    if mask_clouds:
+        invalid |= np.isin(stack[7], [FMASK_SHADOW, FMASK_CLOUD])
+    values = {name: stack[i] / np.float32(10_000) for i, name in enumerate(REFLECTANCE)}
+    values["lwir"] = stack[6] / np.float32(10)
+    height, width = stack.shape[1:]
+    x = transform.c + transform.a * (np.arange(width) + 0.5)
+    y = transform.f + transform.e * (np.arange(height) + 0.5)
+    ds = xr.Dataset(
+        {
+            name: (("y", "x"), np.where(invalid, np.nan, band).astype(np.float32))
+            for name, band in values.items()
+        },
+        coords={"x": x, "y": y},
+    ).rio.write_crs(crs)
+    return ds.chunk({"y": chunks, "x": chunks}) if chunks else ds
+
+
+@pytest.fixture(scope="module")
+def ds_1999():
+    return landsat7_dataset(STACK_1999)
+
+
+@pytest.fixture(scope="module")
+def ds_2002_masked():
+    return landsat7_dataset(STACK_2002, mask_clouds=True)
+
+
+@pytest.fixture(scope="module")
+def model_1999(ds_1999):
+    settings = ClusterSettings(n_clusters=5, sample_size=20_000, seed=0)
+    samples = sample_valid_pixels(ds_1999, REFLECTANCE, settings.sample_size, settings.seed)
+    return fit_clusterer(samples, REFLECTANCE, settings)
+
+
+# ---------------------------------------------------------------------------------- settings
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field_name"),
+    [
+        ({"n_clusters": 1}, "n_clusters"),
+        ({"n_clusters": 255}, "n_clusters"),
+        ({"n_clusters": 2.5}, "n_clusters"),
+        ({"algorithm": "dbscan"}, "algorithm"),
+        ({"pca_components": 0}, "pca_components"),
+        ({"sample_size": 0}, "sample_size"),
+        ({"n_clusters": 10, "sample_size": 5}, "sample_size"),
+        ({"seed": -1}, "seed"),
+    ],
+)
+def test_invalid_settings_raise_config_error_naming_the_field(kwargs, field_name):
+    with pytest.raises(ConfigError, match=field_name):
+        ClusterSettings(**kwargs)
+
+
+def test_pca_components_above_feature_count_is_a_config_error(ds_1999):
+    samples = sample_valid_pixels(ds_1999, ["red", "nir"], 500, 0)
+    with pytest.raises(ConfigError, match="pca_components"):
+        fit_clusterer(samples, ["red", "nir"], ClusterSettings(n_clusters=3, pca_components=3))
+
+
+# ---------------------------------------------------------------------------------- sampling
+
+
+def test_sample_is_deterministic_and_depends_on_seed(ds_2002_masked):
+    first = sample_valid_pixels(ds_2002_masked, REFLECTANCE, 3_000, seed=7)
+    again = sample_valid_pixels(ds_2002_masked, REFLECTANCE, 3_000, seed=7)
+    other = sample_valid_pixels(ds_2002_masked, REFLECTANCE, 3_000, seed=8)
+    assert first.shape == (3_000, 6) and first.dtype == np.float32
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+    assert np.isfinite(first).all()
+
+
+def test_sample_is_without_replacement_and_capped_at_valid_pixels(ds_2002_masked):
+    direct = np.stack([ds_2002_masked[b].values.ravel() for b in REFLECTANCE], axis=1)
+    valid_rows = direct[np.isfinite(direct).all(axis=1)]
+    everything = sample_valid_pixels(ds_2002_masked, REFLECTANCE, 10**9, seed=0)
+    assert len(everything) == len(valid_rows) < direct.shape[0]  # clouds were left out
+    # Every valid pixel exactly once: compare the two row multisets.
+    np.testing.assert_array_equal(
+        np.unique(everything, axis=0, return_counts=True)[1],
+        np.unique(valid_rows, axis=0, return_counts=True)[1],
+    )
+
+
+def test_sample_is_uniform_over_the_whole_raster(ds_2002_masked):
+    """A seeded sample of 5 000 of the ~45 700 clear pixels has each band's mean within 4
+    standard errors of the population mean; a sample biased to some blocks would not."""
+    sample = sample_valid_pixels(ds_2002_masked, REFLECTANCE, 5_000, seed=3)
+    direct = np.stack([ds_2002_masked[b].values.ravel() for b in REFLECTANCE], axis=1)
+    population = direct[np.isfinite(direct).all(axis=1)]
+    standard_error = population.std(axis=0) / np.sqrt(len(sample))
+    assert np.all(np.abs(sample.mean(axis=0) - population.mean(axis=0)) < 4 * standard_error)
+
+
+def test_missing_feature_names_the_band_and_the_available_ones(ds_1999):
+    with pytest.raises(BandNotFound, match="'ndvi'") as excinfo:
+        sample_valid_pixels(ds_1999, ["red", "ndvi"], 100, 0)
+    assert "swir16" in str(excinfo.value)
+
+
+def test_all_masked_raster_raises_no_clear_pixels(ds_1999):
+    masked = ds_1999.where(False)
+    with pytest.raises(NoClearPixels, match="date range"):
+        sample_valid_pixels(masked, REFLECTANCE, 100, 0)
+
+
+# ---------------------------------------------------------------------------------- fitting
+
+
+def test_more_clusters_than_valid_pixels_raises_too_few_pixels(ds_1999):
+    keep = np.zeros((ds_1999.sizes["y"], ds_1999.sizes["x"]), dtype=bool)
+    keep[100, 100:103] = True
+    sparse = ds_1999.where(xr.DataArray(keep, dims=("y", "x")))
+    samples = sample_valid_pixels(sparse, REFLECTANCE, 1_000, 0)
+    assert len(samples) == 3
+    with pytest.raises(TooFewPixels, match=r"n_clusters=5.*3 valid pixels"):
+        fit_clusterer(samples, REFLECTANCE, ClusterSettings(n_clusters=5))
+
+
+def test_more_clusters_than_distinct_spectra_raises_too_few_pixels():
+    samples = np.tile(np.array([[0.1, 0.3], [0.2, 0.1]], dtype=np.float32), (50, 1))
+    with pytest.raises(TooFewPixels, match="2 distinct"):
+        fit_clusterer(samples, ["red", "nir"], ClusterSettings(n_clusters=3))
+
+
+@pytest.mark.parametrize(
+    "algorithm", ["minibatch_kmeans", "kmeans", "bisecting_kmeans", "gaussian_mixture"]
+)
+@pytest.mark.parametrize("pca_components", [None, 3])
+def test_every_algorithm_fits_and_orders_clusters_dark_to_bright(
+    ds_1999, algorithm, pca_components
+):
+    settings = ClusterSettings(
+        n_clusters=4, algorithm=algorithm, pca_components=pca_components, sample_size=5_000
+    )
+    samples = sample_valid_pixels(ds_1999, REFLECTANCE, settings.sample_size, settings.seed)
+    model = fit_clusterer(samples, REFLECTANCE, settings)
+    labels = model.predict(samples)
+    assert labels.dtype == np.uint8
+    assert set(np.unique(labels)) == {1, 2, 3, 4}
+    assert model.transform(samples).shape == (len(samples), pca_components or 6)
+    centers = model.centers()
+    assert centers.shape == (4, 6)
+    brightness = model.pipeline.named_steps["scale"].transform(centers).mean(axis=1)
+    assert np.all(np.diff(brightness) > 0)
+    assert model.inertia(samples) > 0
+
+
+def test_inertia_is_the_kmeans_inertia_in_model_space(ds_1999):
+    settings = ClusterSettings(n_clusters=5, algorithm="kmeans", sample_size=5_000)
+    samples = sample_valid_pixels(ds_1999, REFLECTANCE, settings.sample_size, 0)
+    model = fit_clusterer(samples, REFLECTANCE, settings)
+    assert model.inertia(samples) == pytest.approx(model.pipeline[-1].inertia_, rel=1e-3)
+
+
+def test_same_seed_same_model_other_seed_other_sample(ds_1999):
+    settings = ClusterSettings(n_clusters=5, sample_size=5_000, seed=1)
+    first = sample_valid_pixels(ds_1999, REFLECTANCE, settings.sample_size, settings.seed)
+    second = sample_valid_pixels(ds_1999, REFLECTANCE, settings.sample_size, settings.seed)
+    a = fit_clusterer(first, REFLECTANCE, settings)
+    b = fit_clusterer(second, REFLECTANCE, settings)
+    np.testing.assert_array_equal(a.centers(), b.centers())
+    np.testing.assert_array_equal(predict_map(ds_1999, a).values, predict_map(ds_1999, b).values)
+
+
+# ---------------------------------------------------------------------------------- maps
+
+
+@pytest.mark.parametrize("dask", [False, True])
+def test_predict_map_chunked_equals_in_memory(ds_2002_masked, dask):
+    samples = sample_valid_pixels(ds_2002_masked, REFLECTANCE, 10_000, 0)
+    model = fit_clusterer(samples, REFLECTANCE, ClusterSettings(n_clusters=5))
+    ds = ds_2002_masked if dask else ds_2002_masked.compute()
+
+    cluster_map = predict_map(ds, model)
+    assert (cluster_map.chunks is not None) == dask
+    assert cluster_map.dims == ("y", "x") and cluster_map.dtype == np.uint8
+    assert cluster_map.name == "cluster" and cluster_map.attrs["nodata"] == 0
+    assert cluster_map.rio.crs == ds_2002_masked.rio.crs
+    np.testing.assert_array_equal(cluster_map.x, ds.x)
+
+    pixels = np.stack([ds_2002_masked[b].values.ravel() for b in REFLECTANCE], axis=1)
+    valid = np.isfinite(pixels).all(axis=1)
+    expected = np.zeros(len(pixels), dtype=np.uint8)
+    expected[valid] = model.predict(pixels[valid])
+    values = cluster_map.values.ravel()
+    np.testing.assert_array_equal(values, expected)
+    assert (values[~valid] == 0).all() and (values[valid] >= 1).all()
+
+
+@pytest.mark.parametrize("dask", [False, True])
+def test_cluster_signatures_match_a_direct_numpy_computation(ds_2002_masked, model_1999, dask):
+    ds = ds_2002_masked if dask else ds_2002_masked.compute()
+    cluster_map = predict_map(ds, model_1999)
+    # One more cluster than the model has: an empty cluster must still get its row.
+    table = cluster_signatures(ds, cluster_map, pixel_area_m2(ds), n_clusters=6)
+
+    labels = cluster_map.values
+    assert list(table["cluster"]) == [1, 2, 3, 4, 5, 6]
+    for row in table.itertuples():
+        in_cluster = labels == row.cluster
+        assert row.pixel_count == in_cluster.sum()
+        assert row.area_ha == pytest.approx(in_cluster.sum() * 900 / 10_000)
+        for name in [*REFLECTANCE, "lwir"]:  # lwir is not a feature but is summarised too
+            values = ds_2002_masked[name].values[in_cluster]
+            if row.pixel_count == 0:
+                assert np.isnan(getattr(row, f"{name}_mean"))
+                continue
+            assert getattr(row, f"{name}_mean") == pytest.approx(np.nanmean(values), rel=1e-6)
+            assert getattr(row, f"{name}_std") == pytest.approx(np.nanstd(values), rel=1e-4)
+    assert table["pixel_count"].iloc[-1] == 0
+    assert table["fraction"].sum() == pytest.approx(1.0)
+
+
+def test_signatures_ignore_nan_per_variable(ds_1999, model_1999):
+    cluster_map = predict_map(ds_1999, model_1999)
+    ds = ds_1999.assign(lwir=ds_1999["lwir"].where(ds_1999.x < ds_1999.x.mean()))
+    table = cluster_signatures(ds, cluster_map, None)
+    labels, lwir = cluster_map.values, ds["lwir"].values
+    for row in table.itertuples():
+        assert row.lwir_mean == pytest.approx(np.nanmean(lwir[labels == row.cluster]), rel=1e-6)
+    assert table["area_ha"].isna().all()
+
+
+def test_pixel_area_is_known_only_for_metric_projected_crs(ds_1999):
+    assert pixel_area_m2(ds_1999) == pytest.approx(900.0)
+    geographic = ds_1999.rio.write_crs("EPSG:4326")
+    assert pixel_area_m2(geographic) is None
+    assert pixel_area_m2(ds_1999.drop_vars("spatial_ref")) is None
+
+
+# ---------------------------------------------------------------------------------- files
+
+
+def test_model_round_trips_through_joblib(tmp_path, ds_1999, model_1999):
+    path = save_model(model_1999, tmp_path / "models" / "clusters.joblib")
+    loaded = load_model(path)
+    assert isinstance(loaded, FittedClusterer)
+    assert loaded.features == model_1999.features and loaded.settings == model_1999.settings
+    np.testing.assert_array_equal(
+        predict_map(ds_1999, loaded).values, predict_map(ds_1999, model_1999).values
+    )
+    assert [p.name for p in path.parent.iterdir()] == ["clusters.joblib"]  # no temporary left
+
+
+def test_loading_something_else_raises_asset_read_error(tmp_path):
+    bogus = tmp_path / "not_a_model.joblib"
+    bogus.write_text("hello")
+    with pytest.raises(AssetReadError, match="not_a_model"):
+        load_model(bogus)
+
+
+def test_importing_the_science_modules_does_not_import_matplotlib():
+    code = (
+        "import sys, geocluster_dagster.cluster, geocluster_dagster.evaluate; "
+        "sys.exit('matplotlib' in sys.modules)"
+    )
+    repo = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True)
+    assert result.returncode == 0, result.stderr.decode()
