@@ -357,8 +357,9 @@ def _oriented(
         )
         raise InvalidAOI(
             f"{where}{part} has the wrong winding: {problem}. RFC 7946 requires exterior rings "
-            "counter-clockwise and holes clockwise: reverse the ring's positions, or load with "
-            "auto_orient=True to re-orient silently."
+            "counter-clockwise and holes clockwise: reverse the ring's positions, or set "
+            "`auto_orient: true` on the aoi_registry resource (load_registry(..., "
+            "auto_orient=True)) to re-orient silently."
         )
     return geometry
 

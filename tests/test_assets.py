@@ -22,6 +22,8 @@ from geocluster_dagster.defs.resources import AOIRegistry, DaskCluster, StacCata
 from geocluster_dagster.demo import DEMO_MONTH, build_demo, demo_truth
 from geocluster_dagster.evaluate import label_agreement
 
+from .conftest import S2_29RKH
+
 KEY = partition_key("demo", DEMO_MONTH)
 
 
@@ -203,6 +205,8 @@ def test_bad_aoi_geometry_fails_with_the_fix(demo, dask_cluster, tmp_path, geome
                  dask_cluster=dask_cluster, aoi_ids=("bad",), key=partition_key("bad", DEMO_MONTH))
     message = failure_message(result)
     assert "bad" in message and expected.lower() in message.lower()
+    if expected == "clockwise":
+        assert "auto_orient: true" in message
     assert _no_outputs(out)
 
 
@@ -298,3 +302,42 @@ def test_unwritable_output_keeps_the_earlier_materialization(demo, demo_run, das
         subprocess.run(["umount", str(folder)], check=True)
     assert (folder / f"{DEMO_MONTH}.tif").read_bytes() == before
     assert sorted(p.name for p in folder.iterdir()) == [f"{DEMO_MONTH}.tif"]
+
+
+def test_a_real_sentinel2_tile_through_the_whole_graph(s2_29rkh_item, dask_cluster, tmp_path):
+    """Earth Search item, real COGs, SCL at 200 m masking 100 m bands, no thermal band."""
+    items_file = tmp_path / "items.json"
+    items_file.write_text(json.dumps(pystac.ItemCollection([s2_29rkh_item]).to_dict()))
+    footprint = shapely.geometry.shape(s2_29rkh_item.geometry)
+    aoi = shapely.geometry.polygon.orient(footprint.buffer(-0.05), 1.0)  # RFC 7946 winding
+    key = partition_key("western_sahara", "2020-02-01")
+    out = tmp_path / "out"
+    result = run(
+        out, registry=_registry(tmp_path, shapely.geometry.mapping(aoi), "western_sahara"),
+        catalog=str(items_file), dask_cluster=dask_cluster, aoi_ids=("western_sahara",), key=key,
+        run_config={"ops": {
+            "stac_items": {"config": {"collection": s2_29rkh_item.collection_id}},
+            "band_stack": {"config": {"bands": ["blue", "green", "red", "nir"], "resolution": 100, "chunk_size": 256}},
+            "clusters": {"config": {"n_clusters": 4, "sample_size": 50_000}},
+            "diagnostics": {"config": {"elbow_k_max": 6}},
+        }},
+    )
+    assert result.success
+    with rasterio.open(out / "geotiff" / "western_sahara" / "2020-02-01.tif") as src:
+        assert src.descriptions == ("blue", "green", "red", "nir", "ndvi")  # no lwir, so no lst
+        red = src.read(3)
+        rows, cols = np.indices(red.shape)
+        xs, ys = rasterio.transform.xy(src.transform, rows.ravel(), cols.ravel())
+    xs, ys = np.asarray(xs).reshape(red.shape), np.asarray(ys).reshape(red.shape)
+    # Independent expectation: the real SCL file, each 200 m pixel looked up at the 100 m centres.
+    with rasterio.open(S2_29RKH / "SCL.tif") as scl_src:
+        scl = scl_src.read(1)
+        scl_rows, scl_cols = rasterio.transform.rowcol(scl_src.transform, xs.ravel(), ys.ravel())
+    scl_at = scl[np.asarray(scl_rows), np.asarray(scl_cols)].reshape(red.shape)
+    inside = ~np.isnan(red) | np.isin(scl_at, [0, 3, 8, 9, 10, 11])
+    assert np.isin(scl_at[inside & np.isnan(red)], [0, 3, 8, 9, 10, 11]).all()
+    assert (~np.isnan(red))[inside & ~np.isin(scl_at, [0, 3, 8, 9, 10, 11])].all()
+    assert (inside & np.isnan(red)).sum() > 10_000  # thin cirrus and cloud really were masked
+    labels = rasterio.open(out / "clusters" / "western_sahara" / "2020-02-01" / "cluster_map.tif").read(1)
+    assert np.array_equal(labels == 0, np.isnan(red))
+    assert (out / "diagnostics" / "western_sahara" / "2020-02-01" / "red_nir_density.png").exists()

@@ -14,9 +14,10 @@ from .partitions import aoi_partitions, date_partitions, partition_key
     description="Every Monday, rematerialize the current month for every AOI (new scenes arrive every 8 days).",
 )
 def weekly_refresh_schedule(context: dg.ScheduleEvaluationContext):
-    month = date_partitions.get_last_partition_key(current_time=context.scheduled_execution_time)
+    # The month that contains the tick: still filling up with scenes, hence the weekly refresh.
+    month = date_partitions.get_partition_key_for_timestamp(context.scheduled_execution_time.timestamp())
     aois = sorted(context.instance.get_dynamic_partitions(aoi_partitions.name))
-    if not aois or month is None:
+    if not aois:
         return dg.SkipReason("No AOI partitions registered yet.")
     return [
         dg.RunRequest(run_key=f"{aoi}|{month}|{context.scheduled_execution_time:%Y%m%d}", partition_key=partition_key(aoi, month))
