@@ -65,6 +65,14 @@ def cluster_colors(k: int) -> list[tuple[float, float, float]]:
     return palette[:k]
 
 
+def map_figure_size(extent: Sequence[float], *, legend_width: float = 0.0) -> tuple[float, float]:
+    """A figure size that fits a map of this (left, right, bottom, top) extent without white bands."""
+    left, right, bottom, top = extent
+    aspect = abs(top - bottom) / max(abs(right - left), 1e-9)
+    map_width = MAP_SIZE[0] - legend_width - 1.0  # minus the y-axis label and ticks
+    return MAP_SIZE[0], float(min(max(map_width * aspect + 1.4, 3.5), 12.0))
+
+
 def _new_figure(size: tuple[float, float], layout: str = "constrained") -> Figure:
     # "compressed" is constrained layout for fixed-aspect axes (maps); plain constrained layout
     # mis-places their axis labels.
@@ -211,7 +219,7 @@ def plot_cluster_map(
         counts = np.bincount(safe.ravel(), minlength=n_clusters + 1)[1:]
         fractions = dict(zip(range(1, n_clusters + 1), counts / max(counts.sum(), 1), strict=True))
 
-    fig = _new_figure(MAP_SIZE, layout="compressed")
+    fig = _new_figure(map_figure_size(extent, legend_width=3.0), layout="compressed")
     ax = fig.add_subplot()
     ax.imshow(lookup[safe], extent=tuple(extent), interpolation="nearest")
     _format_map_axes(ax, crs_label, axis_units)
@@ -227,7 +235,7 @@ def plot_cluster_map(
         )
     fig.legend(
         handles=handles,
-        loc="outside right upper",
+        loc="outside right center",
         title="Cluster (share of valid pixels)",
         ncols=_legend_columns(len(handles)),
         frameon=False,
@@ -266,7 +274,7 @@ def plot_rgb(
     alpha = np.isfinite(rgb).all(axis=0).astype(np.float64)
     image = np.concatenate([np.nan_to_num(stretched), alpha[..., np.newaxis]], axis=-1)
 
-    fig = _new_figure(MAP_SIZE, layout="compressed")
+    fig = _new_figure(map_figure_size(extent), layout="compressed")
     ax = fig.add_subplot()
     ax.imshow(image, extent=tuple(extent), interpolation="nearest")
     _format_map_axes(ax, crs_label, axis_units)

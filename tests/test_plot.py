@@ -148,8 +148,8 @@ def test_every_plot_writes_a_png_of_the_expected_size(scene, tmp_path):
         ),
     }
     expected = {
-        "map": expected_pixels(plot.MAP_SIZE),
-        "rgb": expected_pixels(plot.MAP_SIZE),
+        "map": expected_pixels(plot.map_figure_size(extent, legend_width=3.0)),
+        "rgb": expected_pixels(plot.map_figure_size(rgb_extent)),
         "signatures": expected_pixels(plot.CHART_SIZE),
         "signatures_no_wavelengths": expected_pixels(plot.CHART_SIZE),
         "silhouette": expected_pixels(plot.CHART_SIZE),

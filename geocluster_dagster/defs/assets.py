@@ -220,7 +220,7 @@ def diagnostics(
         scores = evaluate.score_clustering(model, sample, max_silhouette_samples=config.silhouette_sample_size, seed=seed)
         silhouettes, labels = evaluate.silhouette_sample(model, sample, max_samples=config.silhouette_sample_size, seed=seed)
         k_values = range(config.elbow_k_min, max(config.elbow_k_min, config.elbow_k_max) + 1)
-        elbow = evaluate.elbow_curve(sample, list(k_values), model.settings)
+        elbow = evaluate.elbow_curve(_subset(sample, config.elbow_sample_size, seed), list(k_values), model.settings)
         density = (
             evaluate.red_nir_density(geotiff, clusters.cluster_map, bins=config.density_bins, n_clusters=model.n_clusters)
             if {"red", "nir"} <= set(geotiff.data_vars)
@@ -236,6 +236,15 @@ def diagnostics(
             with _png_file(pngs[f"{name}.png"]) as png:
                 metadata[f"preview_{name}"] = dg.MetadataValue.md(plot.thumbnail_markdown(png))
     return dg.Output(DiagnosticsProduct(pngs=pngs, scores=scores.as_dict(), tables={"elbow": elbow}), metadata=metadata)
+
+
+def _subset(sample, size: int, seed: int):
+    """A seeded random subset: the fit sample is ordered block by block, so its head is not random."""
+    import numpy as np
+
+    if len(sample) <= size:
+        return sample
+    return sample[np.sort(np.random.default_rng(seed).choice(len(sample), size, replace=False))]
 
 
 @contextlib.contextmanager

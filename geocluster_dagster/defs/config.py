@@ -87,6 +87,7 @@ class DiagnosticsConfig(dg.Config):
 
     elbow_k_min: int = Field(default=2, description="Smallest k of the elbow curve.")
     elbow_k_max: int = Field(default=12, description="Largest k of the elbow curve.")
+    elbow_sample_size: int = Field(default=20_000, description="Pixels (seeded subset of the fit sample) the elbow curve refits k-means on.")
     silhouette_sample_size: int = Field(default=10_000, description="Pixels (seeded sample) for the silhouette: it is quadratic in pixels.")
     preview_size: int = Field(default=1024, description="Longest side in pixels of map previews (read from overviews).")
     density_bins: int = Field(default=256, description="Bins per axis of the red-vs-NIR density scatter.")
