@@ -111,7 +111,9 @@ LANDSAT_C2_L2 = SensorProfile(
         "lwir": ("lwir11", "lwir", "ST_B10", "ST_B10.TIF", "ST_B6"),
     },
     qa_asset_keys=("qa_pixel", "QA_PIXEL", "QA_PIXEL.TIF"),
-    fallback_scaling={name: (_LANDSAT_ST if name == "lwir" else _LANDSAT_SR) for name in COMMON_BANDS},
+    fallback_scaling={
+        name: (_LANDSAT_ST if name == "lwir" else _LANDSAT_SR) for name in COMMON_BANDS
+    },
     qa_nodata=1,
     native_resolution=30.0,
 )
@@ -191,7 +193,11 @@ def find_asset_key(item: pystac.Item, band: str, profile: SensorProfile | None =
         f"Item {item.id!r} has no asset for band {band!r} (looked for asset keys "
         f"{list(profile.asset_keys[band])} and eo:bands common_name {band!r}); its assets are "
         f"{sorted(item.assets)}. Remove {band!r} from `bands`, or pick a collection that has it"
-        + (" (Landsat thermal lives in the ST product: use 'landsat-c2-l2')." if band == "lwir" else ".")
+        + (
+            " (Landsat thermal lives in the ST product: use 'landsat-c2-l2')."
+            if band == "lwir"
+            else "."
+        )
     )
 
 
@@ -280,6 +286,8 @@ def plan_bands(
     if with_qa:
         qa_keys = {find_qa_key(item, profile) for item in items}
         if len(qa_keys) > 1:
-            raise ConfigError(f"The QA band has different asset keys {sorted(qa_keys)} across items.")
+            raise ConfigError(
+                f"The QA band has different asset keys {sorted(qa_keys)} across items."
+            )
         qa_asset = qa_keys.pop()
     return BandPlan(profile=profile, assets=assets, qa_asset=qa_asset)

@@ -1,9 +1,9 @@
 """`geocluster`: run the asset graph from a terminal, with the same definitions the UI uses.
 
-    geocluster demo                      # build the embedded demo and materialize all six assets
-    geocluster materialize --aoi ID --month 2023-06 [--config run_config.yaml]
-    geocluster aois                      # list (and validate) the AOI registry
-    geocluster sync-aois                 # add every registry AOI as a partition
+geocluster demo                      # build the embedded demo and materialize all six assets
+geocluster materialize --aoi ID --month 2023-06 [--config run_config.yaml]
+geocluster aois                      # list (and validate) the AOI registry
+geocluster sync-aois                 # add every registry AOI as a partition
 """
 
 from __future__ import annotations
@@ -55,7 +55,9 @@ def _materialize(aoi_id: str, month: str, run_config: dict | None) -> None:
     if date_key not in date_partitions.get_partition_keys():
         raise click.UsageError(f"--month {month!r} is not a monthly partition (use YYYY-MM).")
     job = defs.resolve_job_def("geocluster_pipeline")
-    click.echo(f"Materializing {aoi_id} | {date_key} (Dagster instance: {os.environ['DAGSTER_HOME']})")
+    click.echo(
+        f"Materializing {aoi_id} | {date_key} (Dagster instance: {os.environ['DAGSTER_HOME']})"
+    )
     result = job.execute_in_process(
         partition_key=partition_key(aoi_id, date_key),
         instance=instance,
@@ -69,16 +71,25 @@ def _materialize(aoi_id: str, month: str, run_config: dict | None) -> None:
     if not result.success:
         for event in result.all_events:
             if event.is_step_failure:
-                click.echo(f"FAILED {event.step_key}: {event.step_failure_data.error.message.strip()}", err=True)
+                click.echo(
+                    f"FAILED {event.step_key}: {event.step_failure_data.error.message.strip()}",
+                    err=True,
+                )
         sys.exit(1)
     diagnostics = next(
-        (e.event_specific_data.materialization for e in result.get_asset_materialization_events()
-         if e.event_specific_data.materialization.asset_key.to_user_string() == "diagnostics"),
+        (
+            e.event_specific_data.materialization
+            for e in result.get_asset_materialization_events()
+            if e.event_specific_data.materialization.asset_key.to_user_string() == "diagnostics"
+        ),
         None,
     )
     if diagnostics is not None:
-        scores = {k: round(v.value, 4) for k, v in diagnostics.metadata.items()
-                  if k in ("silhouette", "calinski_harabasz", "davies_bouldin", "inertia")}
+        scores = {
+            k: round(v.value, 4)
+            for k, v in diagnostics.metadata.items()
+            if k in ("silhouette", "calinski_harabasz", "davies_bouldin", "inertia")
+        }
         click.echo(f"Scores: {scores}")
     click.echo("Open the UI with:  DAGSTER_HOME=" + os.environ["DAGSTER_HOME"] + " dagster dev")
 
@@ -103,7 +114,9 @@ def demo() -> None:
     from .defs.resources import demo_paths
 
     paths = demo_paths()
-    click.echo(f"Demo catalog: {paths.catalog} (synthetic landscape built from real Landsat 8 spectra)")
+    click.echo(
+        f"Demo catalog: {paths.catalog} (synthetic landscape built from real Landsat 8 spectra)"
+    )
     os.environ.setdefault("GEOCLUSTER_AOI_REGISTRY", "demo")
     os.environ.setdefault("GEOCLUSTER_STAC_URL", "demo")
     _materialize(paths.aoi_id, paths.start.strftime("%Y-%m"), None)
@@ -112,7 +125,12 @@ def demo() -> None:
 @main.command()
 @click.option("--aoi", "aoi_id", required=True, help="AOI id from the registry.")
 @click.option("--month", required=True, help="Month to process, YYYY-MM.")
-@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), help="Run config YAML (ops: {asset: {config: ...}}).")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Run config YAML (ops: {asset: {config: ...}}).",
+)
 def materialize(aoi_id: str, month: str, config_file: str | None) -> None:
     """Materialize the whole graph for one AOI and month."""
     import yaml
@@ -129,7 +147,9 @@ def aois() -> None:
     registry = build_resources()["aoi_registry"]
     for aoi in registry.load().values():
         west, south, east, north = aoi.bbox
-        click.echo(f"{aoi.id:<24} {aoi.name:<32} [{west:.4f}, {south:.4f}, {east:.4f}, {north:.4f}]")
+        click.echo(
+            f"{aoi.id:<24} {aoi.name:<32} [{west:.4f}, {south:.4f}, {east:.4f}, {north:.4f}]"
+        )
 
 
 @main.command(name="sync-aois")

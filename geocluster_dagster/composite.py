@@ -146,7 +146,9 @@ def composite(stack: xr.Dataset, method: CompositeMethod = "median") -> xr.Datas
     """One (y, x) image per band from the clear observations of a (time, y, x) stack."""
     bands = spectral_order([str(name) for name in stack.data_vars if name != "pixel_state"])
     if method == "first_clear":
-        order = np.lexsort((np.arange(stack.sizes["time"]), np.nan_to_num(stack.cloud_cover.values, nan=101.0)))
+        order = np.lexsort(
+            (np.arange(stack.sizes["time"]), np.nan_to_num(stack.cloud_cover.values, nan=101.0))
+        )
         stack = stack.isel(time=order)
     out = {}
     for band in bands:

@@ -18,7 +18,10 @@ def build_resources() -> dict[str, object]:
     """Resources from environment variables, so one code location serves any deployment."""
     return {
         "aoi_registry": AOIRegistry(path=os.environ.get("GEOCLUSTER_AOI_REGISTRY", "demo")),
-        "stac": StacCatalog(url=os.environ.get("GEOCLUSTER_STAC_URL", "demo"), sign=os.environ.get("GEOCLUSTER_STAC_SIGN", "auto")),
+        "stac": StacCatalog(
+            url=os.environ.get("GEOCLUSTER_STAC_URL", "demo"),
+            sign=os.environ.get("GEOCLUSTER_STAC_SIGN", "auto"),
+        ),
         "dask": DaskCluster(scheduler_address=os.environ.get("GEOCLUSTER_DASK_SCHEDULER") or None),
         "geocluster_io": GeoclusterIOManager(),
     }

@@ -56,7 +56,14 @@ def atomic_path(target: Path | str, *, suffix: str = "") -> Iterator[Path]:
         raise
 
 
-_STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR)
+_STORAGE_ERRNOS = (
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.EACCES,
+    errno.EPERM,
+    errno.EROFS,
+    errno.ENOTDIR,
+)
 
 
 def _is_storage_problem(err: OSError, target: Path) -> bool:
@@ -96,9 +103,10 @@ def _remove(path: Path) -> None:
 
 def _not_writable(target: Path, err: OSError, *, full: bool = False) -> OutputNotWritable:
     full = full or err.errno == errno.ENOSPC or "No space left" in str(err)
-    reason = {errno.EDQUOT: "the disk quota is exceeded", errno.ENOTDIR: "a parent of it is a file"}.get(
-        err.errno, "the disk is full" if full else "it is not writable"
-    )
+    reason = {
+        errno.EDQUOT: "the disk quota is exceeded",
+        errno.ENOTDIR: "a parent of it is a file",
+    }.get(err.errno, "the disk is full" if full else "it is not writable")
     return OutputNotWritable(
         f"Cannot write {target}: {reason} ({err.strerror or err}). Free space or fix permissions "
         "there, or point the output root (`base_dir` of the IO manager, env GEOCLUSTER_OUTPUT) "
@@ -128,7 +136,11 @@ class RasterStats:
     def update(self, names: Sequence[str], block: np.ndarray, nodata: float | None) -> None:
         self.pixels += block.shape[1] * block.shape[2]
         for name, values in zip(names, block, strict=True):
-            valid = values[~np.isnan(values)] if nodata is None or np.isnan(nodata) else values[values != nodata]
+            valid = (
+                values[~np.isnan(values)]
+                if nodata is None or np.isnan(nodata)
+                else values[values != nodata]
+            )
             n = int(valid.size)
             self.count[name] = self.count.get(name, 0) + n
             if n:
@@ -149,7 +161,9 @@ class RasterStats:
         }
 
 
-def _as_band_array(ds: xr.Dataset | xr.DataArray, bands: Sequence[str] | None) -> tuple[list[str], da.Array]:
+def _as_band_array(
+    ds: xr.Dataset | xr.DataArray, bands: Sequence[str] | None
+) -> tuple[list[str], da.Array]:
     if isinstance(ds, xr.DataArray):
         names = [str(ds.name or "band_1")]
         arrays = [ds]
@@ -212,7 +226,12 @@ def write_geotiff(
                     if band_tags and name in band_tags:
                         dst.update_tags(index, **{k: str(v) for k, v in band_tags[name].items()})
                 if tags:
-                    dst.update_tags(**{k: v if isinstance(v, str) else json.dumps(v, default=str) for k, v in tags.items()})
+                    dst.update_tags(
+                        **{
+                            k: v if isinstance(v, str) else json.dumps(v, default=str)
+                            for k, v in tags.items()
+                        }
+                    )
                 last = None
                 for window, block in _computed_blocks(array, blocks_in_flight):
                     stats.update(names, block, nodata)
@@ -262,7 +281,10 @@ def _computed_blocks(array: da.Array, in_flight: int) -> Iterator[tuple[Window, 
         blocks = dask.compute(*(array.blocks[0, i, j] for i, j in batch))
         for (i, j), block in zip(batch, blocks, strict=True):
             window = Window(
-                col_edges[j], row_edges[i], col_edges[j + 1] - col_edges[j], row_edges[i + 1] - row_edges[i]
+                col_edges[j],
+                row_edges[i],
+                col_edges[j + 1] - col_edges[j],
+                row_edges[i + 1] - row_edges[i],
             )
             yield window, np.asarray(block)
 
@@ -271,7 +293,9 @@ def open_geotiff(path: Path | str, *, chunks: int = 1024) -> xr.Dataset:
     """A GeoTIFF as a lazy Dataset, one float variable per band named by its description."""
     path = Path(path)
     try:
-        arr = rioxarray.open_rasterio(path, chunks={"band": 1, "y": chunks, "x": chunks}, masked=True, lock=False)
+        arr = rioxarray.open_rasterio(
+            path, chunks={"band": 1, "y": chunks, "x": chunks}, masked=True, lock=False
+        )
     except rasterio.errors.RasterioIOError as err:
         raise AssetReadError(f"Cannot open {path} as a GeoTIFF: {err}") from err
     with rasterio.open(path) as src:
@@ -287,7 +311,9 @@ def open_geotiff(path: Path | str, *, chunks: int = 1024) -> xr.Dataset:
 def open_single_band(path: Path | str, *, chunks: int = 1024) -> xr.DataArray:
     """A one-band GeoTIFF (e.g. an integer class map) as a lazy DataArray in its own dtype."""
     try:
-        arr = rioxarray.open_rasterio(path, chunks={"band": 1, "y": chunks, "x": chunks}, lock=False)
+        arr = rioxarray.open_rasterio(
+            path, chunks={"band": 1, "y": chunks, "x": chunks}, lock=False
+        )
     except rasterio.errors.RasterioIOError as err:
         raise AssetReadError(f"Cannot open {path} as a GeoTIFF: {err}") from err
     return arr.isel(band=0, drop=True)

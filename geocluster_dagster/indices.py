@@ -101,7 +101,11 @@ def compute_index(ds: xr.Dataset, name: str) -> xr.DataArray:
             symbol: ds[SPYNDEX_BANDS[symbol]] for symbol in index.bands if symbol in SPYNDEX_BANDS
         }
         params.update(
-            {symbol: spyndex.constants[symbol].default for symbol in index.bands if symbol not in params}
+            {
+                symbol: spyndex.constants[symbol].default
+                for symbol in index.bands
+                if symbol not in params
+            }
         )
         values = spyndex.computeIndex(index=index.short_name, params=params)
     out = _finite(values).rename(key)

@@ -67,7 +67,9 @@ class LoadSettings:
         if self.chunk_size < 64:
             raise ConfigError(f"`chunk_size` must be at least 64 pixels, got {self.chunk_size}.")
         if self.resampling not in RESAMPLING_METHODS:
-            raise ConfigError(f"`resampling` must be one of {RESAMPLING_METHODS}, got {self.resampling!r}.")
+            raise ConfigError(
+                f"`resampling` must be one of {RESAMPLING_METHODS}, got {self.resampling!r}."
+            )
         if self.groupby not in ("solar_day", "id"):
             raise ConfigError(f"`groupby` must be 'solar_day' or 'id', got {self.groupby!r}.")
 
@@ -145,7 +147,11 @@ def _native_anchor(items: Sequence[pystac.Item], crs: CRS, resolution: float):
     """
     for item in items:
         transform = item.properties.get("proj:transform")
-        if transform and _item_epsg(item) == crs.to_epsg() and abs(abs(transform[0]) - resolution) < 1e-6:
+        if (
+            transform
+            and _item_epsg(item) == crs.to_epsg()
+            and abs(abs(transform[0]) - resolution) < 1e-6
+        ):
             fx = (transform[2] / resolution) % 1.0
             fy = (transform[5] / resolution) % 1.0
             return xy_(round(fx, 6) % 1.0, round(fy, 6) % 1.0)
@@ -168,10 +174,15 @@ def _check_assets(
             with rasterio.open(url) as src:
                 if src.crs is None:
                     return ("error", f"asset {key!r} of item {item.id!r} ({href}) has no CRS")
-                footprint = transform_geom(src.crs, "EPSG:4326", shapely.geometry.mapping(shapely.box(*src.bounds)))
+                footprint = transform_geom(
+                    src.crs, "EPSG:4326", shapely.geometry.mapping(shapely.box(*src.bounds))
+                )
                 return ("ok", shapely.geometry.shape(footprint).intersects(aoi))
         except rasterio.errors.RasterioIOError as err:
-            return ("error", f"asset {key!r} of item {item.id!r} could not be read from {href}: {err}")
+            return (
+                "error",
+                f"asset {key!r} of item {item.id!r} could not be read from {href}: {err}",
+            )
 
     jobs = [(item, key) for item in items for key in asset_keys]
     with ThreadPoolExecutor(max_workers=8) as pool:
@@ -227,12 +238,17 @@ def load_band_stack(
         anchor=_native_anchor(items, crs, resolution),
         geopolygon=Geometry(aoi, "EPSG:4326"),
         chunks={"x": settings.chunk_size, "y": settings.chunk_size},
-        resampling={"*": settings.resampling, **({plan.qa_asset: "nearest"} if plan.qa_asset else {})},
+        resampling={
+            "*": settings.resampling,
+            **({plan.qa_asset: "nearest"} if plan.qa_asset else {}),
+        },
         patch_url=href_signer,
         fail_on_error=True,
     )
     if raw.sizes["time"] != len(slices):
-        raise RuntimeError(f"odc-stac returned {raw.sizes['time']} time slices for {len(slices)} groups")
+        raise RuntimeError(
+            f"odc-stac returned {raw.sizes['time']} time slices for {len(slices)} groups"
+        )
 
     has_data = None
     physical: dict[str, xr.DataArray] = {}
@@ -245,7 +261,9 @@ def load_band_stack(
 
     if plan.qa_asset:
         qa = raw[plan.qa_asset]
-        masked = qa_mask(qa, plan.profile.qa_kind, settings.mask_flags) | (qa == plan.profile.qa_nodata)
+        masked = qa_mask(qa, plan.profile.qa_kind, settings.mask_flags) | (
+            qa == plan.profile.qa_nodata
+        )
     else:
         masked = xr.zeros_like(has_data)
     usable = has_data & ~masked
@@ -274,7 +292,10 @@ def _metadata_defaults(items, plan: BandPlan, slices: Sequence[_TimeSlice]) -> d
         for band, key in plan.assets.items()
     }
     if plan.qa_asset:
-        assets[plan.qa_asset] = {"data_type": plan.profile.qa_dtype, "nodata": plan.profile.qa_nodata}
+        assets[plan.qa_asset] = {
+            "data_type": plan.profile.qa_dtype,
+            "nodata": plan.profile.qa_nodata,
+        }
     collections = {item.collection_id or "*" for item in items} | {"*"}
     return {collection: {"assets": assets, "warnings": "ignore"} for collection in collections}
 
@@ -283,9 +304,15 @@ def _per_time(slices: Sequence[_TimeSlice], band: str, time: xr.DataArray):
     scalings = [s.scalings[band] for s in slices]
     nodatas = {s.nodata for s in scalings}
     if len(nodatas) > 1:
-        raise ConfigError(f"Band {band!r} declares different nodata values {sorted(nodatas, key=str)} across items.")
-    scale = xr.DataArray(np.array([s.scale for s in scalings], dtype="float32"), coords={"time": time})
-    offset = xr.DataArray(np.array([s.offset for s in scalings], dtype="float32"), coords={"time": time})
+        raise ConfigError(
+            f"Band {band!r} declares different nodata values {sorted(nodatas, key=str)} across items."
+        )
+    scale = xr.DataArray(
+        np.array([s.scale for s in scalings], dtype="float32"), coords={"time": time}
+    )
+    offset = xr.DataArray(
+        np.array([s.offset for s in scalings], dtype="float32"), coords={"time": time}
+    )
     return scale, offset, nodatas.pop()
 
 

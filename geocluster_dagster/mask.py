@@ -80,7 +80,9 @@ def _check_flags(flags: Iterable[str]) -> tuple[str, ...]:
     flags = tuple(flags)
     unknown = sorted(set(flags) - set(MASKABLE_FLAGS))
     if unknown:
-        raise ConfigError(f"Unknown mask flag(s) {unknown}; `mask_flags` takes {list(MASKABLE_FLAGS)}.")
+        raise ConfigError(
+            f"Unknown mask flag(s) {unknown}; `mask_flags` takes {list(MASKABLE_FLAGS)}."
+        )
     return flags
 
 

@@ -75,8 +75,16 @@ def l8_008059_item() -> pystac.Item:
 def s2_29rkh_item() -> pystac.Item:
     """The real Earth Search v0 item of tile 29RKH with local (downsampled) COGs."""
     item = pystac.Item.from_file(S2_29RKH / "S2A_29RKH_20200219_0_L2A.json")
-    files = {key: S2_29RKH / f"{name}.tif" for key, name in
-             {"blue": "B02", "green": "B03", "red": "B04", "nir": "B08", "scl": "SCL"}.items()}
+    files = {
+        key: S2_29RKH / f"{name}.tif"
+        for key, name in {
+            "blue": "B02",
+            "green": "B03",
+            "red": "B04",
+            "nir": "B08",
+            "scl": "SCL",
+        }.items()
+    }
     return localize_item(item, files)
 
 
@@ -88,8 +96,14 @@ def read_json(path: Path) -> dict:
 # rebuilt from the MTL (UL pixel centre minus half a pixel).
 BRUMADINHO_ORIGINS = {"20190114": (583485.0, -2222685.0), "20190130": (584385.0, -2222685.0)}
 BRUMADINHO_CLOUD = {"20190114": 9.86, "20190130": 1.07}
-BRUMADINHO_BANDS = {"blue": "SR_B2", "green": "SR_B3", "red": "SR_B4", "nir08": "SR_B5",
-                    "swir16": "SR_B6", "swir22": "SR_B7"}
+BRUMADINHO_BANDS = {
+    "blue": "SR_B2",
+    "green": "SR_B3",
+    "red": "SR_B4",
+    "nir08": "SR_B5",
+    "swir16": "SR_B6",
+    "swir22": "SR_B7",
+}
 
 
 def brumadinho_item(date: str, out_dir: Path) -> pystac.Item:
@@ -109,26 +123,56 @@ def brumadinho_item(date: str, out_dir: Path) -> pystac.Item:
         dst_path = out_dir / f"{item_id}_{band}.TIF"
         with rasterio.open(src_path) as src:
             data = src.read(1)
-        with rasterio.open(dst_path, "w", driver="GTiff", width=data.shape[1], height=data.shape[0],
-                           count=1, dtype=data.dtype, crs="EPSG:32623", transform=transform,
-                           nodata=0, tiled=True, blockxsize=128, blockysize=128) as dst:
+        with rasterio.open(
+            dst_path,
+            "w",
+            driver="GTiff",
+            width=data.shape[1],
+            height=data.shape[0],
+            count=1,
+            dtype=data.dtype,
+            crs="EPSG:32623",
+            transform=transform,
+            nodata=0,
+            tiled=True,
+            blockxsize=128,
+            blockysize=128,
+        ) as dst:
             dst.write(data, 1)
         assets[key] = pystac.Asset(
-            href=str(dst_path), media_type="image/tiff; application=geotiff; profile=cloud-optimized",
+            href=str(dst_path),
+            media_type="image/tiff; application=geotiff; profile=cloud-optimized",
             roles=["data"],
-            extra_fields={"eo:bands": [{"name": band, "common_name": key}],
-                          "raster:bands": [{"scale": 2.75e-05, "offset": -0.2, "nodata": 0,
-                                            "data_type": "uint16", "spatial_resolution": 30}]},
+            extra_fields={
+                "eo:bands": [{"name": band, "common_name": key}],
+                "raster:bands": [
+                    {
+                        "scale": 2.75e-05,
+                        "offset": -0.2,
+                        "nodata": 0,
+                        "data_type": "uint16",
+                        "spatial_resolution": 30,
+                    }
+                ],
+            },
         )
         shape = data.shape
     west, south, east, north = rasterio.transform.array_bounds(shape[0], shape[1], transform)
-    footprint = transform_geom("EPSG:32623", "EPSG:4326",
-                               shapely.geometry.mapping(shapely.box(west, south, east, north)))
+    footprint = transform_geom(
+        "EPSG:32623", "EPSG:4326", shapely.geometry.mapping(shapely.box(west, south, east, north))
+    )
     item = pystac.Item(
-        id=item_id, geometry=footprint, bbox=list(shapely.geometry.shape(footprint).bounds),
+        id=item_id,
+        geometry=footprint,
+        bbox=list(shapely.geometry.shape(footprint).bounds),
         datetime=datetime.strptime(date, "%Y%m%d").replace(hour=12, minute=50, tzinfo=timezone.utc),
-        properties={"platform": "landsat-8", "eo:cloud_cover": BRUMADINHO_CLOUD[date],
-                    "proj:epsg": 32623, "proj:shape": list(shape), "proj:transform": list(transform)[:6]},
+        properties={
+            "platform": "landsat-8",
+            "eo:cloud_cover": BRUMADINHO_CLOUD[date],
+            "proj:epsg": 32623,
+            "proj:shape": list(shape),
+            "proj:transform": list(transform)[:6],
+        },
         collection="landsat-c2-l2",
     )
     item.assets.update(assets)

@@ -37,8 +37,18 @@ def dask_cluster():
     return DaskCluster()
 
 
-def run(out: Path, *, registry: Path, catalog: str, dask_cluster, selection=None, run_config=None,
-        aoi_ids=("demo",), key=KEY, instance=None):
+def run(
+    out: Path,
+    *,
+    registry: Path,
+    catalog: str,
+    dask_cluster,
+    selection=None,
+    run_config=None,
+    aoi_ids=("demo",),
+    key=KEY,
+    instance=None,
+):
     instance = instance or dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("aoi", list(aoi_ids))
     return dg.materialize(
@@ -71,8 +81,13 @@ def failure_message(result: dg.ExecuteInProcessResult) -> str:
 @pytest.fixture(scope="module")
 def demo_run(demo, dask_cluster, tmp_path_factory):
     out = tmp_path_factory.mktemp("out")
-    result = run(out, registry=demo.aoi_registry, catalog=str(demo.catalog), dask_cluster=dask_cluster,
-                 run_config={"ops": {"clusters": {"config": {"n_clusters": 5}}}})
+    result = run(
+        out,
+        registry=demo.aoi_registry,
+        catalog=str(demo.catalog),
+        dask_cluster=dask_cluster,
+        run_config={"ops": {"clusters": {"config": {"n_clusters": 5}}}},
+    )
     assert result.success
     return out, result
 
@@ -90,7 +105,9 @@ def test_definitions_load_with_every_asset_resource_sensor_and_schedule():
     keys = {a.key.to_user_string() for a in defs.resolve_all_asset_specs()}
     assert keys == {"stac_items", "band_stack", "mosaic", "geotiff", "clusters", "diagnostics"}
     assert defs.resolve_job_def("geocluster_pipeline").partitions_def is not None
-    assert defs.resolve_sensor_def("aoi_registry_sensor") and defs.resolve_schedule_def("weekly_refresh_schedule")
+    assert defs.resolve_sensor_def("aoi_registry_sensor") and defs.resolve_schedule_def(
+        "weekly_refresh_schedule"
+    )
 
 
 def test_the_demo_partition_writes_every_output(demo_run):
@@ -100,7 +117,17 @@ def test_the_demo_partition_writes_every_output(demo_run):
     assert len(items) == 4
     assert (out / "band_stack" / f"{part}.zarr").is_dir()
     with rasterio.open(out / "geotiff" / f"{part}.tif") as src:
-        assert src.descriptions == ("blue", "green", "red", "nir", "swir16", "swir22", "lwir", "ndvi", "lst")
+        assert src.descriptions == (
+            "blue",
+            "green",
+            "red",
+            "nir",
+            "swir16",
+            "swir22",
+            "lwir",
+            "ndvi",
+            "lst",
+        )
         tags = src.tags()
         assert src.overviews(1) or max(src.shape) <= 512
         geotiff_grid = (src.crs, src.transform, src.shape)
@@ -119,14 +146,26 @@ def test_the_demo_partition_writes_every_output(demo_run):
     assert np.array_equal(labels == 0, np.isnan(ndvi))  # nodata exactly where the input is
     assert set(np.unique(labels)) == {0, 1, 2, 3, 4, 5}
     signatures = json.loads((cluster_dir / "signatures.json").read_text())
-    assert len(signatures) == 5 and {"red_mean", "red_std", "area_ha", "pixel_count"} <= set(signatures[0])
+    assert len(signatures) == 5 and {"red_mean", "red_std", "area_ha", "pixel_count"} <= set(
+        signatures[0]
+    )
     assert sum(s["pixel_count"] for s in signatures) == int((labels > 0).sum())
-    assert signatures[0]["area_ha"] == pytest.approx(signatures[0]["pixel_count"] * 0.09)  # 30 m pixels
+    assert signatures[0]["area_ha"] == pytest.approx(
+        signatures[0]["pixel_count"] * 0.09
+    )  # 30 m pixels
     assert (cluster_dir / "model.joblib").stat().st_size > 0
 
     plots = {p.name for p in (out / "diagnostics" / part).glob("*.png")}
-    assert plots == {"cluster_map.png", "true_colour.png", "false_colour.png", "signatures.png",
-                     "silhouette.png", "elbow.png", "cluster_sizes.png", "red_nir_density.png"}
+    assert plots == {
+        "cluster_map.png",
+        "true_colour.png",
+        "false_colour.png",
+        "signatures.png",
+        "silhouette.png",
+        "elbow.png",
+        "cluster_sizes.png",
+        "red_nir_density.png",
+    }
     meta = _materialization(result, "diagnostics").metadata
     assert -1 <= meta["silhouette"].value <= 1 and meta["davies_bouldin"].value > 0
     assert meta["preview_cluster_map"].value.startswith("![")
@@ -147,18 +186,32 @@ def test_the_cluster_map_recovers_the_demo_land_cover(demo_run):
 def test_same_seed_same_map_and_masking_matters(demo, demo_run, dask_cluster, tmp_path):
     out, _ = demo_run
     selection = ["stac_items", "band_stack", "mosaic", "geotiff", "clusters"]
-    again = run(tmp_path / "again", registry=demo.aoi_registry, catalog=str(demo.catalog),
-                dask_cluster=dask_cluster, selection=selection,
-                run_config={"ops": {"clusters": {"config": {"n_clusters": 5}}}})
+    again = run(
+        tmp_path / "again",
+        registry=demo.aoi_registry,
+        catalog=str(demo.catalog),
+        dask_cluster=dask_cluster,
+        selection=selection,
+        run_config={"ops": {"clusters": {"config": {"n_clusters": 5}}}},
+    )
     assert again.success
     name = Path("clusters") / "demo" / DEMO_MONTH / "cluster_map.tif"
     first = rasterio.open(out / name).read(1)
     np.testing.assert_array_equal(rasterio.open(tmp_path / "again" / name).read(1), first)
 
-    unmasked = run(tmp_path / "unmasked", registry=demo.aoi_registry, catalog=str(demo.catalog),
-                   dask_cluster=dask_cluster, selection=selection,
-                   run_config={"ops": {"band_stack": {"config": {"mask_clouds": False}},
-                                       "clusters": {"config": {"n_clusters": 5}}}})
+    unmasked = run(
+        tmp_path / "unmasked",
+        registry=demo.aoi_registry,
+        catalog=str(demo.catalog),
+        dask_cluster=dask_cluster,
+        selection=selection,
+        run_config={
+            "ops": {
+                "band_stack": {"config": {"mask_clouds": False}},
+                "clusters": {"config": {"n_clusters": 5}},
+            }
+        },
+    )
     assert unmasked.success
     with rasterio.open(tmp_path / "unmasked" / name) as src:
         labels = src.read(1)
@@ -175,8 +228,21 @@ def test_same_seed_same_map_and_masking_matters(demo, demo_run, dask_cluster, tm
 
 def _registry(tmp_path: Path, geometry: dict, aoi_id: str = "bad") -> Path:
     path = tmp_path / "aois.geojson"
-    path.write_text(json.dumps({"type": "FeatureCollection", "features": [
-        {"type": "Feature", "id": aoi_id, "properties": {"name": aoi_id}, "geometry": geometry}]}))
+    path.write_text(
+        json.dumps(
+            {
+                "type": "FeatureCollection",
+                "features": [
+                    {
+                        "type": "Feature",
+                        "id": aoi_id,
+                        "properties": {"name": aoi_id},
+                        "geometry": geometry,
+                    }
+                ],
+            }
+        )
+    )
     return path
 
 
@@ -192,17 +258,65 @@ def _no_outputs(out: Path) -> bool:
 @pytest.mark.parametrize(
     ("geometry", "expected"),
     [
-        ({"type": "Polygon", "coordinates": [[[-84.05, 35.0], [-83.95, 35.05], [-83.95, 35.0], [-84.05, 35.05], [-84.05, 35.0]]]}, "self-intersect"),
+        (
+            {
+                "type": "Polygon",
+                "coordinates": [
+                    [
+                        [-84.05, 35.0],
+                        [-83.95, 35.05],
+                        [-83.95, 35.0],
+                        [-84.05, 35.05],
+                        [-84.05, 35.0],
+                    ]
+                ],
+            },
+            "self-intersect",
+        ),
         ({"type": "Point", "coordinates": [-84.0, 35.0]}, "Point"),
         ({"type": "Polygon", "coordinates": []}, "empty"),
-        ({"type": "Polygon", "coordinates": [[[35.0, -100.05], [35.05, -100.05], [35.05, -99.95], [35.0, -99.95], [35.0, -100.05]]]}, "swap"),
-        ({"type": "Polygon", "coordinates": [[[-84.05, 35.0], [-84.05, 35.05], [-83.95, 35.05], [-83.95, 35.0], [-84.05, 35.0]]]}, "clockwise"),
+        (
+            {
+                "type": "Polygon",
+                "coordinates": [
+                    [
+                        [35.0, -100.05],
+                        [35.05, -100.05],
+                        [35.05, -99.95],
+                        [35.0, -99.95],
+                        [35.0, -100.05],
+                    ]
+                ],
+            },
+            "swap",
+        ),
+        (
+            {
+                "type": "Polygon",
+                "coordinates": [
+                    [
+                        [-84.05, 35.0],
+                        [-84.05, 35.05],
+                        [-83.95, 35.05],
+                        [-83.95, 35.0],
+                        [-84.05, 35.0],
+                    ]
+                ],
+            },
+            "clockwise",
+        ),
     ],
 )
 def test_bad_aoi_geometry_fails_with_the_fix(demo, dask_cluster, tmp_path, geometry, expected):
     out = tmp_path / "out"
-    result = run(out, registry=_registry(tmp_path, geometry), catalog=str(demo.catalog),
-                 dask_cluster=dask_cluster, aoi_ids=("bad",), key=partition_key("bad", DEMO_MONTH))
+    result = run(
+        out,
+        registry=_registry(tmp_path, geometry),
+        catalog=str(demo.catalog),
+        dask_cluster=dask_cluster,
+        aoi_ids=("bad",),
+        key=partition_key("bad", DEMO_MONTH),
+    )
     message = failure_message(result)
     assert "bad" in message and expected.lower() in message.lower()
     if expected == "clockwise":
@@ -211,9 +325,13 @@ def test_bad_aoi_geometry_fails_with_the_fix(demo, dask_cluster, tmp_path, geome
 
 
 def test_no_items_names_the_filter_to_relax(demo, dask_cluster, tmp_path):
-    result = run(tmp_path / "out", registry=demo.aoi_registry, catalog=str(demo.catalog),
-                 dask_cluster=dask_cluster,
-                 run_config={"ops": {"stac_items": {"config": {"max_cloud_cover": 0.5}}}})
+    result = run(
+        tmp_path / "out",
+        registry=demo.aoi_registry,
+        catalog=str(demo.catalog),
+        dask_cluster=dask_cluster,
+        run_config={"ops": {"stac_items": {"config": {"max_cloud_cover": 0.5}}}},
+    )
     assert "max_cloud_cover" in failure_message(result)
     assert _no_outputs(tmp_path / "out")
 
@@ -228,15 +346,25 @@ def test_unreadable_asset_names_item_band_and_url(demo, dask_cluster, tmp_path):
     catalog = _catalog_copy(demo, tmp_path)
     victim = sorted(catalog.parent.rglob("*_SR_B4.TIF"))[0]
     victim.write_text("<Error><Code>AuthenticationFailed</Code></Error>")
-    result = run(tmp_path / "out", registry=demo.aoi_registry, catalog=str(catalog), dask_cluster=dask_cluster)
+    result = run(
+        tmp_path / "out",
+        registry=demo.aoi_registry,
+        catalog=str(catalog),
+        dask_cluster=dask_cluster,
+    )
     message = failure_message(result)
     assert victim.name in message and "'red'" in message
     assert not (tmp_path / "out" / "band_stack").exists()
 
 
 def test_band_the_collection_lacks(demo, dask_cluster, tmp_path):
-    result = run(tmp_path / "out", registry=demo.aoi_registry, catalog=str(demo.catalog), dask_cluster=dask_cluster,
-                 run_config={"ops": {"band_stack": {"config": {"bands": ["red", "nir", "rededge1"]}}}})
+    result = run(
+        tmp_path / "out",
+        registry=demo.aoi_registry,
+        catalog=str(demo.catalog),
+        dask_cluster=dask_cluster,
+        run_config={"ops": {"band_stack": {"config": {"bands": ["red", "nir", "rededge1"]}}}},
+    )
     assert "rededge1" in failure_message(result) and "bands" in failure_message(result)
 
 
@@ -244,17 +372,27 @@ def test_rasters_that_do_not_overlap_the_aoi(demo, dask_cluster, tmp_path):
     # An ItemCollection whose footprints claim a far-away AOI the files do not cover.
     from geocluster_dagster.search import StacSource, search_items
 
-    found = search_items(StacSource(str(demo.catalog)), collection="landsat-c2-l2", geometry=_demo_polygon(demo),
-                         start=demo.start, end=demo.end)
+    found = search_items(
+        StacSource(str(demo.catalog)),
+        collection="landsat-c2-l2",
+        geometry=_demo_polygon(demo),
+        start=demo.start,
+        end=demo.end,
+    )
     far = shapely.box(-80.0, 30.0, -79.9, 30.1)
     for item in found:
         item.geometry = shapely.geometry.mapping(far.buffer(0.05))
         item.bbox = list(far.buffer(0.05).bounds)
     collection_file = tmp_path / "items.json"
     collection_file.write_text(json.dumps(pystac.ItemCollection(found).to_dict()))
-    result = run(tmp_path / "out", registry=_registry(tmp_path, shapely.geometry.mapping(far), "far"),
-                 catalog=str(collection_file), dask_cluster=dask_cluster, aoi_ids=("far",),
-                 key=partition_key("far", DEMO_MONTH))
+    result = run(
+        tmp_path / "out",
+        registry=_registry(tmp_path, shapely.geometry.mapping(far), "far"),
+        catalog=str(collection_file),
+        dask_cluster=dask_cluster,
+        aoi_ids=("far",),
+        key=partition_key("far", DEMO_MONTH),
+    )
     assert "overlap" in failure_message(result)
     assert not (tmp_path / "out" / "band_stack").exists()
 
@@ -277,25 +415,40 @@ def test_everything_masked_is_refused_before_any_raster_is_written(demo, dask_cl
 
 def test_k_larger_than_the_valid_pixels(demo, dask_cluster, tmp_path):
     centre = _demo_polygon(demo).representative_point()
-    tiny = shapely.box(centre.x, centre.y, centre.x + 0.0007, centre.y + 0.0007)  # about 2 x 2 pixels
-    result = run(tmp_path / "out", registry=_registry(tmp_path, shapely.geometry.mapping(tiny), "tiny"),
-                 catalog=str(demo.catalog), dask_cluster=dask_cluster, aoi_ids=("tiny",),
-                 key=partition_key("tiny", DEMO_MONTH),
-                 run_config={"ops": {"clusters": {"config": {"n_clusters": 12}}}})
+    tiny = shapely.box(
+        centre.x, centre.y, centre.x + 0.0007, centre.y + 0.0007
+    )  # about 2 x 2 pixels
+    result = run(
+        tmp_path / "out",
+        registry=_registry(tmp_path, shapely.geometry.mapping(tiny), "tiny"),
+        catalog=str(demo.catalog),
+        dask_cluster=dask_cluster,
+        aoi_ids=("tiny",),
+        key=partition_key("tiny", DEMO_MONTH),
+        run_config={"ops": {"clusters": {"config": {"n_clusters": 12}}}},
+    )
     message = failure_message(result)
     assert "n_clusters" in message or "k=12" in message
     assert not (tmp_path / "out" / "clusters").exists()
 
 
-def test_unwritable_output_keeps_the_earlier_materialization(demo, demo_run, dask_cluster, tmp_path):
+def test_unwritable_output_keeps_the_earlier_materialization(
+    demo, demo_run, dask_cluster, tmp_path
+):
     out, _ = demo_run
     folder = out / "geotiff" / "demo"
     before = (folder / f"{DEMO_MONTH}.tif").read_bytes()
     subprocess.run(["mount", "--bind", str(folder), str(folder)], check=True)
     try:
         subprocess.run(["mount", "-o", "remount,ro,bind", str(folder)], check=True)
-        result = run(out, registry=demo.aoi_registry, catalog=str(demo.catalog), dask_cluster=dask_cluster,
-                     selection=["geotiff"], run_config={"ops": {"geotiff": {"config": {"indices": ["ndvi", "ndwi"]}}}})
+        result = run(
+            out,
+            registry=demo.aoi_registry,
+            catalog=str(demo.catalog),
+            dask_cluster=dask_cluster,
+            selection=["geotiff"],
+            run_config={"ops": {"geotiff": {"config": {"indices": ["ndvi", "ndwi"]}}}},
+        )
         message = failure_message(result)
         assert "not writable" in message and "GEOCLUSTER_OUTPUT" in message
     finally:
@@ -313,14 +466,26 @@ def test_a_real_sentinel2_tile_through_the_whole_graph(s2_29rkh_item, dask_clust
     key = partition_key("western_sahara", "2020-02-01")
     out = tmp_path / "out"
     result = run(
-        out, registry=_registry(tmp_path, shapely.geometry.mapping(aoi), "western_sahara"),
-        catalog=str(items_file), dask_cluster=dask_cluster, aoi_ids=("western_sahara",), key=key,
-        run_config={"ops": {
-            "stac_items": {"config": {"collection": s2_29rkh_item.collection_id}},
-            "band_stack": {"config": {"bands": ["blue", "green", "red", "nir"], "resolution": 100, "chunk_size": 256}},
-            "clusters": {"config": {"n_clusters": 4, "sample_size": 50_000}},
-            "diagnostics": {"config": {"elbow_k_max": 6}},
-        }},
+        out,
+        registry=_registry(tmp_path, shapely.geometry.mapping(aoi), "western_sahara"),
+        catalog=str(items_file),
+        dask_cluster=dask_cluster,
+        aoi_ids=("western_sahara",),
+        key=key,
+        run_config={
+            "ops": {
+                "stac_items": {"config": {"collection": s2_29rkh_item.collection_id}},
+                "band_stack": {
+                    "config": {
+                        "bands": ["blue", "green", "red", "nir"],
+                        "resolution": 100,
+                        "chunk_size": 256,
+                    }
+                },
+                "clusters": {"config": {"n_clusters": 4, "sample_size": 50_000}},
+                "diagnostics": {"config": {"elbow_k_max": 6}},
+            }
+        },
     )
     assert result.success
     with rasterio.open(out / "geotiff" / "western_sahara" / "2020-02-01.tif") as src:
@@ -338,6 +503,8 @@ def test_a_real_sentinel2_tile_through_the_whole_graph(s2_29rkh_item, dask_clust
     assert np.isin(scl_at[inside & np.isnan(red)], [0, 3, 8, 9, 10, 11]).all()
     assert (~np.isnan(red))[inside & ~np.isin(scl_at, [0, 3, 8, 9, 10, 11])].all()
     assert (inside & np.isnan(red)).sum() > 10_000  # thin cirrus and cloud really were masked
-    labels = rasterio.open(out / "clusters" / "western_sahara" / "2020-02-01" / "cluster_map.tif").read(1)
+    labels = rasterio.open(
+        out / "clusters" / "western_sahara" / "2020-02-01" / "cluster_map.tif"
+    ).read(1)
     assert np.array_equal(labels == 0, np.isnan(red))
     assert (out / "diagnostics" / "western_sahara" / "2020-02-01" / "red_nir_density.png").exists()

@@ -40,9 +40,15 @@ USGS_OLD_ITEM = L8_008059 / f"{L8_008059_PREFIX}_SR_stac.json"
     [
         (PC_LANDSAT, {"red": "red", "nir": "nir08", "swir22": "swir22", "qa": "qa_pixel"}),
         (USGS_ITEM, {"red": "red", "nir": "nir08", "swir16": "swir16", "qa": "qa_pixel"}),
-        (USGS_OLD_ITEM, {"red": "SR_B4.TIF", "nir": "SR_B5.TIF", "coastal": "SR_B1.TIF", "qa": "QA_PIXEL.TIF"}),
+        (
+            USGS_OLD_ITEM,
+            {"red": "SR_B4.TIF", "nir": "SR_B5.TIF", "coastal": "SR_B1.TIF", "qa": "QA_PIXEL.TIF"},
+        ),
         (PC_S2_ITEM, {"red": "B04", "nir": "B08", "nir08": "B8A", "swir16": "B11", "qa": "SCL"}),
-        (EARTH_SEARCH_S2, {"red": "red", "nir": "nir", "nir08": "nir08", "swir22": "swir22", "qa": "scl"}),
+        (
+            EARTH_SEARCH_S2,
+            {"red": "red", "nir": "nir", "nir08": "nir08", "swir22": "swir22", "qa": "scl"},
+        ),
     ],
 )
 def test_common_names_resolve_to_each_providers_asset_keys(path, expected):

@@ -93,7 +93,9 @@ def test_coverage_counts_and_refusals(pair):
     assert counts.aoi_pixels == counts.with_data == counts.clear > 0
     check_coverage(counts, where="this partition")
 
-    cloudy = stack.assign(pixel_state=xr.where(stack.pixel_state == CLEAR, MASKED, stack.pixel_state))
+    cloudy = stack.assign(
+        pixel_state=xr.where(stack.pixel_state == CLEAR, MASKED, stack.pixel_state)
+    )
     with pytest.raises(NoClearPixels, match="max_cloud_cover"):
         check_coverage(coverage_counts(cloudy, inside), where="aoi x|2019-01")
 

@@ -28,7 +28,9 @@ from geocluster_dagster.load import LoadSettings, load_band_stack
 def mosaic(brumadinho_items):
     item = brumadinho_items[1]
     aoi = shapely.geometry.shape(item.geometry).buffer(-0.001)
-    stack = load_band_stack([item], aoi, LoadSettings(bands=("blue", "red", "nir"), mask_clouds=False, chunk_size=100))
+    stack = load_band_stack(
+        [item], aoi, LoadSettings(bands=("blue", "red", "nir"), mask_clouds=False, chunk_size=100)
+    )
     return composite(stack)
 
 
@@ -101,9 +103,19 @@ def test_read_only_output_root_is_reported(mosaic, tmp_path):
 
 def test_zarr_round_trip_restores_the_grid(tmp_path):
     data = xr.Dataset(
-        {"red": (("time", "y", "x"), da.random.default_rng(0).random((2, 300, 200), chunks=(1, 128, 128)).astype("float32"))},
-        coords={"time": np.array(["2020-01-01", "2020-01-17"], dtype="datetime64[ns]"),
-                "y": 1000.0 - 30 * np.arange(300) - 15, "x": 500.0 + 30 * np.arange(200) + 15},
+        {
+            "red": (
+                ("time", "y", "x"),
+                da.random.default_rng(0)
+                .random((2, 300, 200), chunks=(1, 128, 128))
+                .astype("float32"),
+            )
+        },
+        coords={
+            "time": np.array(["2020-01-01", "2020-01-17"], dtype="datetime64[ns]"),
+            "y": 1000.0 - 30 * np.arange(300) - 15,
+            "x": 500.0 + 30 * np.arange(200) + 15,
+        },
     ).odc.assign_crs("EPSG:32616")
     write_zarr(data, tmp_path / "stack.zarr")
     write_zarr(data * 2, tmp_path / "stack.zarr")  # replacing an existing store works

@@ -15,15 +15,25 @@ from geocluster_dagster.indices import add_indices, compute_index
 from .conftest import SHARED_DATA
 
 SAMPLES = SHARED_DATA / "landsat8_sr_labeled_samples_spyndex" / "spectral.json"
-COLUMNS = {"SR_B1": "coastal", "SR_B2": "blue", "SR_B3": "green", "SR_B4": "red", "SR_B5": "nir",
-           "SR_B6": "swir16", "SR_B7": "swir22", "ST_B10": "lwir"}
+COLUMNS = {
+    "SR_B1": "coastal",
+    "SR_B2": "blue",
+    "SR_B3": "green",
+    "SR_B4": "red",
+    "SR_B5": "nir",
+    "SR_B6": "swir16",
+    "SR_B7": "swir22",
+    "ST_B10": "lwir",
+}
 
 
 @pytest.fixture(scope="module")
 def spectra() -> tuple[xr.Dataset, np.ndarray]:
     doc = json.loads(SAMPLES.read_text())
     keys = sorted(doc["SR_B1"], key=int)
-    data = {COLUMNS[c]: ("x", np.array([doc[c][k] for k in keys], dtype="float32")) for c in COLUMNS}
+    data = {
+        COLUMNS[c]: ("x", np.array([doc[c][k] for k in keys], dtype="float32")) for c in COLUMNS
+    }
     ds = xr.Dataset(data).expand_dims(y=1).chunk({"x": 40})
     labels = np.array([doc["class"][k] for k in keys])
     return ds, labels
@@ -50,8 +60,16 @@ def test_catalogue_indices_match_spyndex_itself(spectra, name):
     ds, _ = spectra
     ours = compute_index(ds, name).values[0]
     index = spyndex.indices[name]
-    symbols = {"A": "coastal", "B": "blue", "G": "green", "R": "red", "N": "nir", "S1": "swir16",
-               "S2": "swir22", "T": "lwir"}
+    symbols = {
+        "A": "coastal",
+        "B": "blue",
+        "G": "green",
+        "R": "red",
+        "N": "nir",
+        "S1": "swir16",
+        "S2": "swir22",
+        "T": "lwir",
+    }
     params = {s: ds[symbols[s]].values[0].astype("float64") for s in index.bands if s in symbols}
     params.update({s: spyndex.constants[s].default for s in index.bands if s not in params})
     theirs = np.asarray(spyndex.computeIndex(name, params=params), dtype="float64")
@@ -66,7 +84,12 @@ def test_indices_are_lazy_and_added_as_lowercase_variables(spectra):
 
 
 def test_division_by_zero_is_missing_not_infinite():
-    ds = xr.Dataset({"red": ("x", np.array([0.0, 0.1], "float32")), "nir": ("x", np.array([0.0, 0.3], "float32"))})
+    ds = xr.Dataset(
+        {
+            "red": ("x", np.array([0.0, 0.1], "float32")),
+            "nir": ("x", np.array([0.0, 0.3], "float32")),
+        }
+    )
     ndvi = compute_index(ds, "ndvi").values
     assert np.isnan(ndvi[0]) and ndvi[1] == pytest.approx(0.5)
 

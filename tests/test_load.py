@@ -19,7 +19,9 @@ def _footprint(item):
 
 def test_landsat_scene_is_scaled_and_masked_like_the_readme_says(l8_008059_item):
     aoi = _footprint(l8_008059_item).buffer(-0.05)
-    stack = load_band_stack([l8_008059_item], aoi, LoadSettings(resolution=450, chunk_size=128)).compute()
+    stack = load_band_stack(
+        [l8_008059_item], aoi, LoadSettings(resolution=450, chunk_size=128)
+    ).compute()
     state = stack.pixel_state.values
     data = state != NO_DATA
     # The README's 31 % fill sits mostly in the rotated collar; what has data is mostly cloud.
@@ -48,8 +50,10 @@ def test_thirty_metre_crops_stay_on_their_native_grid(brumadinho_items):
     row0 = int(round((-2222700 - y[0]) / 30))
     red = stack.red.isel(time=0).values
     window = np.s_[row0 : row0 + red.shape[0], col0 : col0 + red.shape[1]]
-    dn = {b: rasterio.open(next((BRUMADINHO / "20190130").glob(f"*_{b}.TIF"))).read(1)[window]
-          for b in ("SR_B2", "SR_B4")}
+    dn = {
+        b: rasterio.open(next((BRUMADINHO / "20190130").glob(f"*_{b}.TIF"))).read(1)[window]
+        for b in ("SR_B2", "SR_B4")
+    }
     expected = dn["SR_B4"] * np.float32(2.75e-05) - np.float32(0.2)
     # Where blue is fill (DN 0), the whole pixel is dropped in every band.
     assert np.array_equal(np.isnan(red), dn["SR_B2"] == 0)
@@ -75,7 +79,9 @@ def test_scl_at_200m_is_resampled_nearest_onto_the_100m_band_grid(s2_29rkh_item)
 
 def test_band_the_collection_lacks_is_named(s2_29rkh_item):
     with pytest.raises(BandNotFound, match="lwir"):
-        load_band_stack([s2_29rkh_item], _footprint(s2_29rkh_item), LoadSettings(bands=("red", "lwir")))
+        load_band_stack(
+            [s2_29rkh_item], _footprint(s2_29rkh_item), LoadSettings(bands=("red", "lwir"))
+        )
 
 
 def test_unreadable_asset_names_the_url(brumadinho_items, tmp_path):

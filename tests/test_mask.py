@@ -41,7 +41,15 @@ def test_known_usgs_codes_decode_as_documented():
     assert qa_pixel_flag(codes, "fill").tolist() == [True] + [False] * 6
     # The C2 "clear" bit means "not cloud and not dilated cloud": shadow pixels (23888) carry it.
     assert qa_pixel_flag(codes, "clear").tolist() == [False, True, True, False, True, False, False]
-    assert qa_pixel_flag(codes, "water").tolist() == [False, False, True, False, False, False, False]
+    assert qa_pixel_flag(codes, "water").tolist() == [
+        False,
+        False,
+        True,
+        False,
+        False,
+        False,
+        False,
+    ]
     assert qa_pixel_flag(codes, "cloud")[3] and qa_pixel_confidence(codes, "cloud")[3] == 3
     assert qa_pixel_flag(codes, "cloud_shadow")[4]
     assert qa_pixel_flag(codes, "dilated_cloud")[5]

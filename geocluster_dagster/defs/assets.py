@@ -4,7 +4,6 @@ stac_items -> band_stack -> mosaic -> geotiff -> clusters -> diagnostics, all pa
 AOI x month and stored by the GeoclusterIOManager.
 """
 
-
 import contextlib
 import json
 from collections.abc import Iterator
@@ -29,11 +28,23 @@ from .config import (
     MosaicConfig,
     SearchConfig,
 )
-from .partitions import partitions, partition_window
+from .partitions import partition_window, partitions
 from .resources import AOIRegistry, DaskCluster, StacCatalog
 
 GROUP = "geocluster"
-REFLECTANCE_BANDS = ("coastal", "blue", "green", "red", "rededge1", "rededge2", "rededge3", "nir", "nir08", "swir16", "swir22")
+REFLECTANCE_BANDS = (
+    "coastal",
+    "blue",
+    "green",
+    "red",
+    "rededge1",
+    "rededge2",
+    "rededge3",
+    "nir",
+    "nir08",
+    "swir16",
+    "swir22",
+)
 
 
 @contextlib.contextmanager
@@ -46,12 +57,20 @@ def explained_failures() -> Iterator[None]:
 
 
 def _asset(**kwargs):
-    return dg.asset(partitions_def=partitions, group_name=GROUP, io_manager_key="geocluster_io", **kwargs)
+    return dg.asset(
+        partitions_def=partitions, group_name=GROUP, io_manager_key="geocluster_io", **kwargs
+    )
 
 
-@_asset(description="STAC items covering the AOI in the month, filtered by collection and cloud cover.", kinds={"stac"})
+@_asset(
+    description="STAC items covering the AOI in the month, filtered by collection and cloud cover.",
+    kinds={"stac"},
+)
 def stac_items(
-    context: dg.AssetExecutionContext, config: SearchConfig, aoi_registry: AOIRegistry, stac: StacCatalog
+    context: dg.AssetExecutionContext,
+    config: SearchConfig,
+    aoi_registry: AOIRegistry,
+    stac: StacCatalog,
 ) -> dg.Output[pystac.ItemCollection]:
     window = partition_window(context)
     with explained_failures():
@@ -81,7 +100,10 @@ def stac_items(
     )
 
 
-@_asset(description="Lazy, chunked, cloud-masked bands in physical units on one grid (Zarr).", kinds={"xarray", "zarr"})
+@_asset(
+    description="Lazy, chunked, cloud-masked bands in physical units on one grid (Zarr).",
+    kinds={"xarray", "zarr"},
+)
 def band_stack(
     context: dg.AssetExecutionContext,
     config: BandStackConfig,
@@ -94,7 +116,10 @@ def band_stack(
     with explained_failures():
         aoi = aoi_registry.get(window.aoi_id)
         stack = load_band_stack(
-            stac_items.items, aoi.geometry, config.settings(), href_signer=stac.source().href_signer()
+            stac_items.items,
+            aoi.geometry,
+            config.settings(),
+            href_signer=stac.source().href_signer(),
         )
     geobox = stack.odc.geobox
     return dg.Output(
@@ -103,7 +128,10 @@ def band_stack(
             "bands": stack.attrs["bands"],
             "time_slices": stack.sizes["time"],
             "scenes_per_slice": dg.MetadataValue.json(
-                {str(t)[:10]: ids.split(",") for t, ids in zip(stack.time.values, stack.item_ids.values, strict=True)}
+                {
+                    str(t)[:10]: ids.split(",")
+                    for t, ids in zip(stack.time.values, stack.item_ids.values, strict=True)
+                }
             ),
             "crs": str(geobox.crs),
             "resolution": abs(geobox.resolution.x),
@@ -113,7 +141,10 @@ def band_stack(
     )
 
 
-@_asset(description="Cloud-free composite of the clear observations, clipped to the AOI polygon (GeoTIFF).", kinds={"geotiff"})
+@_asset(
+    description="Cloud-free composite of the clear observations, clipped to the AOI polygon (GeoTIFF).",
+    kinds={"geotiff"},
+)
 def mosaic(
     context: dg.AssetExecutionContext,
     config: MosaicConfig,
@@ -139,12 +170,19 @@ def mosaic(
     return dg.Output(RasterOutput(image, cog=False, tags=tags), metadata=counts.as_dict())
 
 
-@_asset(description="Multi-band Cloud-Optimized GeoTIFF: spectral bands plus indices, with provenance tags.", kinds={"geotiff"})
+@_asset(
+    description="Multi-band Cloud-Optimized GeoTIFF: spectral bands plus indices, with provenance tags.",
+    kinds={"geotiff"},
+)
 def geotiff(
     context: dg.AssetExecutionContext, config: GeoTiffConfig, mosaic: xr.Dataset, dask: DaskCluster
 ) -> dg.Output[RasterOutput]:
     window = partition_window(context)
-    names = config.indices if config.indices is not None else ["ndvi", *(["lst"] if "lwir" in mosaic else [])]
+    names = (
+        config.indices
+        if config.indices is not None
+        else ["ndvi", *(["lst"] if "lwir" in mosaic else [])]
+    )
     with explained_failures():
         image = indices.add_indices(mosaic, names)
     provenance = {key: value for key, value in mosaic.attrs.items() if key != "source_path"}
@@ -162,7 +200,10 @@ def geotiff(
     )
 
 
-@_asset(description="Unsupervised clusters of the spectral signatures: cluster-map COG, model, signatures CSV/JSON.", kinds={"sklearn", "geotiff"})
+@_asset(
+    description="Unsupervised clusters of the spectral signatures: cluster-map COG, model, signatures CSV/JSON.",
+    kinds={"sklearn", "geotiff"},
+)
 def clusters(
     context: dg.AssetExecutionContext, config: ClusterConfig, geotiff: xr.Dataset, dask: DaskCluster
 ) -> dg.Output[ClusterProduct]:
@@ -173,7 +214,9 @@ def clusters(
         sample = cluster.sample_valid_pixels(geotiff, features, settings.sample_size, settings.seed)
         model = cluster.fit_clusterer(sample, features, settings)
         cluster_map = cluster.predict_map(geotiff, model)
-        signatures = cluster.cluster_signatures(geotiff, cluster_map, cluster.pixel_area_m2(geotiff))
+        signatures = cluster.cluster_signatures(
+            geotiff, cluster_map, cluster.pixel_area_m2(geotiff)
+        )
     summary = {
         "aoi_id": window.aoi_id,
         "features": list(features),
@@ -184,9 +227,15 @@ def clusters(
         "seed": settings.seed,
         "source": geotiff.attrs.get("source_path", ""),
     }
-    tags = {"aoi_id": window.aoi_id, "package": f"geocluster_dagster {__version__}", "clustering": json.dumps(summary)}
+    tags = {
+        "aoi_id": window.aoi_id,
+        "package": f"geocluster_dagster {__version__}",
+        "clustering": json.dumps(summary),
+    }
     product = ClusterProduct(
-        cluster_map=RasterOutput(cluster_map, cog=True, nodata=0, tags=tags, overview_resampling="nearest"),
+        cluster_map=RasterOutput(
+            cluster_map, cog=True, nodata=0, tags=tags, overview_resampling="nearest"
+        ),
         model=model,
         signatures=signatures,
         sample=sample,
@@ -205,7 +254,10 @@ def clusters(
     )
 
 
-@_asset(description="Diagnostics: cluster map, previews, signatures, silhouette, elbow, sizes, red-vs-NIR density, scores.", kinds={"matplotlib"})
+@_asset(
+    description="Diagnostics: cluster map, previews, signatures, silhouette, elbow, sizes, red-vs-NIR density, scores.",
+    kinds={"matplotlib"},
+)
 def diagnostics(
     context: dg.AssetExecutionContext,
     config: DiagnosticsConfig,
@@ -217,25 +269,48 @@ def diagnostics(
     model, sample = clusters.model, clusters.sample
     seed = int(clusters.summary.get("seed", 0))
     with explained_failures():
-        scores = evaluate.score_clustering(model, sample, max_silhouette_samples=config.silhouette_sample_size, seed=seed)
-        silhouettes, labels = evaluate.silhouette_sample(model, sample, max_samples=config.silhouette_sample_size, seed=seed)
+        scores = evaluate.score_clustering(
+            model, sample, max_silhouette_samples=config.silhouette_sample_size, seed=seed
+        )
+        silhouettes, labels = evaluate.silhouette_sample(
+            model, sample, max_samples=config.silhouette_sample_size, seed=seed
+        )
         k_values = range(config.elbow_k_min, max(config.elbow_k_min, config.elbow_k_max) + 1)
-        elbow = evaluate.elbow_curve(_subset(sample, config.elbow_sample_size, seed), list(k_values), model.settings)
+        elbow = evaluate.elbow_curve(
+            _subset(sample, config.elbow_sample_size, seed), list(k_values), model.settings
+        )
         density = (
-            evaluate.red_nir_density(geotiff, clusters.cluster_map, bins=config.density_bins, n_clusters=model.n_clusters)
+            evaluate.red_nir_density(
+                geotiff, clusters.cluster_map, bins=config.density_bins, n_clusters=model.n_clusters
+            )
             if {"red", "nir"} <= set(geotiff.data_vars)
             else None
         )
     bands = [b for b in clusters.summary["features"] if b in WAVELENGTH_UM]
     pngs = render_pngs(
-        lambda folder: _draw(folder, config, window.label, geotiff, clusters, silhouettes, labels, scores, elbow, density, bands)
+        lambda folder: _draw(
+            folder,
+            config,
+            window.label,
+            geotiff,
+            clusters,
+            silhouettes,
+            labels,
+            scores,
+            elbow,
+            density,
+            bands,
+        )
     )
     metadata = {**{k: float(v) for k, v in scores.as_dict().items()}}
     for name in ("cluster_map", "true_colour", "signatures", "silhouette"):
         if f"{name}.png" in pngs:
             with _png_file(pngs[f"{name}.png"]) as png:
                 metadata[f"preview_{name}"] = dg.MetadataValue.md(plot.thumbnail_markdown(png))
-    return dg.Output(DiagnosticsProduct(pngs=pngs, scores=scores.as_dict(), tables={"elbow": elbow}), metadata=metadata)
+    return dg.Output(
+        DiagnosticsProduct(pngs=pngs, scores=scores.as_dict(), tables={"elbow": elbow}),
+        metadata=metadata,
+    )
 
 
 def _subset(sample, size: int, seed: int):
@@ -257,22 +332,48 @@ def _png_file(data: bytes) -> Iterator[Path]:
         yield Path(handle.name)
 
 
-def _draw(folder, config, label, geotiff, clusters, silhouettes, labels, scores, elbow, density, bands) -> None:
+def _draw(
+    folder, config, label, geotiff, clusters, silhouettes, labels, scores, elbow, density, bands
+) -> None:
     model = clusters.model
     source = geotiff.attrs["source_path"]
     crs_label = str(geotiff.rio.crs)
     names = list(geotiff.data_vars)
-    labels_preview, extent = plot.read_preview(clusters.cluster_map_path, max_size=config.preview_size)
-    plot.plot_cluster_map(
-        labels_preview[0], extent, folder / "cluster_map.png", title=f"Clusters, {label}",
-        crs_label=crs_label, n_clusters=model.n_clusters, signatures=clusters.signatures,
+    labels_preview, extent = plot.read_preview(
+        clusters.cluster_map_path, max_size=config.preview_size
     )
-    for name, rgb in (("true_colour", ("red", "green", "blue")), ("false_colour", ("nir", "red", "green"))):
+    plot.plot_cluster_map(
+        labels_preview[0],
+        extent,
+        folder / "cluster_map.png",
+        title=f"Clusters, {label}",
+        crs_label=crs_label,
+        n_clusters=model.n_clusters,
+        signatures=clusters.signatures,
+    )
+    for name, rgb in (
+        ("true_colour", ("red", "green", "blue")),
+        ("false_colour", ("nir", "red", "green")),
+    ):
         if all(b in names for b in rgb):
-            image, extent = plot.read_preview(source, bands=[names.index(b) + 1 for b in rgb], max_size=config.preview_size)
-            title = "True colour (red, green, blue)" if name == "true_colour" else "False colour (NIR, red, green)"
-            plot.plot_rgb(image, extent, folder / f"{name}.png", title=f"{title}, {label}", crs_label=crs_label)
-    plot.plot_spectral_signatures(clusters.signatures, bands, folder / "signatures.png", wavelengths=WAVELENGTH_UM)
+            image, extent = plot.read_preview(
+                source, bands=[names.index(b) + 1 for b in rgb], max_size=config.preview_size
+            )
+            title = (
+                "True colour (red, green, blue)"
+                if name == "true_colour"
+                else "False colour (NIR, red, green)"
+            )
+            plot.plot_rgb(
+                image,
+                extent,
+                folder / f"{name}.png",
+                title=f"{title}, {label}",
+                crs_label=crs_label,
+            )
+    plot.plot_spectral_signatures(
+        clusters.signatures, bands, folder / "signatures.png", wavelengths=WAVELENGTH_UM
+    )
     plot.plot_silhouette(silhouettes, labels, folder / "silhouette.png", average=scores.silhouette)
     plot.plot_elbow(elbow, folder / "elbow.png", chosen_k=model.n_clusters)
     plot.plot_cluster_sizes(clusters.signatures, folder / "cluster_sizes.png")

@@ -3,7 +3,6 @@
 Each class turns into the plain settings object of the module that does the work.
 """
 
-
 import dagster as dg
 from pydantic import Field
 
@@ -16,22 +15,50 @@ from ..mask import DEFAULT_MASK_FLAGS
 class SearchConfig(dg.Config):
     """STAC search for the partition's AOI and month."""
 
-    collection: str = Field(default="landsat-c2-l2", description="STAC collection: 'landsat-c2-l2' or 'sentinel-2-l2a' (provider ids work too).")
-    max_cloud_cover: float | None = Field(default=60.0, description="Keep scenes with eo:cloud_cover at most this (percent); None = no limit.")
-    max_items: int | None = Field(default=None, description="Keep at most this many items (least recent dropped); None = all.")
+    collection: str = Field(
+        default="landsat-c2-l2",
+        description="STAC collection: 'landsat-c2-l2' or 'sentinel-2-l2a' (provider ids work too).",
+    )
+    max_cloud_cover: float | None = Field(
+        default=60.0,
+        description="Keep scenes with eo:cloud_cover at most this (percent); None = no limit.",
+    )
+    max_items: int | None = Field(
+        default=None, description="Keep at most this many items (least recent dropped); None = all."
+    )
 
 
 class BandStackConfig(dg.Config):
     """Which bands to read, on which grid, and what to mask."""
 
-    bands: list[str] = Field(default_factory=list, description="Common band names (blue, green, red, nir, swir16, swir22, lwir, coastal, ...); empty = the sensor's defaults.")
-    resolution: float | None = Field(default=None, description="Output pixel size in CRS units; None = native (30 m Landsat, 10 m Sentinel-2).")
-    crs: str | None = Field(default=None, description="Output CRS, e.g. 'EPSG:32616'; None = the items' most common CRS.")
+    bands: list[str] = Field(
+        default_factory=list,
+        description="Common band names (blue, green, red, nir, swir16, swir22, lwir, coastal, ...); empty = the sensor's defaults.",
+    )
+    resolution: float | None = Field(
+        default=None,
+        description="Output pixel size in CRS units; None = native (30 m Landsat, 10 m Sentinel-2).",
+    )
+    crs: str | None = Field(
+        default=None,
+        description="Output CRS, e.g. 'EPSG:32616'; None = the items' most common CRS.",
+    )
     chunk_size: int = Field(default=1024, description="Dask chunk edge in pixels.")
-    resampling: str = Field(default="nearest", description="Resampling of spectral bands when reprojecting (nearest, bilinear, cubic, average); QA is always nearest.")
-    mask_clouds: bool = Field(default=True, description="Mask with the QA band (Landsat QA_PIXEL, Sentinel-2 SCL).")
-    mask_flags: list[str] = Field(default_factory=lambda: list(DEFAULT_MASK_FLAGS), description="QA conditions to mask: fill, dilated_cloud, cirrus, cloud, cloud_shadow, snow, saturated, dark_area.")
-    groupby: str = Field(default="solar_day", description="'solar_day' fuses same-day tiles into one observation; 'id' keeps every item apart.")
+    resampling: str = Field(
+        default="nearest",
+        description="Resampling of spectral bands when reprojecting (nearest, bilinear, cubic, average); QA is always nearest.",
+    )
+    mask_clouds: bool = Field(
+        default=True, description="Mask with the QA band (Landsat QA_PIXEL, Sentinel-2 SCL)."
+    )
+    mask_flags: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_MASK_FLAGS),
+        description="QA conditions to mask: fill, dilated_cloud, cirrus, cloud, cloud_shadow, snow, saturated, dark_area.",
+    )
+    groupby: str = Field(
+        default="solar_day",
+        description="'solar_day' fuses same-day tiles into one observation; 'id' keeps every item apart.",
+    )
 
     def settings(self) -> LoadSettings:
         return LoadSettings(
@@ -49,8 +76,14 @@ class BandStackConfig(dg.Config):
 class MosaicConfig(dg.Config):
     """How observations are combined and clipped."""
 
-    method: str = Field(default="median", description="'median' of clear observations, or 'first_clear' (least cloudy scene first).")
-    all_touched: bool = Field(default=False, description="Keep every pixel the AOI polygon touches (default: pixel centre inside).")
+    method: str = Field(
+        default="median",
+        description="'median' of clear observations, or 'first_clear' (least cloudy scene first).",
+    )
+    all_touched: bool = Field(
+        default=False,
+        description="Keep every pixel the AOI polygon touches (default: pixel centre inside).",
+    )
 
     def settings(self) -> CompositeSettings:
         return CompositeSettings(method=self.method, all_touched=self.all_touched)  # type: ignore[arg-type]
@@ -59,18 +92,32 @@ class MosaicConfig(dg.Config):
 class GeoTiffConfig(dg.Config):
     """Spectral indices added to the exported Cloud-Optimized GeoTIFF."""
 
-    indices: list[str] | None = Field(default=None, description="Index names: 'ndvi', 'lst' or any Awesome Spectral Indices short name (NDWI, EVI, SAVI, NDBI, ...); None = NDVI, plus LST when a thermal band is loaded.")
+    indices: list[str] | None = Field(
+        default=None,
+        description="Index names: 'ndvi', 'lst' or any Awesome Spectral Indices short name (NDWI, EVI, SAVI, NDBI, ...); None = NDVI, plus LST when a thermal band is loaded.",
+    )
 
 
 class ClusterConfig(dg.Config):
     """Unsupervised clustering of the pixels' spectral signatures."""
 
     n_clusters: int = Field(default=6, description="Number of clusters k.")
-    algorithm: str = Field(default="minibatch_kmeans", description="minibatch_kmeans, kmeans, bisecting_kmeans or gaussian_mixture.")
-    pca_components: int | None = Field(default=None, description="PCA components after standardising; None = no PCA.")
-    sample_size: int = Field(default=200_000, description="Pixels sampled (seeded) to fit the model; every pixel is then predicted.")
+    algorithm: str = Field(
+        default="minibatch_kmeans",
+        description="minibatch_kmeans, kmeans, bisecting_kmeans or gaussian_mixture.",
+    )
+    pca_components: int | None = Field(
+        default=None, description="PCA components after standardising; None = no PCA."
+    )
+    sample_size: int = Field(
+        default=200_000,
+        description="Pixels sampled (seeded) to fit the model; every pixel is then predicted.",
+    )
     seed: int = Field(default=0, description="Random seed: same seed and inputs give the same map.")
-    features: list[str] = Field(default_factory=list, description="GeoTIFF bands used as features; empty = the reflectance bands (no thermal, no indices).")
+    features: list[str] = Field(
+        default_factory=list,
+        description="GeoTIFF bands used as features; empty = the reflectance bands (no thermal, no indices).",
+    )
 
     def settings(self) -> ClusterSettings:
         return ClusterSettings(
@@ -87,7 +134,17 @@ class DiagnosticsConfig(dg.Config):
 
     elbow_k_min: int = Field(default=2, description="Smallest k of the elbow curve.")
     elbow_k_max: int = Field(default=12, description="Largest k of the elbow curve.")
-    elbow_sample_size: int = Field(default=20_000, description="Pixels (seeded subset of the fit sample) the elbow curve refits k-means on.")
-    silhouette_sample_size: int = Field(default=10_000, description="Pixels (seeded sample) for the silhouette: it is quadratic in pixels.")
-    preview_size: int = Field(default=1024, description="Longest side in pixels of map previews (read from overviews).")
-    density_bins: int = Field(default=256, description="Bins per axis of the red-vs-NIR density scatter.")
+    elbow_sample_size: int = Field(
+        default=20_000,
+        description="Pixels (seeded subset of the fit sample) the elbow curve refits k-means on.",
+    )
+    silhouette_sample_size: int = Field(
+        default=10_000,
+        description="Pixels (seeded sample) for the silhouette: it is quadratic in pixels.",
+    )
+    preview_size: int = Field(
+        default=1024, description="Longest side in pixels of map previews (read from overviews)."
+    )
+    density_bins: int = Field(
+        default=256, description="Bins per axis of the red-vs-NIR density scatter."
+    )

@@ -4,7 +4,6 @@ Layout: ``<base_dir>/<asset>/<aoi>/<date><ext>``, e.g.
 ``geocluster_output/geotiff/demo/2023-06-01.tif`` or ``.../clusters/demo/2023-06-01/``.
 """
 
-
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +44,9 @@ class GeoclusterIOManager(dg.ConfigurableIOManager):
         default_factory=lambda: str(output_root()),
         description="Output root; env GEOCLUSTER_OUTPUT sets the default. Dask workers must reach it.",
     )
-    chunk_size: int = Field(default=1024, description="Chunk edge (pixels) when reading rasters back.")
+    chunk_size: int = Field(
+        default=1024, description="Chunk edge (pixels) when reading rasters back."
+    )
 
     def path_for(self, asset: str, partition_key: str) -> Path:
         aoi_id, date_key = split_key(partition_key)
@@ -54,7 +55,9 @@ class GeoclusterIOManager(dg.ConfigurableIOManager):
     def _path(self, context: dg.OutputContext | dg.InputContext) -> tuple[str, Path]:
         asset = context.asset_key.path[-1]
         if asset not in STORED_KIND:
-            raise dg.DagsterInvariantViolationError(f"GeoclusterIOManager does not store asset {asset!r}")
+            raise dg.DagsterInvariantViolationError(
+                f"GeoclusterIOManager does not store asset {asset!r}"
+            )
         return asset, self.path_for(asset, context.partition_key)
 
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:

@@ -1,6 +1,5 @@
 """Resources: where AOIs and imagery come from, where outputs go, and the Dask cluster."""
 
-
 import contextlib
 import logging
 import os
@@ -73,8 +72,12 @@ class StacCatalog(dg.ConfigurableResource):
         default="auto",
         description="'auto' signs Planetary Computer hrefs; 'planetary-computer' always; 'none' never.",
     )
-    max_retries: int = Field(default=5, description="Retries of a failed STAC API request (429/5xx).")
-    backoff_factor: float = Field(default=0.5, description="Exponential backoff factor between retries, seconds.")
+    max_retries: int = Field(
+        default=5, description="Retries of a failed STAC API request (429/5xx)."
+    )
+    backoff_factor: float = Field(
+        default=0.5, description="Exponential backoff factor between retries, seconds."
+    )
     timeout_s: float = Field(default=60.0, description="Timeout of one STAC API request, seconds.")
     page_size: int = Field(default=100, description="Items per page of STAC API results.")
 
@@ -102,12 +105,16 @@ class DaskCluster(dg.ConfigurableResource):
         default=None, description="e.g. tcp://10.0.0.5:8786; None starts a local cluster."
     )
     n_workers: int = Field(default=1, description="Local cluster: worker count.")
-    threads_per_worker: int | None = Field(default=None, description="Local cluster: threads per worker (None = all cores).")
+    threads_per_worker: int | None = Field(
+        default=None, description="Local cluster: threads per worker (None = all cores)."
+    )
     processes: bool = Field(
         default=False,
         description="Local cluster: workers as processes (True) or threads in this process (False, cheaper for GDAL/numpy).",
     )
-    memory_limit: str = Field(default="auto", description="Local cluster: memory limit per worker, e.g. '4GiB'.")
+    memory_limit: str = Field(
+        default="auto", description="Local cluster: memory limit per worker, e.g. '4GiB'."
+    )
     dashboard: bool = Field(default=False, description="Local cluster: serve the Dask dashboard.")
 
     @contextlib.contextmanager
@@ -116,15 +123,22 @@ class DaskCluster(dg.ConfigurableResource):
 
         if self.scheduler_address:
             with Client(self.scheduler_address, timeout="30s") as client:
-                context.log.info(f"Dask: using scheduler {self.scheduler_address} ({len(client.scheduler_info()['workers'])} workers)")
+                context.log.info(
+                    f"Dask: using scheduler {self.scheduler_address} ({len(client.scheduler_info()['workers'])} workers)"
+                )
                 yield self
             return
-        with LocalCluster(
-            n_workers=self.n_workers,
-            threads_per_worker=self.threads_per_worker or os.cpu_count() or 1,
-            processes=self.processes,
-            memory_limit=self.memory_limit,
-            dashboard_address=":0" if self.dashboard else None,
-        ) as cluster, Client(cluster) as client:
-            context.log.info(f"Dask: local cluster {client.dashboard_link if self.dashboard else cluster.scheduler_address}")
+        with (
+            LocalCluster(
+                n_workers=self.n_workers,
+                threads_per_worker=self.threads_per_worker or os.cpu_count() or 1,
+                processes=self.processes,
+                memory_limit=self.memory_limit,
+                dashboard_address=":0" if self.dashboard else None,
+            ) as cluster,
+            Client(cluster) as client,
+        ):
+            context.log.info(
+                f"Dask: local cluster {client.dashboard_link if self.dashboard else cluster.scheduler_address}"
+            )
             yield self

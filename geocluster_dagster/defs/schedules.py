@@ -1,6 +1,5 @@
 """Schedules: refresh the running month for every registered AOI."""
 
-
 import dagster as dg
 
 from .jobs import pipeline_job
@@ -15,11 +14,16 @@ from .partitions import aoi_partitions, date_partitions, partition_key
 )
 def weekly_refresh_schedule(context: dg.ScheduleEvaluationContext):
     # The month that contains the tick: still filling up with scenes, hence the weekly refresh.
-    month = date_partitions.get_partition_key_for_timestamp(context.scheduled_execution_time.timestamp())
+    month = date_partitions.get_partition_key_for_timestamp(
+        context.scheduled_execution_time.timestamp()
+    )
     aois = sorted(context.instance.get_dynamic_partitions(aoi_partitions.name))
     if not aois:
         return dg.SkipReason("No AOI partitions registered yet.")
     return [
-        dg.RunRequest(run_key=f"{aoi}|{month}|{context.scheduled_execution_time:%Y%m%d}", partition_key=partition_key(aoi, month))
+        dg.RunRequest(
+            run_key=f"{aoi}|{month}|{context.scheduled_execution_time:%Y%m%d}",
+            partition_key=partition_key(aoi, month),
+        )
         for aoi in aois
     ]

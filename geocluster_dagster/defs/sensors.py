@@ -1,6 +1,5 @@
 """Sensors: keep the AOI partitions in step with the AOI registry."""
 
-
 import dagster as dg
 
 from ..errors import GeoclusterError
