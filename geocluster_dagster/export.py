@@ -251,6 +251,13 @@ def write_geotiff(
                     NUM_THREADS="ALL_CPUS",
                 )
                 _verify(final_tmp, last)
+        except OSError as err:
+            # Judge the disk while the temporary files still occupy it.
+            if _disk_full(target):
+                raise OSError(
+                    errno.ENOSPC, f"No space left on device while writing {target}"
+                ) from err
+            raise
         finally:
             if cog:
                 _remove(tiled_tmp)

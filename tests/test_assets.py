@@ -136,6 +136,7 @@ def test_the_demo_partition_writes_every_output(demo_run):
     assert set(tags["source_items"].split(",")) >= {i.id for i in items}
     assert tags["package"].startswith("geocluster_dagster") and "config" in tags
     assert tags["collection"] == "landsat-c2-l2" and "cloud" in tags["mask_flags"]
+    assert json.loads(tags["load_config"])["resampling"] == "nearest"
     assert 0.2 < np.nanmean(ndvi) < 0.9
 
     cluster_dir = out / "clusters" / part
@@ -508,3 +509,49 @@ def test_a_real_sentinel2_tile_through_the_whole_graph(s2_29rkh_item, dask_clust
     ).read(1)
     assert np.array_equal(labels == 0, np.isnan(red))
     assert (out / "diagnostics" / "western_sahara" / "2020-02-01" / "red_nir_density.png").exists()
+
+
+def test_disk_full_fails_cleanly_and_keeps_the_earlier_geotiff(demo, dask_cluster, tmp_path):
+    out = tmp_path / "out"
+    upstream = ["stac_items", "band_stack", "mosaic"]
+    assert run(
+        out,
+        registry=demo.aoi_registry,
+        catalog=str(demo.catalog),
+        dask_cluster=dask_cluster,
+        selection=upstream,
+    ).success
+    folder = out / "geotiff" / "demo"
+    folder.mkdir(parents=True)
+    # Writing a 2.2 MB COG needs about twice that (tiled temp file + COG copy): 6 MB fits the first
+    # one, not a 3 MB one written beside it.
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(folder)], check=True)
+    try:
+        first = run(
+            out,
+            registry=demo.aoi_registry,
+            catalog=str(demo.catalog),
+            dask_cluster=dask_cluster,
+            selection=["geotiff"],
+        )
+        assert first.success
+        before = (folder / f"{DEMO_MONTH}.tif").read_bytes()
+        bigger = {
+            "ops": {
+                "geotiff": {"config": {"indices": ["ndvi", "lst", "ndwi", "evi", "savi", "ndbi"]}}
+            }
+        }
+        second = run(
+            out,
+            registry=demo.aoi_registry,
+            catalog=str(demo.catalog),
+            dask_cluster=dask_cluster,
+            selection=["geotiff"],
+            run_config=bigger,
+        )
+        message = failure_message(second)
+        assert "disk is full" in message and str(folder) in message
+        assert (folder / f"{DEMO_MONTH}.tif").read_bytes() == before
+        assert sorted(p.name for p in folder.iterdir()) == [f"{DEMO_MONTH}.tif"]
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)

@@ -121,6 +121,7 @@ def band_stack(
             config.settings(),
             href_signer=stac.source().href_signer(),
         )
+    stack.attrs["load_config"] = json.dumps(config.model_dump(), sort_keys=True)
     geobox = stack.odc.geobox
     return dg.Output(
         stack,
