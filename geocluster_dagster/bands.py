@@ -33,6 +33,9 @@ COMMON_BANDS: tuple[str, ...] = (
     "lwir",
 )
 
+#: The reflective bands: the default clustering features (thermal is in kelvin, not reflectance).
+REFLECTANCE_BANDS: tuple[str, ...] = tuple(b for b in COMMON_BANDS if b != "lwir")
+
 #: Band centre wavelengths in micrometres, for plots and spectral-index lookups.
 WAVELENGTH_UM: dict[str, float] = {
     "coastal": 0.443,

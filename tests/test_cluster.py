@@ -31,7 +31,9 @@ from geocluster_dagster.errors import (
     TooFewPixels,
 )
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from .conftest import SHARED_DATA
+
+DATA = SHARED_DATA
 LANDSAT7 = DATA / "landsat7_sr_022049_labeled_opengeotutorial"
 STACK_1999 = LANDSAT7 / "LE70220491999322EDC01_stack.gtif"
 STACK_2002 = LANDSAT7 / "LE70220492002106EDC00_stack.gtif"

@@ -25,7 +25,9 @@ from geocluster_dagster.search import (
     search_items,
 )
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from .conftest import SHARED_DATA
+
+DATA = SHARED_DATA
 STAC = DATA / "stac"
 PC_LANDSAT_PAGE = STAC / "pc_landsat-c2-l2_items_page_LC09_path084.json"
 PC_S2_SEARCH = STAC / "pc_search_sentinel-2-l2a_20190101_33items.json"

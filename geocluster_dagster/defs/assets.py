@@ -14,7 +14,7 @@ import pystac
 import xarray as xr
 
 from .. import __version__, cluster, evaluate, indices, plot
-from ..bands import WAVELENGTH_UM
+from ..bands import REFLECTANCE_BANDS, WAVELENGTH_UM
 from ..composite import aoi_mask, check_coverage, clip, composite, coverage_counts
 from ..errors import GeoclusterError
 from ..load import load_band_stack
@@ -32,19 +32,6 @@ from .partitions import partition_window, partitions
 from .resources import AOIRegistry, DaskCluster, StacCatalog
 
 GROUP = "geocluster"
-REFLECTANCE_BANDS = (
-    "coastal",
-    "blue",
-    "green",
-    "red",
-    "rededge1",
-    "rededge2",
-    "rededge3",
-    "nir",
-    "nir08",
-    "swir16",
-    "swir22",
-)
 
 
 @contextlib.contextmanager
