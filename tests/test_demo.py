@@ -29,6 +29,7 @@ from geocluster_dagster.demo import (
     demo_ground,
     demo_truth,
 )
+from geocluster_dagster.demo import catalog as demo_catalog
 from geocluster_dagster.errors import ConfigError, OutputNotWritable
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -149,7 +150,7 @@ def test_rebuilds_are_deterministic_and_repair_a_damaged_demo(built, tmp_path) -
 
 
 def test_a_failed_build_leaves_no_half_built_demo(tmp_path, monkeypatch) -> None:
-    real_write = demo._write_cog
+    real_write = demo_catalog._write_cog
     calls = []
 
     def failing_write(*args, **kwargs):
@@ -158,18 +159,18 @@ def test_a_failed_build_leaves_no_half_built_demo(tmp_path, monkeypatch) -> None
             raise OSError(28, "No space left on device")
         real_write(*args, **kwargs)
 
-    monkeypatch.setattr(demo, "_write_cog", failing_write)
+    monkeypatch.setattr(demo_catalog, "_write_cog", failing_write)
     with pytest.raises(OutputNotWritable, match="writable"):
         build_demo(tmp_path / "fresh")
     assert list(tmp_path.iterdir()) == []
     assert calls and all(not p.exists() for p in calls)
 
     # replacing a complete demo: a failure keeps the old one whole and in place
-    monkeypatch.setattr(demo, "_write_cog", real_write)
+    monkeypatch.setattr(demo_catalog, "_write_cog", real_write)
     root = build_demo(tmp_path / "kept").root
     before = tree_state(root)
     calls.clear()
-    monkeypatch.setattr(demo, "_write_cog", failing_write)
+    monkeypatch.setattr(demo_catalog, "_write_cog", failing_write)
     with pytest.raises(OutputNotWritable):
         build_demo(root, overwrite=True)
     assert tree_state(root) == before
