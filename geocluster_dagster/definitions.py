@@ -11,7 +11,7 @@ from .defs.io_manager import GeoclusterIOManager
 from .defs.jobs import pipeline_job
 from .defs.resources import AOIRegistry, DaskCluster, StacCatalog
 from .defs.schedules import weekly_refresh_schedule
-from .defs.sensors import aoi_registry_sensor
+from .defs.sensors import ImageryWatch, aoi_registry_sensor, new_imagery_sensor
 
 
 def build_resources() -> dict[str, object]:
@@ -24,6 +24,9 @@ def build_resources() -> dict[str, object]:
         ),
         "dask": DaskCluster(scheduler_address=os.environ.get("GEOCLUSTER_DASK_SCHEDULER") or None),
         "geocluster_io": GeoclusterIOManager(),
+        "imagery_watch": ImageryWatch(
+            collection=os.environ.get("GEOCLUSTER_WATCH_COLLECTION", "landsat-c2-l2")
+        ),
     }
 
 
@@ -31,7 +34,7 @@ defs = dg.Definitions(
     assets=ASSETS,
     jobs=[pipeline_job],
     schedules=[weekly_refresh_schedule],
-    sensors=[aoi_registry_sensor],
+    sensors=[aoi_registry_sensor, new_imagery_sensor],
     resources=build_resources(),
     executor=dg.in_process_executor,
 )

@@ -85,3 +85,70 @@ def test_schedule_skips_without_aois():
             instance=instance, scheduled_execution_time=datetime(2024, 7, 15, tzinfo=timezone.utc)
         )
         assert isinstance(weekly_refresh_schedule(context), dg.SkipReason)
+
+
+# --- the new-imagery sensor, on a local ItemCollection that gains an item -----------------------
+
+from geocluster_dagster.defs.sensors import ImageryWatch, new_imagery_sensor  # noqa: E402
+from geocluster_dagster.defs.resources import StacCatalog  # noqa: E402
+from geocluster_dagster.demo import build_demo  # noqa: E402
+from geocluster_dagster.search import StacSource, search_items  # noqa: E402
+
+
+def test_new_imagery_sensor_requests_exactly_the_partition_that_got_a_new_scene(tmp_path):
+    import pystac
+    import shapely
+
+    demo = build_demo(tmp_path / "demo")
+    aoi_doc = json.loads(demo.aoi_registry.read_text())
+    polygon = shapely.geometry.shape(aoi_doc["features"][0]["geometry"])
+    items = list(
+        search_items(
+            StacSource(str(demo.catalog)),
+            collection="landsat-c2-l2",
+            geometry=polygon,
+            start=demo.start,
+            end=demo.end,
+        )
+    )
+    first_date = min(i.datetime for i in items)
+    early = [i for i in items if i.datetime == first_date]
+    late = [i for i in items if i.datetime != first_date]
+    collection_file = tmp_path / "items.json"
+    collection_file.write_text(json.dumps(pystac.ItemCollection(early).to_dict()))
+
+    resources = {
+        "aoi_registry": AOIRegistry(path=str(demo.aoi_registry)),
+        "stac": StacCatalog(url=str(collection_file)),
+        "imagery_watch": ImageryWatch(lookback_days=20_000, max_cloud_cover=None),
+    }
+    with dg.instance_for_test() as instance:
+        context = dg.build_sensor_context(instance=instance, resources=resources)
+        result = new_imagery_sensor(context)
+        assert [split_key(r.partition_key) for r in result.run_requests] == [("demo", "2023-06-01")]
+        assert [list(r.partition_keys) for r in result.dynamic_partitions_requests] == [["demo"]]
+        cursor = result.cursor
+
+        # Nothing new: no run.
+        context = dg.build_sensor_context(instance=instance, resources=resources, cursor=cursor)
+        assert new_imagery_sensor(context).run_requests == []
+
+        # A later scene appears (and one for another month): exactly those partitions, once.
+        july = late[0].clone()
+        july.id = "LC09_L2SP_019036_20230704_02_T1"
+        july.datetime = july.datetime.replace(month=7, day=4)
+        collection_file.write_text(
+            json.dumps(pystac.ItemCollection(early + late + [july]).to_dict())
+        )
+        context = dg.build_sensor_context(instance=instance, resources=resources, cursor=cursor)
+        result = new_imagery_sensor(context)
+        keys = sorted(split_key(r.partition_key) for r in result.run_requests)
+        assert keys == [("demo", "2023-06-01"), ("demo", "2023-07-01")]
+        june = next(r for r in result.run_requests if "2023-06-01" in r.partition_key)
+        assert june.run_key.endswith(max(i.id for i in late))
+
+        context = dg.build_sensor_context(
+            instance=instance, resources=resources, cursor=result.cursor
+        )
+        assert new_imagery_sensor(context).run_requests == []
+        assert len(json.loads(result.cursor)["demo"]["recent_ids"]) == len(early) + len(late) + 1
