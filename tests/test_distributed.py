@@ -1,0 +1,135 @@
+"""The graph on a real Dask cluster: `dask scheduler` and two `dask worker` processes on loopback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pytest
+import rasterio
+
+from geocluster_dagster.defs.assets import ASSETS
+from geocluster_dagster.defs.io_manager import GeoclusterIOManager
+from geocluster_dagster.defs.partitions import partition_key
+from geocluster_dagster.defs.resources import AOIRegistry, DaskCluster, StacCatalog
+from geocluster_dagster.demo import DEMO_MONTH, build_demo
+
+from .servers.ports import free_port, wait_for_port
+
+DASK = str(Path(sys.executable).with_name("dask"))
+
+
+@pytest.fixture
+def dask_processes(tmp_path):
+    """A scheduler and two single-threaded worker processes, stopped at the end."""
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    logs = tmp_path / "dask-logs"
+    logs.mkdir()
+    procs = [
+        subprocess.Popen(
+            [
+                DASK,
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--dashboard-address",
+                ":0",
+            ],
+            stdout=(logs / "scheduler.log").open("w"),
+            stderr=subprocess.STDOUT,
+        )
+    ]
+    try:
+        wait_for_port(port, process=procs[0])
+        for i in range(2):
+            procs.append(
+                subprocess.Popen(
+                    [
+                        DASK,
+                        "worker",
+                        address,
+                        "--nthreads",
+                        "1",
+                        "--nworkers",
+                        "1",
+                        "--memory-limit",
+                        "2GiB",
+                        "--name",
+                        f"worker-{i}",
+                        "--no-dashboard",
+                        "--local-directory",
+                        str(tmp_path / f"w{i}"),
+                    ],
+                    stdout=(logs / f"worker-{i}.log").open("w"),
+                    stderr=subprocess.STDOUT,
+                )
+            )
+        from distributed import Client
+
+        with Client(address, timeout="30s") as client:
+            client.wait_for_workers(2, timeout=60)
+        yield address, logs
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _materialize(demo, out, dask_resource):
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("aoi", ["demo"])
+    return dg.materialize(
+        ASSETS,
+        partition_key=partition_key("demo", DEMO_MONTH),
+        instance=instance,
+        resources={
+            "aoi_registry": AOIRegistry(path=str(demo.aoi_registry)),
+            "stac": StacCatalog(url=str(demo.catalog)),
+            "dask": dask_resource,
+            "geocluster_io": GeoclusterIOManager(base_dir=str(out)),
+        },
+    )
+
+
+def test_a_partition_on_scheduler_and_two_workers_equals_the_local_run(dask_processes, tmp_path):
+    address, logs = dask_processes
+    demo = build_demo(tmp_path / "demo")
+    remote = _materialize(demo, tmp_path / "remote", DaskCluster(scheduler_address=address))
+    assert remote.success
+    local = _materialize(demo, tmp_path / "local", DaskCluster())
+    assert local.success
+
+    for relative in (
+        f"mosaic/demo/{DEMO_MONTH}.tif",
+        f"geotiff/demo/{DEMO_MONTH}.tif",
+        f"clusters/demo/{DEMO_MONTH}/cluster_map.tif",
+    ):
+        with (
+            rasterio.open(tmp_path / "remote" / relative) as a,
+            rasterio.open(tmp_path / "local" / relative) as b,
+        ):
+            assert (a.crs, a.transform, a.descriptions) == (b.crs, b.transform, b.descriptions)
+            np.testing.assert_array_equal(a.read(), b.read())
+    remote_sig = (
+        tmp_path / "remote" / "clusters" / "demo" / DEMO_MONTH / "signatures.csv"
+    ).read_text()
+    assert (
+        remote_sig
+        == (tmp_path / "local" / "clusters" / "demo" / DEMO_MONTH / "signatures.csv").read_text()
+    )
+    # The work really ran on both workers, not in the Dagster process.
+    from distributed import Client
+
+    with Client(address) as client:
+        transitions = client.run(lambda dask_worker: len(dask_worker.state.log))
+    assert len(transitions) == 2 and all(n > 0 for n in transitions.values()), transitions
