@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import json
 import os
 import shutil
+import socket
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,7 +41,8 @@ def atomic_path(target: Path | str, *, suffix: str = "") -> Iterator[Path]:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise _not_writable(target, err, full=_disk_full(target)) from err
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp{suffix}")
+    remove_stale_temporaries(target)
+    tmp = target.with_name(f".{target.name}.{_owner()}-{uuid.uuid4().hex[:8]}.tmp{suffix}")
     try:
         yield tmp
         _replace(tmp, target)
@@ -80,10 +83,43 @@ def _disk_full(target: Path) -> bool:
         return False
 
 
+def _owner() -> str:
+    """Who writes a temporary file: host and process, so a later run can tell if it was killed."""
+    return f"{socket.gethostname()}.{os.getpid()}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(target: Path) -> list[Path]:
+    """Delete temporary siblings of ``target`` left by killed runs of this host.
+
+    A run killed mid-write (SIGKILL, OOM killer, lost node) cannot clean up after itself; its
+    temporaries name their host and process, so the next write of the same output removes those
+    whose process is gone. Temporaries of live processes or other hosts are left alone.
+    """
+    removed = []
+    prefix = f".{target.name}.{socket.gethostname()}."
+    for sibling in target.parent.glob(f".{glob.escape(target.name)}.*"):
+        rest = sibling.name[len(prefix) :] if sibling.name.startswith(prefix) else ""
+        pid = rest.split("-", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            _remove(sibling)
+            removed.append(sibling)
+    return removed
+
+
 def _replace(tmp: Path, target: Path) -> None:
     if tmp.is_dir():
         # Directories cannot be swapped atomically: move the old one aside, then drop it.
-        old = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.old")
+        old = target.with_name(f".{target.name}.{_owner()}-{uuid.uuid4().hex[:8]}.old")
         if target.exists():
             os.replace(target, old)
         os.replace(tmp, target)

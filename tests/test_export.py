@@ -130,3 +130,32 @@ def test_reading_something_that_is_not_a_geotiff(tmp_path):
     bogus.write_text("not a tiff")
     with pytest.raises(AssetReadError, match="x.tif"):
         open_geotiff(bogus)
+
+
+def test_temporaries_of_killed_runs_are_removed_by_the_next_write(mosaic, tmp_path):
+    import os
+    import socket
+    import sys
+
+    out = tmp_path / "out"
+    out.mkdir()
+    target = out / "mosaic.tif"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        host = socket.gethostname()
+        stale = out / f".mosaic.tif.{host}.{dead.pid}-0badc0de.tmp"
+        stale.write_bytes(b"half a GeoTIFF")
+        stale_cog = out / f".mosaic.tif.{host}.{dead.pid}-0badc0de.tmp.tiled.tif"
+        stale_cog.write_bytes(b"half")
+        busy = out / f".mosaic.tif.{host}.{alive.pid}-12345678.tmp"
+        busy.write_bytes(b"being written right now")
+        other_host = out / f".mosaic.tif.some-other-node.{dead.pid}-87654321.tmp"
+        other_host.write_bytes(b"someone else's")
+        write_geotiff(mosaic, target)
+        names = sorted(p.name for p in out.iterdir())
+        assert names == sorted(["mosaic.tif", busy.name, other_host.name])
+        assert os.path.exists(busy)
+    finally:
+        alive.kill()
