@@ -10,6 +10,7 @@ by (datetime, id), asset hrefs are absolute and NOT signed: signing happens at r
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -247,7 +248,7 @@ def _open_api_client(source: StacSource) -> Client:
     stac_io = StacApiIO(max_retries=retry, timeout=source.timeout_s)
     try:
         # Client.open resets the stac_io timeout to its own argument, so pass it here too.
-        return Client.open(source.url, stac_io=stac_io, timeout=source.timeout_s)
+        client = Client.open(source.url, stac_io=stac_io, timeout=source.timeout_s)
     except (APIError, OSError, ValueError, pystac.STACError) as err:
         raise AssetReadError(
             f"Cannot open the STAC API at {source.url} ({type(err).__name__}: {err}); tried GET "
@@ -255,6 +256,30 @@ def _open_api_client(source: StacSource) -> Client:
             f"{source.backoff_factor} s) and a {source.timeout_s} s timeout: check the URL and "
             "the network or proxy, or use a local static catalog / ItemCollection file."
         ) from err
+    _recognise_later_api_versions(client)
+    return client
+
+
+def _recognise_later_api_versions(client: Client) -> None:
+    """Let pystac-client see search extensions the API declares for STAC API v1.1+.
+
+    pystac-client 0.9 only recognises ``https://api.stacspec.org/v1.0.*`` conformance URIs, but
+    stac-fastapi-pgstac 7 declares sort as ``v1.1.0/item-search#sort``: unrecognised, no sortby
+    is sent and ``max_items`` keeps the server's default order (newest first).
+    """
+    declared = client.get_conforms_to()
+    for conformance in (
+        ConformanceClasses.SORT,
+        ConformanceClasses.FILTER,
+        ConformanceClasses.QUERY,
+    ):
+        later = re.compile(
+            r"https://api\.stacspec\.org/v1\.[1-9][0-9]*\.[^/]*"
+            + re.escape(conformance.value)
+            + "$"
+        )
+        if not client.conforms_to(conformance) and any(later.match(uri) for uri in declared):
+            client.add_conforms_to(conformance.name)
 
 
 def _api_search_parameters(

@@ -11,6 +11,8 @@ import rasterio
 import shapely
 from rasterio.warp import transform_geom
 
+from .servers.fixtures import *  # noqa: F401,F403
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
