@@ -72,8 +72,8 @@ def test_schedule_requests_the_current_month_for_every_aoi():
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(aoi_partitions.name, ["alps", "po_delta"])
         when = datetime(2024, 7, 15, 6, tzinfo=timezone.utc)
-        context = dg.build_schedule_context(instance=instance, scheduled_execution_time=when)
-        requests = list(weekly_refresh_schedule(context))
+        with dg.build_schedule_context(instance=instance, scheduled_execution_time=when) as context:
+            requests = list(weekly_refresh_schedule(context))
         keys = sorted(split_key(r.partition_key) for r in requests)
         assert keys == [("alps", "2024-07-01"), ("po_delta", "2024-07-01")]
         assert len({r.run_key for r in requests}) == 2
@@ -81,10 +81,10 @@ def test_schedule_requests_the_current_month_for_every_aoi():
 
 def test_schedule_skips_without_aois():
     with dg.instance_for_test() as instance:
-        context = dg.build_schedule_context(
-            instance=instance, scheduled_execution_time=datetime(2024, 7, 15, tzinfo=timezone.utc)
-        )
-        assert isinstance(weekly_refresh_schedule(context), dg.SkipReason)
+        when = datetime(2024, 7, 15, tzinfo=timezone.utc)
+        # Close evaluation contexts: an open one keeps the disposed test instance as the current one.
+        with dg.build_schedule_context(instance=instance, scheduled_execution_time=when) as context:
+            assert isinstance(weekly_refresh_schedule(context), dg.SkipReason)
 
 
 # --- the new-imagery sensor, on a local ItemCollection that gains an item -----------------------
