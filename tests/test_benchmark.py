@@ -1,0 +1,94 @@
+"""The benchmark script end to end at a tiny size: inputs, floor, baseline and project all measured."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pystac
+import rasterio
+
+from geocluster_dagster.demo import DEMO_QA_CODES, SR_OFFSET, SR_SCALE
+from geocluster_dagster.demo.landscape import _spectra
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "run_benchmark.py"
+SIZE = 600
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=600
+    )
+
+
+def test_benchmark_end_to_end(tmp_path: Path) -> None:
+    out, work = tmp_path / "results", tmp_path / "work"
+    common = ["--sizes", str(SIZE), "--out", str(out), "--work", str(work), "--jobs", "1"]
+    run = _run(*common)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+
+    report = json.loads((out / "results.json").read_text())
+    (entry,) = report["sizes"]
+    assert entry["size"] == SIZE and entry["megapixels"] == SIZE * SIZE * 2 / 1e6
+    assert set(entry["steps"]) == {"floor", "baseline", "project"}
+    for name, step in entry["steps"].items():
+        assert step["status"] == "ok", (name, step["detail"])
+        assert step["wall_s"] > 0 and step["peak_mb"] > 0, (name, step)
+        assert step["mpx_s"] == round(entry["megapixels"] / step["wall_s"], 3)
+    floor, baseline, project = (
+        entry["steps"][n]["detail"] for n in ("floor", "baseline", "project")
+    )
+    assert floor["files"] == 18 and floor["decoded_mb"] >= 18 * SIZE * SIZE * 2 / 2**20
+    assert baseline["valid_pixels"] > 0.5 * SIZE * SIZE and -1 <= baseline["silhouette_10k"] <= 1
+    assert set(project["asset_s"]) == {
+        "stac_items",
+        "band_stack",
+        "mosaic",
+        "geotiff",
+        "clusters",
+        "diagnostics",
+    }
+    ratios = entry["ratios"]
+    walls = {n: s["wall_s"] for n, s in entry["steps"].items()}
+    assert ratios["project_over_floor"] == round(walls["project"] / walls["floor"], 2)
+    assert ratios["baseline_over_project"] == round(walls["baseline"] / walls["project"], 2)
+    assert report["machine"]["logical_cores"] >= 1 and report["machine"]["ram_mb"] > 0
+    table = (out / "results.md").read_text()
+    for name in ("floor", "baseline", "project"):
+        assert f"| {SIZE}² | {name} | {walls[name]:.1f} |" in table
+
+    _check_inputs(Path(entry["inputs"]))
+
+    # the second run reuses the inputs (their manifest) instead of rebuilding them
+    again = _run(*common, "--steps", "floor")
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert f"[inputs {SIZE}] reusing" in again.stdout
+
+
+def _check_inputs(root: Path) -> None:
+    """Two PC-shaped items of separate 512 px deflate COGs whose clear pixels hold real spectra."""
+    items = sorted(
+        pystac.Catalog.from_file(str(root / "catalog.json")).get_items(recursive=True),
+        key=lambda item: item.datetime,
+    )
+    assert [i.properties["platform"] for i in items] == ["landsat-8", "landsat-9"]
+    for item in items:
+        item.make_asset_hrefs_absolute()
+        assert 1 < item.properties["eo:cloud_cover"] < 40
+        assert {"red", "nir08", "lwir11", "qa_pixel"} <= set(item.assets)
+        with rasterio.open(item.assets["red"].href) as ds:
+            assert ds.shape == (SIZE, SIZE) and ds.block_shapes == [(512, 512)]
+            assert ds.compression.name == "deflate" and ds.overviews(1)
+            red = ds.read(1) * SR_SCALE + SR_OFFSET
+        with rasterio.open(item.assets["qa_pixel"].href) as ds:
+            qa = ds.read(1)
+        clear = np.isin(qa, [DEMO_QA_CODES["clear_land"], DEMO_QA_CODES["clear_water"]])
+        assert 0.5 < clear.mean() < 0.99
+        # clear pixels are (mixtures of) spyndex samples within the demo's +-5 % brightness
+        real_red = np.concatenate([s[:, 3] for s in _spectra().values()])
+        inside = (red[clear] >= 0.94 * real_red.min()) & (red[clear] <= 1.06 * real_red.max())
+        assert inside.mean() > 0.999
+        assert len(np.unique(red[clear])) > 100  # textured, not flat classes
