@@ -18,7 +18,6 @@ import numpy as np
 import odc.stac
 import pystac
 import rasterio
-import rasterio.errors
 import shapely
 import xarray as xr
 from odc.geo import xy_
@@ -29,6 +28,7 @@ from rasterio.warp import transform_geom
 from .bands import BandPlan, Scaling, SensorProfile, asset_scaling, plan_bands, sensor_profile
 from .errors import AssetReadError, ConfigError, NoOverlap
 from .mask import DEFAULT_MASK_FLAGS, qa_mask
+from .remote import RemoteReader, RemoteReadSettings, RetryingRioDriver
 
 log = logging.getLogger(__name__)
 
@@ -162,38 +162,31 @@ def _check_assets(
     items: Sequence[pystac.Item],
     asset_keys: Sequence[str],
     aoi: shapely.Geometry,
-    signer: Callable[[str], str] | None,
+    reader: RemoteReader,
 ) -> None:
     """Open each asset header (in parallel) and check it is a raster that touches the AOI."""
 
     def probe(job: tuple[pystac.Item, str]):
         item, key = job
         href = item.assets[key].get_absolute_href() or item.assets[key].href
-        url = signer(href) if signer else href
         try:
-            with rasterio.open(url) as src:
-                if src.crs is None:
-                    return ("error", f"asset {key!r} of item {item.id!r} ({href}) has no CRS")
-                footprint = transform_geom(
-                    src.crs, "EPSG:4326", shapely.geometry.mapping(shapely.box(*src.bounds))
-                )
-                return ("ok", shapely.geometry.shape(footprint).intersects(aoi))
-        except rasterio.errors.RasterioIOError as err:
-            return (
-                "error",
-                f"asset {key!r} of item {item.id!r} could not be read from {href}: {err}",
-            )
+            footprint = reader.read(href, _footprint)
+        except AssetReadError as err:
+            return ("error", f"asset {key!r} of item {item.id!r}: {err}")
+        if footprint is None:
+            return ("error", f"asset {key!r} of item {item.id!r} ({href}) has no CRS")
+        return ("ok", footprint.intersects(aoi))
 
     jobs = [(item, key) for item in items for key in asset_keys]
     with ThreadPoolExecutor(max_workers=8) as pool:
         results = list(pool.map(probe, jobs))
     errors = [msg for status, msg in results if status == "error"]
     if errors:
+        more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
         raise AssetReadError(
-            f"{len(errors)} of {len(jobs)} assets cannot be opened as GeoTIFF/COG: "
-            + "; ".join(errors[:5])
-            + ". Check the URLs and your access (Planetary Computer hrefs need signing: "
-            "`sign: planetary-computer`), or drop the broken items from the catalog."
+            f"{len(errors)} of {len(jobs)} assets cannot be read as GeoTIFF/COG: "
+            + " | ".join(errors[:3])
+            + more
         )
     if not any(touches for _, touches in results):
         raise NoOverlap(
@@ -203,17 +196,32 @@ def _check_assets(
         )
 
 
+def _footprint(url: str) -> shapely.Geometry | None:
+    """The raster's footprint in lon/lat, None if it has no CRS."""
+    with rasterio.open(url) as src:
+        if src.crs is None:
+            return None
+        footprint = transform_geom(
+            src.crs, "EPSG:4326", shapely.geometry.mapping(shapely.box(*src.bounds))
+        )
+    return shapely.geometry.shape(footprint)
+
+
 def load_band_stack(
     items: Sequence[pystac.Item],
     aoi: shapely.Geometry,
     settings: LoadSettings = LoadSettings(),
     *,
     href_signer: Callable[[str], str] | None = None,
+    remote: RemoteReadSettings | None = None,
 ) -> xr.Dataset:
     """Lazy (time, y, x) float32 bands in physical units; masked pixels are NaN.
 
     Also returns ``pixel_state`` (uint8: 0 no data, 1 clear, 2 masked by QA) so later stages
-    can count clear pixels without touching the spectral bands.
+    can count clear pixels without touching the spectral bands. Hrefs are signed with
+    ``href_signer`` when each read happens, not now, and remote reads retry as ``remote`` says
+    (default RemoteReadSettings(); see geocluster_dagster.remote); a read that still fails
+    raises AssetReadError.
     """
     items = list(items)
     profile = sensor_profile(items[0])
@@ -225,8 +233,9 @@ def load_band_stack(
     group_of = {item.id: index for index, s in enumerate(slices) for item in s.items}
 
     asset_keys = [*plan.assets.values(), *([plan.qa_asset] if plan.qa_asset else [])]
+    reader = RemoteReader(remote or RemoteReadSettings(), href_signer)
     if settings.preflight:
-        _check_assets(items, asset_keys, aoi, href_signer)
+        _check_assets(items, asset_keys, aoi, reader)
 
     raw = odc.stac.load(
         items,
@@ -242,7 +251,7 @@ def load_band_stack(
             "*": settings.resampling,
             **({plan.qa_asset: "nearest"} if plan.qa_asset else {}),
         },
-        patch_url=href_signer,
+        driver=RetryingRioDriver(reader),  # signs and retries in each dask task
         fail_on_error=True,
     )
     if raw.sizes["time"] != len(slices):

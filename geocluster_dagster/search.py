@@ -94,12 +94,13 @@ class StacSource:
         return Path(parsed.path if parsed.scheme == "file" else self.url).expanduser()
 
     def href_signer(self) -> Callable[[str], str] | None:
-        """``planetary_computer.sign`` (caches, renews SAS tokens) if signing applies, else None."""
+        """A Planetary Computer signer (SDK-cached SAS tokens, renewed on a 403) if signing
+        applies, else None; the reader calls it at read time (geocluster_dagster.remote)."""
         pc_url = urlparse(self.url).hostname == _PLANETARY_COMPUTER_HOST
         if self.sign == "planetary-computer" or (self.sign == "auto" and pc_url):
-            import planetary_computer  # imported lazily: only Planetary Computer reads need it
+            from geocluster_dagster.remote import PlanetaryComputerSigner
 
-            return planetary_computer.sign
+            return PlanetaryComputerSigner()
         return None
 
 

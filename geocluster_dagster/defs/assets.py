@@ -107,6 +107,7 @@ def band_stack(
             aoi.geometry,
             config.settings(),
             href_signer=stac.source().href_signer(),
+            remote=stac.read_settings(),
         )
     stack.attrs["load_config"] = json.dumps(config.model_dump(), sort_keys=True)
     geobox = stack.odc.geobox

@@ -11,6 +11,7 @@ from pydantic import Field
 
 from ..aoi import AOI, load_registry
 from ..errors import InvalidAOI
+from ..remote import RemoteReadSettings
 from ..search import StacSource
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,23 @@ class StacCatalog(dg.ConfigurableResource):
     )
     timeout_s: float = Field(default=60.0, description="Timeout of one STAC API request, seconds.")
     page_size: int = Field(default=100, description="Items per page of STAC API results.")
+    # Pixel reads: how to fetch the assets the catalog points at. They live here, not in the
+    # run config, because they describe the servers, not the science: they never change outputs.
+    read_max_retries: int = Field(
+        default=5,
+        description="GDAL_HTTP_MAX_RETRY: GDAL's retries of one HTTP request on 429/5xx, timeouts, resets.",
+    )
+    read_retry_delay_s: float = Field(
+        default=1.0,
+        description="GDAL_HTTP_RETRY_DELAY: first delay between those retries, doubled each time; seconds.",
+    )
+    read_timeout_s: float = Field(
+        default=60.0, description="GDAL_HTTP_TIMEOUT: seconds one HTTP request of a read may take."
+    )
+    read_attempts: int = Field(
+        default=3,
+        description="Attempts per asset read (fresh signed URL, GDAL cache bypassed) for failures GDAL does not retry, e.g. truncated bodies, expired tokens.",
+    )
 
     def source(self) -> StacSource:
         url = str(demo_paths().catalog) if self.url == DEMO else self.url
@@ -90,6 +108,14 @@ class StacCatalog(dg.ConfigurableResource):
             backoff_factor=self.backoff_factor,
             timeout_s=self.timeout_s,
             page_size=self.page_size,
+        )
+
+    def read_settings(self) -> RemoteReadSettings:
+        return RemoteReadSettings(
+            max_retries=self.read_max_retries,
+            retry_delay_s=self.read_retry_delay_s,
+            timeout_s=self.read_timeout_s,
+            attempts=self.read_attempts,
         )
 
 
@@ -138,7 +164,17 @@ class DaskCluster(dg.ConfigurableResource):
             ) as cluster,
             Client(cluster) as client,
         ):
+            if self.processes:
+                _forward_worker_logs(client)
             context.log.info(
                 f"Dask: local cluster {client.dashboard_link if self.dashboard else cluster.scheduler_address}"
             )
             yield self
+
+
+def _forward_worker_logs(client) -> None:
+    """Worker processes log read retries to their own stderr; bring them to this process, where
+    Dagster captures the `geocluster_dagster` logger (python_logs.managed_python_loggers).
+    Thread workers share this process's loggers already, so forwarding would log twice; a shared
+    scheduler would send every client the logs of every run, so it is not done there either."""
+    client.forward_logging("geocluster_dagster", level=logging.INFO)
