@@ -26,6 +26,10 @@ def _instance():
     if not os.environ.get("DAGSTER_HOME"):
         home = output_root() / ".dagster_home"
         home.mkdir(parents=True, exist_ok=True)
+        config = home / "dagster.yaml"
+        if not config.exists():
+            # Read retries and token renewals are logged by `geocluster_dagster`: show them.
+            config.write_text("python_logs:\n  managed_python_loggers:\n    - geocluster_dagster\n")
         os.environ["DAGSTER_HOME"] = str(home)
     return dg.DagsterInstance.get()
 

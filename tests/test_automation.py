@@ -89,8 +89,8 @@ def test_schedule_skips_without_aois():
 
 # --- the new-imagery sensor, on a local ItemCollection that gains an item -----------------------
 
-from geocluster_dagster.defs.sensors import ImageryWatch, new_imagery_sensor  # noqa: E402
 from geocluster_dagster.defs.resources import StacCatalog  # noqa: E402
+from geocluster_dagster.defs.sensors import ImageryWatch, new_imagery_sensor  # noqa: E402
 from geocluster_dagster.demo import build_demo  # noqa: E402
 from geocluster_dagster.search import StacSource, search_items  # noqa: E402
 

@@ -227,7 +227,7 @@ def test_backfill_of_twenty_one_aois_on_postgres(deployment):
             materialize, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         _wait(
-            lambda: stray() or worker.poll() is not None,
+            lambda worker=worker: stray() or worker.poll() is not None,
             timeout=300,
             what="the GeoTIFF write",
             every=0.01,

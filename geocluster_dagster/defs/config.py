@@ -24,7 +24,8 @@ class SearchConfig(dg.Config):
         description="Keep scenes with eo:cloud_cover at most this (percent); None = no limit.",
     )
     max_items: int | None = Field(
-        default=None, description="Keep at most this many items (the first ones in time order); None = all."
+        default=None,
+        description="Keep at most this many items (the first ones in time order); None = all.",
     )
 
 

@@ -16,7 +16,9 @@ def wait_for_port(port: int, *, timeout: float = 30.0, process=None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
-            raise RuntimeError(f"server process exited with code {process.returncode} before listening on {port}")
+            raise RuntimeError(
+                f"server process exited with code {process.returncode} before listening on {port}"
+            )
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.settimeout(0.5)
             if sock.connect_ex(("127.0.0.1", port)) == 0:
