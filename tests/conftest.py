@@ -12,6 +12,7 @@ import shapely
 from rasterio.warp import transform_geom
 
 from .servers.fixtures import *  # noqa: F401,F403
+from .stac_items import localize_item  # noqa: F401  (re-exported for the tests)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -30,36 +31,6 @@ def pytest_configure(config):
             f"The real test data is missing: expected {SHARED_DATA} (the shared/ folder beside the "
             "repository checkout)."
         )
-
-
-def localize_item(item: pystac.Item, files: dict[str, Path]) -> pystac.Item:
-    """A copy of a real provider item whose assets point at local files.
-
-    The real items describe full-resolution scenes; the shared rasters are downsampled, so the
-    projection metadata and footprint are rewritten from the files themselves.
-    """
-    item = item.clone()
-    first = None
-    for key, path in files.items():
-        item.assets[key].href = str(path)
-        with rasterio.open(path) as src:
-            if first is None:
-                first = (src.crs, src.transform, src.shape, src.bounds)
-            rb = item.assets[key].extra_fields.get("raster:bands")
-            if rb and isinstance(rb[0], dict):
-                rb[0]["spatial_resolution"] = abs(src.transform.a)
-    for key in list(item.assets):
-        if key not in files:
-            del item.assets[key]
-    crs, transform, shape, bounds = first
-    item.properties["proj:epsg"] = crs.to_epsg()
-    item.properties.pop("proj:code", None)
-    item.properties["proj:transform"] = list(transform)[:6]
-    item.properties["proj:shape"] = list(shape)
-    footprint = transform_geom(crs, "EPSG:4326", shapely.geometry.mapping(shapely.box(*bounds)))
-    item.geometry = footprint
-    item.bbox = list(shapely.geometry.shape(footprint).bounds)
-    return item
 
 
 @pytest.fixture

@@ -33,12 +33,11 @@ from typing import Any
 
 import pystac
 import pytest
-import rasterio
 import shapely
-from rasterio.warp import transform_geom
 
 from geocluster_dagster.demo import DemoPaths, build_demo
 
+from ..stac_items import localize_item
 from .nginx import NginxServer
 from .stac_api import StacApiServer
 
@@ -147,33 +146,8 @@ def served_items(folder: ServedFolder, url_of: Callable[[str], str]) -> list[dic
 def publish_item(
     item: pystac.Item, files: dict[str, Path], href_of: Callable[[Path], str]
 ) -> dict[str, Any]:
-    """A real provider item whose assets are ``href_of(file)`` (URLs), as a dict for the API.
-
-    As ``localize_item`` in tests/conftest.py: the real items describe full-resolution scenes
-    while the shared rasters are downsampled, so projection metadata, footprint and resolution
-    are rewritten from the files; assets without a file are dropped.
-    """
-    item = item.clone()
-    grid = None
-    for key, path in files.items():
-        item.assets[key].href = href_of(path)
-        with rasterio.open(path) as src:
-            grid = grid or (src.crs, src.transform, src.shape, src.bounds)
-            raster_bands = item.assets[key].extra_fields.get("raster:bands")
-            if raster_bands and isinstance(raster_bands[0], dict):
-                raster_bands[0]["spatial_resolution"] = abs(src.transform.a)
-    for key in list(item.assets):
-        if key not in files:
-            del item.assets[key]
-    crs, transform, shape, bounds = grid
-    item.properties["proj:epsg"] = crs.to_epsg()
-    item.properties.pop("proj:code", None)
-    item.properties["proj:transform"] = list(transform)[:6]
-    item.properties["proj:shape"] = list(shape)
-    footprint = transform_geom(crs, "EPSG:4326", shapely.geometry.mapping(shapely.box(*bounds)))
-    item.geometry = footprint
-    item.bbox = list(shapely.geometry.shape(footprint).bounds)
-    return _api_ready(item)
+    """A real provider item whose assets are ``href_of(file)`` (URLs), as a dict for the API."""
+    return _api_ready(localize_item(item, files, href_of))
 
 
 def synthesized_collection(collection_id: str, items: list[dict[str, Any]]) -> dict[str, Any]:
