@@ -360,12 +360,8 @@ def _to_cog(source: Path, target: Path, resampling: str) -> None:
 
 def _write_stac(staging: Path, spec: SceneSpec, counts: np.ndarray) -> None:
     """Items made by the demo's own item builder; catalog saved as the demo saves it."""
-    import pystac
-    from pystac.extensions.classification import ClassificationExtension
-    from pystac.extensions.eo import EOExtension
-    from pystac.extensions.raster import RasterExtension
 
-    from geocluster_dagster.demo.catalog import _catalog_and_collection, _make_item
+    from geocluster_dagster.demo.catalog import _catalog_and_collection, _make_item, save_catalog
     from geocluster_dagster.demo.scene import _Observation, _tile_transform
 
     tile = _scene_tile(spec.size)
@@ -387,19 +383,7 @@ def _write_stac(staging: Path, spec: SceneSpec, counts: np.ndarray) -> None:
         item = _make_item(tile, acq, transform, cover, folder)
         item.properties["geocluster:benchmark"] = True
         collection.add_item(item)
-    collection.update_extent_from_items()
-    collection.stac_extensions = [
-        EOExtension.get_schema_uri(),
-        RasterExtension.get_schema_uri(),
-        ClassificationExtension.get_schema_uri(),
-    ]
-    collection.item_assets = {
-        key: pystac.ItemAssetDefinition({k: v for k, v in asset.to_dict().items() if k != "href"})
-        for key, asset in next(iter(collection.get_items())).assets.items()
-    }
-    catalog.normalize_hrefs(str(staging / "catalog.json"))
-    catalog.make_all_asset_hrefs_relative()
-    catalog.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
+    save_catalog(catalog, collection, staging)
 
 
 def _aoi_id(size: int) -> str:

@@ -398,21 +398,7 @@ def _write_demo(staging: Path) -> None:
                 _write_cog(href, band, transform, tile.epsg, nodata, resampling)
             collection.add_item(item)
 
-    collection.update_extent_from_items()
-    # the assets' eo/raster/classification fields are repeated in item_assets
-    collection.stac_extensions = [
-        EOExtension.get_schema_uri(),
-        RasterExtension.get_schema_uri(),
-        ClassificationExtension.get_schema_uri(),
-    ]
-    collection.item_assets = {
-        key: pystac.ItemAssetDefinition({k: v for k, v in asset.to_dict().items() if k != "href"})
-        for key, asset in next(iter(collection.get_items())).assets.items()
-    }
-    # a file href: pystac would take a directory name with a dot in it for a file
-    catalog.normalize_hrefs(str(staging / "catalog.json"))
-    catalog.make_all_asset_hrefs_relative()
-    catalog.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
+    save_catalog(catalog, collection, staging)
     (staging / _AOI_REGISTRY).write_text(json.dumps(_aoi_registry(), indent=2) + "\n")
     _write_manifest(staging)
 
@@ -429,6 +415,25 @@ _AOI_OUTLINE = (
     (-2800, 3500),
     (-7100, 3300),
 )
+
+
+def save_catalog(catalog: pystac.Catalog, collection: pystac.Collection, folder: Path) -> None:
+    """Finish the collection (extent, item_assets) and save a self-contained catalog in folder."""
+    collection.update_extent_from_items()
+    # the assets' eo/raster/classification fields are repeated in item_assets
+    collection.stac_extensions = [
+        EOExtension.get_schema_uri(),
+        RasterExtension.get_schema_uri(),
+        ClassificationExtension.get_schema_uri(),
+    ]
+    collection.item_assets = {
+        key: pystac.ItemAssetDefinition({k: v for k, v in asset.to_dict().items() if k != "href"})
+        for key, asset in next(iter(collection.get_items())).assets.items()
+    }
+    # a file href: pystac would take a directory name with a dot in it for a file
+    catalog.normalize_hrefs(str(folder / "catalog.json"))
+    catalog.make_all_asset_hrefs_relative()
+    catalog.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
 
 
 def _aoi_registry() -> dict:
