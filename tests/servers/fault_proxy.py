@@ -50,7 +50,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import parse_qs
 
-from .ports import free_port, wait_for_port
+from .ports import free_port, stop_process, wait_for_port
 
 CONTROL = "/__control__"
 _REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -166,13 +166,7 @@ class _ServerProcess:
         return self
 
     def stop(self) -> None:
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+        stop_process(self._process)
 
     def control(self, name: str, payload=None):
         data = None if payload is None else json.dumps(payload).encode()

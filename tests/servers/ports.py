@@ -1,8 +1,9 @@
-"""Free loopback ports and waiting for servers to accept connections."""
+"""Free loopback ports, waiting for servers to accept connections, and stopping them."""
 
 from __future__ import annotations
 
 import socket
+import subprocess
 import time
 
 
@@ -25,3 +26,15 @@ def wait_for_port(port: int, *, timeout: float = 30.0, process=None) -> None:
                 return
         time.sleep(0.1)
     raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+def stop_process(process: subprocess.Popen | None, *, timeout: float = 10.0) -> None:
+    """Terminate a server process, and kill it if it does not exit within ``timeout``."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

@@ -25,7 +25,7 @@ from pypgstac.db import PgstacDB
 from pypgstac.load import Loader, Methods
 from pypgstac.migrate import Migrate
 
-from .ports import free_port, wait_for_port
+from .ports import free_port, stop_process, wait_for_port
 from .postgres import PostgresServer
 
 APP_FACTORY = "stac_fastapi.pgstac.app:create_app"
@@ -84,13 +84,7 @@ class StacApiServer:
             Loader(db=db).load_items(iter(list(items)), Methods.upsert)
 
     def stop(self) -> None:
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+        stop_process(self._process)
         self._process = None
         if self._own_postgres:
             self.postgres.stop()
