@@ -133,8 +133,9 @@ def deployment(tmp_path):
                 daemon.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 daemon.kill()
-            for proc in psutil.process_iter(["cmdline"]):  # any run worker still alive
-                if any("execute_run" in part for part in proc.info["cmdline"] or []):
+            # Run workers and the daemon's code server can outlive it: end everything of this test.
+            for proc in psutil.process_iter(["cmdline"]):
+                if any(str(tmp_path) in part for part in proc.info["cmdline"] or []):
                     proc.kill()
 
 
