@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, get_args
 
-import dask
 import dask.array as da
 import joblib
 import numpy as np
@@ -28,6 +27,7 @@ from sklearn.mixture import GaussianMixture
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from geocluster_dagster.blocks import iter_blocks
 from geocluster_dagster.errors import (
     AssetReadError,
     BandNotFound,
@@ -180,13 +180,11 @@ def sample_valid_pixels(ds: xr.Dataset, features: Sequence[str], n: int, seed: i
     block_starts = np.concatenate([[0], np.cumsum(counts)])
     cut = np.searchsorted(ranks, block_starts)
 
-    blocks = stack.to_delayed(optimize_graph=False).ravel()
-    parts = [
-        dask.delayed(_take_valid)(block, ranks[cut[i] : cut[i + 1]] - block_starts[i])
-        for i, block in enumerate(blocks)
+    samples = [
+        _take_valid(block, ranks[cut[i] : cut[i + 1]] - block_starts[i])
+        for i, (_, block) in enumerate(iter_blocks(stack))
         if cut[i + 1] > cut[i]
     ]
-    (samples,) = dask.compute(parts)
     return np.concatenate(samples, axis=0)
 
 

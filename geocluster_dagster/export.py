@@ -20,7 +20,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import dask
 import dask.array as da
 import numpy as np
 import odc.geo.xr  # noqa: F401  (registers the .odc accessor)
@@ -30,6 +29,7 @@ import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 from rasterio.windows import Window
 
+from .blocks import iter_blocks
 from .errors import AssetReadError, OutputNotWritable
 
 
@@ -315,21 +315,9 @@ def _verify(path: Path, last: tuple[Window, np.ndarray] | None) -> None:
 
 
 def _computed_blocks(array: da.Array, in_flight: int) -> Iterator[tuple[Window, np.ndarray]]:
-    """(window, block) pairs, computing ``in_flight`` blocks at a time."""
-    row_edges = np.cumsum((0, *array.chunks[1]))
-    col_edges = np.cumsum((0, *array.chunks[2]))
-    keys = [(i, j) for i in range(len(array.chunks[1])) for j in range(len(array.chunks[2]))]
-    for start in range(0, len(keys), max(1, in_flight)):
-        batch = keys[start : start + in_flight]
-        blocks = dask.compute(*(array.blocks[0, i, j] for i, j in batch))
-        for (i, j), block in zip(batch, blocks, strict=True):
-            window = Window(
-                col_edges[j],
-                row_edges[i],
-                col_edges[j + 1] - col_edges[j],
-                row_edges[i + 1] - row_edges[i],
-            )
-            yield window, np.asarray(block)
+    """(window, block) pairs of a (band, y, x) array, computing ``in_flight`` blocks at a time."""
+    for (_, rows, cols), block in iter_blocks(array, in_flight=in_flight):
+        yield Window(cols.start, rows.start, cols.stop - cols.start, rows.stop - rows.start), block
 
 
 def open_geotiff(path: Path | str, *, chunks: int = 1024) -> xr.Dataset:

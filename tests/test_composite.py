@@ -107,3 +107,19 @@ def test_coverage_counts_and_refusals(pair):
 def test_unknown_method_is_refused():
     with pytest.raises(ConfigError, match="method"):
         CompositeSettings(method="mean")
+
+
+@pytest.mark.parametrize("dates", [1, 2, 3, 4, 7])
+def test_nan_median_equals_numpys_on_gappy_stacks(dates):
+    from geocluster_dagster.composite import nan_median
+
+    rng = np.random.default_rng(dates)
+    values = rng.normal(size=(50, 40, dates)).astype("float32")
+    values[rng.random(values.shape) < 0.4] = np.nan
+    values[0, :, :] = np.nan  # pixels with no clear date at all
+    with np.errstate(invalid="ignore"), pytest.warns(RuntimeWarning, match="All-NaN"):
+        expected = np.nanmedian(values, axis=-1)
+    got = nan_median(values)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    assert np.isnan(got[0]).all() and np.isfinite(got[1:]).sum() > 0

@@ -133,3 +133,6 @@ def test_a_partition_on_scheduler_and_two_workers_equals_the_local_run(dask_proc
     with Client(address) as client:
         transitions = client.run(lambda dask_worker: len(dask_worker.state.log))
     assert len(transitions) == 2 and all(n > 0 for n in transitions.values()), transitions
+    # One key, one task: a scheduler given two different tasks under one key can deadlock
+    # (dask/dask#9888), which block-by-block computes used to cause.
+    assert "Detected different `run_spec`" not in (logs / "scheduler.log").read_text()

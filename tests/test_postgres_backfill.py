@@ -176,7 +176,15 @@ def test_backfill_of_twenty_one_aois_on_postgres(deployment):
         runs = instance.get_runs(dg.RunsFilter(job_name="geocluster_pipeline"))
         return runs if len(runs) == len(keys) and all(r.status in finished for r in runs) else None
 
-    runs = _wait(all_done, timeout=900, what="the backfill runs")
+    try:
+        # Locally the backfill takes about 4 minutes; stay below pytest's own time limit so that
+        # a stuck run is reported with the state of every run and the daemon's last words.
+        runs = _wait(all_done, timeout=600, what="the backfill runs")
+    except TimeoutError as err:
+        runs = instance.get_runs(dg.RunsFilter(job_name="geocluster_pipeline"))
+        states = [(r.tags.get("dagster/partition"), r.status.value) for r in runs]
+        log_tail = deployment["daemon_log"].read_text()[-6000:]
+        pytest.fail(f"{err}: {len(runs)} runs {states}\n--- daemon log ---\n{log_tail}")
     assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs), [
         (r.tags.get("dagster/partition"), r.status)
         for r in runs

@@ -5,6 +5,7 @@ import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 import dagster as dg
 from pydantic import Field
@@ -120,44 +121,62 @@ class StacCatalog(dg.ConfigurableResource):
 
 
 class DaskCluster(dg.ConfigurableResource):
-    """The Dask cluster all lazy raster work runs on while an asset (or its IO) executes.
+    """The Dask scheduler all lazy raster work runs on while an asset (or its IO) executes.
 
-    Without `scheduler_address` a local cluster is started for the run; with one, work goes to
-    that existing scheduler. Its workers must reach the same paths (output root, local
-    catalogs) as the Dagster process.
+    By default the work runs on Dask's threaded scheduler in the run's own process: GDAL, numpy
+    and scikit-learn release the GIL, so threads use every core with no serialization and no
+    scheduler to start. `mode: local_cluster` starts a distributed LocalCluster for the run
+    instead (dashboard, per-worker memory limits, process workers). With `scheduler_address`,
+    work goes to that existing scheduler; its workers must reach the same paths (output root,
+    local catalogs) as the Dagster process.
     """
 
     scheduler_address: str | None = Field(
-        default=None, description="e.g. tcp://10.0.0.5:8786; None starts a local cluster."
+        default=None, description="e.g. tcp://10.0.0.5:8786; None computes on this machine."
     )
-    n_workers: int = Field(default=1, description="Local cluster: worker count.")
+    mode: Literal["threads", "local_cluster"] = Field(
+        default="threads",
+        description="Without a scheduler address: Dask's threaded scheduler in the run process "
+        "('threads', fastest on one machine) or a distributed LocalCluster ('local_cluster').",
+    )
     threads_per_worker: int | None = Field(
-        default=None, description="Local cluster: threads per worker (None = all cores)."
+        default=None, description="Threads (per worker for local_cluster); None = all cores."
     )
+    n_workers: int = Field(default=1, description="local_cluster: worker count.")
     processes: bool = Field(
         default=False,
-        description="Local cluster: workers as processes (True) or threads in this process (False, cheaper for GDAL/numpy).",
+        description="local_cluster: workers as processes (True) or threads in this process (False).",
     )
     memory_limit: str = Field(
-        default="auto", description="Local cluster: memory limit per worker, e.g. '4GiB'."
+        default="auto", description="local_cluster: memory limit per worker, e.g. '4GiB'."
     )
-    dashboard: bool = Field(default=False, description="Local cluster: serve the Dask dashboard.")
+    dashboard: bool = Field(default=False, description="local_cluster: serve the Dask dashboard.")
 
     @contextlib.contextmanager
     def yield_for_execution(self, context: dg.InitResourceContext) -> Iterator["DaskCluster"]:
-        from distributed import Client, LocalCluster
+        import dask
 
+        threads = self.threads_per_worker or os.cpu_count() or 1
         if self.scheduler_address:
+            from distributed import Client
+
             with Client(self.scheduler_address, timeout="30s") as client:
                 context.log.info(
                     f"Dask: using scheduler {self.scheduler_address} ({len(client.scheduler_info()['workers'])} workers)"
                 )
                 yield self
             return
+        if self.mode == "threads":
+            with dask.config.set(scheduler="threads", num_workers=threads):
+                context.log.info(f"Dask: threaded scheduler, {threads} threads")
+                yield self
+            return
+        from distributed import Client, LocalCluster
+
         with (
             LocalCluster(
                 n_workers=self.n_workers,
-                threads_per_worker=self.threads_per_worker or os.cpu_count() or 1,
+                threads_per_worker=threads,
                 processes=self.processes,
                 memory_limit=self.memory_limit,
                 dashboard_address=":0" if self.dashboard else None,

@@ -1,0 +1,40 @@
+"""Block-wise passes over lazy rasters: a few blocks computed at a time, handed over as numpy.
+
+Every full-resolution pass of the pipeline (writing a GeoTIFF, drawing the pixel sample,
+applying the cluster model) walks its array with :func:`iter_blocks`, so memory holds a few
+blocks whatever the raster size. The array's graph is optimized once per pass and every batch
+is a piece of that one graph: a distributed scheduler then never receives one key with two
+different tasks, which it warns "can cause failures and deadlocks" (dask/dask#9888) and which
+computing ``array.blocks[i, j]`` batch by batch does cause, each batch being fused its own way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import dask
+import dask.array as da
+import numpy as np
+
+
+def iter_blocks(
+    array: da.Array, *, in_flight: int = 4
+) -> Iterator[tuple[tuple[slice, ...], np.ndarray]]:
+    """(index, block) for every block of ``array`` in C order, ``in_flight`` computed at once.
+
+    ``index`` is the tuple of slices the block occupies in ``array``. Arrays chunked along
+    their leading axis (e.g. bands) should be rechunked to one chunk there first, so that a
+    block holds every band of its pixels.
+    """
+    edges = [np.cumsum((0, *chunks)) for chunks in array.chunks]
+    delayed = array.to_delayed(optimize_graph=True)
+    positions = list(np.ndindex(*delayed.shape))
+    step = max(1, in_flight)
+    for start in range(0, len(positions), step):
+        batch = positions[start : start + step]
+        blocks = dask.compute(*(delayed[p] for p in batch))
+        for position, block in zip(batch, blocks, strict=True):
+            index = tuple(
+                slice(int(e[i]), int(e[i + 1])) for e, i in zip(edges, position, strict=True)
+            )
+            yield index, np.asarray(block)
