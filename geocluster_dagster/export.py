@@ -220,6 +220,7 @@ def write_geotiff(
     tags: Mapping[str, object] | None = None,
     band_tags: Mapping[str, Mapping[str, str]] | None = None,
     compress: str = "deflate",
+    compress_level: int | None = None,
     blocksize: int = 512,
     overview_resampling: str = "average",
     blocks_in_flight: int = 4,
@@ -227,7 +228,12 @@ def write_geotiff(
     """Write (band, y, x) to a tiled GeoTIFF, or a Cloud-Optimized GeoTIFF with ``cog=True``.
 
     Band names go into the band descriptions, ``tags`` into the dataset metadata (values that
-    are not strings are JSON-encoded). Float rasters default to NaN nodata.
+    are not strings are JSON-encoded). Float rasters default to NaN nodata. ``compress`` is a
+    GDAL codec (deflate, zstd, lzw, ...) at ``compress_level`` (None = GDAL's default level).
+
+    A COG needs its overviews before the full-resolution tiles, so GDAL's COG driver copies
+    from a finished raster. That intermediate is written uncompressed: every pixel is then
+    compressed once, by the COG driver, instead of twice.
     """
     target = Path(target)
     names, array = _as_band_array(ds, bands)
@@ -247,11 +253,15 @@ def write_geotiff(
         "tiled": True,
         "blockxsize": blocksize,
         "blockysize": blocksize,
-        "compress": compress,
-        "predictor": 3 if np.issubdtype(dtype, np.floating) else 2,
         "BIGTIFF": "IF_SAFER",
         "NUM_THREADS": "ALL_CPUS",
     }
+    level_option = {"deflate": "zlevel", "zstd": "zstd_level"}.get(compress.lower())
+    if not cog:
+        profile["compress"] = compress
+        profile["predictor"] = 3 if np.issubdtype(dtype, np.floating) else 2
+        if compress_level is not None and level_option:
+            profile[level_option] = compress_level
     stats = RasterStats()
     with atomic_path(target) as final_tmp:
         tiled_tmp = final_tmp.with_name(final_tmp.name + ".tiled.tif") if cog else final_tmp
@@ -281,6 +291,7 @@ def write_geotiff(
                     driver="COG",
                     compress=compress,
                     predictor="YES",
+                    **({"level": compress_level} if compress_level is not None else {}),
                     blocksize=blocksize,
                     overview_resampling=overview_resampling,
                     BIGTIFF="IF_SAFER",

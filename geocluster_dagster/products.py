@@ -40,6 +40,9 @@ class RasterOutput:
     nodata: float | None = None
     tags: dict[str, Any] = field(default_factory=dict)
     overview_resampling: str = "average"
+    compress: str = "deflate"
+    """GDAL codec; intermediate rasters use a fast one (zstd level 1), deliverables deflate."""
+    compress_level: int | None = None
     stats: RasterStats | None = None
     """Filled in by :func:`save`: per-band statistics gathered while writing."""
 
@@ -120,6 +123,8 @@ def save(obj: Any, path: Path) -> dict[str, Any]:
             nodata=obj.nodata,
             tags=obj.tags,
             overview_resampling=obj.overview_resampling,
+            compress=obj.compress,
+            compress_level=obj.compress_level,
         )
         return {"band_statistics": obj.stats.as_dict()}
     if isinstance(obj, ClusterProduct):
@@ -148,6 +153,8 @@ def _save_clusters(product: ClusterProduct, path: Path) -> dict[str, Any]:
             nodata=product.cluster_map.nodata,
             tags=product.cluster_map.tags,
             overview_resampling=product.cluster_map.overview_resampling,
+            compress=product.cluster_map.compress,
+            compress_level=product.cluster_map.compress_level,
         )
         save_model(product.model, tmp / MODEL)
         product.signatures.to_csv(tmp / SIGNATURES_CSV, index=False)

@@ -523,9 +523,14 @@ def test_disk_full_fails_cleanly_and_keeps_the_earlier_geotiff(demo, dask_cluste
     ).success
     folder = out / "geotiff" / "demo"
     folder.mkdir(parents=True)
-    # Writing a 2.2 MB COG needs about twice that (tiled temp file + COG copy): 6 MB fits the first
-    # one, not a 3 MB one written beside it.
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(folder)], check=True)
+    # A COG is copied from an uncompressed intermediate: first a disk with room for both, then
+    # one too small for a 13-band intermediate beside the first COG.
+    with rasterio.open(out / "mosaic" / "demo" / f"{DEMO_MONTH}.tif") as src:
+        band_bytes = src.width * src.height * 4
+    roomy_kib = (9 * band_bytes * 3) // 1024
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={roomy_kib}k", "tmpfs", str(folder)], check=True
+    )
     try:
         first = run(
             out,
@@ -536,6 +541,9 @@ def test_disk_full_fails_cleanly_and_keeps_the_earlier_geotiff(demo, dask_cluste
         )
         assert first.success
         before = (folder / f"{DEMO_MONTH}.tif").read_bytes()
+        # Now shrink the disk: room for the COG there and half the next intermediate.
+        tight_kib = (len(before) + 13 * band_bytes // 2) // 1024
+        subprocess.run(["mount", "-o", f"remount,size={tight_kib}k", str(folder)], check=True)
         bigger = {
             "ops": {
                 "geotiff": {"config": {"indices": ["ndvi", "lst", "ndwi", "evi", "savi", "ndbi"]}}

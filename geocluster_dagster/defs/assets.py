@@ -156,7 +156,9 @@ def mosaic(
         "source_items": ",".join(band_stack.item_ids.values.tolist()),
         "composite": settings.method,
     }
-    return dg.Output(RasterOutput(image, cog=False, tags=tags), metadata=counts.as_dict())
+    # A working file the geotiff asset reads once: fast lossless compression beats small size.
+    raster = RasterOutput(image, cog=False, tags=tags, compress="zstd", compress_level=1)
+    return dg.Output(raster, metadata=counts.as_dict())
 
 
 @_asset(
@@ -184,7 +186,13 @@ def geotiff(
         }
     )
     return dg.Output(
-        RasterOutput(image, cog=True, tags=provenance),
+        RasterOutput(
+            image,
+            cog=True,
+            tags=provenance,
+            compress=config.compress,
+            compress_level=config.compress_level,
+        ),
         metadata={"bands": ", ".join(image.data_vars), "indices": ", ".join(names) or "none"},
     )
 
