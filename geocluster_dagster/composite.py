@@ -48,8 +48,9 @@ class CoverageCounts:
 
     aoi_pixels: int
     """Pixels whose centre falls inside the AOI."""
-    with_data: int
-    """... of which at least one scene has data (inside a footprint, not fill)."""
+    with_data: int | None
+    """... of which at least one scene has data (inside a footprint, not fill); None when not
+    counted (see :func:`written_coverage`)."""
     clear: int
     """... of which at least one scene has a clear (unmasked) observation."""
 
@@ -58,12 +59,13 @@ class CoverageCounts:
         return self.clear / self.aoi_pixels if self.aoi_pixels else 0.0
 
     def as_dict(self) -> dict[str, float]:
-        return {
+        counts = {
             "aoi_pixels": self.aoi_pixels,
             "pixels_with_data": self.with_data,
             "clear_pixels": self.clear,
             "clear_fraction": round(self.clear_fraction, 6),
         }
+        return {key: value for key, value in counts.items() if value is not None}
 
 
 def _grid(ds: xr.Dataset) -> tuple[Affine, object]:
@@ -112,6 +114,28 @@ def coverage_counts(stack: xr.Dataset, inside: xr.DataArray) -> CoverageCounts:
     return CoverageCounts(int(total), int(with_data), int(clear))
 
 
+def aoi_pixel_count(inside: xr.DataArray, *, where: str) -> int:
+    """Pixels of the grid inside the AOI (rasterizes the polygon, reads no image); refuses 0."""
+    aoi_pixels = int(inside.sum())
+    check_coverage(CoverageCounts(aoi_pixels, None, 0), where=where)
+    return aoi_pixels
+
+
+def written_coverage(
+    stack: xr.Dataset, inside: xr.DataArray, aoi_pixels: int, clear: int, *, where: str
+) -> CoverageCounts:
+    """Coverage of a composite from what writing it counted, refused when nothing is clear.
+
+    ``clear`` is the composite's valid pixels: it is NaN exactly where no scene has a clear
+    observation inside the AOI. So the stack is read once, by the writer; only a failed
+    partition reads ``pixel_state`` again, to say whether the scenes miss the AOI or cover it
+    with clouds.
+    """
+    if clear == 0:
+        check_coverage(coverage_counts(stack, inside), where=where)
+    return CoverageCounts(aoi_pixels, None, clear)
+
+
 def check_coverage(counts: CoverageCounts, *, where: str) -> None:
     """Refuse a partition whose AOI has no data or no clear pixel, saying what to change."""
     if counts.aoi_pixels == 0:
@@ -119,6 +143,8 @@ def check_coverage(counts: CoverageCounts, *, where: str) -> None:
             f"The AOI of {where} covers no pixel of the output grid: it is smaller than one pixel "
             "or outside the grid. Enlarge the AOI or lower `resolution`."
         )
+    if counts.with_data is None:
+        return
     if counts.with_data == 0:
         raise NoOverlap(
             f"No scene of {where} has data inside the AOI polygon ({counts.aoi_pixels} pixels): "
@@ -141,17 +167,43 @@ def _first_valid(values: np.ndarray) -> np.ndarray:
     return np.where(valid.any(axis=-1), first, np.nan).astype(values.dtype)
 
 
+#: Up to this many dates, :func:`nan_median` sorts with whole-image min/max compare-exchanges.
+SORTING_NETWORK_MAX_DATES = 8
+
+
+def _sorted_by_network(values: np.ndarray) -> np.ndarray:
+    """Sort along a short last axis, NaN as +inf, by odd-even transposition of whole images.
+
+    A handful of dates at millions of pixels: n rounds of elementwise minimum/maximum over
+    image-sized arrays beat np.sort, which sorts each pixel's few values on its own.
+    """
+    rows = [
+        np.where(np.isnan(values[..., i]), np.inf, values[..., i]) for i in range(values.shape[-1])
+    ]
+    for round_ in range(len(rows)):
+        for i in range(round_ % 2, len(rows) - 1, 2):
+            rows[i], rows[i + 1] = (
+                np.minimum(rows[i], rows[i + 1]),
+                np.maximum(rows[i], rows[i + 1]),
+            )
+    return np.stack(rows, axis=-1)
+
+
 def nan_median(values: np.ndarray) -> np.ndarray:
     """Along the last axis, the median of the non-NaN values (NaN where there is none).
 
     np.nanmedian goes through masked arrays for short axes and is an order of magnitude slower
     on composites, which median a handful of dates at millions of pixels: sorting puts the NaNs
-    last, and the middle of the finite values is read off each pixel's count.
+    last (as NaN or +inf), and the middle of the finite values is read off each pixel's count.
     """
-    if values.shape[-1] == 1:
+    dates = values.shape[-1]
+    if dates == 1:
         return values[..., 0].copy()
-    ordered = np.sort(values, axis=-1)
     count = np.count_nonzero(~np.isnan(values), axis=-1)
+    if dates <= SORTING_NETWORK_MAX_DATES:
+        ordered = _sorted_by_network(values)
+    else:
+        ordered = np.sort(values, axis=-1)
     low = np.maximum(count - 1, 0) // 2
     high = count // 2 - (count == 0)
     lower = np.take_along_axis(ordered, low[..., None], axis=-1)[..., 0]

@@ -16,7 +16,7 @@ import os
 import shutil
 import socket
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -224,12 +224,16 @@ def write_geotiff(
     blocksize: int = 512,
     overview_resampling: str = "average",
     blocks_in_flight: int = 4,
+    validate: Callable[[RasterStats], None] | None = None,
 ) -> RasterStats:
     """Write (band, y, x) to a tiled GeoTIFF, or a Cloud-Optimized GeoTIFF with ``cog=True``.
 
     Band names go into the band descriptions, ``tags`` into the dataset metadata (values that
     are not strings are JSON-encoded). Float rasters default to NaN nodata. ``compress`` is a
     GDAL codec (deflate, zstd, lzw, ...) at ``compress_level`` (None = GDAL's default level).
+
+    ``validate(stats)`` runs once every block is written and before the file replaces
+    ``target``: raising there leaves an earlier output in place.
 
     A COG needs its overviews before the full-resolution tiles, so GDAL's COG driver copies
     from a finished raster. That intermediate is written uncompressed: every pixel is then
@@ -284,6 +288,8 @@ def write_geotiff(
                     dst.write(block, window=window)
                     last = (window, block)
             _verify(tiled_tmp, last)
+            if validate is not None:
+                validate(stats)
             if cog:
                 rasterio.shutil.copy(
                     tiled_tmp,
@@ -335,17 +341,20 @@ def open_geotiff(path: Path | str, *, chunks: int = 1024) -> xr.Dataset:
     """A GeoTIFF as a lazy Dataset, one float variable per band named by its description."""
     path = Path(path)
     try:
+        with rasterio.open(path) as src:
+            names = [d or f"band_{i}" for i, d in enumerate(src.descriptions, start=1)]
+            tags, nodata = src.tags(), src.nodata
+        # Every band of a window in one read: GDAL decompresses a pixel-interleaved tile once
+        # for all its bands, where one read per band would decompress it once per band.
         arr = rioxarray.open_rasterio(
-            path, chunks={"band": 1, "y": chunks, "x": chunks}, masked=True, lock=False
+            path, chunks={"band": -1, "y": chunks, "x": chunks}, masked=False, lock=False
         )
     except rasterio.errors.RasterioIOError as err:
         raise AssetReadError(f"Cannot open {path} as a GeoTIFF: {err}") from err
-    with rasterio.open(path) as src:
-        names = [d or f"band_{i}" for i, d in enumerate(src.descriptions, start=1)]
-        tags = src.tags()
-    ds = xr.Dataset(
-        {name: arr.isel(band=i, drop=True).astype("float32") for i, name in enumerate(names)}
-    )
+    arr = arr.astype("float32")
+    if nodata is not None and not np.isnan(nodata):
+        arr = arr.where(arr != nodata)
+    ds = xr.Dataset({name: arr.isel(band=i, drop=True) for i, name in enumerate(names)})
     ds.attrs.update(tags)
     return ds
 
@@ -359,24 +368,3 @@ def open_single_band(path: Path | str, *, chunks: int = 1024) -> xr.DataArray:
     except rasterio.errors.RasterioIOError as err:
         raise AssetReadError(f"Cannot open {path} as a GeoTIFF: {err}") from err
     return arr.isel(band=0, drop=True)
-
-
-def write_zarr(ds: xr.Dataset, target: Path | str) -> Path:
-    """Write a (dask-backed) Dataset as Zarr, chunk by chunk, replacing ``target`` atomically."""
-    target = Path(target)
-    clean = ds.copy()
-    for name in clean.variables:
-        clean[name].encoding = {}
-        clean[name].attrs.pop("nodata", None)
-    with atomic_path(target) as tmp:
-        clean.to_zarr(tmp, mode="w", consolidated=True)
-    return target
-
-
-def open_zarr(path: Path | str) -> xr.Dataset:
-    """A Zarr store written by :func:`write_zarr`, lazily, with its grid restored."""
-    try:
-        ds = xr.open_zarr(path, consolidated=True)
-    except (FileNotFoundError, KeyError, ValueError) as err:
-        raise AssetReadError(f"Cannot open the Zarr store {path}: {err}") from err
-    return ds

@@ -8,8 +8,10 @@ earlier output.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,18 +19,77 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pystac
+import pystac.errors
+import shapely
 import xarray as xr
 
+from .errors import AssetReadError
 from .export import (
     RasterStats,
     atomic_path,
     open_geotiff,
     open_single_band,
-    open_zarr,
     write_geotiff,
     write_json,
-    write_zarr,
 )
+from .load import LoadSettings
+from .remote import RemoteReadSettings
+from .search import StacSource
+
+
+@dataclass
+class BandStackRecipe:
+    """A band stack stored as what rebuilds it lazily: the items, AOI, grid/mask and read settings.
+
+    The stack is a view of the source COGs (masked, scaled, on one grid); storing the recipe
+    instead of a copy of its pixels means the next stage reads each source pixel exactly once,
+    and partitions cost kilobytes on disk instead of gigabytes. Reopening it reads no pixels.
+    """
+
+    items: pystac.ItemCollection
+    aoi: shapely.Geometry
+    settings: LoadSettings
+    source: StacSource | None = None
+    """Where the items came from: decides read-time signing (Planetary Computer)."""
+    remote: RemoteReadSettings = field(default_factory=RemoteReadSettings)
+
+    def open(self) -> xr.Dataset:
+        """The lazy (time, y, x) stack of :func:`geocluster_dagster.load.load_band_stack`."""
+        from .load import load_band_stack
+
+        stack = load_band_stack(
+            self.items.items,
+            self.aoi,
+            dataclasses.replace(self.settings, preflight=False),
+            href_signer=self.source.href_signer() if self.source else None,
+            remote=self.remote,
+        )
+        # Provenance for the GeoTIFF tags downstream.
+        stack.attrs["load_config"] = json.dumps(dataclasses.asdict(self.settings), sort_keys=True)
+        return stack
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": "geocluster_dagster.BandStackRecipe",
+            "aoi": shapely.geometry.mapping(self.aoi),
+            "settings": dataclasses.asdict(self.settings),
+            "source": dataclasses.asdict(self.source) if self.source else None,
+            "remote": dataclasses.asdict(self.remote),
+            "items": self.items.to_dict(transform_hrefs=False),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BandStackRecipe:
+        def tuples(values: dict[str, Any]) -> dict[str, Any]:
+            return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+
+        return cls(
+            items=pystac.ItemCollection.from_dict(data["items"]),
+            aoi=shapely.geometry.shape(data["aoi"]),
+            settings=LoadSettings(**tuples(data["settings"])),
+            source=StacSource(**data["source"]) if data.get("source") else None,
+            remote=RemoteReadSettings(**tuples(data["remote"])),
+        )
 
 
 @dataclass
@@ -43,6 +104,9 @@ class RasterOutput:
     compress: str = "deflate"
     """GDAL codec; intermediate rasters use a fast one (zstd level 1), deliverables deflate."""
     compress_level: int | None = None
+    validate: Callable[[RasterStats], dict[str, Any]] | None = None
+    """Called with the statistics of the written raster before it replaces the earlier output:
+    raising keeps the earlier output, a returned dict is shown as metadata."""
     stats: RasterStats | None = None
     """Filled in by :func:`save`: per-band statistics gathered while writing."""
 
@@ -96,10 +160,8 @@ SCORES = "scores.json"
 
 def extension(obj: Any) -> str:
     """File suffix (or '' for a directory) that :func:`save` uses for ``obj``."""
-    if isinstance(obj, pystac.ItemCollection):
+    if isinstance(obj, (pystac.ItemCollection, BandStackRecipe)):
         return ".json"
-    if isinstance(obj, xr.Dataset):
-        return ".zarr"
     if isinstance(obj, RasterOutput):
         return ".tif"
     if isinstance(obj, (ClusterProduct, DiagnosticsProduct)):
@@ -111,11 +173,17 @@ def save(obj: Any, path: Path) -> dict[str, Any]:
     """Write ``obj`` at ``path`` atomically; returns facts worth showing as metadata."""
     if isinstance(obj, pystac.ItemCollection):
         write_json(obj.to_dict(transform_hrefs=False), path)
-        return {"items": len(obj.items)}
-    if isinstance(obj, xr.Dataset):
-        write_zarr(obj, path)
+        return {}
+    if isinstance(obj, BandStackRecipe):
+        write_json(obj.to_dict(), path)
         return {}
     if isinstance(obj, RasterOutput):
+        checked: dict[str, Any] = {}
+
+        def check(stats: RasterStats) -> None:
+            if obj.validate is not None:
+                checked.update(obj.validate(stats) or {})
+
         obj.stats = write_geotiff(
             obj.data,
             path,
@@ -125,8 +193,9 @@ def save(obj: Any, path: Path) -> dict[str, Any]:
             overview_resampling=obj.overview_resampling,
             compress=obj.compress,
             compress_level=obj.compress_level,
+            validate=check,
         )
-        return {"band_statistics": obj.stats.as_dict()}
+        return {**checked, "band_statistics": obj.stats.as_dict()}
     if isinstance(obj, ClusterProduct):
         return _save_clusters(obj, path)
     if isinstance(obj, DiagnosticsProduct):
@@ -168,8 +237,15 @@ def load(path: Path, kind: type, *, chunks: int = 1024) -> Any:
     """Reopen what :func:`save` wrote; rasters come back lazy (dask-backed)."""
     if kind is pystac.ItemCollection:
         return pystac.ItemCollection.from_dict(json.loads(path.read_text()))
-    if kind is xr.Dataset:
-        return open_zarr(path)
+    if kind is BandStackRecipe:
+        try:
+            recipe = BandStackRecipe.from_dict(json.loads(path.read_text()))
+        except (ValueError, KeyError, TypeError, pystac.errors.STACTypeError) as err:
+            raise AssetReadError(
+                f"{path} is not a band stack written by this version of geocluster_dagster "
+                f"({err}): materialize band_stack for this partition again."
+            ) from err
+        return recipe.open()
     if kind is RasterOutput:
         ds = open_geotiff(path, chunks=chunks)
         ds.attrs["source_path"] = str(path)

@@ -115,7 +115,8 @@ def test_the_demo_partition_writes_every_output(demo_run):
     part = f"demo/{DEMO_MONTH}"
     items = pystac.ItemCollection.from_file(str(out / "stac_items" / f"{part}.json"))
     assert len(items) == 4
-    assert (out / "band_stack" / f"{part}.zarr").is_dir()
+    recipe = json.loads((out / "band_stack" / f"{part}.json").read_text())
+    assert len(recipe["items"]["features"]) == 4 and recipe["settings"]["mask_clouds"]
     with rasterio.open(out / "geotiff" / f"{part}.tif") as src:
         assert src.descriptions == (
             "blue",
@@ -398,7 +399,7 @@ def test_rasters_that_do_not_overlap_the_aoi(demo, dask_cluster, tmp_path):
     assert not (tmp_path / "out" / "band_stack").exists()
 
 
-def test_everything_masked_is_refused_before_any_raster_is_written(demo, dask_cluster, tmp_path):
+def test_everything_masked_is_refused_and_leaves_no_raster(demo, dask_cluster, tmp_path):
     catalog = _catalog_copy(demo, tmp_path)
     for qa in catalog.parent.rglob("*_QA_PIXEL.TIF"):
         with rasterio.open(qa) as src:
@@ -411,7 +412,9 @@ def test_everything_masked_is_refused_before_any_raster_is_written(demo, dask_cl
     result = run(out, registry=demo.aoi_registry, catalog=str(catalog), dask_cluster=dask_cluster)
     message = failure_message(result)
     assert "masked" in message and "max_cloud_cover" in message
-    assert not (out / "mosaic").exists() and not (out / "geotiff").exists()
+    # The composite was refused while being written: neither it nor its temporary file is left.
+    assert [p for p in (out / "mosaic").rglob("*") if p.is_file()] == []
+    assert not (out / "geotiff").exists()
 
 
 def test_k_larger_than_the_valid_pixels(demo, dask_cluster, tmp_path):

@@ -80,7 +80,7 @@ def test_backfill_of_several_aoi_partitions(tmp_path):
     for aoi in AOIS:
         for relative in (
             "stac_items/{a}/{m}.json",
-            "band_stack/{a}/{m}.zarr",
+            "band_stack/{a}/{m}.json",
             "mosaic/{a}/{m}.tif",
             "geotiff/{a}/{m}.tif",
             "clusters/{a}/{m}/cluster_map.tif",

@@ -109,7 +109,7 @@ def test_unknown_method_is_refused():
         CompositeSettings(method="mean")
 
 
-@pytest.mark.parametrize("dates", [1, 2, 3, 4, 7])
+@pytest.mark.parametrize("dates", [1, 2, 3, 4, 7, 8, 12])  # 12: past the sorting network
 def test_nan_median_equals_numpys_on_gappy_stacks(dates):
     from geocluster_dagster.composite import nan_median
 

@@ -182,6 +182,11 @@ def test_silhouette_is_capped_seeded_and_matches_the_plot_sample(samples_1999):
     assert values.shape == labels.shape == (500,)
     assert values.mean() == pytest.approx(scores.silhouette, rel=1e-6)
     assert -1 <= values.min() and values.max() <= 1
+    reused = score_clustering(
+        model, samples_1999, max_silhouette_samples=500, seed=3, silhouettes=(values, labels)
+    )
+    assert reused.silhouette == pytest.approx(scores.silhouette, rel=1e-6)
+    assert reused.calinski_harabasz == scores.calinski_harabasz
 
 
 def test_scores_are_nan_when_fewer_than_two_clusters_are_populated(samples_1999):

@@ -10,16 +10,13 @@ import numpy as np
 import pytest
 import rasterio
 import shapely
-import xarray as xr
 
 from geocluster_dagster.composite import composite
 from geocluster_dagster.errors import AssetReadError, OutputNotWritable
 from geocluster_dagster.export import (
     open_geotiff,
-    open_zarr,
     write_geotiff,
     write_json,
-    write_zarr,
 )
 from geocluster_dagster.load import LoadSettings, load_band_stack
 
@@ -99,30 +96,6 @@ def test_read_only_output_root_is_reported(mosaic, tmp_path):
     with _tmpfs(tmp_path / "ro", "ro,size=64k") as disk:
         with pytest.raises(OutputNotWritable, match="not writable"):
             write_geotiff(mosaic, disk / "asset" / "mosaic.tif")
-
-
-def test_zarr_round_trip_restores_the_grid(tmp_path):
-    data = xr.Dataset(
-        {
-            "red": (
-                ("time", "y", "x"),
-                da.random.default_rng(0)
-                .random((2, 300, 200), chunks=(1, 128, 128))
-                .astype("float32"),
-            )
-        },
-        coords={
-            "time": np.array(["2020-01-01", "2020-01-17"], dtype="datetime64[ns]"),
-            "y": 1000.0 - 30 * np.arange(300) - 15,
-            "x": 500.0 + 30 * np.arange(200) + 15,
-        },
-    ).odc.assign_crs("EPSG:32616")
-    write_zarr(data, tmp_path / "stack.zarr")
-    write_zarr(data * 2, tmp_path / "stack.zarr")  # replacing an existing store works
-    back = open_zarr(tmp_path / "stack.zarr")
-    assert back.odc.geobox == data.odc.geobox
-    np.testing.assert_array_equal(back.red.values, (data * 2).red.values)
-    assert [p.name for p in tmp_path.iterdir()] == ["stack.zarr"]
 
 
 def test_reading_something_that_is_not_a_geotiff(tmp_path):

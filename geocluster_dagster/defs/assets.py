@@ -15,10 +15,17 @@ import xarray as xr
 
 from .. import __version__, cluster, evaluate, indices, plot
 from ..bands import REFLECTANCE_BANDS, WAVELENGTH_UM
-from ..composite import aoi_mask, check_coverage, clip, composite, coverage_counts
+from ..composite import aoi_mask, aoi_pixel_count, clip, composite, written_coverage
 from ..errors import GeoclusterError
 from ..load import load_band_stack
-from ..products import ClusterProduct, DiagnosticsProduct, RasterOutput, StoredClusters, render_pngs
+from ..products import (
+    BandStackRecipe,
+    ClusterProduct,
+    DiagnosticsProduct,
+    RasterOutput,
+    StoredClusters,
+    render_pngs,
+)
 from ..search import search_items
 from .config import (
     BandStackConfig,
@@ -88,8 +95,8 @@ def stac_items(
 
 
 @_asset(
-    description="Lazy, chunked, cloud-masked bands in physical units on one grid (Zarr).",
-    kinds={"xarray", "zarr"},
+    description="Lazy, chunked, cloud-masked bands in physical units on one grid; stored as the recipe that reopens them (items, grid, mask and read settings), not a copy of the pixels.",
+    kinds={"xarray", "stac"},
 )
 def band_stack(
     context: dg.AssetExecutionContext,
@@ -98,7 +105,7 @@ def band_stack(
     aoi_registry: AOIRegistry,
     stac: StacCatalog,
     dask: DaskCluster,
-) -> dg.Output[xr.Dataset]:
+) -> dg.Output[BandStackRecipe]:
     window = partition_window(context)
     with explained_failures():
         aoi = aoi_registry.get(window.aoi_id)
@@ -109,10 +116,16 @@ def band_stack(
             href_signer=stac.source().href_signer(),
             remote=stac.read_settings(),
         )
-    stack.attrs["load_config"] = json.dumps(config.model_dump(), sort_keys=True)
     geobox = stack.odc.geobox
+    recipe = BandStackRecipe(
+        items=stac_items,
+        aoi=aoi.geometry,
+        settings=config.settings(),
+        source=stac.source(),
+        remote=stac.read_settings(),
+    )
     return dg.Output(
-        stack,
+        recipe,
         metadata={
             "bands": stack.attrs["bands"],
             "time_slices": stack.sizes["time"],
@@ -146,9 +159,16 @@ def mosaic(
     with explained_failures():
         aoi = aoi_registry.get(window.aoi_id)
         inside = aoi_mask(band_stack, aoi.geometry, all_touched=settings.all_touched)
-        counts = coverage_counts(band_stack, inside)
-        check_coverage(counts, where=window.label)
+        aoi_pixels = aoi_pixel_count(inside, where=window.label)
         image = clip(composite(band_stack.drop_vars("pixel_state"), settings.method), inside)
+
+    def coverage(stats) -> dict:
+        # The stack is read once, while the composite is written; a partition with nothing
+        # clear fails here, before its file replaces an earlier one.
+        clear = stats.count[next(iter(image.data_vars))]
+        counts = written_coverage(band_stack, inside, aoi_pixels, clear, where=window.label)
+        return counts.as_dict()
+
     tags = {
         **{k: v for k, v in band_stack.attrs.items() if isinstance(v, str)},
         "aoi_id": window.aoi_id,
@@ -157,8 +177,10 @@ def mosaic(
         "composite": settings.method,
     }
     # A working file the geotiff asset reads once: fast lossless compression beats small size.
-    raster = RasterOutput(image, cog=False, tags=tags, compress="zstd", compress_level=1)
-    return dg.Output(raster, metadata=counts.as_dict())
+    raster = RasterOutput(
+        image, cog=False, tags=tags, compress="zstd", compress_level=1, validate=coverage
+    )
+    return dg.Output(raster, metadata={"aoi_pixels": aoi_pixels})
 
 
 @_asset(
@@ -266,11 +288,15 @@ def diagnostics(
     model, sample = clusters.model, clusters.sample
     seed = int(clusters.summary.get("seed", 0))
     with explained_failures():
-        scores = evaluate.score_clustering(
-            model, sample, max_silhouette_samples=config.silhouette_sample_size, seed=seed
-        )
         silhouettes, labels = evaluate.silhouette_sample(
             model, sample, max_samples=config.silhouette_sample_size, seed=seed
+        )
+        scores = evaluate.score_clustering(
+            model,
+            sample,
+            max_silhouette_samples=config.silhouette_sample_size,
+            seed=seed,
+            silhouettes=(silhouettes, labels),
         )
         k_values = range(config.elbow_k_min, max(config.elbow_k_min, config.elbow_k_max) + 1)
         elbow = evaluate.elbow_curve(

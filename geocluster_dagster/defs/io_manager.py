@@ -9,7 +9,6 @@ from typing import Any
 
 import dagster as dg
 import pystac
-import xarray as xr
 from pydantic import Field
 
 from .. import products
@@ -20,7 +19,7 @@ from .resources import output_root
 #: What each asset stores, so inputs can be reopened without guessing from the files.
 STORED_KIND: dict[str, type] = {
     "stac_items": pystac.ItemCollection,
-    "band_stack": xr.Dataset,
+    "band_stack": products.BandStackRecipe,
     "mosaic": products.RasterOutput,
     "geotiff": products.RasterOutput,
     "clusters": products.ClusterProduct,
@@ -29,7 +28,7 @@ STORED_KIND: dict[str, type] = {
 
 EXTENSION: dict[str, str] = {
     "stac_items": ".json",
-    "band_stack": ".zarr",
+    "band_stack": ".json",
     "mosaic": ".tif",
     "geotiff": ".tif",
     "clusters": "",
@@ -67,8 +66,10 @@ class GeoclusterIOManager(dg.ConfigurableIOManager):
         except GeoclusterError as err:
             raise dg.Failure(description=str(err), metadata={"error": type(err).__name__}) from err
         metadata: dict[str, Any] = {"output_path": dg.MetadataValue.path(str(path))}
-        if "band_statistics" in facts:
-            metadata["band_statistics"] = dg.MetadataValue.json(facts["band_statistics"])
+        for key, value in facts.items():
+            metadata[key] = (
+                dg.MetadataValue.json(value) if isinstance(value, (dict, list)) else value
+            )
         if asset == "diagnostics":
             for name in obj.pngs:
                 metadata[f"plot_{Path(name).stem}"] = dg.MetadataValue.path(str(path / name))
