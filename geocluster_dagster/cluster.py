@@ -140,52 +140,63 @@ def _valid_pixels(block: np.ndarray) -> np.ndarray:
     return np.isfinite(block).all(axis=0).ravel()
 
 
-def _count_valid(block: np.ndarray) -> np.ndarray:
-    return np.array([[np.count_nonzero(_valid_pixels(block))]], dtype=np.int64)
+#: First pass keeps pixels whose random key is below this many times n / pixels: enough for a
+#: raster at least 1 / SAMPLE_MARGIN valid, in expectation several times over.
+SAMPLE_MARGIN = 4.0
 
 
-def _take_valid(block: np.ndarray, local_ranks: np.ndarray) -> np.ndarray:
-    """Rows (pixel, feature) of the valid pixels of a block with the given ranks."""
-    valid_index = np.flatnonzero(_valid_pixels(block))[local_ranks]
-    return block.reshape(block.shape[0], -1)[:, valid_index].T.astype(np.float32)
+def _keyed_candidates(
+    block: np.ndarray, position: tuple[int, ...], seed: int, threshold: float
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """(keys, rows) of the block's valid pixels whose key is below threshold, and its valid count.
+
+    Every pixel's key is drawn from a generator seeded by (seed, block position), so a pixel
+    keeps its key whatever the threshold, and the same seed and chunking give the same keys.
+    """
+    valid = _valid_pixels(block)
+    keys = np.random.default_rng([seed, *position]).random(valid.size)
+    chosen = np.flatnonzero(valid & (keys < threshold))
+    rows = block.reshape(block.shape[0], -1)[:, chosen].T.astype(np.float32)
+    return keys[chosen], rows, int(np.count_nonzero(valid))
 
 
 def sample_valid_pixels(ds: xr.Dataset, features: Sequence[str], n: int, seed: int) -> np.ndarray:
     """Uniform sample without replacement of up to ``n`` valid pixels, as (m, features) float32.
 
-    Two passes over the blocks, neither loading the raster whole: the first counts valid pixels
-    per block, then ``n`` ranks are drawn (seeded) among all valid pixels and the second pass
-    takes the pixels with those ranks from the blocks that hold them. Rows come in block order.
+    Bottom-k sampling: every valid pixel gets a uniform random key and the ``n`` smallest keys
+    win, so every n-subset is equally likely. One pass over the blocks keeps only the pixels
+    whose key is below ``SAMPLE_MARGIN * n / pixels`` (a few times the sample, never the
+    raster); a raster so sparse that too few come back gets a second pass with the threshold
+    set from the exact valid count. Rows come in block order.
     """
     if not _is_int(n) or n < 1:
         raise ConfigError(f"sample size n={n!r} is invalid: use a positive integer.")
     stack, _ = _feature_stack(ds, features)
-    counts_grid = stack.map_blocks(
-        _count_valid,
-        drop_axis=0,
-        chunks=tuple((1,) * len(c) for c in stack.chunks[1:]),
-        dtype=np.int64,
-    ).compute()
-    counts = counts_grid.ravel()  # C order == order of stack.to_delayed().ravel()
-    n_valid = int(counts.sum())
-    if n_valid == 0:
-        raise NoClearPixels(
-            f"every pixel is masked (NaN in at least one of {', '.join(features)}), so there is "
-            "nothing to cluster: widen the date range, raise the maximum cloud cover, or check "
-            "the mask settings."
-        )
-    m = min(int(n), n_valid)
-    rng = np.random.default_rng(seed)
-    ranks = np.sort(rng.choice(n_valid, size=m, replace=False))
-    block_starts = np.concatenate([[0], np.cumsum(counts)])
-    cut = np.searchsorted(ranks, block_starts)
-
-    samples = [
-        _take_valid(block, ranks[cut[i] : cut[i + 1]] - block_starts[i])
-        for i, (_, block) in enumerate(iter_blocks(stack))
-        if cut[i + 1] > cut[i]
-    ]
-    return np.concatenate(samples, axis=0)
+    pixels = stack.shape[1] * stack.shape[2]
+    threshold = min(1.0, SAMPLE_MARGIN * n / max(pixels, 1))
+    while True:
+        parts, n_valid = [], 0
+        for index, block in iter_blocks(stack):
+            position = tuple(s.start for s in index[1:])
+            keys, rows, valid = _keyed_candidates(block, position, seed, threshold)
+            parts.append((keys, rows))
+            n_valid += valid
+        if n_valid == 0:
+            raise NoClearPixels(
+                f"every pixel is masked (NaN in at least one of {', '.join(features)}), so there "
+                "is nothing to cluster: widen the date range, raise the maximum cloud cover, or "
+                "check the mask settings."
+            )
+        candidates = sum(len(keys) for keys, _ in parts)
+        if candidates >= min(n, n_valid) or threshold >= 1.0:
+            break
+        threshold = min(1.0, 2.0 * SAMPLE_MARGIN * n / n_valid)
+    keys = np.concatenate([k for k, _ in parts])
+    rows = np.concatenate([r for _, r in parts], axis=0)
+    if len(keys) > n:
+        winners = np.sort(np.argpartition(keys, n - 1)[:n])
+        rows = rows[winners]
+    return rows
 
 
 # --------------------------------------------------------------------------------------------

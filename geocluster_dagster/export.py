@@ -27,6 +27,7 @@ import rasterio
 import rasterio.shutil
 import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
+from rasterio.enums import Resampling
 from rasterio.windows import Window
 
 from .blocks import iter_blocks
@@ -261,7 +262,10 @@ def write_geotiff(
         "NUM_THREADS": "ALL_CPUS",
     }
     level_option = {"deflate": "zlevel", "zstd": "zstd_level"}.get(compress.lower())
-    if not cog:
+    if cog:
+        # Band-sequential, so that GDAL builds each band's overviews from that band alone.
+        profile["interleave"] = "band"
+    else:
         profile["compress"] = compress
         profile["predictor"] = 3 if np.issubdtype(dtype, np.floating) else 2
         if compress_level is not None and level_option:
@@ -291,18 +295,20 @@ def write_geotiff(
             if validate is not None:
                 validate(stats)
             if cog:
-                rasterio.shutil.copy(
-                    tiled_tmp,
-                    final_tmp,
-                    driver="COG",
-                    compress=compress,
-                    predictor="YES",
-                    **({"level": compress_level} if compress_level is not None else {}),
-                    blocksize=blocksize,
-                    overview_resampling=overview_resampling,
-                    BIGTIFF="IF_SAFER",
-                    NUM_THREADS="ALL_CPUS",
-                )
+                _build_overviews(tiled_tmp, blocksize, overview_resampling)
+                with rasterio.Env(GDAL_CACHEMAX=COG_CACHE_MB):
+                    rasterio.shutil.copy(
+                        tiled_tmp,
+                        final_tmp,
+                        driver="COG",
+                        overviews="FORCE_USE_EXISTING",
+                        compress=compress,
+                        predictor="YES",
+                        **({"level": compress_level} if compress_level is not None else {}),
+                        blocksize=blocksize,
+                        BIGTIFF="IF_SAFER",
+                        NUM_THREADS="ALL_CPUS",
+                    )
                 _verify(final_tmp, last)
         except OSError as err:
             # Judge the disk while the temporary files still occupy it.
@@ -315,6 +321,30 @@ def write_geotiff(
             if cog:
                 _remove(tiled_tmp)
     return stats
+
+
+#: GDAL block cache (MB) while building overviews and the COG. Bounded, so that the COG of a
+#: whole scene does not take GDAL's default 5% of RAM; enough because the intermediate is
+#: band-sequential (pixel-interleaved, overviews need every band's blocks at once and a small
+#: cache makes GDAL re-read them: 14 s instead of 1 s on a 10-band 3840² raster).
+COG_CACHE_MB = 256
+
+
+def overview_factors(width: int, height: int, blocksize: int) -> list[int]:
+    """2, 4, 8, ... until the smallest overview fits in one block, as GDAL's COG driver does."""
+    factors, factor = [], 2
+    while -(-max(width, height) // (factor // 2)) > blocksize:
+        factors.append(factor)
+        factor *= 2
+    return factors
+
+
+def _build_overviews(path: Path, blocksize: int, resampling: str) -> None:
+    """Overviews inside the uncompressed intermediate, for the COG driver to copy as they are."""
+    with rasterio.Env(GDAL_CACHEMAX=COG_CACHE_MB), rasterio.open(path, "r+") as dst:
+        factors = overview_factors(dst.width, dst.height, blocksize)
+        if factors:
+            dst.build_overviews(factors, Resampling[resampling])
 
 
 def _verify(path: Path, last: tuple[Window, np.ndarray] | None) -> None:

@@ -41,8 +41,18 @@ def test_cog_round_trip_keeps_values_names_nodata_and_tags(mosaic, tmp_path):
         assert src.crs.to_epsg() == 32623
         assert src.profile["tiled"] and src.profile["blockxsize"] == 128
         assert src.overviews(1), "a COG carries internal overviews"
+        assert src.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+        assert src.compression.name == "deflate" and src.interleaving.name == "pixel"
         assert src.tags()["aoi"] == "brumadinho" and src.tags()["items"] == '["a", "b"]'
         assert src.transform == mosaic.odc.geobox.affine
+        full = src.read(3)
+        half = src.read(3, out_shape=(src.height // 2, src.width // 2))  # first overview
+    # The overview is the average of each 2 x 2 window (where all four pixels are valid).
+    h, w = half.shape
+    windows = full[: 2 * h, : 2 * w].reshape(h, 2, w, 2)
+    complete = np.isfinite(windows).all(axis=(1, 3))
+    assert complete.sum() > 1000
+    np.testing.assert_allclose(half[complete], windows.mean(axis=(1, 3))[complete], rtol=1e-5)
     back = open_geotiff(target)
     expected = mosaic.compute()
     for band in ("blue", "red", "nir"):
