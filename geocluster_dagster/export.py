@@ -296,7 +296,7 @@ def write_geotiff(
                 validate(stats)
             if cog:
                 _build_overviews(tiled_tmp, blocksize, overview_resampling)
-                with rasterio.Env(GDAL_CACHEMAX=COG_CACHE_MB):
+                with rasterio.Env(GDAL_CACHEMAX=COG_CACHE_MB * 2**20):
                     rasterio.shutil.copy(
                         tiled_tmp,
                         final_tmp,
@@ -323,10 +323,10 @@ def write_geotiff(
     return stats
 
 
-#: GDAL block cache (MB) while building overviews and the COG. Bounded, so that the COG of a
-#: whole scene does not take GDAL's default 5% of RAM; enough because the intermediate is
-#: band-sequential (pixel-interleaved, overviews need every band's blocks at once and a small
-#: cache makes GDAL re-read them: 14 s instead of 1 s on a 10-band 3840² raster).
+#: GDAL block cache (MB) while building overviews and the COG: bounded, so that the COG of a
+#: whole scene does not take GDAL's default 5% of RAM. The intermediate is band-sequential,
+#: so each band's overviews come from that band's blocks alone (1.3 s instead of 3.1 s for a
+#: pixel-interleaved one, 10 bands of 3840², this cache).
 COG_CACHE_MB = 256
 
 
@@ -341,7 +341,7 @@ def overview_factors(width: int, height: int, blocksize: int) -> list[int]:
 
 def _build_overviews(path: Path, blocksize: int, resampling: str) -> None:
     """Overviews inside the uncompressed intermediate, for the COG driver to copy as they are."""
-    with rasterio.Env(GDAL_CACHEMAX=COG_CACHE_MB), rasterio.open(path, "r+") as dst:
+    with rasterio.Env(GDAL_CACHEMAX=COG_CACHE_MB * 2**20), rasterio.open(path, "r+") as dst:
         factors = overview_factors(dst.width, dst.height, blocksize)
         if factors:
             dst.build_overviews(factors, Resampling[resampling])
