@@ -76,7 +76,12 @@ def map_figure_size(extent: Sequence[float], *, legend_width: float = 0.0) -> tu
 def _new_figure(size: tuple[float, float], layout: str = "constrained") -> Figure:
     # "compressed" is constrained layout for fixed-aspect axes (maps); plain constrained layout
     # mis-places their axis labels.
-    return Figure(figsize=size, dpi=DPI, layout=layout)
+    fig = Figure(figsize=size, dpi=DPI, layout=layout)
+    if layout == "compressed":
+        # With a legend outside on the right, compressed layout sets the map flush against the
+        # left edge and cuts the y-axis label off; keep a margin for it.
+        fig.get_layout_engine().set(rect=(0.03, 0.0, 0.97, 1.0))
+    return fig
 
 
 def _save(fig: Figure, path: PathLike) -> Path:
