@@ -117,6 +117,14 @@ def test_the_demo_partition_writes_every_output(demo_run):
     assert len(items) == 4
     recipe = json.loads((out / "band_stack" / f"{part}.json").read_text())
     assert len(recipe["items"]["features"]) == 4 and recipe["settings"]["mask_clouds"]
+    # Coverage of the mosaic, counted while it was written.
+    coverage = _materialization(result, "mosaic").metadata
+    aoi_pixels, clear = coverage["aoi_pixels"].value, coverage["clear_pixels"].value
+    with rasterio.open(out / "mosaic" / f"{part}.tif") as src:
+        assert clear == int(np.isfinite(src.read(1)).sum())
+    assert 0 < clear <= aoi_pixels and coverage["clear_fraction"].value == round(
+        clear / aoi_pixels, 6
+    )
     with rasterio.open(out / "geotiff" / f"{part}.tif") as src:
         assert src.descriptions == (
             "blue",

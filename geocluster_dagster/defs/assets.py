@@ -180,7 +180,7 @@ def mosaic(
     raster = RasterOutput(
         image, cog=False, tags=tags, compress="zstd", compress_level=1, validate=coverage
     )
-    return dg.Output(raster, metadata={"aoi_pixels": aoi_pixels})
+    return dg.Output(raster)  # coverage metadata comes from the write (see `coverage`)
 
 
 @_asset(
