@@ -201,13 +201,16 @@ def median_of_dates(*dates: np.ndarray) -> np.ndarray:
     count = np.zeros(dates[0].shape, dtype=np.int16)
     for image in dates:
         count += ~np.isnan(image)
-    if len(dates) <= SORTING_NETWORK_MAX_DATES:
-        rows = _sorted_by_network(dates)
-    else:
-        rows = list(np.sort(np.stack(dates), axis=0))
     low = np.maximum(count - 1, 0) // 2
     high = np.maximum(count // 2 - (count == 0), 0)
-    lower, upper = np.choose(low, rows), np.choose(high, rows)
+    if len(dates) <= SORTING_NETWORK_MAX_DATES:
+        rows = _sorted_by_network(dates)
+        lower, upper = np.choose(low, rows), np.choose(high, rows)
+    else:
+        # np.choose takes at most 64 arrays; a month of many overlapping tiles can exceed it.
+        ordered = np.sort(np.stack(dates), axis=0)
+        lower = np.take_along_axis(ordered, low[None], axis=0)[0]
+        upper = np.take_along_axis(ordered, high[None], axis=0)[0]
     middle = np.where(low == high, lower, (lower + upper) / 2)
     return np.where(count > 0, middle, np.nan).astype(dates[0].dtype)
 

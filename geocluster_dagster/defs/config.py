@@ -101,7 +101,7 @@ class GeoTiffConfig(dg.Config):
     )
     compress: Literal["deflate", "zstd", "lzw"] = Field(
         default="deflate",
-        description="COG compression: deflate (readable everywhere), zstd (about 3x faster to write at level 1, GDAL >= 2.3) or lzw.",
+        description="COG compression: deflate (readable everywhere), zstd (2-3x faster to write, GDAL >= 2.3) or lzw.",
     )
     compress_level: int | None = Field(
         default=None,
