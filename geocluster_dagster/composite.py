@@ -198,6 +198,14 @@ def median_of_dates(*dates: np.ndarray) -> np.ndarray:
     """
     if len(dates) == 1:
         return np.array(dates[0], copy=True)
+    if len(dates) == 2:
+        # fmin/fmax skip a NaN, so one clear date gives (x + x) / 2 = x exactly: four passes
+        # instead of a dozen, for the commonest month of one Landsat path.
+        first, second = dates
+        middle = np.fmin(first, second)
+        middle += np.fmax(first, second)
+        middle *= 0.5
+        return middle.astype(first.dtype, copy=False)
     count = np.zeros(dates[0].shape, dtype=np.int16)
     for image in dates:
         count += ~np.isnan(image)
