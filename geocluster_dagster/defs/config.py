@@ -104,8 +104,8 @@ class GeoTiffConfig(dg.Config):
         description="COG compression: deflate (readable everywhere), zstd (2-3x faster to write, GDAL >= 2.3) or lzw.",
     )
     compress_level: int | None = Field(
-        default=None,
-        description="Compression level (deflate 1-12, zstd 1-22); None = GDAL's default (deflate 6, zstd 9).",
+        default=1,
+        description="Compression level (deflate 1-12, zstd 1-22; ignored by lzw); None = GDAL's default (deflate 6, zstd 9). Level 1 writes a scene's COG about 1.8x faster than deflate 6 for a file about 3% larger.",
     )
 
 
