@@ -10,7 +10,8 @@ computing ``array.blocks[i, j]`` batch by batch does cause, each batch being fus
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import dask
 import dask.array as da
@@ -18,23 +19,29 @@ import numpy as np
 
 
 def iter_blocks(
-    array: da.Array, *, in_flight: int = 4
-) -> Iterator[tuple[tuple[slice, ...], np.ndarray]]:
+    array: da.Array, *, in_flight: int = 4, apply: Callable[[np.ndarray], Any] | None = None
+) -> Iterator[tuple[tuple[slice, ...], Any]]:
     """(index, block) for every block of ``array`` in C order, ``in_flight`` computed at once.
 
     ``index`` is the tuple of slices the block occupies in ``array``. Arrays chunked along
     their leading axis (e.g. bands) should be rechunked to one chunk there first, so that a
     block holds every band of its pixels.
+
+    With ``apply``, each block is handed to ``apply`` inside its own task (on a worker, under a
+    distributed scheduler) and ``(index, apply(block))`` is yielded instead: several results
+    (e.g. a label block and its per-label sums) then come from one read of the block.
     """
     edges = [np.cumsum((0, *chunks)) for chunks in array.chunks]
     delayed = array.to_delayed(optimize_graph=True)
+    task = dask.delayed(apply, pure=True) if apply is not None else None
     positions = list(np.ndindex(*delayed.shape))
     step = max(1, in_flight)
     for start in range(0, len(positions), step):
         batch = positions[start : start + step]
-        blocks = dask.compute(*(delayed[p] for p in batch))
-        for position, block in zip(batch, blocks, strict=True):
+        wanted = (delayed[p] if task is None else task(delayed[p]) for p in batch)
+        results = dask.compute(*wanted)
+        for position, result in zip(batch, results, strict=True):
             index = tuple(
                 slice(int(e[i]), int(e[i + 1])) for e, i in zip(edges, position, strict=True)
             )
-            yield index, np.asarray(block)
+            yield index, np.asarray(result) if task is None else result

@@ -7,9 +7,10 @@ deterministic order (darkest cluster first); 0 is reserved for nodata.
 
 from __future__ import annotations
 
+import functools
 import os
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, get_args
@@ -437,6 +438,7 @@ def cluster_signatures(
     Columns: cluster, pixel_count, fraction (of all labelled pixels), area_ha (NaN without a
     pixel area), then ``<var>_mean`` and ``<var>_std`` (population std, NaN ignored per variable).
     ``n_clusters`` defaults to ``cluster_map.attrs["n_clusters"]`` (set by predict_map).
+    To summarise a map while it is predicted and written, see :class:`LabelledBlocks`.
     """
     k = n_clusters_of_map(cluster_map, n_clusters)
     names = list(ds.data_vars)
@@ -454,8 +456,15 @@ def cluster_signatures(
         return _label_stats_block(labels, *blocks, n_bins=k + 1)
 
     stats = sum_over_blocks(block_stats, [cluster_map, *values], (1 + len(values), 3, k + 1))
-    stats = stats[:, :, 1:]  # drop nodata (label 0)
+    return _signature_table(stats, names, pixel_area_m2)
 
+
+def _signature_table(
+    stats: np.ndarray, names: Sequence[str], pixel_area_m2: float | None
+) -> pd.DataFrame:
+    """The table of :func:`cluster_signatures` from summed :func:`_label_stats_block` results."""
+    stats = stats[:, :, 1:]  # drop nodata (label 0)
+    k = stats.shape[2]
     pixel_count = stats[0, 0].astype(np.int64)
     total = pixel_count.sum()
     table: dict[str, np.ndarray] = {
@@ -474,6 +483,56 @@ def cluster_signatures(
             table[f"{name}_mean"] = mean
             table[f"{name}_std"] = np.sqrt(np.clip(variance, 0.0, None))
     return pd.DataFrame(table)
+
+
+def _labels_and_stats(
+    block: np.ndarray, *, model: FittedClusterer, feature_rows: Sequence[int], n_bins: int
+) -> tuple[np.ndarray, np.ndarray]:
+    labels = _predict_block(block[list(feature_rows)], model)
+    return labels, _label_stats_block(labels, *block, n_bins=n_bins)
+
+
+class LabelledBlocks:
+    """The cluster map of ``ds``, block by block, summarised per cluster on the way.
+
+    Iterating yields ``(index, labels)`` blocks of the (1, y, x) uint8 map, for
+    :func:`geocluster_dagster.export.write_geotiff` (``blocks=``). The task that predicts a
+    block also sums every variable of ``ds`` per label, so writing the map and computing
+    :meth:`signatures` read and predict each pixel once, where :func:`predict_map` followed by
+    :func:`cluster_signatures` does both twice. Labels equal :func:`predict_map`'s.
+    """
+
+    def __init__(self, ds: xr.Dataset, model: FittedClusterer, *, in_flight: int = 4) -> None:
+        _feature_stack(ds, model.features)  # names a missing or misshapen feature band
+        self.names = list(ds.data_vars)
+        self.model = model
+        self._stack, _ = _feature_stack(ds, self.names)
+        self._apply = functools.partial(
+            _labels_and_stats,
+            model=model,
+            feature_rows=[self.names.index(name) for name in model.features],
+            n_bins=model.n_clusters + 1,
+        )
+        self._in_flight = in_flight
+        self._sums: np.ndarray | None = None
+
+    def __iter__(self) -> Iterator[tuple[tuple[slice, ...], np.ndarray]]:
+        self._sums = None
+        sums = np.zeros((1 + len(self.names), 3, self.model.n_clusters + 1))
+        for index, (labels, stats) in iter_blocks(
+            self._stack, in_flight=self._in_flight, apply=self._apply
+        ):
+            sums += stats
+            yield (slice(0, 1), *index[1:]), labels[np.newaxis]
+        self._sums = sums
+
+    def signatures(self, pixel_area_m2: float | None) -> pd.DataFrame:
+        """The :func:`cluster_signatures` table, once every block has been iterated."""
+        if self._sums is None:
+            raise RuntimeError(
+                "signatures are summed while the blocks are iterated: write them first"
+            )
+        return _signature_table(self._sums, self.names, pixel_area_m2)
 
 
 def pixel_area_m2(ds: xr.Dataset | xr.DataArray) -> float | None:

@@ -16,7 +16,7 @@ import os
 import shutil
 import socket
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -226,6 +226,7 @@ def write_geotiff(
     overview_resampling: str = "average",
     blocks_in_flight: int = 4,
     validate: Callable[[RasterStats], None] | None = None,
+    blocks: Iterable[tuple[tuple[slice, ...], np.ndarray]] | None = None,
 ) -> RasterStats:
     """Write (band, y, x) to a tiled GeoTIFF, or a Cloud-Optimized GeoTIFF with ``cog=True``.
 
@@ -235,6 +236,10 @@ def write_geotiff(
 
     ``validate(stats)`` runs once every block is written and before the file replaces
     ``target``: raising there leaves an earlier output in place.
+
+    ``blocks`` are the (band, y, x) raster's ``(index, block)`` pieces computed elsewhere (e.g.
+    :class:`geocluster_dagster.cluster.LabelledBlocks`, which summarises what it yields); ``ds``
+    then only gives the grid, band names and dtype.
 
     A COG needs its overviews before the full-resolution tiles, so GDAL's COG driver copies
     from a finished raster. That intermediate is written uncompressed: every pixel is then
@@ -287,7 +292,12 @@ def write_geotiff(
                         }
                     )
                 last = None
-                for window, block in _computed_blocks(array, blocks_in_flight):
+                pieces = (
+                    _windows(blocks)
+                    if blocks is not None
+                    else _computed_blocks(array, blocks_in_flight)
+                )
+                for window, block in pieces:
                     stats.update(names, block, nodata)
                     dst.write(block, window=window)
                     last = (window, block)
@@ -304,7 +314,11 @@ def write_geotiff(
                         overviews="FORCE_USE_EXISTING",
                         compress=compress,
                         predictor="YES",
-                        **({"level": compress_level} if compress_level is not None else {}),
+                        **(
+                            {"level": compress_level}
+                            if compress_level is not None and level_option
+                            else {}
+                        ),
                         blocksize=blocksize,
                         BIGTIFF="IF_SAFER",
                         NUM_THREADS="ALL_CPUS",
@@ -363,7 +377,13 @@ def _verify(path: Path, last: tuple[Window, np.ndarray] | None) -> None:
 
 def _computed_blocks(array: da.Array, in_flight: int) -> Iterator[tuple[Window, np.ndarray]]:
     """(window, block) pairs of a (band, y, x) array, computing ``in_flight`` blocks at a time."""
-    for (_, rows, cols), block in iter_blocks(array, in_flight=in_flight):
+    return _windows(iter_blocks(array, in_flight=in_flight))
+
+
+def _windows(
+    blocks: Iterable[tuple[tuple[slice, ...], np.ndarray]],
+) -> Iterator[tuple[Window, np.ndarray]]:
+    for (_, rows, cols), block in blocks:
         yield Window(cols.start, rows.start, cols.stop - cols.start, rows.stop - rows.start), block
 
 

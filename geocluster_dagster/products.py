@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,6 +107,8 @@ class RasterOutput:
     validate: Callable[[RasterStats], dict[str, Any]] | None = None
     """Called with the statistics of the written raster before it replaces the earlier output:
     raising keeps the earlier output, a returned dict is shown as metadata."""
+    blocks: Iterable[tuple[tuple[slice, ...], np.ndarray]] | None = None
+    """The raster's blocks when computed elsewhere (see export.write_geotiff); None = ``data``'s."""
     stats: RasterStats | None = None
     """Filled in by :func:`save`: per-band statistics gathered while writing."""
 
@@ -118,7 +120,9 @@ class ClusterProduct:
     cluster_map: RasterOutput
     model: Any
     """A geocluster_dagster.cluster.FittedClusterer."""
-    signatures: pd.DataFrame
+    signatures: pd.DataFrame | Callable[[], pd.DataFrame]
+    """Per-cluster table, or what makes it once the map is written (cluster.LabelledBlocks sums
+    it while the map's blocks are written); :func:`save` replaces it by the table."""
     sample: np.ndarray
     """The (n, features) pixels the model was fitted on, for scores and plots downstream."""
     summary: dict[str, Any]
@@ -194,6 +198,7 @@ def save(obj: Any, path: Path) -> dict[str, Any]:
             compress=obj.compress,
             compress_level=obj.compress_level,
             validate=check,
+            blocks=obj.blocks,
         )
         return {**checked, "band_statistics": obj.stats.as_dict()}
     if isinstance(obj, ClusterProduct):
@@ -224,7 +229,10 @@ def _save_clusters(product: ClusterProduct, path: Path) -> dict[str, Any]:
             overview_resampling=product.cluster_map.overview_resampling,
             compress=product.cluster_map.compress,
             compress_level=product.cluster_map.compress_level,
+            blocks=product.cluster_map.blocks,
         )
+        if callable(product.signatures):
+            product.signatures = product.signatures()
         save_model(product.model, tmp / MODEL)
         product.signatures.to_csv(tmp / SIGNATURES_CSV, index=False)
         write_json(json.loads(product.signatures.to_json(orient="records")), tmp / SIGNATURES_JSON)

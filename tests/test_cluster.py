@@ -15,6 +15,7 @@ import xarray as xr
 from geocluster_dagster.cluster import (
     ClusterSettings,
     FittedClusterer,
+    LabelledBlocks,
     cluster_signatures,
     fit_clusterer,
     load_model,
@@ -276,6 +277,48 @@ def test_signatures_ignore_nan_per_variable(ds_1999, model_1999):
     for row in table.itertuples():
         assert row.lwir_mean == pytest.approx(np.nanmean(lwir[labels == row.cluster]), rel=1e-6)
     assert table["area_ha"].isna().all()
+
+
+def test_labelled_blocks_give_predict_maps_labels_and_the_signatures_in_one_read(
+    ds_2002_masked, model_1999, tmp_path
+):
+    import threading
+
+    import dask
+
+    from geocluster_dagster.export import write_geotiff
+
+    reads, lock = [], threading.Lock()
+
+    def counted(block):
+        with lock:
+            reads.append(block.shape)
+        return block
+
+    # Every variable read through a counter: one pass must read each of its blocks once.
+    counted_ds = ds_2002_masked.map(
+        lambda var: var.copy(data=var.data.map_blocks(counted, meta=np.array((), var.dtype)))
+    )
+    labelled = LabelledBlocks(counted_ds, model_1999)
+    with pytest.raises(RuntimeError, match="write them first"):
+        labelled.signatures(900.0)
+    expected_map = predict_map(ds_2002_masked, model_1999)
+    with dask.config.set(scheduler="threads"):
+        write_geotiff(expected_map, tmp_path / "map.tif", cog=True, nodata=0, blocks=labelled)
+    blocks_per_variable = ds_2002_masked["red"].data.npartitions
+    assert len(reads) == blocks_per_variable * len(ds_2002_masked.data_vars)
+
+    with rasterio.open(tmp_path / "map.tif") as src:
+        np.testing.assert_array_equal(src.read(1), expected_map.values)
+    expected = cluster_signatures(ds_2002_masked, expected_map, 900.0)
+    got = labelled.signatures(900.0)
+    assert list(got.columns) == list(expected.columns)
+    np.testing.assert_allclose(got.to_numpy(float), expected.to_numpy(float), rtol=1e-9)
+
+
+def test_labelled_blocks_name_a_missing_feature(ds_2002_masked, model_1999):
+    with pytest.raises(BandNotFound, match="'nir'"):
+        LabelledBlocks(ds_2002_masked.drop_vars("nir"), model_1999)
 
 
 def test_pixel_area_is_known_only_for_metric_projected_crs(ds_1999):

@@ -233,9 +233,9 @@ def clusters(
         sample = cluster.sample_valid_pixels(geotiff, features, settings.sample_size, settings.seed)
         model = cluster.fit_clusterer(sample, features, settings)
         cluster_map = cluster.predict_map(geotiff, model)
-        signatures = cluster.cluster_signatures(
-            geotiff, cluster_map, cluster.pixel_area_m2(geotiff)
-        )
+        # One pass writes the map and sums the signatures (see cluster.LabelledBlocks).
+        labelled = cluster.LabelledBlocks(geotiff, model)
+        pixel_area = cluster.pixel_area_m2(geotiff)
     summary = {
         "aoi_id": window.aoi_id,
         "features": list(features),
@@ -253,22 +253,25 @@ def clusters(
     }
     product = ClusterProduct(
         cluster_map=RasterOutput(
-            cluster_map, cog=True, nodata=0, tags=tags, overview_resampling="nearest"
+            cluster_map,
+            cog=True,
+            nodata=0,
+            tags=tags,
+            overview_resampling="nearest",
+            blocks=labelled,
         ),
         model=model,
-        signatures=signatures,
+        signatures=lambda: labelled.signatures(pixel_area),
         sample=sample,
         summary=summary,
     )
-    sizes = signatures[["cluster", "pixel_count", "area_ha", "fraction"]].round(4)
-    return dg.Output(
+    return dg.Output(  # the cluster sizes are added by the IO manager, from the written map
         product,
         metadata={
             "n_clusters": settings.n_clusters,
             "algorithm": settings.algorithm,
             "features": ", ".join(features),
             "fit_sample_pixels": int(sample.shape[0]),
-            "cluster_sizes": dg.MetadataValue.md(_markdown_table(sizes)),
         },
     )
 
@@ -402,13 +405,6 @@ def _draw(
     plot.plot_cluster_sizes(clusters.signatures, folder / "cluster_sizes.png")
     if density is not None:
         plot.plot_red_nir_density(*density, folder / "red_nir_density.png")
-
-
-def _markdown_table(frame) -> str:
-    header = "| " + " | ".join(map(str, frame.columns)) + " |"
-    rule = "|" + "---|" * len(frame.columns)
-    rows = ["| " + " | ".join(map(str, row)) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join([header, rule, *rows])
 
 
 ASSETS = [stac_items, band_stack, mosaic, geotiff, clusters, diagnostics]

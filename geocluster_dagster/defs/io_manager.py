@@ -76,6 +76,8 @@ class GeoclusterIOManager(dg.ConfigurableIOManager):
         if asset == "clusters":
             metadata["cluster_map_path"] = dg.MetadataValue.path(str(path / products.CLUSTER_MAP))
             metadata["signatures_path"] = dg.MetadataValue.path(str(path / products.SIGNATURES_CSV))
+            sizes = obj.signatures[["cluster", "pixel_count", "area_ha", "fraction"]].round(4)
+            metadata["cluster_sizes"] = dg.MetadataValue.md(_markdown_table(sizes))
         context.add_output_metadata(metadata)
 
     def load_input(self, context: dg.InputContext) -> Any:
@@ -88,3 +90,10 @@ class GeoclusterIOManager(dg.ConfigurableIOManager):
                 )
             )
         return products.load(path, STORED_KIND[asset], chunks=self.chunk_size)
+
+
+def _markdown_table(frame) -> str:
+    header = "| " + " | ".join(map(str, frame.columns)) + " |"
+    rule = "|" + "---|" * len(frame.columns)
+    rows = ["| " + " | ".join(map(str, row)) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([header, rule, *rows])
