@@ -11,6 +11,7 @@ computing ``array.blocks[i, j]`` batch by batch does cause, each batch being fus
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import dask
@@ -30,18 +31,28 @@ def iter_blocks(
     With ``apply``, each block is handed to ``apply`` inside its own task (on a worker, under a
     distributed scheduler) and ``(index, apply(block))`` is yielded instead: several results
     (e.g. a label block and its per-label sums) then come from one read of the block.
+
+    The next batch is computed while the caller handles the current one (writes it, say), so
+    the workers do not wait for the writer: at most ``2 * in_flight`` blocks are held.
     """
     edges = [np.cumsum((0, *chunks)) for chunks in array.chunks]
     delayed = array.to_delayed(optimize_graph=True)
     task = dask.delayed(apply, pure=True) if apply is not None else None
     positions = list(np.ndindex(*delayed.shape))
     step = max(1, in_flight)
-    for start in range(0, len(positions), step):
-        batch = positions[start : start + step]
-        wanted = (delayed[p] if task is None else task(delayed[p]) for p in batch)
-        results = dask.compute(*wanted)
-        for position, result in zip(batch, results, strict=True):
-            index = tuple(
-                slice(int(e[i]), int(e[i + 1])) for e, i in zip(edges, position, strict=True)
-            )
-            yield index, np.asarray(result) if task is None else result
+    batches = [positions[start : start + step] for start in range(0, len(positions), step)]
+
+    def compute(batch: list[tuple[int, ...]]) -> tuple[Any, ...]:
+        return dask.compute(*(delayed[p] if task is None else task(delayed[p]) for p in batch))
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="iter_blocks") as prefetch:
+        pending = prefetch.submit(compute, batches[0]) if batches else None
+        for number, batch in enumerate(batches):
+            results = pending.result()
+            if number + 1 < len(batches):
+                pending = prefetch.submit(compute, batches[number + 1])
+            for position, result in zip(batch, results, strict=True):
+                index = tuple(
+                    slice(int(e[i]), int(e[i + 1])) for e, i in zip(edges, position, strict=True)
+                )
+                yield index, np.asarray(result) if task is None else result

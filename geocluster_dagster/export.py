@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import glob
 import json
 import os
@@ -19,6 +20,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import dask.array as da
 import numpy as np
@@ -32,6 +34,8 @@ from rasterio.windows import Window
 
 from .blocks import iter_blocks
 from .errors import AssetReadError, OutputNotWritable
+
+T = TypeVar("T")
 
 
 @contextlib.contextmanager
@@ -171,19 +175,17 @@ class RasterStats:
         return self.total[band] / self.count[band] if self.count.get(band) else float("nan")
 
     def update(self, names: Sequence[str], block: np.ndarray, nodata: float | None) -> None:
-        self.pixels += block.shape[1] * block.shape[2]
-        for name, values in zip(names, block, strict=True):
-            valid = (
-                values[~np.isnan(values)]
-                if nodata is None or np.isnan(nodata)
-                else values[values != nodata]
-            )
-            n = int(valid.size)
-            self.count[name] = self.count.get(name, 0) + n
+        self.add(names, block_summary(block, nodata), block.shape[1] * block.shape[2])
+
+    def add(self, names: Sequence[str], summary: np.ndarray, pixels: int) -> None:
+        """Merge a :func:`block_summary` of a block of ``pixels`` pixels."""
+        self.pixels += pixels
+        for name, (n, total, low, high) in zip(names, summary, strict=True):
+            self.count[name] = self.count.get(name, 0) + int(n)
             if n:
-                self.total[name] = self.total.get(name, 0.0) + float(valid.sum(dtype="float64"))
-                self.minimum[name] = min(self.minimum.get(name, np.inf), float(valid.min()))
-                self.maximum[name] = max(self.maximum.get(name, -np.inf), float(valid.max()))
+                self.total[name] = self.total.get(name, 0.0) + float(total)
+                self.minimum[name] = min(self.minimum.get(name, np.inf), float(low))
+                self.maximum[name] = max(self.maximum.get(name, -np.inf), float(high))
 
     def as_dict(self) -> dict[str, dict[str, float]]:
         return {
@@ -196,6 +198,25 @@ class RasterStats:
             }
             for name in self.count
         }
+
+
+def block_summary(block: np.ndarray, nodata: float | None) -> np.ndarray:
+    """(band, 4) float64: valid (non-nodata) pixel count, sum, minimum and maximum per band."""
+    summary = np.zeros((block.shape[0], 4))
+    for row, values in zip(summary, block, strict=True):
+        valid = (
+            values[~np.isnan(values)]
+            if nodata is None or np.isnan(nodata)
+            else values[values != nodata]
+        )
+        row[0] = valid.size
+        if valid.size:
+            row[1:] = valid.sum(dtype="float64"), valid.min(), valid.max()
+    return summary
+
+
+def _with_summary(block: np.ndarray, nodata: float | None) -> tuple[np.ndarray, np.ndarray]:
+    return block, block_summary(block, nodata)
 
 
 def _as_band_array(
@@ -292,13 +313,18 @@ def write_geotiff(
                         }
                     )
                 last = None
+                # The workers summarise the blocks they compute; given blocks are summarised here.
                 pieces = (
-                    _windows(blocks)
+                    ((index, (block, block_summary(block, nodata))) for index, block in blocks)
                     if blocks is not None
-                    else _computed_blocks(array, blocks_in_flight)
+                    else iter_blocks(
+                        array,
+                        in_flight=blocks_in_flight,
+                        apply=functools.partial(_with_summary, nodata=nodata),
+                    )
                 )
-                for window, block in pieces:
-                    stats.update(names, block, nodata)
+                for window, (block, summary) in _windows(pieces):
+                    stats.add(names, summary, block.shape[1] * block.shape[2])
                     dst.write(block, window=window)
                     last = (window, block)
             _verify(tiled_tmp, last)
@@ -375,16 +401,10 @@ def _verify(path: Path, last: tuple[Window, np.ndarray] | None) -> None:
         raise OSError(f"{path} does not hold what was written (last block differs): write failed")
 
 
-def _computed_blocks(array: da.Array, in_flight: int) -> Iterator[tuple[Window, np.ndarray]]:
-    """(window, block) pairs of a (band, y, x) array, computing ``in_flight`` blocks at a time."""
-    return _windows(iter_blocks(array, in_flight=in_flight))
-
-
-def _windows(
-    blocks: Iterable[tuple[tuple[slice, ...], np.ndarray]],
-) -> Iterator[tuple[Window, np.ndarray]]:
-    for (_, rows, cols), block in blocks:
-        yield Window(cols.start, rows.start, cols.stop - cols.start, rows.stop - rows.start), block
+def _windows(pieces: Iterable[tuple[tuple[slice, ...], T]]) -> Iterator[tuple[Window, T]]:
+    """(band, y, x) block indices as rasterio windows."""
+    for (_, rows, cols), piece in pieces:
+        yield Window(cols.start, rows.start, cols.stop - cols.start, rows.stop - rows.start), piece
 
 
 def open_geotiff(path: Path | str, *, chunks: int = 1024) -> xr.Dataset:

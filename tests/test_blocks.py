@@ -54,3 +54,25 @@ def test_apply_runs_in_the_blocks_task_and_returns_several_results_from_one_read
             totals += counts
     assert len(calls) == 9  # one read per block for both results
     assert totals.tolist() == [801, 1600 - 801]
+
+
+def test_a_failing_block_raises_and_an_abandoned_pass_stops_computing():
+    array, calls = counting_array((1, 64, 64), (1, 16, 16))
+    calls.clear()
+    with dask.config.set(scheduler="threads"):
+        for _ in iter_blocks(array, in_flight=2):
+            break  # the caller gives up after one block
+    # The batch being handed over and the one prefetched, nothing after.
+    assert len(calls) == 4
+
+    def broken(block):
+        if block[0, 0, 0] >= 16 * 64:
+            raise ValueError("bad block")
+        return block
+
+    failing = array.map_blocks(broken, dtype="float32")
+    seen = []
+    with dask.config.set(scheduler="threads"), pytest.raises(ValueError, match="bad block"):
+        for index, _ in iter_blocks(failing, in_flight=2):
+            seen.append(index)
+    assert len(seen) == 4  # the first row of blocks came through before the failure
