@@ -20,7 +20,9 @@ import pystac
 import rasterio
 import shapely
 import xarray as xr
+from affine import Affine
 from odc.geo import xy_
+from odc.geo.geobox import GeoBox
 from odc.geo.geom import Geometry
 from pyproj import CRS
 from rasterio.warp import transform_geom
@@ -158,6 +160,65 @@ def _native_anchor(items: Sequence[pystac.Item], crs: CRS, resolution: float):
     return "edge"
 
 
+#: A grid dimension at least this many chunks long gets its chunk edges on the source tiles.
+ALIGN_MIN_CHUNKS = 4
+
+
+def tile_aligned_padding(
+    items: Sequence[pystac.Item], plan: BandPlan, geobox: GeoBox, chunk_size: int
+) -> tuple[int, int]:
+    """(rows, cols) to extend the grid by, up and left, so chunk edges fall on source tile edges.
+
+    A chunk straddling the source COGs' tiles decodes up to 3 x 3 tiles of 512 px for 2 x 2
+    tiles' worth of pixels, and a tile shared by two rows of chunks is decoded twice unless a
+    whole row of chunks fits in GDAL's cache: a scene then costs ~2x the decoding it needs.
+    Chunk edges on multiples of ``chunk_size`` from the sources' own origin fall on their tile
+    edges (tile sizes divide the chunk size). Items on another CRS or pixel size, or without
+    ``proj:transform``, cannot be aligned; with several origins the commonest wins. Dimensions
+    shorter than ALIGN_MIN_CHUNKS chunks are not padded: the extra row or column of tiles a
+    pad may read would cost more there than the misalignment does.
+    """
+    offsets: Counter[tuple[int, int]] = Counter()
+    origin_x, origin_y = geobox.affine.c, geobox.affine.f
+    for item in items:
+        if _item_epsg(item) != geobox.crs.epsg:
+            continue
+        for key in plan.assets.values():
+            asset = item.assets.get(key)
+            transform = (asset.extra_fields.get("proj:transform") if asset else None) or (
+                item.properties.get("proj:transform")
+            )
+            if not transform or transform[1] or transform[3]:
+                continue
+            if (
+                abs(transform[0] - geobox.affine.a) > 1e-6
+                or abs(transform[4] - geobox.affine.e) > 1e-6
+            ):
+                continue
+            cols = (origin_x - transform[2]) / transform[0]
+            rows = (origin_y - transform[5]) / transform[4]
+            if abs(cols - round(cols)) > 1e-3 or abs(rows - round(rows)) > 1e-3:
+                continue
+            offsets[(round(rows) % chunk_size, round(cols) % chunk_size)] += 1
+    if not offsets:
+        return 0, 0
+    rows, cols = offsets.most_common(1)[0][0]
+    height, width = geobox.shape.yx
+    return (
+        rows if height >= ALIGN_MIN_CHUNKS * chunk_size else 0,
+        cols if width >= ALIGN_MIN_CHUNKS * chunk_size else 0,
+    )
+
+
+def _padded(geobox: GeoBox, rows: int, cols: int) -> GeoBox:
+    height, width = geobox.shape.yx
+    return GeoBox(
+        (height + rows, width + cols),
+        geobox.affine * Affine.translation(-cols, -rows),
+        geobox.crs,
+    )
+
+
 def _check_assets(
     items: Sequence[pystac.Item],
     asset_keys: Sequence[str],
@@ -237,15 +298,20 @@ def load_band_stack(
     if settings.preflight:
         _check_assets(items, asset_keys, aoi, reader)
 
+    geobox = odc.stac.output_geobox(
+        [],
+        crs=crs,
+        resolution=resolution,
+        anchor=_native_anchor(items, crs, resolution),
+        geopolygon=Geometry(aoi, "EPSG:4326"),
+    )
+    pad_rows, pad_cols = tile_aligned_padding(items, plan, geobox, settings.chunk_size)
     raw = odc.stac.load(
         items,
         bands=asset_keys,
         stac_cfg=_metadata_defaults(items, plan, slices),
         groupby=lambda item, parsed, idx: group_of[item.id],
-        crs=crs,
-        resolution=resolution,
-        anchor=_native_anchor(items, crs, resolution),
-        geopolygon=Geometry(aoi, "EPSG:4326"),
+        geobox=_padded(geobox, pad_rows, pad_cols),
         chunks={"x": settings.chunk_size, "y": settings.chunk_size},
         resampling={
             "*": settings.resampling,
@@ -254,6 +320,7 @@ def load_band_stack(
         driver=RetryingRioDriver(reader),  # signs and retries in each dask task
         fail_on_error=True,
     )
+    raw = raw.isel(y=slice(pad_rows, None), x=slice(pad_cols, None))
     if raw.sizes["time"] != len(slices):
         raise RuntimeError(
             f"odc-stac returned {raw.sizes['time']} time slices for {len(slices)} groups"

@@ -63,6 +63,36 @@ def test_thirty_metre_crops_stay_on_their_native_grid(brumadinho_items):
     assert np.nanmedian(stack.nir.isel(time=0).values) == pytest.approx(0.286, abs=0.01)
 
 
+def test_chunk_edges_fall_on_the_source_tiles_without_changing_a_pixel(
+    brumadinho_items, monkeypatch
+):
+    from geocluster_dagster import load
+
+    item = brumadinho_items[1]
+    settings = LoadSettings(bands=("red", "nir"), chunk_size=64, mask_clouds=False)
+    aoi = _footprint(item).buffer(-0.004)  # the grid starts off the source's 64 px tiling
+    aligned = load_band_stack([item], aoi, settings)
+    monkeypatch.setattr(load, "ALIGN_MIN_CHUNKS", 10**6)
+    unaligned = load_band_stack([item], aoi, settings)
+
+    assert aligned.odc.geobox == unaligned.odc.geobox
+    source_x0, source_y0 = (
+        item.properties["proj:transform"][2],
+        item.properties["proj:transform"][5],
+    )
+    x_edges = np.cumsum(aligned.red.data.chunks[2])[:-1]  # first pixel of chunks 2, 3, ...
+    y_edges = np.cumsum(aligned.red.data.chunks[1])[:-1]
+    x_left = aligned.x.values[x_edges] - 15  # pixel edges, 30 m pixels
+    y_top = aligned.y.values[y_edges] + 15
+    assert len(x_edges) >= 3 and len(y_edges) >= 3
+    assert np.allclose(((x_left - source_x0) / 30) % 64, 0)
+    assert np.allclose(((source_y0 - y_top) / 30) % 64, 0)
+    assert unaligned.red.data.chunks[2][0] == 64  # the check above could fail without padding
+    assert not np.allclose(((unaligned.x.values[64] - 15 - source_x0) / 30) % 64, 0)
+    for band in ("red", "nir", "pixel_state"):
+        np.testing.assert_array_equal(aligned[band].values, unaligned[band].values)
+
+
 def test_scl_at_200m_is_resampled_nearest_onto_the_100m_band_grid(s2_29rkh_item):
     aoi = _footprint(s2_29rkh_item)
     settings = LoadSettings(bands=("blue", "red", "nir"), resolution=100, mask_flags=("cloud",))
