@@ -174,9 +174,6 @@ class RasterStats:
     def mean(self, band: str) -> float:
         return self.total[band] / self.count[band] if self.count.get(band) else float("nan")
 
-    def update(self, names: Sequence[str], block: np.ndarray, nodata: float | None) -> None:
-        self.add(names, block_summary(block, nodata), block.shape[1] * block.shape[2])
-
     def add(self, names: Sequence[str], summary: np.ndarray, pixels: int) -> None:
         """Merge a :func:`block_summary` of a block of ``pixels`` pixels."""
         self.pixels += pixels
