@@ -328,24 +328,8 @@ def write_geotiff(
             if validate is not None:
                 validate(stats)
             if cog:
-                _build_overviews(tiled_tmp, blocksize, overview_resampling)
-                with rasterio.Env(GDAL_CACHEMAX=COG_CACHE_MB * 2**20):
-                    rasterio.shutil.copy(
-                        tiled_tmp,
-                        final_tmp,
-                        driver="COG",
-                        overviews="FORCE_USE_EXISTING",
-                        compress=compress,
-                        predictor="YES",
-                        **(
-                            {"level": compress_level}
-                            if compress_level is not None and level_option
-                            else {}
-                        ),
-                        blocksize=blocksize,
-                        BIGTIFF="IF_SAFER",
-                        NUM_THREADS="ALL_CPUS",
-                    )
+                build_overviews(tiled_tmp, blocksize, overview_resampling)
+                copy_to_cog(tiled_tmp, final_tmp, compress, compress_level, blocksize)
                 _verify(final_tmp, last)
         except OSError as err:
             # Judge the disk while the temporary files still occupy it.
@@ -367,6 +351,26 @@ def write_geotiff(
 COG_CACHE_MB = 256
 
 
+def copy_to_cog(
+    source: Path, target: Path, compress: str, compress_level: int | None, blocksize: int
+) -> None:
+    """GDAL's COG driver: ``source``'s pixels and overviews, compressed, in the COG layout."""
+    takes_level = compress.lower() in ("deflate", "zstd") and compress_level is not None
+    with rasterio.Env(GDAL_CACHEMAX=COG_CACHE_MB * 2**20):
+        rasterio.shutil.copy(
+            source,
+            target,
+            driver="COG",
+            overviews="FORCE_USE_EXISTING",
+            compress=compress,
+            predictor="YES",
+            **({"level": compress_level} if takes_level else {}),
+            blocksize=blocksize,
+            BIGTIFF="IF_SAFER",
+            NUM_THREADS="ALL_CPUS",
+        )
+
+
 def overview_factors(width: int, height: int, blocksize: int) -> list[int]:
     """2, 4, 8, ... until the smallest overview fits in one block, as GDAL's COG driver does."""
     factors, factor = [], 2
@@ -376,9 +380,13 @@ def overview_factors(width: int, height: int, blocksize: int) -> list[int]:
     return factors
 
 
-def _build_overviews(path: Path, blocksize: int, resampling: str) -> None:
+def build_overviews(path: Path, blocksize: int, resampling: str) -> None:
     """Overviews inside the uncompressed intermediate, for the COG driver to copy as they are."""
-    with rasterio.Env(GDAL_CACHEMAX=COG_CACHE_MB * 2**20), rasterio.open(path, "r+") as dst:
+    # GDAL computes overview blocks on all cores only when asked (GDAL_NUM_THREADS).
+    with (
+        rasterio.Env(GDAL_CACHEMAX=COG_CACHE_MB * 2**20, GDAL_NUM_THREADS="ALL_CPUS"),
+        rasterio.open(path, "r+") as dst,
+    ):
         factors = overview_factors(dst.width, dst.height, blocksize)
         if factors:
             dst.build_overviews(factors, Resampling[resampling])
