@@ -7,7 +7,9 @@ the whole raster for map-level statistics.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
@@ -72,7 +74,9 @@ def _silhouette_input(
     if max_samples < 2:
         raise ConfigError(f"max_silhouette_samples={max_samples} is too small: use at least 2.")
     rows = np.asarray(samples)[_subsample_index(len(samples), max_samples, seed)]
-    return model.transform(rows), model.predict(rows)
+    # float64: sklearn measures float32 distances by upcasting chunk by chunk, ~3x slower than
+    # the float64 path, for the same accuracy.
+    return model.transform(rows).astype(np.float64), model.predict(rows)
 
 
 def _silhouette_defined(labels: np.ndarray) -> bool:
@@ -156,12 +160,18 @@ def elbow_curve(
     if len(k_values) == 0:
         raise ConfigError("k_values is empty: pass the cluster counts to try, e.g. range(2, 11).")
     features = [f"feature_{i}" for i in range(samples.shape[1])]
-    rows = []
-    for k in sorted(set(int(k) for k in k_values)):
+
+    def point(k: int) -> dict:
         model = fit_clusterer(samples, features, replace(settings, n_clusters=k))
         Zs, labels = _silhouette_input(model, samples, max_silhouette_samples, settings.seed)
         silhouette = _mean_silhouette(Zs, labels)
-        rows.append({"k": k, "inertia": model.inertia(samples), "silhouette": silhouette})
+        return {"k": k, "inertia": model.inertia(samples), "silhouette": silhouette}
+
+    # The fits are independent and spend their time in numpy/BLAS, which release the GIL:
+    # one thread per core (2.8 s -> 1.7 s for k = 2..12 on 2 cores, same numbers).
+    ks = sorted(set(int(k) for k in k_values))
+    with ThreadPoolExecutor(max_workers=min(len(ks), os.cpu_count() or 1)) as pool:
+        rows = list(pool.map(point, ks))
     return pd.DataFrame(rows, columns=["k", "inertia", "silhouette"])
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import dask.array as da
@@ -210,6 +211,10 @@ def test_elbow_curve_fits_each_k_once_in_order(samples_1999):
     assert curve["silhouette"].between(-1, 1).all()
     again = elbow_curve(samples_1999, [2, 4, 6], settings, max_silhouette_samples=1_000)
     pd.testing.assert_frame_equal(curve, again)
+    # the fits run in threads; each point is what a fit of its own k on its own gives
+    features = [f"feature_{i}" for i in range(samples_1999.shape[1])]
+    alone = fit_clusterer(samples_1999, features, dataclasses.replace(settings, n_clusters=4))
+    assert curve.set_index("k").loc[4, "inertia"] == alone.inertia(samples_1999)
 
 
 # ------------------------------------------------------------------ red / NIR density
