@@ -229,6 +229,10 @@ def _as_band_array(
     return names, stacked.rechunk({0: -1})
 
 
+#: The codecs that take a compression level, and the GTiff creation option that sets it.
+GTIFF_LEVEL_OPTION = {"deflate": "zlevel", "zstd": "zstd_level"}
+
+
 def write_geotiff(
     ds: xr.Dataset | xr.DataArray,
     target: Path | str,
@@ -284,7 +288,7 @@ def write_geotiff(
         "BIGTIFF": "IF_SAFER",
         "NUM_THREADS": "ALL_CPUS",
     }
-    level_option = {"deflate": "zlevel", "zstd": "zstd_level"}.get(compress.lower())
+    level_option = GTIFF_LEVEL_OPTION.get(compress.lower())
     if cog:
         # Band-sequential, so that GDAL builds each band's overviews from that band alone.
         profile["interleave"] = "band"
@@ -355,7 +359,7 @@ def copy_to_cog(
     source: Path, target: Path, compress: str, compress_level: int | None, blocksize: int
 ) -> None:
     """GDAL's COG driver: ``source``'s pixels and overviews, compressed, in the COG layout."""
-    takes_level = compress.lower() in ("deflate", "zstd") and compress_level is not None
+    takes_level = compress.lower() in GTIFF_LEVEL_OPTION and compress_level is not None
     with rasterio.Env(GDAL_CACHEMAX=COG_CACHE_MB * 2**20):
         rasterio.shutil.copy(
             source,
