@@ -182,25 +182,7 @@ def save(obj: Any, path: Path) -> dict[str, Any]:
         write_json(obj.to_dict(), path)
         return {}
     if isinstance(obj, RasterOutput):
-        checked: dict[str, Any] = {}
-
-        def check(stats: RasterStats) -> None:
-            if obj.validate is not None:
-                checked.update(obj.validate(stats) or {})
-
-        obj.stats = write_geotiff(
-            obj.data,
-            path,
-            cog=obj.cog,
-            nodata=obj.nodata,
-            tags=obj.tags,
-            overview_resampling=obj.overview_resampling,
-            compress=obj.compress,
-            compress_level=obj.compress_level,
-            validate=check,
-            blocks=obj.blocks,
-        )
-        return {**checked, "band_statistics": obj.stats.as_dict()}
+        return _write_raster(obj, path)
     if isinstance(obj, ClusterProduct):
         return _save_clusters(obj, path)
     if isinstance(obj, DiagnosticsProduct):
@@ -215,22 +197,35 @@ def save(obj: Any, path: Path) -> dict[str, Any]:
     raise TypeError(f"Don't know how to store a {type(obj).__name__}")
 
 
+def _write_raster(output: RasterOutput, path: Path, *, cog: bool | None = None) -> dict[str, Any]:
+    """Write ``output`` (a COG if ``cog``, default ``output.cog``); fills ``output.stats``."""
+    checked: dict[str, Any] = {}
+
+    def check(stats: RasterStats) -> None:
+        if output.validate is not None:
+            checked.update(output.validate(stats) or {})
+
+    output.stats = write_geotiff(
+        output.data,
+        path,
+        cog=output.cog if cog is None else cog,
+        nodata=output.nodata,
+        tags=output.tags,
+        overview_resampling=output.overview_resampling,
+        compress=output.compress,
+        compress_level=output.compress_level,
+        validate=check,
+        blocks=output.blocks,
+    )
+    return {**checked, "band_statistics": output.stats.as_dict()}
+
+
 def _save_clusters(product: ClusterProduct, path: Path) -> dict[str, Any]:
     from .cluster import save_model
 
     with atomic_path(path) as tmp:
         tmp.mkdir()
-        product.cluster_map.stats = write_geotiff(
-            product.cluster_map.data,
-            tmp / CLUSTER_MAP,
-            cog=True,
-            nodata=product.cluster_map.nodata,
-            tags=product.cluster_map.tags,
-            overview_resampling=product.cluster_map.overview_resampling,
-            compress=product.cluster_map.compress,
-            compress_level=product.cluster_map.compress_level,
-            blocks=product.cluster_map.blocks,
-        )
+        _write_raster(product.cluster_map, tmp / CLUSTER_MAP, cog=True)
         if callable(product.signatures):
             product.signatures = product.signatures()
         save_model(product.model, tmp / MODEL)
