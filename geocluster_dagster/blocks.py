@@ -18,6 +18,10 @@ import dask
 import dask.array as da
 import numpy as np
 
+#: Chunk edge in pixels of every lazily read raster (the band stack and the stored GeoTIFFs):
+#: two source COG tiles of 512 px, and a block of 10 float32 bands stays at 40 MB.
+CHUNK_SIZE = 1024
+
 
 def iter_blocks(
     array: da.Array, *, in_flight: int = 4, apply: Callable[[np.ndarray], Any] | None = None

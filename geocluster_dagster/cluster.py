@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import os
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,15 +27,16 @@ from sklearn.mixture import GaussianMixture
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from geocluster_dagster.bands import REFLECTANCE_BANDS
 from geocluster_dagster.blocks import iter_blocks
 from geocluster_dagster.errors import (
     AssetReadError,
     BandNotFound,
     ConfigError,
     NoClearPixels,
-    OutputNotWritable,
     TooFewPixels,
 )
+from geocluster_dagster.storage import atomic_path
 
 Algorithm = Literal["minibatch_kmeans", "kmeans", "bisecting_kmeans", "gaussian_mixture"]
 ALGORITHMS: tuple[str, ...] = get_args(Algorithm)
@@ -50,16 +50,47 @@ NODATA_LABEL = 0
 class ClusterSettings:
     """How to cluster the pixels of one composite."""
 
-    n_clusters: int = 6
-    """Number of clusters k (2..254); labels in the map run 1..k, 0 is nodata."""
-    algorithm: Algorithm = "minibatch_kmeans"
-    """Estimator: minibatch_kmeans (fast, default), kmeans, bisecting_kmeans or gaussian_mixture."""
-    pca_components: int | None = None
-    """Reduce the standardised features to this many principal components first (None = no PCA)."""
-    sample_size: int = 200_000
-    """Number of valid pixels drawn (seeded, uniformly over the raster) to fit the model."""
-    seed: int = 0
-    """Seed for the pixel sample and the estimator: same seed and inputs give the same map."""
+    n_clusters: int = field(
+        default=6,
+        metadata={
+            "description": "Number of clusters k (2..254); labels in the map run 1..k, 0 is nodata."
+        },
+    )
+    algorithm: Algorithm = field(
+        default="minibatch_kmeans",
+        metadata={
+            "description": "Estimator: minibatch_kmeans (fast, default), kmeans, "
+            "bisecting_kmeans or gaussian_mixture."
+        },
+    )
+    pca_components: int | None = field(
+        default=None,
+        metadata={
+            "description": "Reduce the standardised features to this many principal components "
+            "first; None = no PCA."
+        },
+    )
+    sample_size: int = field(
+        default=200_000,
+        metadata={
+            "description": "Valid pixels drawn (seeded, uniformly over the raster) to fit the "
+            "model; every pixel is then predicted."
+        },
+    )
+    seed: int = field(
+        default=0,
+        metadata={
+            "description": "Seed of the pixel sample and the estimator: same seed and inputs "
+            "give the same map."
+        },
+    )
+    features: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "description": "GeoTIFF bands used as features; empty = the reflectance bands (no "
+            "thermal, no indices)."
+        },
+    )
 
     def __post_init__(self) -> None:
         if not _is_int(self.n_clusters) or not 2 <= self.n_clusters <= MAX_CLUSTERS:
@@ -86,6 +117,10 @@ class ClusterSettings:
             )
         if not _is_int(self.seed) or self.seed < 0:
             raise ConfigError(f"seed={self.seed!r} is invalid: use a non-negative integer.")
+
+    def feature_bands(self, ds: xr.Dataset) -> list[str]:
+        """The configured features, or the reflectance bands ``ds`` has."""
+        return list(self.features) or [b for b in REFLECTANCE_BANDS if b in ds.data_vars]
 
 
 def _is_int(value: object) -> bool:
@@ -496,7 +531,8 @@ class LabelledBlocks:
     """The cluster map of ``ds``, block by block, summarised per cluster on the way.
 
     Iterating yields ``(index, labels)`` blocks of the (1, y, x) uint8 map, for
-    :func:`geocluster_dagster.export.write_geotiff` (``blocks=``). The task that predicts a
+    :func:`geocluster_dagster.export.write_geotiff` (``blocks=``, with :attr:`grid` as its
+    raster). The task that predicts a
     block also sums every variable of ``ds`` per label, so writing the map and computing
     :meth:`signatures` read and predict each pixel once, where :func:`predict_map` followed by
     :func:`cluster_signatures` does both twice. Labels equal :func:`predict_map`'s.
@@ -506,7 +542,9 @@ class LabelledBlocks:
         _feature_stack(ds, model.features)  # names a missing or misshapen feature band
         self.names = list(ds.data_vars)
         self.model = model
-        self._stack, _ = _feature_stack(ds, self.names)
+        self._stack, template = _feature_stack(ds, self.names)
+        #: The map's grid, name and dtype, for the writer; its pixels are never computed.
+        self.grid = xr.zeros_like(template, dtype=np.uint8).rename("cluster")
         self._apply = functools.partial(
             _labels_and_stats,
             model=model,
@@ -556,20 +594,10 @@ def pixel_area_m2(ds: xr.Dataset | xr.DataArray) -> float | None:
 
 
 def save_model(model: FittedClusterer, path: str | os.PathLike) -> Path:
-    """Write the model with joblib, atomically (temporary file in the same directory + rename)."""
+    """Write the model with joblib, atomically."""
     path = Path(path)
-    tmp_path = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        joblib.dump(model, tmp_path)
-        os.replace(tmp_path, path)
-    except OSError as exc:
-        raise OutputNotWritable(
-            f"cannot write the cluster model to {path}: {exc}. Choose a writable output "
-            "directory with free space."
-        ) from exc
-    finally:
-        tmp_path.unlink(missing_ok=True)
+    with atomic_path(path) as tmp:
+        joblib.dump(model, tmp)
     return path
 
 

@@ -1,4 +1,4 @@
-"""Cloud-free compositing of a time stack, clipped to the AOI polygon itself.
+"""Cloud-free compositing of a time stack, clipped to the AOI polygon itself, and its GeoTIFF.
 
 The stack comes from :func:`geocluster_dagster.load.load_band_stack`: masked observations are
 NaN, and ``pixel_state`` tells clear, masked and missing pixels apart without reading the
@@ -8,8 +8,9 @@ spectral bands.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, get_args
 
 import dask
 import dask.array as da
@@ -23,6 +24,7 @@ from odc.geo.geom import Geometry
 
 from .bands import spectral_order
 from .errors import ConfigError, NoClearPixels, NoOverlap
+from .export import RasterStats, write_geotiff
 from .load import CLEAR, NO_DATA
 
 CompositeMethod = Literal["median", "first_clear"]
@@ -32,14 +34,23 @@ CompositeMethod = Literal["median", "first_clear"]
 class CompositeSettings:
     """How overlapping observations become one image."""
 
-    method: CompositeMethod = "median"
-    """'median': per-pixel median of clear observations; 'first_clear': the clear observation
-    from the least cloudy scene (keeps real spectra, no mixing of dates)."""
-    all_touched: bool = False
-    """Clip keeps every pixel the AOI polygon touches, not only those whose centre is inside."""
+    method: CompositeMethod = field(
+        default="median",
+        metadata={
+            "description": "'median' of clear observations, or 'first_clear': the clear "
+            "observation from the least cloudy scene (real spectra, no mixing of dates)."
+        },
+    )
+    all_touched: bool = field(
+        default=False,
+        metadata={
+            "description": "Keep every pixel the AOI polygon touches (default: pixel centre "
+            "inside)."
+        },
+    )
 
     def __post_init__(self) -> None:
-        if self.method not in ("median", "first_clear"):
+        if self.method not in get_args(CompositeMethod):
             raise ConfigError(f"`method` must be 'median' or 'first_clear', got {self.method!r}.")
 
 
@@ -277,3 +288,54 @@ def _median_over_time(series: xr.DataArray) -> xr.DataArray:
 def clip(ds: xr.Dataset, inside: xr.DataArray) -> xr.Dataset:
     """NaN outside the AOI polygon (not just its bounding box)."""
     return ds.where(inside).astype("float32").assign_attrs(ds.attrs)
+
+
+@dataclass(frozen=True)
+class MosaicFacts:
+    """What writing a mosaic counted."""
+
+    coverage: CoverageCounts
+    stats: RasterStats
+
+
+def write_mosaic(
+    stack: xr.Dataset,
+    aoi: shapely.Geometry,
+    path: Path,
+    settings: CompositeSettings = CompositeSettings(),
+    *,
+    where: str,
+    tags: dict[str, str] | None = None,
+) -> MosaicFacts:
+    """Composite ``stack``'s clear observations, clip them to ``aoi`` and write a tiled GeoTIFF.
+
+    The stack is read once, while the composite is written. A partition whose AOI covers no
+    pixel, or has no clear pixel, is refused (NoOverlap, NoClearPixels) before its file
+    replaces an earlier one; ``where`` names the partition in those messages. The file's tags
+    are the stack's provenance, ``tags``, the source items and the method.
+    """
+    inside = aoi_mask(stack, aoi, all_touched=settings.all_touched)
+    aoi_pixels = aoi_pixel_count(inside, where=where)
+    image = clip(composite(stack.drop_vars("pixel_state"), settings.method), inside)
+    counted: list[CoverageCounts] = []
+
+    def refuse_unclear(stats: RasterStats) -> None:
+        clear = stats.count[next(iter(image.data_vars))]
+        counted.append(written_coverage(stack, inside, aoi_pixels, clear, where=where))
+
+    provenance = {
+        **{key: value for key, value in stack.attrs.items() if isinstance(value, str)},
+        **(tags or {}),
+        "source_items": ",".join(stack.item_ids.values.tolist()),
+        "composite": settings.method,
+    }
+    # A working file the geotiff stage reads once: fast lossless compression beats small size.
+    stats = write_geotiff(
+        image,
+        path,
+        tags=provenance,
+        compress="zstd",
+        compress_level=1,
+        validate=refuse_unclear,
+    )
+    return MosaicFacts(coverage=counted[0], stats=stats)

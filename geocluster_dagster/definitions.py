@@ -7,11 +7,12 @@ import os
 import dagster as dg
 
 from .defs.assets import ASSETS
-from .defs.io_manager import GeoclusterIOManager
 from .defs.jobs import pipeline_job
+from .defs.outputs import OutputStore
 from .defs.resources import AOIRegistry, DaskCluster, StacCatalog
 from .defs.schedules import weekly_refresh_schedule
 from .defs.sensors import ImageryWatch, aoi_registry_sensor, new_imagery_sensor
+from .search import DEFAULT_COLLECTION
 
 
 def build_resources() -> dict[str, object]:
@@ -23,9 +24,9 @@ def build_resources() -> dict[str, object]:
             sign=os.environ.get("GEOCLUSTER_STAC_SIGN", "auto"),
         ),
         "dask": DaskCluster(scheduler_address=os.environ.get("GEOCLUSTER_DASK_SCHEDULER") or None),
-        "geocluster_io": GeoclusterIOManager(),
+        "outputs": OutputStore(),
         "imagery_watch": ImageryWatch(
-            collection=os.environ.get("GEOCLUSTER_WATCH_COLLECTION", "landsat-c2-l2")
+            collection=os.environ.get("GEOCLUSTER_WATCH_COLLECTION", DEFAULT_COLLECTION)
         ),
     }
 

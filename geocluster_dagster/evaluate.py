@@ -61,7 +61,7 @@ class ClusterScores:
         return asdict(self)
 
 
-def _subsample_index(n: int, max_samples: int, seed: int) -> np.ndarray:
+def subsample_index(n: int, max_samples: int, seed: int) -> np.ndarray:
     """Sorted seeded indices of at most max_samples rows out of n."""
     if n <= max_samples:
         return np.arange(n)
@@ -73,7 +73,7 @@ def _silhouette_input(
 ) -> tuple[np.ndarray, np.ndarray]:
     if max_samples < 2:
         raise ConfigError(f"max_silhouette_samples={max_samples} is too small: use at least 2.")
-    rows = np.asarray(samples)[_subsample_index(len(samples), max_samples, seed)]
+    rows = np.asarray(samples)[subsample_index(len(samples), max_samples, seed)]
     # float64: sklearn measures float32 distances by upcasting chunk by chunk, ~3x slower than
     # the float64 path, for the same accuracy.
     return model.transform(rows).astype(np.float64), model.predict(rows)

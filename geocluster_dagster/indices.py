@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import xarray as xr
@@ -34,9 +35,27 @@ SPYNDEX_BANDS: dict[str, str] = {
 #: Indices this module computes itself (spyndex has no LST: Collection 2 ST_B10 already *is* LST).
 BUILTIN_INDICES: dict[str, tuple[str, ...]] = {"ndvi": ("red", "nir"), "lst": ("lwir",)}
 
-DEFAULT_INDICES: tuple[str, ...] = ("ndvi", "lst")
-
 INDEX_UNITS: dict[str, str] = {"lst": "degC"}
+
+
+@dataclass(frozen=True)
+class IndexSettings:
+    """Which spectral indices the exported GeoTIFF carries besides the bands."""
+
+    indices: tuple[str, ...] | None = field(
+        default=None,
+        metadata={
+            "description": "Index names: 'ndvi', 'lst' or any Awesome Spectral Indices short "
+            "name (NDWI, EVI, SAVI, NDBI, ...); None = NDVI, plus LST when a thermal band is "
+            "loaded; empty = no index."
+        },
+    )
+
+    def names_for(self, ds: xr.Dataset) -> list[str]:
+        """The configured indices, or the defaults for the bands ``ds`` has."""
+        if self.indices is not None:
+            return list(self.indices)
+        return ["ndvi", *(["lst"] if "lwir" in ds.data_vars else [])]
 
 
 def _finite(values: xr.DataArray) -> xr.DataArray:

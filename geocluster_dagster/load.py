@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Literal, get_args
 
 import numpy as np
 import odc.stac
@@ -28,8 +29,9 @@ from pyproj import CRS
 from rasterio.warp import transform_geom
 
 from .bands import BandPlan, Scaling, SensorProfile, asset_scaling, plan_bands, sensor_profile
+from .blocks import CHUNK_SIZE
 from .errors import AssetReadError, ConfigError, NoOverlap
-from .mask import DEFAULT_MASK_FLAGS, qa_mask
+from .mask import DEFAULT_MASK_FLAGS, MaskFlag, qa_mask
 from .remote import RemoteReader, RemoteReadSettings, RetryingRioDriver
 
 log = logging.getLogger(__name__)
@@ -37,31 +39,70 @@ log = logging.getLogger(__name__)
 #: Values of the ``pixel_state`` layer.
 NO_DATA, CLEAR, MASKED = 0, 1, 2
 
-RESAMPLING_METHODS = ("nearest", "bilinear", "cubic", "average")
+Resampling = Literal["nearest", "bilinear", "cubic", "average"]
+RESAMPLING_METHODS: tuple[str, ...] = get_args(Resampling)
+GroupBy = Literal["solar_day", "id"]
 
 
 @dataclass(frozen=True)
 class LoadSettings:
     """How to read items: which bands, on which grid, and what to mask."""
 
-    bands: tuple[str, ...] | None = None
-    """Common band names; None = the sensor's defaults (Landsat adds ``lwir``)."""
-    resolution: float | None = None
-    """Output pixel size in CRS units; None = the sensor's native (30 m Landsat, 10 m Sentinel-2)."""
-    crs: str | None = None
-    """Output CRS, e.g. 'EPSG:32616'; None = the items' most common CRS (no resampling for them)."""
-    chunk_size: int = 1024
-    """Dask chunk edge in pixels: memory per task grows with its square."""
-    resampling: str = "nearest"
-    """Resampling of spectral bands when reprojecting; QA is always nearest."""
-    mask_clouds: bool = True
-    """Apply the QA band (QA_PIXEL bits / SCL classes)."""
-    mask_flags: tuple[str, ...] = DEFAULT_MASK_FLAGS
-    """QA conditions treated as unusable (see geocluster_dagster.mask.MASKABLE_FLAGS)."""
-    groupby: str = "solar_day"
-    """'solar_day' fuses same-day tiles of a path into one time slice; 'id' keeps every item apart."""
-    preflight: bool = True
-    """Open every asset's header before loading, to fail early with the URL that is broken."""
+    bands: tuple[str, ...] | None = field(
+        default=(),
+        metadata={
+            "description": "Common band names (blue, green, red, nir, swir16, swir22, lwir, "
+            "coastal, ...); empty = the sensor's defaults (Landsat adds lwir)."
+        },
+    )
+    resolution: float | None = field(
+        default=None,
+        metadata={
+            "description": "Output pixel size in CRS units; None = native (30 m Landsat, 10 m "
+            "Sentinel-2)."
+        },
+    )
+    crs: str | None = field(
+        default=None,
+        metadata={
+            "description": "Output CRS, e.g. 'EPSG:32616'; None = the items' most common CRS (no "
+            "resampling for them)."
+        },
+    )
+    chunk_size: int = field(
+        default=CHUNK_SIZE,
+        metadata={
+            "description": "Dask chunk edge in pixels: memory per task grows with its square."
+        },
+    )
+    resampling: Resampling = field(
+        default="nearest",
+        metadata={
+            "description": "Resampling of spectral bands when reprojecting; QA is always nearest."
+        },
+    )
+    mask_clouds: bool = field(
+        default=True,
+        metadata={"description": "Mask with the QA band (Landsat QA_PIXEL, Sentinel-2 SCL)."},
+    )
+    mask_flags: tuple[MaskFlag, ...] = field(
+        default=DEFAULT_MASK_FLAGS,
+        metadata={"description": "QA conditions treated as unusable."},
+    )
+    groupby: GroupBy = field(
+        default="solar_day",
+        metadata={
+            "description": "'solar_day' fuses same-day tiles of a path into one observation; "
+            "'id' keeps every item apart."
+        },
+    )
+    preflight: bool = field(
+        default=True,
+        metadata={
+            "description": "Open every asset's header before loading, to fail early with the "
+            "URL that is broken."
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.resolution is not None and self.resolution <= 0:
@@ -72,7 +113,7 @@ class LoadSettings:
             raise ConfigError(
                 f"`resampling` must be one of {RESAMPLING_METHODS}, got {self.resampling!r}."
             )
-        if self.groupby not in ("solar_day", "id"):
+        if self.groupby not in get_args(GroupBy):
             raise ConfigError(f"`groupby` must be 'solar_day' or 'id', got {self.groupby!r}.")
 
 

@@ -7,7 +7,7 @@ xarray objects. Masks are boolean with True meaning *unusable* (masked).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal, get_args
 
 from .errors import ConfigError
 
@@ -49,8 +49,15 @@ FMASK_CODES: dict[str, tuple[int, ...]] = {
     "fill": (255,),
 }
 
+#: Every flag name `mask_flags` accepts. Each QA encoding ignores the flags it does not have
+#: (QA_PIXEL has no "saturated"/"dark_area" class, SCL no "dilated_cloud", Fmask no "cirrus").
+MaskFlag = Literal[
+    "fill", "dilated_cloud", "cirrus", "cloud", "cloud_shadow", "snow", "saturated", "dark_area"
+]
+MASKABLE_FLAGS: tuple[MaskFlag, ...] = get_args(MaskFlag)
+
 #: Flags masked by default: everything that is not a clear view of the surface.
-DEFAULT_MASK_FLAGS: tuple[str, ...] = (
+DEFAULT_MASK_FLAGS: tuple[MaskFlag, ...] = (
     "fill",
     "dilated_cloud",
     "cirrus",
@@ -70,10 +77,6 @@ SCL_FLAG_CLASSES: dict[str, tuple[int, ...]] = {
     "snow": (11,),
     "dilated_cloud": (),
 }
-
-#: Every flag name `mask_flags` accepts. Each QA encoding ignores the flags it does not have
-#: (QA_PIXEL has no "saturated"/"dark_area" class, SCL no "dilated_cloud", Fmask no "cirrus").
-MASKABLE_FLAGS: tuple[str, ...] = (*DEFAULT_MASK_FLAGS, "saturated", "dark_area")
 
 
 def _check_flags(flags: Iterable[str]) -> tuple[str, ...]:

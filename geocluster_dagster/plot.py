@@ -2,7 +2,7 @@
 
 Uses matplotlib's object-oriented API only (``Figure`` + Agg, never pyplot's global state), so
 plots can be drawn from several threads. Every plot function writes one PNG atomically
-(temporary file in the same directory, then ``os.replace``) and returns its path. Images of
+(:func:`geocluster_dagster.storage.atomic_path`) and returns its path. Images of
 rasters take decimated previews (see ``read_preview``), never full-resolution scenes.
 """
 
@@ -13,7 +13,6 @@ import colorsys
 import io
 import math
 import os
-import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -26,7 +25,8 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 from rasterio.enums import Resampling
 
-from geocluster_dagster.errors import AssetReadError, ConfigError, OutputNotWritable
+from geocluster_dagster.errors import AssetReadError, ConfigError
+from geocluster_dagster.storage import atomic_path
 
 DPI = 100
 """Resolution of every PNG; a figure of (w, h) inches is (w * DPI, h * DPI) pixels."""
@@ -87,19 +87,8 @@ def _new_figure(size: tuple[float, float], layout: str = "constrained") -> Figur
 def _save(fig: Figure, path: PathLike) -> Path:
     """Write fig to path atomically: a failure leaves neither a partial nor a temporary file."""
     path = Path(path)
-    # A unique hidden name in the target directory, so os.replace is an atomic rename.
-    tmp_path = path.with_name(f".{path.stem}.{uuid.uuid4().hex}.tmp.png")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(tmp_path, format="png", dpi=DPI)
-        os.replace(tmp_path, path)
-    except OSError as exc:
-        raise OutputNotWritable(
-            f"cannot write the plot {path}: {exc}. Choose a writable output directory with "
-            "free space."
-        ) from exc
-    finally:
-        tmp_path.unlink(missing_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI)
     return path
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -30,6 +30,7 @@ from shapely.geometry.base import BaseGeometry
 from urllib3 import Retry
 
 from geocluster_dagster.errors import AssetReadError, ConfigError, NoItemsFound
+from geocluster_dagster.storage import write_json
 
 PLANETARY_COMPUTER_STAC = "https://planetarycomputer.microsoft.com/api/stac/v1"
 
@@ -41,6 +42,45 @@ _RETRY_STATUSES = (429, 500, 502, 503, 504)
 _STATIC_CATALOG_NAMES = ("catalog.json", "collection.json")
 # Relaxed re-queries only explain an empty result, so a bounded sample is enough.
 _DIAGNOSIS_LIMIT = 500
+
+
+#: The collection searched when none is configured (run config, sensor and demo alike).
+DEFAULT_COLLECTION = "landsat-c2-l2"
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """What to search for in a partition's AOI and time window."""
+
+    collection: str = field(
+        default=DEFAULT_COLLECTION,
+        metadata={
+            "description": "STAC collection: 'landsat-c2-l2' or 'sentinel-2-l2a' (provider ids "
+            "work too)."
+        },
+    )
+    max_cloud_cover: float | None = field(
+        default=60.0,
+        metadata={
+            "description": "Keep scenes with eo:cloud_cover at most this (percent); None = no limit."
+        },
+    )
+    max_items: int | None = field(
+        default=None,
+        metadata={
+            "description": "Keep at most this many items (the first ones in time order); None = all."
+        },
+    )
+
+
+def write_items(items: pystac.ItemCollection, path: Path) -> None:
+    """Store the items found, with the provider's hrefs as they are (unsigned, absolute)."""
+    write_json(items.to_dict(transform_hrefs=False), path)
+
+
+def read_items(path: Path) -> pystac.ItemCollection:
+    """The items :func:`write_items` stored."""
+    return pystac.ItemCollection.from_dict(json.loads(path.read_text()))
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import shapely
 
 from geocluster_dagster.definitions import defs
 from geocluster_dagster.defs.assets import ASSETS
-from geocluster_dagster.defs.io_manager import GeoclusterIOManager
+from geocluster_dagster.defs.outputs import OutputStore
 from geocluster_dagster.defs.partitions import partition_key
 from geocluster_dagster.defs.resources import AOIRegistry, DaskCluster, StacCatalog
 from geocluster_dagster.demo import DEMO_MONTH, build_demo, demo_truth
@@ -62,7 +62,7 @@ def run(
             "aoi_registry": AOIRegistry(path=str(registry)),
             "stac": StacCatalog(url=catalog),
             "dask": dask_cluster,
-            "geocluster_io": GeoclusterIOManager(base_dir=str(out)),
+            "outputs": OutputStore(base_dir=str(out)),
         },
     )
 

@@ -13,8 +13,8 @@ from rasterio.warp import transform_bounds
 from shapely.geometry.polygon import orient
 
 from geocluster_dagster.defs.assets import ASSETS
-from geocluster_dagster.defs.io_manager import GeoclusterIOManager
 from geocluster_dagster.defs.jobs import pipeline_job
+from geocluster_dagster.defs.outputs import OutputStore
 from geocluster_dagster.defs.partitions import partition_key
 from geocluster_dagster.defs.resources import AOIRegistry, DaskCluster, StacCatalog
 from geocluster_dagster.demo import DEMO_MONTH, build_demo
@@ -52,7 +52,7 @@ def test_backfill_of_several_aoi_partitions(tmp_path):
         "aoi_registry": AOIRegistry(path=str(registry)),
         "stac": StacCatalog(url=str(demo.catalog)),
         "dask": DaskCluster(),
-        "geocluster_io": GeoclusterIOManager(base_dir=str(out)),
+        "outputs": OutputStore(base_dir=str(out)),
     }
     definitions = dg.Definitions(assets=ASSETS, jobs=[pipeline_job], resources=resources)
     job = definitions.resolve_job_def(pipeline_job.name)

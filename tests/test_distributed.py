@@ -12,7 +12,7 @@ import pytest
 import rasterio
 
 from geocluster_dagster.defs.assets import ASSETS
-from geocluster_dagster.defs.io_manager import GeoclusterIOManager
+from geocluster_dagster.defs.outputs import OutputStore
 from geocluster_dagster.defs.partitions import partition_key
 from geocluster_dagster.defs.resources import AOIRegistry, DaskCluster, StacCatalog
 from geocluster_dagster.demo import DEMO_MONTH, build_demo
@@ -96,7 +96,7 @@ def _materialize(demo, out, dask_resource):
             "aoi_registry": AOIRegistry(path=str(demo.aoi_registry)),
             "stac": StacCatalog(url=str(demo.catalog)),
             "dask": dask_resource,
-            "geocluster_io": GeoclusterIOManager(base_dir=str(out)),
+            "outputs": OutputStore(base_dir=str(out)),
         },
     )
 

@@ -13,12 +13,9 @@ import shapely
 
 from geocluster_dagster.composite import composite
 from geocluster_dagster.errors import AssetReadError, OutputNotWritable
-from geocluster_dagster.export import (
-    open_geotiff,
-    write_geotiff,
-    write_json,
-)
+from geocluster_dagster.export import open_geotiff, write_geotiff
 from geocluster_dagster.load import LoadSettings, load_band_stack
+from geocluster_dagster.storage import write_json
 
 
 @pytest.fixture

@@ -17,7 +17,11 @@ PLAIN = [
     "export",
     "cluster",
     "evaluate",
-    "products",
+    "storage",
+    "stack_recipe",
+    "cluster_product",
+    "blocks",
+    "remote",
     "demo",
     "errors",
 ]

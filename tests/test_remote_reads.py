@@ -27,9 +27,9 @@ import xarray as xr
 from planetary_computer import sas as pc_sas
 from planetary_computer.settings import Settings as PcSettings
 
-from geocluster_dagster.defs.assets import band_stack, mosaic, stac_items
-from geocluster_dagster.defs.io_manager import GeoclusterIOManager
-from geocluster_dagster.defs.partitions import partition_key
+from geocluster_dagster.defs.assets import MOSAIC, band_stack, mosaic, stac_items
+from geocluster_dagster.defs.outputs import OutputStore
+from geocluster_dagster.defs.partitions import partition_key, window_of
 from geocluster_dagster.defs.resources import AOIRegistry, DaskCluster, StacCatalog
 from geocluster_dagster.errors import AssetReadError, GeoclusterError
 from geocluster_dagster.load import LoadSettings, load_band_stack
@@ -321,7 +321,7 @@ def materialize_mosaic(tmp_path: Path, item: pystac.Item, out: Path, *, read_att
                 read_attempts=read_attempts,
             ),
             "dask": DaskCluster(n_workers=1, threads_per_worker=2),
-            "geocluster_io": GeoclusterIOManager(base_dir=str(out)),
+            "outputs": OutputStore(base_dir=str(out)),
         },
     )
     messages = [
@@ -331,9 +331,7 @@ def materialize_mosaic(tmp_path: Path, item: pystac.Item, out: Path, *, read_att
 
 
 def mosaic_path(out: Path) -> Path:
-    return GeoclusterIOManager(base_dir=str(out)).path_for(
-        "mosaic", partition_key("tumaco", "2019-12-01")
-    )
+    return OutputStore(base_dir=str(out)).path(MOSAIC, window_of("tumaco|2019-12-01"))
 
 
 def read_raster(path: Path) -> tuple:

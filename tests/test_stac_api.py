@@ -20,14 +20,14 @@ import pytest
 import xarray as xr
 from shapely.geometry import Point, box, shape
 
-from geocluster_dagster import products
 from geocluster_dagster.defs.assets import ASSETS
-from geocluster_dagster.defs.io_manager import GeoclusterIOManager
+from geocluster_dagster.defs.outputs import OutputStore
 from geocluster_dagster.defs.partitions import partition_key
 from geocluster_dagster.defs.resources import AOIRegistry, DaskCluster, StacCatalog
 from geocluster_dagster.demo import DEMO_MONTH
 from geocluster_dagster.errors import NoItemsFound
 from geocluster_dagster.search import StacSource, search_items
+from geocluster_dagster.stack_recipe import open_band_stack
 
 from .conftest import L8_008059, L8_008059_PREFIX, S2_29RKH, STAC_DIR
 from .servers.fixtures import synthesized_collection
@@ -368,7 +368,7 @@ def materialize(out: Path, *, catalog: str, registry: Path) -> dg.ExecuteInProce
                 "aoi_registry": AOIRegistry(path=str(registry)),
                 "stac": StacCatalog(url=catalog, page_size=PAGE_SIZE),
                 "dask": DaskCluster(),
-                "geocluster_io": GeoclusterIOManager(base_dir=str(out)),
+                "outputs": OutputStore(base_dir=str(out)),
             },
         )
 
@@ -402,12 +402,8 @@ def test_demo_band_stack_through_the_api_equals_the_local_catalog(
     )
 
     # Reopening the stored band stacks reads the pixels: ranged HTTP through nginx for one.
-    expected = products.load(
-        tmp_path / "local/band_stack" / f"{part}.json", products.BandStackRecipe
-    ).compute()
-    actual = products.load(
-        tmp_path / "remote/band_stack" / f"{part}.json", products.BandStackRecipe
-    ).compute()
+    expected = open_band_stack(tmp_path / "local/band_stack" / f"{part}.json").compute()
+    actual = open_band_stack(tmp_path / "remote/band_stack" / f"{part}.json").compute()
     assert set(actual.data_vars) == set(expected.data_vars)
     assert np.isfinite(actual["red"].values).any()
     xr.testing.assert_identical(actual, expected)

@@ -1,161 +1,141 @@
-"""Run configuration of each asset, shown (with these descriptions) in the Dagster launchpad.
+"""Run configuration of each asset, as the Dagster launchpad shows it.
 
-Each class turns into the plain settings object of the module that does the work.
+Each class is the launchpad's face of the plain settings dataclass(es) of the module that does
+the work: a field takes its default and description from that dataclass (:func:`setting`),
+choice fields are the same ``Literal`` types (so the launchpad offers the choices and Dagster
+refuses a typo before the run starts), and :func:`to_settings` turns the config back into the
+dataclass. ``tests/test_config.py`` fails when a class and its dataclass disagree.
 """
 
-from typing import Literal
+from __future__ import annotations
+
+import dataclasses
+import enum
+from typing import Any, TypeVar
 
 import dagster as dg
 from pydantic import Field
 
-from ..cluster import ClusterSettings
-from ..composite import CompositeSettings
-from ..load import LoadSettings
-from ..mask import DEFAULT_MASK_FLAGS
+from ..cluster import Algorithm, ClusterSettings
+from ..composite import CompositeMethod, CompositeSettings
+from ..diagnostics import DiagnosticsSettings
+from ..export import CogSettings, Compression
+from ..indices import IndexSettings
+from ..load import GroupBy, LoadSettings, Resampling
+from ..search import SearchSettings
+
+S = TypeVar("S")
+
+
+class MaskFlagChoice(enum.Enum):
+    """The names ``mask.MaskFlag`` allows: Dagster config takes a list of an Enum, not of a
+    Literal (tests/test_config.py checks the two agree)."""
+
+    fill = "fill"
+    dilated_cloud = "dilated_cloud"
+    cirrus = "cirrus"
+    cloud = "cloud"
+    cloud_shadow = "cloud_shadow"
+    snow = "snow"
+    saturated = "saturated"
+    dark_area = "dark_area"
+
+
+def setting(settings_class: type, name: str) -> Any:
+    """A config field with the default and description of ``settings_class``'s field ``name``.
+
+    Tuples (the dataclasses' immutable defaults) become lists, the form run config takes.
+    """
+    spec = {f.name: f for f in dataclasses.fields(settings_class)}[name]
+    description = spec.metadata["description"]
+    default = spec.default
+    if isinstance(default, tuple):
+        return Field(default_factory=lambda: list(default), description=description)
+    return Field(default=default, description=description)
+
+
+def to_settings(settings_class: type[S], config: dg.Config) -> S:
+    """``settings_class`` with every field the config has (lists as tuples)."""
+    names = {f.name for f in dataclasses.fields(settings_class)}  # type: ignore[arg-type]
+    return settings_class(
+        **{
+            name: _plain(getattr(config, name))
+            for name in type(config).model_fields
+            if name in names
+        }
+    )
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, list):
+        return tuple(_plain(v) for v in value)
+    return value.value if isinstance(value, enum.Enum) else value
 
 
 class SearchConfig(dg.Config):
     """STAC search for the partition's AOI and month."""
 
-    collection: str = Field(
-        default="landsat-c2-l2",
-        description="STAC collection: 'landsat-c2-l2' or 'sentinel-2-l2a' (provider ids work too).",
-    )
-    max_cloud_cover: float | None = Field(
-        default=60.0,
-        description="Keep scenes with eo:cloud_cover at most this (percent); None = no limit.",
-    )
-    max_items: int | None = Field(
-        default=None,
-        description="Keep at most this many items (the first ones in time order); None = all.",
-    )
+    collection: str = setting(SearchSettings, "collection")
+    max_cloud_cover: float | None = setting(SearchSettings, "max_cloud_cover")
+    max_items: int | None = setting(SearchSettings, "max_items")
 
 
 class BandStackConfig(dg.Config):
     """Which bands to read, on which grid, and what to mask."""
 
-    bands: list[str] = Field(
-        default_factory=list,
-        description="Common band names (blue, green, red, nir, swir16, swir22, lwir, coastal, ...); empty = the sensor's defaults.",
-    )
-    resolution: float | None = Field(
-        default=None,
-        description="Output pixel size in CRS units; None = native (30 m Landsat, 10 m Sentinel-2).",
-    )
-    crs: str | None = Field(
-        default=None,
-        description="Output CRS, e.g. 'EPSG:32616'; None = the items' most common CRS.",
-    )
-    chunk_size: int = Field(default=1024, description="Dask chunk edge in pixels.")
-    resampling: str = Field(
-        default="nearest",
-        description="Resampling of spectral bands when reprojecting (nearest, bilinear, cubic, average); QA is always nearest.",
-    )
-    mask_clouds: bool = Field(
-        default=True, description="Mask with the QA band (Landsat QA_PIXEL, Sentinel-2 SCL)."
-    )
-    mask_flags: list[str] = Field(
-        default_factory=lambda: list(DEFAULT_MASK_FLAGS),
-        description="QA conditions to mask: fill, dilated_cloud, cirrus, cloud, cloud_shadow, snow, saturated, dark_area.",
-    )
-    groupby: str = Field(
-        default="solar_day",
-        description="'solar_day' fuses same-day tiles into one observation; 'id' keeps every item apart.",
-    )
-
-    def settings(self) -> LoadSettings:
-        return LoadSettings(
-            bands=tuple(self.bands) or None,
-            resolution=self.resolution,
-            crs=self.crs,
-            chunk_size=self.chunk_size,
-            resampling=self.resampling,
-            mask_clouds=self.mask_clouds,
-            mask_flags=tuple(self.mask_flags),
-            groupby=self.groupby,
-        )
+    bands: list[str] = setting(LoadSettings, "bands")
+    resolution: float | None = setting(LoadSettings, "resolution")
+    crs: str | None = setting(LoadSettings, "crs")
+    chunk_size: int = setting(LoadSettings, "chunk_size")
+    resampling: Resampling = setting(LoadSettings, "resampling")
+    mask_clouds: bool = setting(LoadSettings, "mask_clouds")
+    mask_flags: list[MaskFlagChoice] = setting(LoadSettings, "mask_flags")
+    groupby: GroupBy = setting(LoadSettings, "groupby")
 
 
 class MosaicConfig(dg.Config):
     """How observations are combined and clipped."""
 
-    method: str = Field(
-        default="median",
-        description="'median' of clear observations, or 'first_clear' (least cloudy scene first).",
-    )
-    all_touched: bool = Field(
-        default=False,
-        description="Keep every pixel the AOI polygon touches (default: pixel centre inside).",
-    )
-
-    def settings(self) -> CompositeSettings:
-        return CompositeSettings(method=self.method, all_touched=self.all_touched)  # type: ignore[arg-type]
+    method: CompositeMethod = setting(CompositeSettings, "method")
+    all_touched: bool = setting(CompositeSettings, "all_touched")
 
 
 class GeoTiffConfig(dg.Config):
-    """Spectral indices added to the exported Cloud-Optimized GeoTIFF."""
+    """Spectral indices added to the exported Cloud-Optimized GeoTIFF, and its compression."""
 
-    indices: list[str] | None = Field(
-        default=None,
-        description="Index names: 'ndvi', 'lst' or any Awesome Spectral Indices short name (NDWI, EVI, SAVI, NDBI, ...); None = NDVI, plus LST when a thermal band is loaded.",
-    )
-    compress: Literal["deflate", "zstd", "lzw"] = Field(
-        default="deflate",
-        description="COG compression: deflate (readable everywhere), zstd (2-3x faster to write, GDAL >= 2.3) or lzw.",
-    )
-    compress_level: int | None = Field(
-        default=1,
-        description="Compression level (deflate 1-12, zstd 1-22; ignored by lzw); None = GDAL's default (deflate 6, zstd 9). Level 1 writes a scene's COG about 1.8x faster than deflate 6 for a file about 3% larger.",
-    )
+    indices: list[str] | None = setting(IndexSettings, "indices")
+    compress: Compression = setting(CogSettings, "compress")
+    compress_level: int | None = setting(CogSettings, "compress_level")
 
 
 class ClusterConfig(dg.Config):
     """Unsupervised clustering of the pixels' spectral signatures."""
 
-    n_clusters: int = Field(default=6, description="Number of clusters k.")
-    algorithm: str = Field(
-        default="minibatch_kmeans",
-        description="minibatch_kmeans, kmeans, bisecting_kmeans or gaussian_mixture.",
-    )
-    pca_components: int | None = Field(
-        default=None, description="PCA components after standardising; None = no PCA."
-    )
-    sample_size: int = Field(
-        default=200_000,
-        description="Pixels sampled (seeded) to fit the model; every pixel is then predicted.",
-    )
-    seed: int = Field(default=0, description="Random seed: same seed and inputs give the same map.")
-    features: list[str] = Field(
-        default_factory=list,
-        description="GeoTIFF bands used as features; empty = the reflectance bands (no thermal, no indices).",
-    )
-
-    def settings(self) -> ClusterSettings:
-        return ClusterSettings(
-            n_clusters=self.n_clusters,
-            algorithm=self.algorithm,  # type: ignore[arg-type]
-            pca_components=self.pca_components,
-            sample_size=self.sample_size,
-            seed=self.seed,
-        )
+    n_clusters: int = setting(ClusterSettings, "n_clusters")
+    algorithm: Algorithm = setting(ClusterSettings, "algorithm")
+    pca_components: int | None = setting(ClusterSettings, "pca_components")
+    sample_size: int = setting(ClusterSettings, "sample_size")
+    seed: int = setting(ClusterSettings, "seed")
+    features: list[str] = setting(ClusterSettings, "features")
 
 
 class DiagnosticsConfig(dg.Config):
     """Plots and scores of the clustering."""
 
-    elbow_k_min: int = Field(default=2, description="Smallest k of the elbow curve.")
-    elbow_k_max: int = Field(default=12, description="Largest k of the elbow curve.")
-    elbow_sample_size: int = Field(
-        default=20_000,
-        description="Pixels (seeded subset of the fit sample) the elbow curve refits k-means on.",
-    )
-    silhouette_sample_size: int = Field(
-        default=10_000,
-        description="Pixels (seeded sample) for the silhouette: it is quadratic in pixels.",
-    )
-    preview_size: int = Field(
-        default=1024, description="Longest side in pixels of map previews (read from overviews)."
-    )
-    density_bins: int = Field(
-        default=256, description="Bins per axis of the red-vs-NIR density scatter."
-    )
+    elbow_k_min: int = setting(DiagnosticsSettings, "elbow_k_min")
+    elbow_k_max: int = setting(DiagnosticsSettings, "elbow_k_max")
+    elbow_sample_size: int = setting(DiagnosticsSettings, "elbow_sample_size")
+    silhouette_sample_size: int = setting(DiagnosticsSettings, "silhouette_sample_size")
+    preview_size: int = setting(DiagnosticsSettings, "preview_size")
+    density_bins: int = setting(DiagnosticsSettings, "density_bins")
+
+
+#: Each config class and the plain settings it feeds, for the consistency test.
+SETTINGS_OF: dict[type[dg.Config], tuple[type, ...]] = {
+    SearchConfig: (SearchSettings,),
+    BandStackConfig: (LoadSettings,),
+    MosaicConfig: (CompositeSettings,),
+    GeoTiffConfig: (IndexSettings, CogSettings),
+    ClusterConfig: (ClusterSettings,),
+    DiagnosticsConfig: (DiagnosticsSettings,),
+}

@@ -30,6 +30,11 @@ class PartitionWindow:
     end: datetime
 
     @property
+    def key(self) -> str:
+        """The partition key as the UI shows it: 'aoi|date'."""
+        return f"{self.aoi_id}|{self.date_key}"
+
+    @property
     def label(self) -> str:
         return f"AOI {self.aoi_id!r}, {self.start:%Y-%m-%d} to {self.end:%Y-%m-%d}"
 
@@ -43,10 +48,15 @@ def split_key(partition_key: str) -> tuple[str, str]:
     return aoi, date
 
 
-def partition_window(context: dg.AssetExecutionContext) -> PartitionWindow:
-    aoi_id, date_key = split_key(context.partition_key)
+def window_of(key: str) -> PartitionWindow:
+    """The AOI and time window of a partition key ('aoi|date' or a MultiPartitionKey)."""
+    aoi_id, date_key = split_key(key)
     window = date_partitions.time_window_for_partition_key(date_key)
     return PartitionWindow(aoi_id, date_key, window.start, window.end)
+
+
+def partition_window(context: dg.AssetExecutionContext) -> PartitionWindow:
+    return window_of(context.partition_key)
 
 
 def partition_key(aoi_id: str, date_key: str) -> dg.MultiPartitionKey:

@@ -8,7 +8,7 @@ import dagster as dg
 from pydantic import Field
 
 from ..errors import GeoclusterError, NoItemsFound
-from ..search import search_items
+from ..search import DEFAULT_COLLECTION, search_items
 from .jobs import pipeline_job
 from .partitions import aoi_partitions, date_partitions, partition_key
 from .resources import AOIRegistry, StacCatalog
@@ -39,7 +39,7 @@ def aoi_registry_sensor(context: dg.SensorEvaluationContext, aoi_registry: AOIRe
 class ImageryWatch(dg.ConfigurableResource):
     """What the new-imagery sensor searches for, and how far back it looks for late arrivals."""
 
-    collection: str = Field(default="landsat-c2-l2", description="STAC collection to watch.")
+    collection: str = Field(default=DEFAULT_COLLECTION, description="STAC collection to watch.")
     max_cloud_cover: float | None = Field(
         default=60.0, description="Only scenes at most this cloudy (percent) trigger runs."
     )

@@ -1,4 +1,4 @@
-"""Stored products: the band stack is kept as the recipe that reopens it, lazily and exactly."""
+"""The band stack is stored as the recipe that reopens it, lazily and exactly."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import pytest
 import shapely
 import xarray as xr
 
-from geocluster_dagster import products
 from geocluster_dagster.demo import DEMO_MONTH, build_demo
 from geocluster_dagster.errors import AssetReadError
 from geocluster_dagster.load import LoadSettings, load_band_stack
 from geocluster_dagster.remote import RemoteReadSettings
 from geocluster_dagster.search import StacSource, search_items
+from geocluster_dagster.stack_recipe import BandStackRecipe, open_band_stack, write_band_stack
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def demo_recipe(tmp_path_factory):
         end=start.replace(month=start.month + 1),
     )
     settings = LoadSettings(bands=("red", "nir", "lwir"), chunk_size=256, mask_flags=("cloud",))
-    recipe = products.BandStackRecipe(
+    recipe = BandStackRecipe(
         items=items,
         aoi=aoi,
         settings=settings,
@@ -46,16 +46,16 @@ def demo_recipe(tmp_path_factory):
 def test_a_stored_recipe_reopens_the_same_lazy_stack(demo_recipe, tmp_path):
     recipe, direct = demo_recipe
     path = tmp_path / "band_stack" / "demo.json"
-    assert products.extension(recipe) == ".json"
-    products.save(recipe, path)
+    written = write_band_stack(recipe, path)
     assert path.stat().st_size < 200_000  # items and settings, no pixels
+    assert written.chunks == direct.chunks  # what writing it returns is the same lazy stack
 
-    reopened = products.load(path, products.BandStackRecipe)
+    reopened = open_band_stack(path)
     assert reopened.chunks == direct.chunks  # lazy, chunked like the original
     assert json.loads(reopened.attrs.pop("load_config"))["mask_flags"] == ["cloud"]
     xr.testing.assert_identical(reopened.compute(), direct.compute())
 
-    again = products.BandStackRecipe.from_dict(json.loads(path.read_text()))
+    again = BandStackRecipe.from_dict(json.loads(path.read_text()))
     assert again.settings == recipe.settings and again.remote == recipe.remote
     assert again.source == recipe.source and again.aoi.equals(recipe.aoi)
 
@@ -64,4 +64,4 @@ def test_a_damaged_recipe_says_to_materialize_again(tmp_path):
     path = tmp_path / "band_stack.json"
     path.write_text(json.dumps({"type": "geocluster_dagster.BandStackRecipe", "items": {}}))
     with pytest.raises(AssetReadError, match="materialize band_stack"):
-        products.load(path, products.BandStackRecipe)
+        open_band_stack(path)

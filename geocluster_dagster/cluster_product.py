@@ -1,0 +1,130 @@
+"""The clusters product of one partition: a folder with the map, the model and what describes it.
+
+``cluster_map.tif`` (COG, uint8, 1..k, 0 = nodata, the GeoTIFF's grid), ``model.joblib``,
+``signatures.csv``/``.json`` (per-cluster mean/std of every band, pixel count, area, fraction),
+``fit_sample.npy`` (the pixels the model was fitted on, for scores downstream) and
+``summary.json``. The folder is written whole or not at all.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from . import __version__
+from .blocks import CHUNK_SIZE
+from .cluster import (
+    ClusterSettings,
+    FittedClusterer,
+    LabelledBlocks,
+    fit_clusterer,
+    load_model,
+    pixel_area_m2,
+    sample_valid_pixels,
+    save_model,
+)
+from .export import open_single_band, write_geotiff
+from .storage import atomic_path, write_json
+
+CLUSTER_MAP = "cluster_map.tif"
+MODEL = "model.joblib"
+SIGNATURES_CSV = "signatures.csv"
+SIGNATURES_JSON = "signatures.json"
+SAMPLE = "fit_sample.npy"
+SUMMARY = "summary.json"
+
+
+@dataclass(frozen=True)
+class ClusterFacts:
+    """What clustering one partition produced, beside its files."""
+
+    features: list[str]
+    fit_sample_pixels: int
+    signatures: pd.DataFrame
+    summary: dict[str, Any]
+
+
+def write_clusters(
+    geotiff: xr.Dataset, settings: ClusterSettings, folder: Path, *, aoi_id: str
+) -> ClusterFacts:
+    """Fit the model on a seeded sample of ``geotiff``'s valid pixels and write the product.
+
+    One pass over the GeoTIFF predicts the map and sums the per-cluster signatures (see
+    :class:`geocluster_dagster.cluster.LabelledBlocks`).
+    """
+    features = settings.feature_bands(geotiff)
+    sample = sample_valid_pixels(geotiff, features, settings.sample_size, settings.seed)
+    model = fit_clusterer(sample, features, settings)
+    labelled = LabelledBlocks(geotiff, model)
+    summary = {
+        "aoi_id": aoi_id,
+        "features": list(features),
+        "n_clusters": settings.n_clusters,
+        "algorithm": settings.algorithm,
+        "pca_components": settings.pca_components,
+        "sample_size": int(sample.shape[0]),
+        "seed": settings.seed,
+        "source": geotiff.attrs.get("source_path", ""),
+    }
+    tags = {
+        "aoi_id": aoi_id,
+        "package": f"geocluster_dagster {__version__}",
+        "clustering": json.dumps(summary),
+    }
+    with atomic_path(folder) as tmp:
+        tmp.mkdir()
+        write_geotiff(
+            labelled.grid,
+            tmp / CLUSTER_MAP,
+            cog=True,
+            nodata=0,
+            tags=tags,
+            overview_resampling="nearest",  # labels are categories: never average them
+            blocks=labelled,
+        )
+        signatures = labelled.signatures(pixel_area_m2(geotiff))
+        save_model(model, tmp / MODEL)
+        signatures.to_csv(tmp / SIGNATURES_CSV, index=False)
+        write_json(json.loads(signatures.to_json(orient="records")), tmp / SIGNATURES_JSON)
+        np.save(tmp / SAMPLE, sample)
+        write_json(summary, tmp / SUMMARY)
+    return ClusterFacts(
+        features=features,
+        fit_sample_pixels=int(sample.shape[0]),
+        signatures=signatures,
+        summary=summary,
+    )
+
+
+@dataclass(frozen=True)
+class StoredClusters:
+    """A clusters folder reopened (the map stays lazy)."""
+
+    directory: Path
+    cluster_map: xr.DataArray
+    model: FittedClusterer
+    signatures: pd.DataFrame
+    sample: np.ndarray
+    summary: dict[str, Any]
+
+    @property
+    def cluster_map_path(self) -> Path:
+        return self.directory / CLUSTER_MAP
+
+
+def open_clusters(folder: Path, *, chunks: int = CHUNK_SIZE) -> StoredClusters:
+    """The product :func:`write_clusters` wrote in ``folder``."""
+    return StoredClusters(
+        directory=folder,
+        cluster_map=open_single_band(folder / CLUSTER_MAP, chunks=chunks),
+        model=load_model(folder / MODEL),
+        signatures=pd.read_csv(folder / SIGNATURES_CSV),
+        sample=np.load(folder / SAMPLE),
+        summary=json.loads((folder / SUMMARY).read_text()),
+    )

@@ -1,0 +1,162 @@
+"""The diagnostics of one partition's clustering: which scores and figures, on which samples.
+
+Writes a folder of PNG figures (cluster map, true and false colour, spectral signatures,
+silhouette, elbow, cluster sizes, red-vs-NIR density), ``scores.json`` and ``elbow.csv``,
+whole or not at all. Scores come from the model's fit sample; the map figures are read from
+the COGs' overviews, never at full resolution.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import xarray as xr
+
+from . import evaluate, plot
+from .bands import WAVELENGTH_UM
+from .cluster_product import StoredClusters
+from .errors import ConfigError
+from .storage import atomic_path, write_json
+
+SCORES = "scores.json"
+ELBOW = "elbow.csv"
+
+#: Colour composites drawn when the GeoTIFF has their bands: (figure, title, bands as R, G, B).
+COMPOSITES = (
+    ("true_colour", "True colour (red, green, blue)", ("red", "green", "blue")),
+    ("false_colour", "False colour (NIR, red, green)", ("nir", "red", "green")),
+)
+
+#: The figures worth a thumbnail in the partition's metadata, in the order they are shown.
+PREVIEWS = ("cluster_map", "true_colour", "signatures", "silhouette")
+
+
+@dataclass(frozen=True)
+class DiagnosticsSettings:
+    """How much of the fit sample the scores use, and how large the figures are."""
+
+    elbow_k_min: int = field(default=2, metadata={"description": "Smallest k of the elbow curve."})
+    elbow_k_max: int = field(default=12, metadata={"description": "Largest k of the elbow curve."})
+    elbow_sample_size: int = field(
+        default=20_000,
+        metadata={
+            "description": "Pixels (seeded subset of the fit sample) the elbow curve refits "
+            "k-means on."
+        },
+    )
+    silhouette_sample_size: int = field(
+        default=10_000,
+        metadata={
+            "description": "Pixels (seeded sample) for the silhouette: it is quadratic in pixels."
+        },
+    )
+    preview_size: int = field(
+        default=1024,
+        metadata={"description": "Longest side in pixels of map previews (read from overviews)."},
+    )
+    density_bins: int = field(
+        default=256, metadata={"description": "Bins per axis of the red-vs-NIR density scatter."}
+    )
+
+    def __post_init__(self) -> None:
+        if self.elbow_sample_size < 1:
+            raise ConfigError(
+                f"elbow_sample_size={self.elbow_sample_size} is invalid: use a positive number "
+                "of pixels (default 20000)."
+            )
+
+    @property
+    def elbow_k_values(self) -> list[int]:
+        return list(range(self.elbow_k_min, max(self.elbow_k_min, self.elbow_k_max) + 1))
+
+
+@dataclass(frozen=True)
+class DiagnosticsFacts:
+    """What the diagnostics measured, and where each figure went."""
+
+    scores: evaluate.ClusterScores
+    figures: dict[str, Path]
+    """Figure name (file stem) -> path of the PNG in the written folder."""
+
+
+def write_diagnostics(
+    geotiff: xr.Dataset,
+    clusters: StoredClusters,
+    folder: Path,
+    settings: DiagnosticsSettings = DiagnosticsSettings(),
+    *,
+    label: str,
+) -> DiagnosticsFacts:
+    """Score the clustering, draw every figure and write them to ``folder``.
+
+    ``geotiff`` is the opened GeoTIFF the clusters were fitted on (its ``source_path``
+    attribute names the file the colour composites are read from); ``label`` names the
+    partition in the titles.
+    """
+    model, sample = clusters.model, clusters.sample
+    seed = int(clusters.summary.get("seed", 0))
+    silhouettes, labels = evaluate.silhouette_sample(
+        model, sample, max_samples=settings.silhouette_sample_size, seed=seed
+    )
+    scores = evaluate.score_clustering(
+        model,
+        sample,
+        max_silhouette_samples=settings.silhouette_sample_size,
+        seed=seed,
+        silhouettes=(silhouettes, labels),
+    )
+    # The fit sample is ordered block by block, so its head is not random: a seeded subset.
+    elbow_rows = evaluate.subsample_index(len(sample), settings.elbow_sample_size, seed)
+    elbow = evaluate.elbow_curve(sample[elbow_rows], settings.elbow_k_values, model.settings)
+    density = (
+        evaluate.red_nir_density(
+            geotiff, clusters.cluster_map, bins=settings.density_bins, n_clusters=model.n_clusters
+        )
+        if {"red", "nir"} <= set(geotiff.data_vars)
+        else None
+    )
+    source = Path(geotiff.attrs["source_path"])
+    crs_label = str(geotiff.rio.crs)
+    names = list(geotiff.data_vars)
+    with atomic_path(folder) as tmp:
+        tmp.mkdir()
+        labels_preview, extent = plot.read_preview(
+            clusters.cluster_map_path, max_size=settings.preview_size
+        )
+        plot.plot_cluster_map(
+            labels_preview[0],
+            extent,
+            tmp / "cluster_map.png",
+            title=f"Clusters, {label}",
+            crs_label=crs_label,
+            n_clusters=model.n_clusters,
+            signatures=clusters.signatures,
+        )
+        for name, title, rgb in COMPOSITES:
+            if all(b in names for b in rgb):
+                image, extent = plot.read_preview(
+                    source, bands=[names.index(b) + 1 for b in rgb], max_size=settings.preview_size
+                )
+                plot.plot_rgb(
+                    image,
+                    extent,
+                    tmp / f"{name}.png",
+                    title=f"{title}, {label}",
+                    crs_label=crs_label,
+                )
+        bands = [b for b in clusters.summary["features"] if b in WAVELENGTH_UM]
+        plot.plot_spectral_signatures(
+            clusters.signatures, bands, tmp / "signatures.png", wavelengths=WAVELENGTH_UM
+        )
+        plot.plot_silhouette(silhouettes, labels, tmp / "silhouette.png", average=scores.silhouette)
+        plot.plot_elbow(elbow, tmp / "elbow.png", chosen_k=model.n_clusters)
+        plot.plot_cluster_sizes(clusters.signatures, tmp / "cluster_sizes.png")
+        if density is not None:
+            plot.plot_red_nir_density(*density, tmp / "red_nir_density.png")
+        write_json(scores.as_dict(), tmp / SCORES)
+        elbow.to_csv(tmp / ELBOW, index=False)
+        drawn = sorted(p.name for p in tmp.glob("*.png"))
+    return DiagnosticsFacts(
+        scores=scores, figures={Path(name).stem: folder / name for name in drawn}
+    )

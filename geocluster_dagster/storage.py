@@ -1,0 +1,145 @@
+"""Writing outputs atomically: the one way this package puts a file or folder in place.
+
+Every output is written to a temporary path beside its target and renamed into place only when
+complete, so a failure (bad data, full disk, killed run) never replaces a good earlier output
+with a broken one. Temporaries name their host and process, so the next write of the same
+output removes those of killed runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import glob
+import json
+import os
+import shutil
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from .errors import OutputNotWritable
+
+
+@contextlib.contextmanager
+def atomic_path(target: Path | str, *, suffix: str = "") -> Iterator[Path]:
+    """A temporary path beside ``target`` that replaces it only if the block succeeds."""
+    target = Path(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise _not_writable(target, err, full=disk_full(target)) from err
+    remove_stale_temporaries(target)
+    tmp = target.with_name(f".{target.name}.{_owner()}-{uuid.uuid4().hex[:8]}.tmp{suffix}")
+    try:
+        yield tmp
+        _replace(tmp, target)
+    except OSError as err:
+        # Judge the disk before the temporary file is removed and frees its space.
+        storage_problem = _is_storage_problem(err, target)
+        full = storage_problem and disk_full(target)
+        remove_quietly(tmp)
+        if storage_problem:
+            raise _not_writable(target, err, full=full) from err
+        raise
+    except BaseException:
+        remove_quietly(tmp)
+        raise
+
+
+_STORAGE_ERRNOS = (
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.EACCES,
+    errno.EPERM,
+    errno.EROFS,
+    errno.ENOTDIR,
+)
+
+
+def _is_storage_problem(err: OSError, target: Path) -> bool:
+    # GDAL reports write failures as RasterioIOError without an errno: look at the disk too.
+    if err.errno in _STORAGE_ERRNOS or "No space left" in str(err) or "Read-only" in str(err):
+        return True
+    return disk_full(target)
+
+
+def disk_full(target: Path) -> bool:
+    try:
+        return os.statvfs(target.parent).f_bavail == 0
+    except OSError:
+        return False
+
+
+def _owner() -> str:
+    """Who writes a temporary file: host and process, so a later run can tell if it was killed."""
+    return f"{socket.gethostname()}.{os.getpid()}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temporaries(target: Path) -> list[Path]:
+    """Delete temporary siblings of ``target`` left by killed runs of this host.
+
+    A run killed mid-write (SIGKILL, OOM killer, lost node) cannot clean up after itself; its
+    temporaries name their host and process, so the next write of the same output removes those
+    whose process is gone. Temporaries of live processes or other hosts are left alone.
+    """
+    removed = []
+    prefix = f".{target.name}.{socket.gethostname()}."
+    for sibling in target.parent.glob(f".{glob.escape(target.name)}.*"):
+        rest = sibling.name[len(prefix) :] if sibling.name.startswith(prefix) else ""
+        pid = rest.split("-", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            remove_quietly(sibling)
+            removed.append(sibling)
+    return removed
+
+
+def _replace(tmp: Path, target: Path) -> None:
+    if tmp.is_dir():
+        # Directories cannot be swapped atomically: move the old one aside, then drop it.
+        old = target.with_name(f".{target.name}.{_owner()}-{uuid.uuid4().hex[:8]}.old")
+        if target.exists():
+            os.replace(target, old)
+        os.replace(tmp, target)
+        remove_quietly(old)
+    else:
+        os.replace(tmp, target)
+
+
+def remove_quietly(path: Path) -> None:
+    """Best-effort cleanup: it must never mask the error that made cleanup necessary."""
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):  # e.g. EROFS for a file that was never created
+            path.unlink()
+
+
+def _not_writable(target: Path, err: OSError, *, full: bool = False) -> OutputNotWritable:
+    full = full or err.errno == errno.ENOSPC or "No space left" in str(err)
+    reason = {
+        errno.EDQUOT: "the disk quota is exceeded",
+        errno.ENOTDIR: "a parent of it is a file",
+    }.get(err.errno, "the disk is full" if full else "it is not writable")
+    return OutputNotWritable(
+        f"Cannot write {target}: {reason} ({err.strerror or err}). Free space or fix permissions "
+        "there, or point the output root (env GEOCLUSTER_OUTPUT, or `base_dir` of the `outputs` "
+        "resource) at a writable location. Earlier outputs were left untouched."
+    )
+
+
+def write_json(obj: object, target: Path | str) -> Path:
+    with atomic_path(target) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
+    return Path(target)

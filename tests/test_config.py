@@ -1,0 +1,108 @@
+"""The launchpad's run config and the plain settings dataclasses are one source of truth."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import typing
+
+import dagster as dg
+import pytest
+
+from geocluster_dagster.definitions import defs
+from geocluster_dagster.defs.config import SETTINGS_OF, MaskFlagChoice, to_settings
+from geocluster_dagster.mask import MASKABLE_FLAGS
+
+#: Settings the plain modules take that a run has no business changing.
+NOT_IN_RUN_CONFIG = {"preflight"}  # LoadSettings: a stored recipe reopens without it
+
+CASES = [
+    (config_class, field)
+    for config_class, settings_classes in SETTINGS_OF.items()
+    for settings_class in settings_classes
+    for field in dataclasses.fields(settings_class)
+    if field.name not in NOT_IN_RUN_CONFIG
+]
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, list | tuple):
+        return tuple(_plain(v) for v in value)
+    return value.value if isinstance(value, enum.Enum) else value
+
+
+def _choices(annotation: object) -> set[str] | None:
+    """The values a Literal (or Enum, or a list/tuple/Optional of one) allows."""
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return {member.value for member in annotation}
+    if typing.get_origin(annotation) is typing.Literal:
+        return set(typing.get_args(annotation))
+    for arg in typing.get_args(annotation):
+        if arg is not Ellipsis and (found := _choices(arg)) is not None:
+            return found
+    return None
+
+
+def test_every_config_class_has_exactly_the_fields_of_its_settings():
+    for config_class, settings_classes in SETTINGS_OF.items():
+        expected = {
+            f.name
+            for settings_class in settings_classes
+            for f in dataclasses.fields(settings_class)
+            if f.name not in NOT_IN_RUN_CONFIG
+        }
+        assert set(config_class.model_fields) == expected, config_class.__name__
+
+
+@pytest.mark.parametrize(("config_class", "field"), CASES, ids=lambda c: getattr(c, "name", ""))
+def test_config_defaults_descriptions_and_choices_come_from_the_settings(config_class, field):
+    config_field = config_class.model_fields[field.name]
+    assert config_field.description == field.metadata["description"]
+    assert _plain(getattr(config_class(), field.name)) == _plain(field.default)
+    settings_class = next(s for s in SETTINGS_OF[config_class] if field in dataclasses.fields(s))
+    hints = typing.get_type_hints(settings_class)
+    assert _choices(config_field.annotation) == _choices(hints[field.name])
+
+
+def test_default_config_gives_the_default_settings():
+    for config_class, settings_classes in SETTINGS_OF.items():
+        for settings_class in settings_classes:
+            assert to_settings(settings_class, config_class()) == settings_class()
+
+
+def test_the_mask_flag_choices_are_the_maskable_flags():
+    assert tuple(member.value for member in MaskFlagChoice) == MASKABLE_FLAGS
+
+
+@pytest.mark.parametrize(
+    ("asset", "config", "allowed"),
+    [
+        ("mosaic", {"method": "medain"}, "median"),
+        ("clusters", {"algorithm": "k-means"}, "minibatch_kmeans"),
+        ("band_stack", {"mask_flags": ["clouds"]}, "cloud_shadow"),
+        ("geotiff", {"compress": "jpeg"}, "deflate"),
+    ],
+)
+def test_a_mistyped_choice_is_refused_before_the_run_starts(asset, config, allowed):
+    job = defs.resolve_job_def("geocluster_pipeline")
+    with pytest.raises(dg.DagsterInvalidConfigError) as refused:
+        dg.validate_run_config(job, {"ops": {asset: {"config": config}}})
+    value = next(iter(config.values()))
+    assert repr(value[0] if isinstance(value, list) else value).strip("'") in str(refused.value)
+    # the launchpad offers the allowed values: the field's schema is an enum of them
+    ops = job.run_config_schema.config_type.fields["ops"].config_type
+    fields = ops.fields[asset].config_type.fields["config"].config_type.fields
+    assert allowed in _enum_values(fields[next(iter(config))].config_type)
+
+
+def _enum_values(config_type) -> set[str]:
+    """The values of the enum a config type is, or holds (in a list, or optional)."""
+    if getattr(config_type, "enum_values", None):
+        return {value.config_value for value in config_type.enum_values}
+    inner = getattr(config_type, "inner_type", None)
+    return _enum_values(inner) if inner is not None else set()
+
+
+def test_a_valid_choice_passes_validation():
+    job = defs.resolve_job_def("geocluster_pipeline")
+    dg.validate_run_config(job, {"ops": {"mosaic": {"config": {"method": "first_clear"}}}})
