@@ -11,8 +11,7 @@ import numpy as np
 import pystac
 import rasterio
 
-from geocluster_dagster.demo import DEMO_QA_CODES, SR_OFFSET, SR_SCALE
-from geocluster_dagster.demo.landscape import _spectra
+from geocluster_dagster.demo import DEMO_QA_CODES, SR_OFFSET, SR_SCALE, demo_spectra
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "run_benchmark.py"
 SIZE = 600
@@ -93,7 +92,7 @@ def _check_inputs(root: Path) -> None:
         clear = np.isin(qa, [DEMO_QA_CODES["clear_land"], DEMO_QA_CODES["clear_water"]])
         assert 0.5 < clear.mean() < 0.99
         # clear pixels are (mixtures of) spyndex samples within the demo's +-5 % brightness
-        real_red = np.concatenate([s[:, 3] for s in _spectra().values()])
+        real_red = np.concatenate([s[:, 3] for s in demo_spectra().values()])
         inside = (red[clear] >= 0.94 * real_red.min()) & (red[clear] <= 1.06 * real_red.max())
         assert inside.mean() > 0.999
         assert len(np.unique(red[clear])) > 100  # textured, not flat classes

@@ -8,8 +8,8 @@ codes), plus an AOI registry (a GeoJSON FeatureCollection holding the demo AOI).
 
 **The landscape is synthetic; the spectra are real.** Every surface value comes from the 120
 labelled Landsat 8 C2 L2 pixels that ship with ``spyndex`` (``spyndex/data/spectral.json``:
-SR_B1..SR_B7 reflectance, ST_B10 kelvin, classes Vegetation/Urban/Water). There are five
-land-cover classes (``DEMO_CLASSES``):
+SR_B1..SR_B7 reflectance, ST_B10 kelvin, classes Vegetation/Urban/Water; ``demo_spectra``).
+There are five land-cover classes (``DEMO_CLASSES``):
 
 - ``water``: one real Water sample per water body (a meandering river, a lake, a pond);
 - ``forest``: one real Vegetation sample per parcel (neighbouring stands take similar shades);
@@ -59,6 +59,7 @@ from geocluster_dagster.demo.landscape import (
     WATER,
     WETLAND,
     demo_ground,
+    demo_spectra,
     demo_truth,
 )
 from geocluster_dagster.demo.scene import DEMO_QA_CODES, SR_OFFSET, SR_SCALE, ST_OFFSET, ST_SCALE
@@ -82,5 +83,6 @@ __all__ = [
     "DemoPaths",
     "build_demo",
     "demo_ground",
+    "demo_spectra",
     "demo_truth",
 ]

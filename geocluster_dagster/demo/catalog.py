@@ -33,19 +33,18 @@ from rasterio.transform import Affine
 
 from geocluster_dagster.demo.landscape import _from_local, _transformer
 from geocluster_dagster.demo.scene import (
-    _ACQUISITIONS,
     _PIXEL,
     _QA_BITFIELDS,
-    _TILES,
+    DEMO_ACQUISITIONS,
+    DEMO_TILES,
     SR_OFFSET,
     SR_SCALE,
     ST_OFFSET,
     ST_SCALE,
-    _Acquisition,
-    _Observation,
-    _observe,
+    Acquisition,
+    Tile,
     _sample_tile,
-    _Tile,
+    observe,
 )
 from geocluster_dagster.errors import ConfigError, OutputNotWritable
 
@@ -122,8 +121,7 @@ def build_demo(root: Path | str, *, overwrite: bool = False) -> DemoPaths:
 _MEDIA_COG = pystac.MediaType.COG
 _LANDSAT_EXT = "https://landsat.usgs.gov/stac/landsat-extension/v1.1.1/schema.json"
 
-# asset key, file suffix, band name, center wavelength, fwhm, band description, asset title
-_SR_BANDS = (
+SR_BANDS = (
     ("coastal", "SR_B1", "OLI_B1", 0.44, 0.02, "Coastal/Aerosol", "Coastal/Aerosol Band"),
     ("blue", "SR_B2", "OLI_B2", 0.48, 0.06, "Visible blue", "Blue Band"),
     ("green", "SR_B3", "OLI_B3", 0.56, 0.06, "Visible green", "Green Band"),
@@ -140,20 +138,23 @@ _SR_BANDS = (
     ),
     ("swir22", "SR_B7", "OLI_B7", 2.2, 0.19, "Short-wave infrared", "Short-wave Infrared Band 2.2"),
 )
+"""The surface-reflectance assets in band order, each (asset key, file suffix, band name, centre
+wavelength, fwhm, band description, asset title). An item's asset ``key`` is the file
+``<product_id>_<suffix>.TIF``; the ``lwir11`` (ST_B10) and ``qa_pixel`` (QA_PIXEL) assets follow."""
 
 
-def _item_id(tile: _Tile, acq: _Acquisition) -> str:
+def item_id(tile: Tile, acq: Acquisition) -> str:
     """PC item id, e.g. LC08_L2SP_019036_20230610_02_T1."""
     return f"{acq.satellite}_L2SP_{tile.wrs_path:03d}{tile.wrs_row:03d}_{acq.day:%Y%m%d}_02_T1"
 
 
-def _product_id(tile: _Tile, acq: _Acquisition) -> str:
+def product_id(tile: Tile, acq: Acquisition) -> str:
     """USGS product id (names the files), e.g. LC08_L2SP_019036_20230610_20230617_02_T1."""
     path_row = f"{tile.wrs_path:03d}{tile.wrs_row:03d}"
     return f"{acq.satellite}_L2SP_{path_row}_{acq.day:%Y%m%d}_{acq.processed:%Y%m%d}_02_T1"
 
 
-def _footprint(tile: _Tile, transform: Affine) -> shapely.Polygon:
+def _footprint(tile: Tile, transform: Affine) -> shapely.Polygon:
     """Tile outline in lon/lat, densified so the cross-zone warp is followed; exterior CCW."""
     h, w = tile.shape
     left, top = transform.c, transform.f
@@ -181,11 +182,11 @@ def _bitfields() -> list[Bitfield]:
     ]
 
 
-def _add_assets(item: pystac.Item, folder: Path, product_id: str) -> None:
+def _add_assets(item: pystac.Item, folder: Path, product: str) -> None:
     """The nine assets, with eo:bands and raster:bands as the Planetary Computer has them."""
-    for key, suffix, band, centre, fwhm, band_description, title in _SR_BANDS:
+    for key, suffix, band, centre, fwhm, band_description, title in SR_BANDS:
         asset = pystac.Asset(
-            href=str(folder / f"{product_id}_{suffix}.TIF"),
+            href=str(folder / f"{product}_{suffix}.TIF"),
             title=title,
             description=f"Collection 2 Level-2 {title} ({suffix}) Surface Reflectance",
             media_type=_MEDIA_COG,
@@ -212,7 +213,7 @@ def _add_assets(item: pystac.Item, folder: Path, product_id: str) -> None:
         ]
 
     lwir = pystac.Asset(
-        href=str(folder / f"{product_id}_ST_B10.TIF"),
+        href=str(folder / f"{product}_ST_B10.TIF"),
         title="Surface Temperature Band",
         description="Collection 2 Level-2 Thermal Infrared Band (ST_B10) Surface Temperature",
         media_type=_MEDIA_COG,
@@ -241,7 +242,7 @@ def _add_assets(item: pystac.Item, folder: Path, product_id: str) -> None:
     ]
 
     qa = pystac.Asset(
-        href=str(folder / f"{product_id}_QA_PIXEL.TIF"),
+        href=str(folder / f"{product}_QA_PIXEL.TIF"),
         title="Pixel Quality Assessment Band",
         description="Collection 2 Level-1 Pixel Quality Assessment Band (QA_PIXEL)",
         media_type=_MEDIA_COG,
@@ -256,14 +257,26 @@ def _add_assets(item: pystac.Item, folder: Path, product_id: str) -> None:
     ClassificationExtension.ext(qa, add_if_missing=True).bitfields = _bitfields()
 
 
-def _make_item(
-    tile: _Tile, acq: _Acquisition, transform: Affine, obs: _Observation, folder: Path
+def make_item(
+    tile: Tile,
+    acq: Acquisition,
+    transform: Affine,
+    folder: Path,
+    *,
+    cloud_cover: float,
+    cloud_cover_land: float,
 ) -> pystac.Item:
+    """The Planetary-Computer-shaped item of ``tile`` on ``acq`` on the grid ``transform``.
+
+    Its assets point at ``folder/<product_id>_<suffix>.TIF`` (see ``SR_BANDS``); the files are
+    not touched. ``cloud_cover`` and ``cloud_cover_land`` are percentages of the valid pixels
+    and of the valid land pixels.
+    """
     h, w = tile.shape
     footprint = _footprint(tile, transform)
     acquired = datetime.combine(acq.day, tile.overpass, tzinfo=timezone.utc)
     item = pystac.Item(
-        id=_item_id(tile, acq),
+        id=item_id(tile, acq),
         geometry=shapely.geometry.mapping(footprint),
         bbox=list(footprint.bounds),
         datetime=acquired,
@@ -280,7 +293,7 @@ def _make_item(
                 f"{acq.day:%Y}{acq.day.timetuple().tm_yday:03d}LGN00"
             ),
             "landsat:correction": "L2SP",
-            "landsat:cloud_cover_land": obs.cloud_cover_land,
+            "landsat:cloud_cover_land": cloud_cover_land,
             "landsat:collection_number": "02",
             "landsat:collection_category": "T1",
             "geocluster:synthetic": True,
@@ -289,7 +302,7 @@ def _make_item(
         collection=DEMO_COLLECTION,
     )
     item.stac_extensions.append(_LANDSAT_EXT)
-    EOExtension.ext(item, add_if_missing=True).cloud_cover = obs.cloud_cover
+    EOExtension.ext(item, add_if_missing=True).cloud_cover = cloud_cover
     left, top = transform.c, transform.f
     ProjectionExtension.ext(item, add_if_missing=True).apply(
         code=f"EPSG:{tile.epsg}",
@@ -300,7 +313,7 @@ def _make_item(
     ViewExtension.ext(item, add_if_missing=True).apply(
         off_nadir=0, sun_azimuth=acq.sun_azimuth, sun_elevation=acq.sun_elevation
     )
-    _add_assets(item, folder, _product_id(tile, acq))
+    _add_assets(item, folder, product_id(tile, acq))
     return item
 
 
@@ -331,7 +344,7 @@ def _write_cog(
         dst.write(band, 1)
 
 
-def _catalog_and_collection() -> tuple[pystac.Catalog, pystac.Collection]:
+def catalog_and_collection() -> tuple[pystac.Catalog, pystac.Collection]:
     """The empty catalog and its ``landsat-c2-l2`` collection, both labelled synthetic."""
     catalog = pystac.Catalog(
         id=_CATALOG_ID,
@@ -366,7 +379,7 @@ def _catalog_and_collection() -> tuple[pystac.Catalog, pystac.Collection]:
         ],
         summaries=pystac.Summaries(
             {
-                "platform": sorted({a.platform for a in _ACQUISITIONS}),
+                "platform": sorted({a.platform for a in DEMO_ACQUISITIONS}),
                 "instruments": ["oli", "tirs"],
                 "gsd": [30],
             }
@@ -379,18 +392,25 @@ def _catalog_and_collection() -> tuple[pystac.Catalog, pystac.Collection]:
 
 def _write_demo(staging: Path) -> None:
     """Write the catalog, COGs, AOI registry and (last) the manifest into ``staging``."""
-    catalog, collection = _catalog_and_collection()
+    catalog, collection = catalog_and_collection()
 
     # the ground is the same on both dates; only the sky changes
-    sampled = {tile.key: _sample_tile(tile) for tile in _TILES}
-    for acq in _ACQUISITIONS:
-        for tile in _TILES:
+    sampled = {tile.key: _sample_tile(tile) for tile in DEMO_TILES}
+    for acq in DEMO_ACQUISITIONS:
+        for tile in DEMO_TILES:
             transform, x, y, classes, ground = sampled[tile.key]
-            obs = _observe(classes, ground, x, y, tile, acq)
-            folder = staging / DEMO_COLLECTION / _item_id(tile, acq)
+            obs = observe(classes, ground, x, y, tile, acq)
+            folder = staging / DEMO_COLLECTION / item_id(tile, acq)
             folder.mkdir(parents=True)
-            item = _make_item(tile, acq, transform, obs, folder)
-            rasters = {key: (obs.sr[i], 0, "average") for i, (key, *_) in enumerate(_SR_BANDS)}
+            item = make_item(
+                tile,
+                acq,
+                transform,
+                folder,
+                cloud_cover=obs.cloud_cover,
+                cloud_cover_land=obs.cloud_cover_land,
+            )
+            rasters = {key: (obs.sr[i], 0, "average") for i, (key, *_) in enumerate(SR_BANDS)}
             rasters["lwir11"] = (obs.st, 0, "average")
             rasters["qa_pixel"] = (obs.qa, 1, "nearest")  # never average bit flags
             for key, (band, nodata, resampling) in rasters.items():
@@ -473,7 +493,7 @@ def _demo_paths(root: Path) -> DemoPaths:
         aoi_id=DEMO_AOI_ID,
         start=start,
         end=datetime.combine(next_month, time(0), tzinfo=timezone.utc),
-        item_ids=tuple(_item_id(tile, acq) for acq in _ACQUISITIONS for tile in _TILES),
+        item_ids=tuple(item_id(tile, acq) for acq in DEMO_ACQUISITIONS for tile in DEMO_TILES),
     )
 
 

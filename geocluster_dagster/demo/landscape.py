@@ -4,8 +4,9 @@ Everything here is a deterministic function of position in a local azimuthal-equ
 centred on 84 W, 35 N (``_LOCAL_CRS``), so every tile, in whatever projection, samples the same
 ground. Parcels are Voronoi cells of a jittered grid, classed by a fractal "elevation", shores,
 a river, a lake, a pond, a town and its roads; each class is one real ``spyndex`` sample or a
-linear mixture of two (``_CLASS_MIXES``). ``demo_truth`` and ``demo_ground`` expose the class
-and the cloud-free surface values at any coordinates.
+linear mixture of two (``_CLASS_MIXES``, samples from ``demo_spectra``). ``demo_truth`` and
+``demo_ground`` expose the class and the cloud-free surface values at coordinates in any CRS;
+``local_landscape`` gives both at once in the local frame (``to_local``).
 """
 
 from __future__ import annotations
@@ -37,7 +38,12 @@ def _transformer(src_wkt: str, dst_wkt: str) -> Transformer:
     return Transformer.from_crs(CRS.from_wkt(src_wkt), CRS.from_wkt(dst_wkt), always_xy=True)
 
 
-def _to_local(x: np.ndarray, y: np.ndarray, crs: object) -> tuple[np.ndarray, np.ndarray]:
+def to_local(x: np.ndarray, y: np.ndarray, crs: object) -> tuple[np.ndarray, np.ndarray]:
+    """Coordinates in ``crs`` (an EPSG code such as 'EPSG:32616' or WKT) to the local frame.
+
+    The local frame is the one the landscape is defined in (``local_landscape``): metres, x east
+    and y north of 84 W, 35 N (azimuthal equidistant).
+    """
     try:
         src = CRS.from_user_input(crs).to_wkt()
     except CRSError as err:
@@ -195,7 +201,7 @@ def _parcel_class(i: np.ndarray, j: np.ndarray, sx: np.ndarray, sy: np.ndarray) 
 
 
 @lru_cache(maxsize=1)
-def _spectra() -> dict[str, np.ndarray]:
+def demo_spectra() -> dict[str, np.ndarray]:
     """The real spyndex samples per class: (n, 8) arrays of SR_B1..SR_B7, ST_B10."""
     import spyndex  # only its data file is needed; importing it costs ~0.15 s
 
@@ -220,9 +226,13 @@ _CLASS_MIXES = {
 _GROUND_NAMES = ("coastal", "blue", "green", "red", "nir", "swir16", "swir22", "lwir")
 
 
-def _landscape(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Class (uint8) and cloud-free values (8, ...): SR_B1..B7 reflectance, ST_B10 kelvin."""
-    spectra = _spectra()
+def local_landscape(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Class (uint8) and cloud-free values (8, ...) at local-frame metres (see ``to_local``).
+
+    The values are SR_B1..B7 reflectance and ST_B10 kelvin (float64). It makes many temporaries
+    the size of ``x``; render large grids in strips.
+    """
+    spectra = demo_spectra()
     veg, urb, wat = spectra["Vegetation"], spectra["Urban"], spectra["Water"]
     i, j, sx, sy = _nearest_parcel(x, y)
     classes = _parcel_class(i, j, sx, sy)
@@ -267,8 +277,8 @@ def _landscape(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def demo_truth(x: np.ndarray, y: np.ndarray, crs: str) -> np.ndarray:
     """Ground-truth land-cover class (uint8, 1..len(DEMO_CLASSES)) at coordinates in any CRS."""
-    lx, ly = _to_local(np.asarray(x, dtype=float), np.asarray(y, dtype=float), crs)
-    classes, _ = _landscape(lx, ly)
+    lx, ly = to_local(np.asarray(x, dtype=float), np.asarray(y, dtype=float), crs)
+    classes, _ = local_landscape(lx, ly)
     return classes
 
 
@@ -278,6 +288,6 @@ def demo_ground(x: np.ndarray, y: np.ndarray, crs: str) -> dict[str, np.ndarray]
     Keys are the pipeline's common band names (coastal, blue, green, red, nir, swir16, swir22,
     lwir). A clear pixel of the demo rasters decodes to these values within DN rounding.
     """
-    lx, ly = _to_local(np.asarray(x, dtype=float), np.asarray(y, dtype=float), crs)
-    _, values = _landscape(lx, ly)
+    lx, ly = to_local(np.asarray(x, dtype=float), np.asarray(y, dtype=float), crs)
+    _, values = local_landscape(lx, ly)
     return {name: values[i] for i, name in enumerate(_GROUND_NAMES)}

@@ -19,9 +19,9 @@ from geocluster_dagster.demo.landscape import (
     WATER,
     _fbm,
     _from_local,
-    _landscape,
-    _to_local,
     _value_noise,
+    local_landscape,
+    to_local,
 )
 
 # Collection 2 Level-2 encoding, as in the Planetary Computer's raster:bands.
@@ -152,7 +152,7 @@ DEMO_QA_CODES: dict[str, int] = {
 
 
 @dataclass(frozen=True)
-class _Tile:
+class Tile:
     """One WRS-2 crop on its own UTM grid."""
 
     key: str
@@ -165,7 +165,7 @@ class _Tile:
 
 
 @dataclass(frozen=True)
-class _Acquisition:
+class Acquisition:
     """One date: platform, clouds and sun."""
 
     satellite: str  # product-id prefix, e.g. LC08
@@ -179,32 +179,34 @@ class _Acquisition:
     fill_tile: str | None  # tile key with a fill collar on its west edge
 
 
-_TILES = (
-    _Tile("A", 32616, 19, 36, (300, 320), (-3300.0, -300.0), time(16, 9, 51)),
-    _Tile("B", 32617, 18, 36, (310, 300), (3300.0, 600.0), time(16, 3, 38)),
+DEMO_TILES = (
+    Tile("A", 32616, 19, 36, (300, 320), (-3300.0, -300.0), time(16, 9, 51)),
+    Tile("B", 32617, 18, 36, (310, 300), (3300.0, 600.0), time(16, 3, 38)),
 )
-_ACQUISITIONS = (
-    _Acquisition(
+"""The demo's two tiles: A (EPSG:32616, WRS 19/36) and B (EPSG:32617, WRS 18/36)."""
+DEMO_ACQUISITIONS = (
+    Acquisition(
         "LC08", "landsat-8", date(2023, 6, 10), date(2023, 6, 17), 521, 0.0, 110.4, 68.2, None
     ),
-    _Acquisition(
+    Acquisition(
         "LC09", "landsat-9", date(2023, 6, 18), date(2023, 6, 25), 522, 1.0, 108.9, 68.6, "A"
     ),
 )
+"""The demo's two dates: Landsat 8 on 2023-06-10, Landsat 9 on 2023-06-18 (fill collar on A)."""
 
 _CLOUD_T, _DILATED_T, _MEDIUM_T = 0.57, 0.5, 0.535  # thresholds on cloud density
 _STREET_WIDTH, _STREET_TAPER = 2800.0, 450.0
 _CLOUD_SPECTRUM = np.array([0.50, 0.51, 0.52, 0.53, 0.56, 0.44, 0.33])  # bright, flat, dips in SWIR
 
 
-def _shadow_offset(acq: _Acquisition) -> tuple[float, float]:
+def _shadow_offset(acq: Acquisition) -> tuple[float, float]:
     """Ground shift (m) from a cloud to its shadow: away from the sun, cloud tops ~2 km high."""
     length = 2000 / np.tan(np.radians(acq.sun_elevation))
     away = np.radians(acq.sun_azimuth + 180)
     return float(length * np.sin(away)), float(length * np.cos(away))
 
 
-def _cloud_density(x: np.ndarray, y: np.ndarray, acq: _Acquisition) -> np.ndarray:
+def _cloud_density(x: np.ndarray, y: np.ndarray, acq: Acquisition) -> np.ndarray:
     """Cumulus density; nonzero only inside this date's cloud streets (parallel to the shadows)."""
     dx, dy = _shadow_offset(acq)
     nx, ny = -dy / np.hypot(dx, dy), dx / np.hypot(dx, dy)  # across-street direction
@@ -218,7 +220,7 @@ def _cloud_density(x: np.ndarray, y: np.ndarray, acq: _Acquisition) -> np.ndarra
 
 
 @dataclass(frozen=True)
-class _Observation:
+class Observation:
     """One tile on one date: encoded rasters and their cloud statistics."""
 
     sr: np.ndarray  # (7, h, w) uint16 DN
@@ -228,15 +230,20 @@ class _Observation:
     cloud_cover_land: float
 
 
-def _observe(
+def observe(
     classes: np.ndarray,
     ground: np.ndarray,
     x: np.ndarray,
     y: np.ndarray,
-    tile: _Tile,
-    acq: _Acquisition,
-) -> _Observation:
-    """What the sensor sees through this date's clouds, encoded as C2 L2 DN and QA_PIXEL."""
+    tile: Tile,
+    acq: Acquisition,
+) -> Observation:
+    """What the sensor sees through this date's clouds, encoded as C2 L2 DN and QA_PIXEL.
+
+    ``classes`` and ``ground`` are ``local_landscape`` at the local-frame points ``x``, ``y``
+    (all of ``tile.shape``). The fill collar is drawn when ``acq.fill_tile == tile.key``; when
+    ``acq.fill_tile`` is None the clouds keep off the other date's collar.
+    """
     density = _cloud_density(x, y, acq)
     dx, dy = _shadow_offset(acq)
     shadow_density = _cloud_density(x - dx, y - dy, acq)
@@ -275,7 +282,7 @@ def _observe(
     qa = np.where(fill, codes["fill"], qa).astype(np.uint16)
 
     valid, land = ~fill, ~fill & ~water
-    return _Observation(
+    return Observation(
         sr=sr_dn,
         st=st_dn,
         qa=qa,
@@ -289,7 +296,7 @@ def _encode(values: np.ndarray, scale: float, offset: float) -> np.ndarray:
     return np.clip(np.rint((values - offset) / scale), 1, 65535).astype(np.uint16)
 
 
-def _fill_collar(tile: _Tile, acq: _Acquisition) -> np.ndarray:
+def _fill_collar(tile: Tile, acq: Acquisition) -> np.ndarray:
     """Slanted no-data collar along the tile's west edge, as at a real scene's edge."""
     rows, cols = np.indices(tile.shape)
     if acq.fill_tile != tile.key:
@@ -297,7 +304,7 @@ def _fill_collar(tile: _Tile, acq: _Acquisition) -> np.ndarray:
     return cols < 18 + 0.09 * rows
 
 
-def _tile_transform(tile: _Tile) -> Affine:
+def tile_transform(tile: Tile) -> Affine:
     """30 m grid whose pixel centres are on multiples of 30 m, as Landsat's."""
     h, w = tile.shape
     cx, cy = _from_local(np.array(tile.centre[0]), np.array(tile.centre[1]), f"EPSG:{tile.epsg}")
@@ -306,16 +313,16 @@ def _tile_transform(tile: _Tile) -> Affine:
     return Affine(_PIXEL, 0.0, first_x - _PIXEL / 2, 0.0, -_PIXEL, first_y + _PIXEL / 2)
 
 
-def _pixel_centres(tile: _Tile, transform: Affine) -> tuple[np.ndarray, np.ndarray]:
+def _pixel_centres(tile: Tile, transform: Affine) -> tuple[np.ndarray, np.ndarray]:
     rows, cols = np.indices(tile.shape)
     x = transform.c + (cols + 0.5) * transform.a
     y = transform.f + (rows + 0.5) * transform.e
     return x, y
 
 
-def _sample_tile(tile: _Tile) -> tuple[Affine, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _sample_tile(tile: Tile) -> tuple[Affine, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The tile's grid, its pixel centres in local metres, and the ground class/values there."""
-    transform = _tile_transform(tile)
-    x, y = _to_local(*_pixel_centres(tile, transform), f"EPSG:{tile.epsg}")
-    classes, ground = _landscape(x, y)
+    transform = tile_transform(tile)
+    x, y = to_local(*_pixel_centres(tile, transform), f"EPSG:{tile.epsg}")
+    classes, ground = local_landscape(x, y)
     return transform, x, y, classes, ground
