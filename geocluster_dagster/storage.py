@@ -16,25 +16,35 @@ import os
 import shutil
 import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .errors import OutputNotWritable
 
 
 @contextlib.contextmanager
-def atomic_path(target: Path | str, *, suffix: str = "") -> Iterator[Path]:
-    """A temporary path beside ``target`` that replaces it only if the block succeeds."""
+def atomic_path(
+    target: Path | str, *, keep_existing: Callable[[Path], bool] | None = None
+) -> Iterator[Path]:
+    """A temporary path beside ``target`` that replaces it only if the block succeeds.
+
+    The block makes the temporary path a file or a folder. ``keep_existing(target)`` is asked
+    when the block is done: True keeps what is at ``target`` (e.g. an equal copy another
+    process finished meanwhile) and discards the new one.
+    """
     target = Path(target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise _not_writable(target, err, full=disk_full(target)) from err
     remove_stale_temporaries(target)
-    tmp = target.with_name(f".{target.name}.{_owner()}-{uuid.uuid4().hex[:8]}.tmp{suffix}")
+    tmp = target.with_name(f".{target.name}.{_owner()}-{uuid.uuid4().hex[:8]}.tmp")
     try:
         yield tmp
-        _replace(tmp, target)
+        if keep_existing is not None and target.exists() and keep_existing(target):
+            remove_quietly(tmp)
+        else:
+            _replace(tmp, target)
     except OSError as err:
         # Judge the disk before the temporary file is removed and frees its space.
         storage_problem = _is_storage_problem(err, target)
@@ -106,15 +116,19 @@ def remove_stale_temporaries(target: Path) -> list[Path]:
 
 
 def _replace(tmp: Path, target: Path) -> None:
-    if tmp.is_dir():
-        # Directories cannot be swapped atomically: move the old one aside, then drop it.
-        old = target.with_name(f".{target.name}.{_owner()}-{uuid.uuid4().hex[:8]}.old")
-        if target.exists():
-            os.replace(target, old)
+    if not tmp.is_dir() or not target.exists():
         os.replace(tmp, target)
-        remove_quietly(old)
-    else:
+        return
+    # Directories cannot be swapped atomically: move the old one aside, then drop it (or put
+    # it back if the new one cannot take its place).
+    old = target.with_name(f".{target.name}.{_owner()}-{uuid.uuid4().hex[:8]}.old")
+    os.replace(target, old)
+    try:
         os.replace(tmp, target)
+    except OSError:
+        os.replace(old, target)
+        raise
+    remove_quietly(old)
 
 
 def remove_quietly(path: Path) -> None:

@@ -10,10 +10,6 @@ renamed into place, so ``root`` never holds a half-built demo.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
-import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
@@ -46,7 +42,8 @@ from geocluster_dagster.demo.scene import (
     _sample_tile,
     observe,
 )
-from geocluster_dagster.errors import ConfigError, OutputNotWritable
+from geocluster_dagster.errors import ConfigError
+from geocluster_dagster.storage import atomic_path
 
 DEMO_VERSION = "1"
 DEMO_AOI_ID = "demo"
@@ -93,25 +90,11 @@ def build_demo(root: Path | str, *, overwrite: bool = False) -> DemoPaths:
     if not overwrite and _is_complete(root):
         return paths
     _refuse_foreign_directory(root, overwrite)
-    try:
-        root.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.building-", dir=root.parent))
-    except OSError as err:
-        raise OutputNotWritable(
-            f"Cannot create the demo directory next to {root}: {err}. "
-            "Pass build_demo() a root in a writable location."
-        ) from err
-    try:
+    # Built in a temporary sibling and renamed into place. Two processes may build at once:
+    # unless told to overwrite, the one that finishes second keeps the first one's demo.
+    with atomic_path(root, keep_existing=None if overwrite else _is_complete) as staging:
+        staging.mkdir()
         _write_demo(staging)
-        _move_into_place(staging, root, overwrite)
-    except BaseException as err:
-        shutil.rmtree(staging, ignore_errors=True)
-        if isinstance(err, OSError) and not isinstance(err, OutputNotWritable):
-            raise OutputNotWritable(
-                f"Writing the demo into {root} failed: {err}. "
-                "Pass build_demo() a root on a writable disk with a few MB free."
-            ) from err
-        raise
     return paths
 
 
@@ -537,26 +520,3 @@ def _refuse_foreign_directory(root: Path, overwrite: bool) -> None:
             f"Demo root {root} is a non-empty directory that holds no demo; refusing to replace "
             "it. Pass an empty or new directory, or overwrite=True to replace its contents."
         )
-
-
-def _move_into_place(staging: Path, root: Path, overwrite: bool) -> None:
-    """Rename the finished staging directory to ``root``, replacing what was there."""
-    if not root.exists():
-        try:
-            os.rename(staging, root)
-            return
-        except OSError:
-            if not root.exists():
-                raise
-        # another process won the race; its demo is as good as ours
-    if not overwrite and _is_complete(root):
-        shutil.rmtree(staging, ignore_errors=True)
-        return
-    retired = root.parent / f".{root.name}.old-{uuid.uuid4().hex[:8]}"
-    os.rename(root, retired)
-    try:
-        os.rename(staging, root)
-    except OSError:
-        os.rename(retired, root)
-        raise
-    shutil.rmtree(retired, ignore_errors=True)
