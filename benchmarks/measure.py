@@ -3,8 +3,10 @@
 *wall s* is from launching the subprocess to its exit (Python start-up and imports included);
 *Mpx/s* is the scene's megapixels over all dates / wall s; *peak MB* is the peak resident memory
 of the step's whole process tree: the larger of the tree's summed RSS polled every 0.2 s and the
-kernel's ``ru_maxrss`` of the step's process (``os.wait4``). A step whose wall time passes the
-time limit, or whose tree's RSS passes the memory guard, is killed.
+kernel's high-water mark of the step's own process (``VmHWM``, polled likewise). Not
+``ru_maxrss``: Linux starts a child's at the peak RSS of the process that launched it, so
+it would count this benchmark's own peak (e.g. rendering the inputs) as the step's. A step
+whose wall time passes the time limit, or whose tree's RSS passes the memory guard, is killed.
 """
 
 from __future__ import annotations
@@ -118,12 +120,13 @@ def _run_watched(cmd: Sequence[str], env: Mapping[str, str], log: Path, limits: 
         started = time.perf_counter()
         proc = subprocess.Popen(cmd, env=env, stdout=sink, stderr=subprocess.STDOUT)
         handle = psutil.Process(proc.pid)
-        peak_tree, killed_by = 0, None
+        peak_tree, peak_own, killed_by = 0, 0, None
         while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            pid, status, _ = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
             peak_tree = max(peak_tree, _tree_rss(handle))
+            peak_own = max(peak_own, _high_water_mark(proc.pid))
             if time.perf_counter() - started > limits.timeout_s:
                 killed_by = "timeout"
             elif peak_tree > limits.guard_mb * 2**20:
@@ -134,14 +137,26 @@ def _run_watched(cmd: Sequence[str], env: Mapping[str, str], log: Path, limits: 
                         p.kill()
                     except psutil.Error:
                         pass
-                pid, status, usage = os.wait4(proc.pid, 0)
+                pid, status, _ = os.wait4(proc.pid, 0)
                 break
             time.sleep(POLL_S)
         wall = round(time.perf_counter() - started, 2)
         # os.wait4 reaped the child; tell Popen, which would otherwise wait for it again
         proc.returncode = os.waitstatus_to_exitcode(status)
-    peak_mb = max(peak_tree / 2**20, usage.ru_maxrss / 1024)  # ru_maxrss is in KiB on Linux
+    peak_mb = max(peak_tree, peak_own) / 2**20
     return _Exit(wall_s=wall, peak_mb=peak_mb, returncode=proc.returncode, killed_by=killed_by)
+
+
+def _high_water_mark(pid: int) -> int:
+    """Peak RSS of process ``pid`` since it exec'd, bytes (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024  # the kernel writes kB
+    except OSError:
+        pass
+    return 0
 
 
 def _tree(process: psutil.Process) -> list[psutil.Process]:

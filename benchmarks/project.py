@@ -27,9 +27,8 @@ from benchmarks.steps import BANDS
 
 MONTH = "2023-06"
 
-# dagster and geocluster_dagster.export are imported only after the step has run: on Linux a
-# child's ru_maxrss starts at the peak RSS of the process that launches it, so a step's peak MB
-# is at least this process's, and importing them up front would raise the floor's.
+# dagster and geocluster_dagster.export are imported only after the step has run, so that this
+# process stays small while the steps run beside it.
 
 
 def run_project(

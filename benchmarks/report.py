@@ -24,7 +24,7 @@ from benchmarks.steps import STEPS
 DEFINITIONS = {
     "wall_s": "subprocess launch to exit, Python start-up and imports included",
     "mpx_s": "size^2 x dates / wall_s / 1e6 (a pixel = one location on one date)",
-    "peak_mb": "max of the process tree's summed RSS (polled every 0.2 s) and ru_maxrss",
+    "peak_mb": "max of the process tree's summed RSS and the step process's VmHWM (both polled every 0.2 s)",
     "project_over_floor": "project wall_s / floor wall_s (ratio 3/1)",
     "baseline_over_project": "baseline wall_s / project wall_s (ratio 2/3)",
     "cog_copy_over_floor": "GDAL's COG copy of the project's geotiff, timed alone, / floor wall_s",

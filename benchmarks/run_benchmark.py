@@ -34,8 +34,8 @@ For each size N this
 Definitions (``benchmarks.measure``): *wall s* is from launching the subprocess to its exit
 (Python start-up and imports included); *Mpx/s* is N^2 x 2 dates / wall s (one pixel = one
 location on one date, all its bands); *peak MB* is the peak resident memory of the step's whole
-process tree: the larger of the tree's summed RSS polled every 0.2 s and the kernel's
-``ru_maxrss`` of the step's process (``os.wait4``).
+process tree: the larger of the tree's summed RSS and the kernel's high-water mark of the
+step's own process (``VmHWM``), both polled every 0.2 s.
 """
 
 from __future__ import annotations
