@@ -15,10 +15,10 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import shapely
 from shapely.geometry import MultiPolygon, Polygon, shape
@@ -238,7 +238,9 @@ def _parse_geometry(geojson: Any, *, where: str, auto_orient: bool) -> Polygon |
         _check_rings(rings, where=where, prefix=prefix, kind=kind)
     _check_lon_lat(polygons, where=where)
 
-    geometry = shapely.force_2d(shape(geojson))
+    # kind is "Polygon" or "MultiPolygon" (checked above), so shape() builds that class, and
+    # force_2d keeps the geometry type.
+    geometry = cast(Polygon | MultiPolygon, shapely.force_2d(shape(geojson)))
     if geometry.is_empty:
         raise InvalidAOI(f"{where} has an empty geometry: give a polygon with a non-zero area.")
     min_x, _, max_x, _ = geometry.bounds
@@ -299,7 +301,7 @@ def _check_rings(rings: Any, *, where: str, prefix: str, kind: str) -> None:
             )
 
 
-def _check_lon_lat(polygons: list[Any], *, where: str) -> None:
+def _check_lon_lat(polygons: Sequence[Any], *, where: str) -> None:
     positions = [pos for rings in polygons for ring in rings for pos in ring]
     xs = [abs(pos[0]) for pos in positions]
     ys = [abs(pos[1]) for pos in positions]

@@ -170,7 +170,7 @@ def _is_raster(asset: pystac.Asset) -> bool:
 
 def _common_names(asset: pystac.Asset) -> list[str]:
     bands = asset.extra_fields.get("eo:bands") or []
-    return [b.get("common_name") for b in bands if isinstance(b, dict) and b.get("common_name")]
+    return [str(b["common_name"]) for b in bands if isinstance(b, dict) and b.get("common_name")]
 
 
 def find_asset_key(item: pystac.Item, band: str, profile: SensorProfile | None = None) -> str:

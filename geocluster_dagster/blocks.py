@@ -14,9 +14,10 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import dask
 import dask.array as da
 import numpy as np
+from dask.base import compute
+from dask.delayed import delayed as delayed_call
 
 #: Chunk edge in pixels of every lazily read raster (the band stack and the stored GeoTIFFs):
 #: two source COG tiles of 512 px, and a block of 10 float32 bands stays at 40 MB.
@@ -41,20 +42,25 @@ def iter_blocks(
     """
     edges = [np.cumsum((0, *chunks)) for chunks in array.chunks]
     delayed = array.to_delayed(optimize_graph=True)
-    task = dask.delayed(apply, pure=True) if apply is not None else None
+    task = delayed_call(apply, pure=True) if apply is not None else None
     positions = list(np.ndindex(*delayed.shape))
     step = max(1, in_flight)
     batches = [positions[start : start + step] for start in range(0, len(positions), step)]
 
-    def compute(batch: list[tuple[int, ...]]) -> tuple[Any, ...]:
-        return dask.compute(*(delayed[p] if task is None else task(delayed[p]) for p in batch))
+    def compute_batch(batch: list[tuple[int, ...]]) -> tuple[Any, ...]:
+        results: tuple[Any, ...] = compute(
+            *(delayed[p] if task is None else task(delayed[p]) for p in batch)
+        )
+        return results
 
+    if not batches:
+        return
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="iter_blocks") as prefetch:
-        pending = prefetch.submit(compute, batches[0]) if batches else None
+        pending = prefetch.submit(compute_batch, batches[0])
         for number, batch in enumerate(batches):
             results = pending.result()
             if number + 1 < len(batches):
-                pending = prefetch.submit(compute, batches[number + 1])
+                pending = prefetch.submit(compute_batch, batches[number + 1])
             for position, result in zip(batch, results, strict=True):
                 index = tuple(
                     slice(int(e[i]), int(e[i + 1])) for e, i in zip(edges, position, strict=True)

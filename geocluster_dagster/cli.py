@@ -11,13 +11,21 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from .errors import GeoclusterError
 
+if TYPE_CHECKING:
+    import dagster as dg
 
-def _instance():
+
+#: The clustering scores printed after a run, from whichever asset's metadata records them.
+_SCORES = ("silhouette", "calinski_harabasz", "davies_bouldin", "inertia")
+
+
+def _instance() -> dg.DagsterInstance:
     """The Dagster instance of $DAGSTER_HOME, defaulting to <output root>/.dagster_home."""
     import dagster as dg
 
@@ -34,20 +42,19 @@ def _instance():
     return dg.DagsterInstance.get()
 
 
-def _sync_aois(instance) -> list[str]:
-    from .definitions import build_resources
-    from .defs.partitions import aoi_partitions
+def _sync_aois(instance: dg.DagsterInstance) -> list[str]:
+    from .definitions import aoi_registry_from_env
+    from .defs.partitions import AOI_PARTITIONS
 
-    registry = build_resources()["aoi_registry"]
-    aois = sorted(registry.load())
-    known = set(instance.get_dynamic_partitions(aoi_partitions.name))
+    aois = sorted(aoi_registry_from_env().load())
+    known = set(instance.get_dynamic_partitions(AOI_PARTITIONS))
     new = [a for a in aois if a not in known]
     if new:
-        instance.add_dynamic_partitions(aoi_partitions.name, new)
+        instance.add_dynamic_partitions(AOI_PARTITIONS, new)
     return aois
 
 
-def _materialize(aoi_id: str, month: str, run_config: dict | None) -> None:
+def _materialize(aoi_id: str, month: str, run_config: dict[str, Any] | None) -> None:
     from .definitions import defs
     from .defs.partitions import date_partitions, partition_key
 
@@ -68,32 +75,29 @@ def _materialize(aoi_id: str, month: str, run_config: dict | None) -> None:
         run_config=run_config or {},
         raise_on_error=False,
     )
-    for event in result.get_asset_materialization_events():
-        mat = event.event_specific_data.materialization
-        where = mat.metadata.get("output_path")
-        click.echo(f"  {mat.asset_key.to_user_string():<12} -> {where.value if where else ''}")
+    materialized = {
+        event.step_materialization_data.materialization.asset_key.to_user_string(): (
+            event.step_materialization_data.materialization.metadata
+        )
+        for event in result.get_asset_materialization_events()
+    }
+    for asset, metadata in materialized.items():
+        where = metadata.get("output_path")
+        click.echo(f"  {asset:<12} -> {where.value if where else ''}")
     if not result.success:
         for event in result.all_events:
             if event.is_step_failure:
-                click.echo(
-                    f"FAILED {event.step_key}: {event.step_failure_data.error.message.strip()}",
-                    err=True,
-                )
+                error = event.step_failure_data.error
+                message = error.message.strip() if error else "(no error recorded)"
+                click.echo(f"FAILED {event.step_key}: {message}", err=True)
         sys.exit(1)
-    diagnostics = next(
-        (
-            e.event_specific_data.materialization
-            for e in result.get_asset_materialization_events()
-            if e.event_specific_data.materialization.asset_key.to_user_string() == "diagnostics"
-        ),
-        None,
-    )
-    if diagnostics is not None:
-        scores = {
-            k: round(v.value, 4)
-            for k, v in diagnostics.metadata.items()
-            if k in ("silhouette", "calinski_harabasz", "davies_bouldin", "inertia")
-        }
+    scores = {
+        key: round(float(value.value), 4)  # type: ignore[arg-type]  # scores are float metadata
+        for metadata in materialized.values()
+        for key, value in metadata.items()
+        if key in _SCORES
+    }
+    if scores:
         click.echo(f"Scores: {scores}")
     click.echo("Open the UI with:  DAGSTER_HOME=" + os.environ["DAGSTER_HOME"] + " dagster dev")
 
@@ -146,10 +150,9 @@ def materialize(aoi_id: str, month: str, config_file: str | None) -> None:
 @main.command()
 def aois() -> None:
     """List the AOIs of the registry (env GEOCLUSTER_AOI_REGISTRY), validating each."""
-    from .definitions import build_resources
+    from .definitions import aoi_registry_from_env
 
-    registry = build_resources()["aoi_registry"]
-    for aoi in registry.load().values():
+    for aoi in aoi_registry_from_env().load().values():
         west, south, east, north = aoi.bbox
         click.echo(
             f"{aoi.id:<24} {aoi.name:<32} [{west:.4f}, {south:.4f}, {east:.4f}, {north:.4f}]"

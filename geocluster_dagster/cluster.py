@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import dask.array as da
 import joblib
@@ -36,6 +36,7 @@ from geocluster_dagster.errors import (
     NoClearPixels,
     TooFewPixels,
 )
+from geocluster_dagster.fields import described
 from geocluster_dagster.storage import atomic_path
 
 Algorithm = Literal["minibatch_kmeans", "kmeans", "bisecting_kmeans", "gaussian_mixture"]
@@ -50,46 +51,29 @@ NODATA_LABEL = 0
 class ClusterSettings:
     """How to cluster the pixels of one composite."""
 
-    n_clusters: int = field(
-        default=6,
-        metadata={
-            "description": "Number of clusters k (2..254); labels in the map run 1..k, 0 is nodata."
-        },
+    n_clusters: int = described(
+        6, "Number of clusters k (2..254); labels in the map run 1..k, 0 is nodata."
     )
-    algorithm: Algorithm = field(
-        default="minibatch_kmeans",
-        metadata={
-            "description": "Estimator: minibatch_kmeans (fast, default), kmeans, "
-            "bisecting_kmeans or gaussian_mixture."
-        },
+    algorithm: Algorithm = described(
+        "minibatch_kmeans",
+        "Estimator: minibatch_kmeans (fast, default), kmeans, "
+        "bisecting_kmeans or gaussian_mixture.",
     )
-    pca_components: int | None = field(
-        default=None,
-        metadata={
-            "description": "Reduce the standardised features to this many principal components "
-            "first; None = no PCA."
-        },
+    pca_components: int | None = described(
+        None,
+        "Reduce the standardised features to this many principal components first; None = no PCA.",
     )
-    sample_size: int = field(
-        default=200_000,
-        metadata={
-            "description": "Valid pixels drawn (seeded, uniformly over the raster) to fit the "
-            "model; every pixel is then predicted."
-        },
+    sample_size: int = described(
+        200_000,
+        "Valid pixels drawn (seeded, uniformly over the raster) to fit the "
+        "model; every pixel is then predicted.",
     )
-    seed: int = field(
-        default=0,
-        metadata={
-            "description": "Seed of the pixel sample and the estimator: same seed and inputs "
-            "give the same map."
-        },
+    seed: int = described(
+        0, "Seed of the pixel sample and the estimator: same seed and inputs give the same map."
     )
-    features: tuple[str, ...] = field(
-        default=(),
-        metadata={
-            "description": "GeoTIFF bands used as features; empty = the reflectance bands (no "
-            "thermal, no indices)."
-        },
+    features: tuple[str, ...] = described(
+        (),
+        "GeoTIFF bands used as features; empty = the reflectance bands (no thermal, no indices).",
     )
 
     def __post_init__(self) -> None:
@@ -150,19 +134,40 @@ def _feature_stack(ds: xr.Dataset, features: Sequence[str]) -> tuple[da.Array, x
             f"feature {features[0]!r} has dims {template.dims}; clustering needs 2-D (y, x) "
             "bands, e.g. a composite rather than a time stack."
         )
-    arrays = []
-    for name in features:
-        var = ds[name]
-        if set(var.dims) != set(template.dims):
-            raise ConfigError(
-                f"feature {name!r} has dims {var.dims} but {features[0]!r} has {template.dims}; "
-                "all features must share the same (y, x) grid."
-            )
-        arrays.append(da.asarray(var.transpose(*template.dims).data))
+    bands = _on_grid(
+        ds,
+        features,
+        template.dims,
+        kind="feature",
+        reference=repr(features[0]),
+        fix="all features must share the same (y, x) grid.",
+    )
+    arrays = [da.asarray(band.data) for band in bands]
     # da.stack unifies the chunks of the bands; the feature axis must be one chunk so that a
     # block holds every feature of its pixels.
     stack = da.stack(arrays).rechunk({0: -1})
     return stack, template
+
+
+def _on_grid(
+    ds: xr.Dataset,
+    names: Sequence[str],
+    dims: tuple[Hashable, ...],
+    *,
+    kind: str,
+    reference: str,
+    fix: str,
+) -> list[xr.DataArray]:
+    """The variables ``names`` of ``ds`` in ``dims`` order; ConfigError for one on another grid."""
+    variables = []
+    for name in names:
+        var = ds[name]
+        if set(var.dims) != set(dims):
+            raise ConfigError(
+                f"{kind} {name!r} has dims {var.dims} but {reference} has {dims}; {fix}"
+            )
+        variables.append(var.transpose(*dims))
+    return variables
 
 
 def _is_lazy(obj: xr.Dataset | xr.DataArray) -> bool:
@@ -173,7 +178,8 @@ def _is_lazy(obj: xr.Dataset | xr.DataArray) -> bool:
 
 def _valid_pixels(block: np.ndarray) -> np.ndarray:
     """Flat boolean mask of pixels whose every feature is finite; block is (feature, h, w)."""
-    return np.isfinite(block).all(axis=0).ravel()
+    valid: np.ndarray = np.isfinite(block).all(axis=0).ravel()
+    return valid
 
 
 #: First pass keeps pixels whose random key is below this many times n / pixels: enough for a
@@ -265,7 +271,7 @@ class FittedClusterer:
         return X
 
     @property
-    def estimator(self):
+    def estimator(self) -> Any:
         return self.pipeline[-1]
 
     def _model_centers(self) -> np.ndarray:
@@ -279,16 +285,19 @@ class FittedClusterer:
         X = self._check(X)
         if len(X) == 0:
             return np.zeros(0, dtype=np.uint8)
-        return self.label_of_raw[self.pipeline.predict(X)]
+        labels: np.ndarray = self.label_of_raw[self.pipeline.predict(X)]
+        return labels
 
     def transform(self, X: np.ndarray) -> np.ndarray:
         """X in the model's feature space (standardised [+ PCA]), where distances are measured."""
-        return self.pipeline[:-1].transform(self._check(X))
+        transformed: np.ndarray = self.pipeline[:-1].transform(self._check(X))
+        return transformed
 
     def centers(self) -> np.ndarray:
         """(k, n_features) cluster centres in the original feature units, row i = label i+1."""
         centers = self.pipeline[:-1].inverse_transform(self._model_centers())
-        return np.asarray(centers)[self._raw_of_label()]
+        in_label_order: np.ndarray = np.asarray(centers)[self._raw_of_label()]
+        return in_label_order
 
     def inertia(self, X: np.ndarray) -> float:
         """Sum of squared distances, in model space, from each row to its assigned centre."""
@@ -299,14 +308,15 @@ class FittedClusterer:
         return float(np.sum((Z - self._model_centers()[raw]) ** 2, dtype=np.float64))
 
 
-def _estimator_centers(estimator) -> np.ndarray:
+def _estimator_centers(estimator: Any) -> np.ndarray:
     """Cluster centres in model space, in the estimator's own label order."""
-    if isinstance(estimator, GaussianMixture):
-        return estimator.means_
-    return estimator.cluster_centers_
+    centers: np.ndarray = (
+        estimator.means_ if isinstance(estimator, GaussianMixture) else estimator.cluster_centers_
+    )
+    return centers
 
 
-def _make_estimator(settings: ClusterSettings):
+def _make_estimator(settings: ClusterSettings) -> Any:
     k, seed = settings.n_clusters, settings.seed
     if settings.algorithm == "minibatch_kmeans":
         return MiniBatchKMeans(n_clusters=k, n_init=3, batch_size=4096, random_state=seed)
@@ -385,7 +395,7 @@ def _predict_block(block: np.ndarray, model: FittedClusterer) -> np.ndarray:
 def predict_map(ds: xr.Dataset, model: FittedClusterer) -> xr.DataArray:
     """uint8 (y, x) cluster map: 0 where any feature is NaN, else 1..k; lazy when ds is dask."""
     stack, template = _feature_stack(ds, model.features)
-    labels = stack.map_blocks(_predict_block, model=model, drop_axis=0, dtype=np.uint8)
+    labels = da.map_blocks(_predict_block, stack, model=model, drop_axis=0, dtype=np.uint8)
     data = labels if _is_lazy(ds[list(model.features)]) else labels.compute()
     return xr.DataArray(
         data,
@@ -429,7 +439,8 @@ def sum_over_blocks(
         chunks=grid + tuple((size,) for size in out_shape),
         dtype=dtype,
     )
-    return per_block_results.sum(axis=(0, 1)).compute()
+    total: np.ndarray = per_block_results.sum(axis=(0, 1)).compute()
+    return total
 
 
 def n_clusters_of_map(cluster_map: xr.DataArray, n_clusters: int | None = None) -> int:
@@ -476,16 +487,15 @@ def cluster_signatures(
     To summarise a map while it is predicted and written, see :class:`LabelledBlocks`.
     """
     k = n_clusters_of_map(cluster_map, n_clusters)
-    names = list(ds.data_vars)
-    values = []
-    for name in names:
-        var = ds[name]
-        if set(var.dims) != set(cluster_map.dims):
-            raise ConfigError(
-                f"variable {name!r} has dims {var.dims} but the cluster map has "
-                f"{cluster_map.dims}; pass a dataset of 2-D bands on the map's grid."
-            )
-        values.append(var.transpose(*cluster_map.dims))
+    names = [str(name) for name in ds.data_vars]
+    values = _on_grid(
+        ds,
+        names,
+        cluster_map.dims,
+        kind="variable",
+        reference="the cluster map",
+        fix="pass a dataset of 2-D bands on the map's grid.",
+    )
 
     def block_stats(labels: np.ndarray, *blocks: np.ndarray) -> np.ndarray:
         return _label_stats_block(labels, *blocks, n_bins=k + 1)
@@ -517,7 +527,8 @@ def _signature_table(
             variance = np.where(count > 0, total_sq / count - mean * mean, np.nan)
             table[f"{name}_mean"] = mean
             table[f"{name}_std"] = np.sqrt(np.clip(variance, 0.0, None))
-    return pd.DataFrame(table)
+    frame: pd.DataFrame = pd.DataFrame(table)
+    return frame
 
 
 def _labels_and_stats(
@@ -540,7 +551,7 @@ class LabelledBlocks:
 
     def __init__(self, ds: xr.Dataset, model: FittedClusterer, *, in_flight: int = 4) -> None:
         _feature_stack(ds, model.features)  # names a missing or misshapen feature band
-        self.names = list(ds.data_vars)
+        self.names = [str(name) for name in ds.data_vars]
         self.model = model
         self._stack, template = _feature_stack(ds, self.names)
         #: The map's grid, name and dtype, for the writer; its pixels are never computed.
@@ -593,7 +604,7 @@ def pixel_area_m2(ds: xr.Dataset | xr.DataArray) -> float | None:
 # --------------------------------------------------------------------------------------------
 
 
-def save_model(model: FittedClusterer, path: str | os.PathLike) -> Path:
+def save_model(model: FittedClusterer, path: str | os.PathLike[str]) -> Path:
     """Write the model with joblib, atomically."""
     path = Path(path)
     with atomic_path(path) as tmp:
@@ -601,7 +612,7 @@ def save_model(model: FittedClusterer, path: str | os.PathLike) -> Path:
     return path
 
 
-def load_model(path: str | os.PathLike) -> FittedClusterer:
+def load_model(path: str | os.PathLike[str]) -> FittedClusterer:
     """Read a model written by save_model (joblib unpickles: only load files you trust)."""
     try:
         model = joblib.load(path)

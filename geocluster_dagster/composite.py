@@ -8,23 +8,25 @@ spectral bands.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
-import dask
 import dask.array as da
 import numpy as np
 import odc.geo.xr  # noqa: F401  (registers the .odc accessor)
 import rasterio.features
-import shapely
 import xarray as xr
 from affine import Affine
+from dask.base import compute
+from odc.geo.crs import CRS
 from odc.geo.geom import Geometry
+from shapely.geometry.base import BaseGeometry
 
 from .bands import spectral_order
 from .errors import ConfigError, NoClearPixels, NoOverlap
 from .export import RasterStats, write_geotiff
+from .fields import described
 from .load import CLEAR, NO_DATA
 
 CompositeMethod = Literal["median", "first_clear"]
@@ -34,19 +36,13 @@ CompositeMethod = Literal["median", "first_clear"]
 class CompositeSettings:
     """How overlapping observations become one image."""
 
-    method: CompositeMethod = field(
-        default="median",
-        metadata={
-            "description": "'median' of clear observations, or 'first_clear': the clear "
-            "observation from the least cloudy scene (real spectra, no mixing of dates)."
-        },
+    method: CompositeMethod = described(
+        "median",
+        "'median' of clear observations, or 'first_clear': the clear "
+        "observation from the least cloudy scene (real spectra, no mixing of dates).",
     )
-    all_touched: bool = field(
-        default=False,
-        metadata={
-            "description": "Keep every pixel the AOI polygon touches (default: pixel centre "
-            "inside)."
-        },
+    all_touched: bool = described(
+        False, "Keep every pixel the AOI polygon touches (default: pixel centre inside)."
     )
 
     def __post_init__(self) -> None:
@@ -80,26 +76,28 @@ class CoverageCounts:
         return {key: value for key, value in counts.items() if value is not None}
 
 
-def _grid(ds: xr.Dataset) -> tuple[Affine, object]:
+def _grid(ds: xr.Dataset) -> tuple[Affine, CRS]:
     return ds.odc.geobox.affine, ds.odc.geobox.crs
 
 
-def aoi_mask(ds: xr.Dataset, aoi: shapely.Geometry, *, all_touched: bool = False) -> xr.DataArray:
+def aoi_mask(ds: xr.Dataset, aoi: BaseGeometry, *, all_touched: bool = False) -> xr.DataArray:
     """Lazy boolean (y, x) mask, True inside the AOI polygon (given in lon/lat)."""
     transform, crs = _grid(ds)
     shape_in_grid = Geometry(aoi, "EPSG:4326").to_crs(crs).geom
     chunks = _yx_chunks(ds)
 
-    def block(block_info=None):
+    def block(block_info: dict[Any, Any] | None = None) -> np.ndarray:
+        assert block_info is not None  # dask passes it to every block
         (y0, y1), (x0, x1) = block_info[None]["array-location"]
         window_transform = transform * Affine.translation(x0, y0)
-        return rasterio.features.geometry_mask(
+        mask: np.ndarray = rasterio.features.geometry_mask(
             [shape_in_grid],
             out_shape=(y1 - y0, x1 - x0),
             transform=window_transform,
             invert=True,
             all_touched=all_touched,
         )
+        return mask
 
     mask = da.map_blocks(block, chunks=chunks, dtype=bool, meta=np.array((), dtype=bool))
     return xr.DataArray(mask, dims=("y", "x"), coords={"y": ds.y, "x": ds.x})
@@ -122,7 +120,7 @@ def coverage_counts(stack: xr.Dataset, inside: xr.DataArray) -> CoverageCounts:
         ((state != NO_DATA).any("time") & inside).sum(),
         ((state == CLEAR).any("time") & inside).sum(),
     )
-    total, with_data, clear = dask.compute(*(s.data for s in sums))
+    total, with_data, clear = compute(*(s.data for s in sums))
     return CoverageCounts(int(total), int(with_data), int(clear))
 
 
@@ -216,7 +214,8 @@ def median_of_dates(*dates: np.ndarray) -> np.ndarray:
         middle = np.fmin(first, second)
         middle += np.fmax(first, second)
         middle *= 0.5
-        return middle.astype(first.dtype, copy=False)
+        same_dtype: np.ndarray = middle.astype(first.dtype, copy=False)
+        return same_dtype
     count = np.zeros(dates[0].shape, dtype=np.int16)
     for image in dates:
         count += ~np.isnan(image)
@@ -282,12 +281,14 @@ def _median_over_time(series: xr.DataArray) -> xr.DataArray:
         )
     else:
         data = median_of_dates(*(d.values for d in dates))
-    return template.copy(data=data)
+    median: xr.DataArray = template.copy(data=data)
+    return median
 
 
 def clip(ds: xr.Dataset, inside: xr.DataArray) -> xr.Dataset:
     """NaN outside the AOI polygon (not just its bounding box)."""
-    return ds.where(inside).astype("float32").assign_attrs(ds.attrs)
+    clipped: xr.Dataset = ds.where(inside).astype("float32").assign_attrs(ds.attrs)
+    return clipped
 
 
 @dataclass(frozen=True)
@@ -300,7 +301,7 @@ class MosaicFacts:
 
 def write_mosaic(
     stack: xr.Dataset,
-    aoi: shapely.Geometry,
+    aoi: BaseGeometry,
     path: Path,
     settings: CompositeSettings = CompositeSettings(),
     *,
@@ -320,7 +321,7 @@ def write_mosaic(
     counted: list[CoverageCounts] = []
 
     def refuse_unclear(stats: RasterStats) -> None:
-        clear = stats.count[next(iter(image.data_vars))]
+        clear = stats.count[str(next(iter(image.data_vars)))]
         counted.append(written_coverage(stack, inside, aoi_pixels, clear, where=where))
 
     provenance = {

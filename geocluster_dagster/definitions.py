@@ -15,10 +15,15 @@ from .defs.sensors import ImageryWatch, aoi_registry_sensor, new_imagery_sensor
 from .search import DEFAULT_COLLECTION
 
 
+def aoi_registry_from_env() -> AOIRegistry:
+    """The AOI registry env GEOCLUSTER_AOI_REGISTRY names (default: the demo's)."""
+    return AOIRegistry(path=os.environ.get("GEOCLUSTER_AOI_REGISTRY", "demo"))
+
+
 def build_resources() -> dict[str, object]:
     """Resources from environment variables, so one code location serves any deployment."""
     return {
-        "aoi_registry": AOIRegistry(path=os.environ.get("GEOCLUSTER_AOI_REGISTRY", "demo")),
+        "aoi_registry": aoi_registry_from_env(),
         "stac": StacCatalog(
             url=os.environ.get("GEOCLUSTER_STAC_URL", "demo"),
             sign=os.environ.get("GEOCLUSTER_STAC_SIGN", "auto"),

@@ -8,7 +8,7 @@ the COGs' overviews, never at full resolution.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import xarray as xr
@@ -17,6 +17,7 @@ from . import evaluate, plot
 from .bands import WAVELENGTH_UM
 from .cluster_product import StoredClusters
 from .errors import ConfigError
+from .fields import described
 from .storage import atomic_path, write_json
 
 SCORES = "scores.json"
@@ -36,28 +37,18 @@ PREVIEWS = ("cluster_map", "true_colour", "signatures", "silhouette")
 class DiagnosticsSettings:
     """How much of the fit sample the scores use, and how large the figures are."""
 
-    elbow_k_min: int = field(default=2, metadata={"description": "Smallest k of the elbow curve."})
-    elbow_k_max: int = field(default=12, metadata={"description": "Largest k of the elbow curve."})
-    elbow_sample_size: int = field(
-        default=20_000,
-        metadata={
-            "description": "Pixels (seeded subset of the fit sample) the elbow curve refits "
-            "k-means on."
-        },
+    elbow_k_min: int = described(2, "Smallest k of the elbow curve.")
+    elbow_k_max: int = described(12, "Largest k of the elbow curve.")
+    elbow_sample_size: int = described(
+        20_000, "Pixels (seeded subset of the fit sample) the elbow curve refits k-means on."
     )
-    silhouette_sample_size: int = field(
-        default=10_000,
-        metadata={
-            "description": "Pixels (seeded sample) for the silhouette: it is quadratic in pixels."
-        },
+    silhouette_sample_size: int = described(
+        10_000, "Pixels (seeded sample) for the silhouette: it is quadratic in pixels."
     )
-    preview_size: int = field(
-        default=1024,
-        metadata={"description": "Longest side in pixels of map previews (read from overviews)."},
+    preview_size: int = described(
+        1024, "Longest side in pixels of map previews (read from overviews)."
     )
-    density_bins: int = field(
-        default=256, metadata={"description": "Bins per axis of the red-vs-NIR density scatter."}
-    )
+    density_bins: int = described(256, "Bins per axis of the red-vs-NIR density scatter.")
 
     def __post_init__(self) -> None:
         if self.elbow_sample_size < 1:

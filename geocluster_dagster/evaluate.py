@@ -11,7 +11,9 @@ import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
+from typing import Any
 
+import dask.array as da
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -35,6 +37,9 @@ from geocluster_dagster.cluster import (
 )
 from geocluster_dagster.errors import BandNotFound, ConfigError
 
+#: Label rasters or vectors: numpy, dask or xarray, or a plain sequence of labels.
+Labels = np.ndarray | da.Array | xr.DataArray | Sequence[int]
+
 # The silhouette needs all pairwise distances of its subsample; sklearn computes them in slices
 # of this many MB instead of its 1 GB default, so a 10 000-pixel silhouette stays small.
 SILHOUETTE_WORKING_MEMORY_MB = 128
@@ -57,7 +62,7 @@ class ClusterScores:
     n_silhouette: int
     """Number of samples behind silhouette (at most max_silhouette_samples)."""
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, float]:
         return asdict(self)
 
 
@@ -161,18 +166,19 @@ def elbow_curve(
         raise ConfigError("k_values is empty: pass the cluster counts to try, e.g. range(2, 11).")
     features = [f"feature_{i}" for i in range(samples.shape[1])]
 
-    def point(k: int) -> dict:
+    def point(k: int) -> dict[str, float]:
         model = fit_clusterer(samples, features, replace(settings, n_clusters=k))
         Zs, labels = _silhouette_input(model, samples, max_silhouette_samples, settings.seed)
         silhouette = _mean_silhouette(Zs, labels)
         return {"k": k, "inertia": model.inertia(samples), "silhouette": silhouette}
 
     # The fits are independent and spend their time in numpy/BLAS, which release the GIL:
-    # one thread per core (2.8 s -> 1.7 s for k = 2..12 on 2 cores, same numbers).
+    # one thread per core, same numbers as fitting one k after the other (README, Benchmark).
     ks = sorted(set(int(k) for k in k_values))
     with ThreadPoolExecutor(max_workers=min(len(ks), os.cpu_count() or 1)) as pool:
         rows = list(pool.map(point, ks))
-    return pd.DataFrame(rows, columns=["k", "inertia", "silhouette"])
+    curve: pd.DataFrame = pd.DataFrame(rows, columns=["k", "inertia", "silhouette"])
+    return curve
 
 
 # --------------------------------------------------------------------------------------------
@@ -181,7 +187,7 @@ def elbow_curve(
 
 
 def _pair_contingency(
-    cluster_labels, reference_labels
+    cluster_labels: Labels, reference_labels: Labels
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Contingency table (reference x cluster) over pixels with both labels non-zero, plus the
     reference and cluster label values of its rows and columns (empty ones dropped)."""
@@ -204,17 +210,15 @@ def _pair_contingency(
     return table[np.ix_(rows, cols)], rows, cols
 
 
-def _as_2d_labels(labels):
-    if isinstance(labels, xr.DataArray):
-        labels = labels.data
-    if not hasattr(labels, "chunks"):  # numpy or list
-        labels = np.asarray(labels)
-    if labels.ndim == 1:  # label vectors (e.g. sampled pixels) are a 1-row raster
-        labels = labels[np.newaxis]
-    return labels
+def _as_2d_labels(labels: Labels) -> np.ndarray | da.Array:
+    data = labels.data if isinstance(labels, xr.DataArray) else labels
+    array: np.ndarray | da.Array = data if isinstance(data, da.Array) else np.asarray(data)
+    if array.ndim == 1:  # label vectors (e.g. sampled pixels) are a 1-row raster
+        array = array[np.newaxis]
+    return array
 
 
-def _n_label_values(labels) -> int:
+def _n_label_values(labels: np.ndarray | da.Array) -> int:
     """Size of the label alphabet 0..max; uint8 maps need no extra pass over the data."""
     if labels.dtype == np.uint8:
         return 256
@@ -264,7 +268,7 @@ def _normalized_mutual_info_from_table(table: np.ndarray) -> float:
     return float(mutual_info / normaliser)
 
 
-def label_agreement(cluster_labels, reference_labels) -> dict:
+def label_agreement(cluster_labels: Labels, reference_labels: Labels) -> dict[str, Any]:
     """ARI, NMI and Hungarian-matched accuracy of a cluster map against reference labels.
 
     Pixels with reference <= 0 (unlabelled) or cluster 0 (nodata) are ignored. Accepts numpy,

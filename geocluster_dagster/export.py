@@ -14,7 +14,7 @@ import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 import dask.array as da
 import numpy as np
@@ -28,6 +28,7 @@ from rasterio.windows import Window
 
 from .blocks import CHUNK_SIZE, iter_blocks
 from .errors import AssetReadError
+from .fields import described
 from .storage import atomic_path, disk_full, remove_quietly
 
 T = TypeVar("T")
@@ -95,7 +96,7 @@ def _as_band_array(
         names = [str(ds.name or "band_1")]
         arrays = [ds]
     else:
-        names = list(bands or ds.data_vars)
+        names = list(bands) if bands else [str(name) for name in ds.data_vars]
         arrays = [ds[name] for name in names]
     stacked = da.stack([da.asarray(a.data) for a in arrays])
     return names, stacked.rechunk({0: -1})
@@ -111,20 +112,16 @@ Compression = Literal["deflate", "zstd", "lzw"]
 class CogSettings:
     """How a deliverable Cloud-Optimized GeoTIFF is compressed."""
 
-    compress: Compression = field(
-        default="deflate",
-        metadata={
-            "description": "COG compression: deflate (readable everywhere), zstd (2-3x faster "
-            "to write, GDAL >= 2.3) or lzw."
-        },
+    compress: Compression = described(
+        "deflate",
+        "COG compression: deflate (readable everywhere), zstd (about 2x faster "
+        "to write, GDAL >= 2.3) or lzw.",
     )
-    compress_level: int | None = field(
-        default=1,
-        metadata={
-            "description": "Compression level (deflate 1-12, zstd 1-22; ignored by lzw); None = "
-            "GDAL's default (deflate 6, zstd 9). Level 1 writes a scene's COG about 1.8x faster "
-            "than deflate 6 for a file about 3% larger."
-        },
+    compress_level: int | None = described(
+        1,
+        "Compression level (deflate 1-12, zstd 1-22; ignored by lzw); None = "
+        "GDAL's default (deflate 6, zstd 9). Level 1 writes a scene's COG about 1.8x faster "
+        "than deflate 6 for a file about 3% larger.",
     )
 
 
@@ -264,8 +261,8 @@ def write_cog(
 
 #: GDAL block cache (MB) while building overviews and the COG: bounded, so that the COG of a
 #: whole scene does not take GDAL's default 5% of RAM. The intermediate is band-sequential,
-#: so each band's overviews come from that band's blocks alone (1.3 s instead of 3.1 s for a
-#: pixel-interleaved one, 10 bands of 3840², this cache).
+#: so each band's overviews come from that band's blocks alone: within this cache, a
+#: pixel-interleaved one would make GDAL decode every tile once per band.
 COG_CACHE_MB = 256
 
 
@@ -339,9 +336,7 @@ def open_geotiff(path: Path | str, *, chunks: int = CHUNK_SIZE) -> xr.Dataset:
             tags, nodata = src.tags(), src.nodata
         # Every band of a window in one read: GDAL decompresses a pixel-interleaved tile once
         # for all its bands, where one read per band would decompress it once per band.
-        arr = rioxarray.open_rasterio(
-            path, chunks={"band": -1, "y": chunks, "x": chunks}, masked=False, lock=False
-        )
+        arr = _open_lazily(path, chunks={"band": -1, "y": chunks, "x": chunks}, masked=False)
     except rasterio.errors.RasterioIOError as err:
         raise AssetReadError(f"Cannot open {path} as a GeoTIFF: {err}") from err
     arr = arr.astype("float32")
@@ -356,9 +351,16 @@ def open_geotiff(path: Path | str, *, chunks: int = CHUNK_SIZE) -> xr.Dataset:
 def open_single_band(path: Path | str, *, chunks: int = CHUNK_SIZE) -> xr.DataArray:
     """A one-band GeoTIFF (e.g. an integer class map) as a lazy DataArray in its own dtype."""
     try:
-        arr = rioxarray.open_rasterio(
-            path, chunks={"band": 1, "y": chunks, "x": chunks}, lock=False
-        )
+        arr = _open_lazily(path, chunks={"band": 1, "y": chunks, "x": chunks})
     except rasterio.errors.RasterioIOError as err:
         raise AssetReadError(f"Cannot open {path} as a GeoTIFF: {err}") from err
-    return arr.isel(band=0, drop=True)
+    band: xr.DataArray = arr.isel(band=0, drop=True)
+    return band
+
+
+def _open_lazily(path: Path | str, **options: Any) -> xr.DataArray:
+    """rioxarray's dask-backed (band, y, x) array of a GeoTIFF (one file is one DataArray)."""
+    arr = rioxarray.open_rasterio(path, lock=False, **options)
+    if not isinstance(arr, xr.DataArray):
+        raise AssetReadError(f"{path} holds several subdatasets; expected one GeoTIFF raster.")
+    return arr

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import xarray as xr
 
 from .errors import BandNotFound, ConfigError
+from .fields import described
 
 #: spyndex band symbols -> this package's common band names.
 SPYNDEX_BANDS: dict[str, str] = {
@@ -42,13 +44,11 @@ INDEX_UNITS: dict[str, str] = {"lst": "degC"}
 class IndexSettings:
     """Which spectral indices the exported GeoTIFF carries besides the bands."""
 
-    indices: tuple[str, ...] | None = field(
-        default=None,
-        metadata={
-            "description": "Index names: 'ndvi', 'lst' or any Awesome Spectral Indices short "
-            "name (NDWI, EVI, SAVI, NDBI, ...); None = NDVI, plus LST when a thermal band is "
-            "loaded; empty = no index."
-        },
+    indices: tuple[str, ...] | None = described(
+        None,
+        "Index names: 'ndvi', 'lst' or any Awesome Spectral Indices short "
+        "name (NDWI, EVI, SAVI, NDBI, ...); None = NDVI, plus LST when a thermal band is "
+        "loaded; empty = no index.",
     )
 
     def names_for(self, ds: xr.Dataset) -> list[str]:
@@ -60,7 +60,8 @@ class IndexSettings:
 
 def _finite(values: xr.DataArray) -> xr.DataArray:
     """Division by zero (e.g. nir + red == 0) gives inf; that is missing, not a value."""
-    return values.where(np.isfinite(values)).astype("float32")
+    finite: xr.DataArray = values.where(np.isfinite(values)).astype("float32")
+    return finite
 
 
 def required_bands(name: str) -> tuple[str, ...]:
@@ -78,13 +79,14 @@ def required_bands(name: str) -> tuple[str, ...]:
     return tuple(SPYNDEX_BANDS[b] for b in index.bands if b in SPYNDEX_BANDS)
 
 
-def _constants() -> dict:
+def _constants() -> dict[str, Any]:
     import spyndex
 
     return dict(spyndex.constants)
 
 
-def _spyndex_index(name: str):
+def _spyndex_index(name: str) -> Any:
+    """The spyndex index called ``name`` (any case), or a ConfigError naming close matches."""
     import spyndex  # heavy import (pandas, dask, ...) only when an index asks for it
 
     by_lower = {key.lower(): key for key in spyndex.indices}
@@ -105,7 +107,7 @@ def compute_index(ds: xr.Dataset, name: str) -> xr.DataArray:
     if missing:
         raise BandNotFound(
             f"Index {name!r} needs band(s) {missing}, which the composite lacks (it has "
-            f"{sorted(ds.data_vars)}). Add them to `bands`, or drop {name!r} from `indices`"
+            f"{sorted(map(str, ds.data_vars))}). Add them to `bands`, or drop {name!r} from `indices`"
             + (" (Sentinel-2 has no thermal band)." if "lwir" in missing else ".")
         )
     if key == "ndvi":
@@ -127,14 +129,14 @@ def compute_index(ds: xr.Dataset, name: str) -> xr.DataArray:
             }
         )
         values = spyndex.computeIndex(index=index.short_name, params=params)
-    out = _finite(values).rename(key)
+    out: xr.DataArray = _finite(values).rename(key)
     out.attrs = {"long_name": key, "units": INDEX_UNITS.get(key, "1")}
     return out
 
 
 def add_indices(ds: xr.Dataset, names: Sequence[str]) -> xr.Dataset:
     """The dataset with one new variable per index name (duplicates ignored)."""
-    out = ds.copy()
+    out: xr.Dataset = ds.copy()
     for name in dict.fromkeys(n.lower() for n in names):
         if name in ds.data_vars:
             raise ConfigError(f"Index name {name!r} clashes with a band of the same name.")

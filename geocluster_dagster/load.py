@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import numpy as np
 import odc.stac
@@ -22,17 +22,20 @@ import rasterio
 import shapely
 import xarray as xr
 from affine import Affine
-from odc.geo import xy_
+from odc.geo import XY, xy_
 from odc.geo.geobox import GeoBox
 from odc.geo.geom import Geometry
 from pyproj import CRS
 from rasterio.warp import transform_geom
+from shapely.geometry.base import BaseGeometry
 
 from .bands import BandPlan, Scaling, SensorProfile, asset_scaling, plan_bands, sensor_profile
 from .blocks import CHUNK_SIZE
 from .errors import AssetReadError, ConfigError, NoOverlap
+from .fields import described
 from .mask import DEFAULT_MASK_FLAGS, MaskFlag, qa_mask
 from .remote import RemoteReader, RemoteReadSettings, RetryingRioDriver
+from .search import acquired
 
 log = logging.getLogger(__name__)
 
@@ -48,60 +51,36 @@ GroupBy = Literal["solar_day", "id"]
 class LoadSettings:
     """How to read items: which bands, on which grid, and what to mask."""
 
-    bands: tuple[str, ...] | None = field(
-        default=(),
-        metadata={
-            "description": "Common band names (blue, green, red, nir, swir16, swir22, lwir, "
-            "coastal, ...); empty = the sensor's defaults (Landsat adds lwir)."
-        },
+    bands: tuple[str, ...] | None = described(
+        (),
+        "Common band names (blue, green, red, nir, swir16, swir22, lwir, "
+        "coastal, ...); empty = the sensor's defaults (Landsat adds lwir).",
     )
-    resolution: float | None = field(
-        default=None,
-        metadata={
-            "description": "Output pixel size in CRS units; None = native (30 m Landsat, 10 m "
-            "Sentinel-2)."
-        },
+    resolution: float | None = described(
+        None, "Output pixel size in CRS units; None = native (30 m Landsat, 10 m Sentinel-2)."
     )
-    crs: str | None = field(
-        default=None,
-        metadata={
-            "description": "Output CRS, e.g. 'EPSG:32616'; None = the items' most common CRS (no "
-            "resampling for them)."
-        },
+    crs: str | None = described(
+        None,
+        "Output CRS, e.g. 'EPSG:32616'; None = the items' most common CRS (no "
+        "resampling for them).",
     )
-    chunk_size: int = field(
-        default=CHUNK_SIZE,
-        metadata={
-            "description": "Dask chunk edge in pixels: memory per task grows with its square."
-        },
+    chunk_size: int = described(
+        CHUNK_SIZE, "Dask chunk edge in pixels: memory per task grows with its square."
     )
-    resampling: Resampling = field(
-        default="nearest",
-        metadata={
-            "description": "Resampling of spectral bands when reprojecting; QA is always nearest."
-        },
+    resampling: Resampling = described(
+        "nearest", "Resampling of spectral bands when reprojecting; QA is always nearest."
     )
-    mask_clouds: bool = field(
-        default=True,
-        metadata={"description": "Mask with the QA band (Landsat QA_PIXEL, Sentinel-2 SCL)."},
+    mask_clouds: bool = described(True, "Mask with the QA band (Landsat QA_PIXEL, Sentinel-2 SCL).")
+    mask_flags: tuple[MaskFlag, ...] = described(
+        DEFAULT_MASK_FLAGS, "QA conditions treated as unusable."
     )
-    mask_flags: tuple[MaskFlag, ...] = field(
-        default=DEFAULT_MASK_FLAGS,
-        metadata={"description": "QA conditions treated as unusable."},
+    groupby: GroupBy = described(
+        "solar_day",
+        "'solar_day' fuses same-day tiles of a path into one observation; "
+        "'id' keeps every item apart.",
     )
-    groupby: GroupBy = field(
-        default="solar_day",
-        metadata={
-            "description": "'solar_day' fuses same-day tiles of a path into one observation; "
-            "'id' keeps every item apart."
-        },
-    )
-    preflight: bool = field(
-        default=True,
-        metadata={
-            "description": "Open every asset's header before loading, to fail early with the "
-            "URL that is broken."
-        },
+    preflight: bool = described(
+        True, "Open every asset's header before loading, to fail early with the URL that is broken."
     )
 
     def __post_init__(self) -> None:
@@ -129,7 +108,7 @@ def default_bands(profile: SensorProfile) -> tuple[str, ...]:
 
 @dataclass
 class _TimeSlice:
-    key: tuple
+    key: tuple[object, ...]
     items: list[pystac.Item] = field(default_factory=list)
     scalings: dict[str, Scaling] = field(default_factory=dict)
 
@@ -137,13 +116,12 @@ class _TimeSlice:
 def _solar_date(item: pystac.Item) -> str:
     """Local solar date: same-path adjacent scenes share it, different overpasses don't."""
     lon = shapely.geometry.shape(item.geometry).centroid.x if item.geometry else 0.0
-    when = item.datetime or item.common_metadata.start_datetime
-    return (when + timedelta(hours=lon / 15.0)).date().isoformat()
+    return (acquired(item) + timedelta(hours=lon / 15.0)).date().isoformat()
 
 
 def group_items(items: Sequence[pystac.Item], plan: BandPlan, groupby: str) -> list[_TimeSlice]:
     """Time slices in odc-stac's order; each slice shares one scale/offset per band."""
-    slices: dict[tuple, _TimeSlice] = {}
+    slices: dict[tuple[object, ...], _TimeSlice] = {}
     for index, item in enumerate(items):
         scalings = {
             band: asset_scaling(item, key, band, plan.profile) for band, key in plan.assets.items()
@@ -156,13 +134,13 @@ def group_items(items: Sequence[pystac.Item], plan: BandPlan, groupby: str) -> l
     return [slices[key] for key in sorted(slices)]
 
 
-def _grid_crs(items: Sequence[pystac.Item], aoi: shapely.Geometry, crs: str | None) -> CRS:
+def _grid_crs(items: Sequence[pystac.Item], aoi: BaseGeometry, crs: str | None) -> CRS:
     if crs is not None:
         try:
             return CRS.from_user_input(crs)
         except Exception as err:  # pyproj raises CRSError; message is enough
             raise ConfigError(f"`crs` {crs!r} is not a CRS pyproj understands: {err}") from err
-    epsgs = Counter(_item_epsg(item) for item in items if _item_epsg(item) is not None)
+    epsgs = Counter(epsg for epsg in map(_item_epsg, items) if epsg is not None)
     if not epsgs:
         return CRS.from_epsg(_utm_epsg(aoi))
     ranked = sorted(epsgs.items(), key=lambda kv: (-kv[1], kv[0] != _utm_epsg(aoi), kv[0]))
@@ -176,13 +154,15 @@ def _item_epsg(item: pystac.Item) -> int | None:
     return int(epsg) if epsg is not None else None
 
 
-def _utm_epsg(aoi: shapely.Geometry) -> int:
+def _utm_epsg(aoi: BaseGeometry) -> int:
     lon, lat = aoi.centroid.x, aoi.centroid.y
     zone = int((lon + 180) // 6) % 60 + 1
     return (32600 if lat >= 0 else 32700) + zone
 
 
-def _native_anchor(items: Sequence[pystac.Item], crs: CRS, resolution: float):
+def _native_anchor(
+    items: Sequence[pystac.Item], crs: CRS, resolution: float
+) -> XY[float] | Literal["edge"]:
     """Snap output pixels to the items' own grid when they are on it, so nothing is resampled.
 
     Landsat pixel centres sit on multiples of 30 m (edges at 15 m offsets), Sentinel-2 edges on
@@ -222,7 +202,7 @@ def tile_aligned_padding(
     offsets: Counter[tuple[int, int]] = Counter()
     origin_x, origin_y = geobox.affine.c, geobox.affine.f
     for item in items:
-        if _item_epsg(item) != geobox.crs.epsg:
+        if geobox.crs is None or _item_epsg(item) != geobox.crs.epsg:
             continue
         for key in plan.assets.values():
             asset = item.assets.get(key)
@@ -263,26 +243,27 @@ def _padded(geobox: GeoBox, rows: int, cols: int) -> GeoBox:
 def _check_assets(
     items: Sequence[pystac.Item],
     asset_keys: Sequence[str],
-    aoi: shapely.Geometry,
+    aoi: BaseGeometry,
     reader: RemoteReader,
 ) -> None:
     """Open each asset header (in parallel) and check it is a raster that touches the AOI."""
 
-    def probe(job: tuple[pystac.Item, str]):
+    def probe(job: tuple[pystac.Item, str]) -> str | bool:
+        """Whether the asset touches the AOI, or what is wrong with it."""
         item, key = job
         href = item.assets[key].get_absolute_href() or item.assets[key].href
         try:
             footprint = reader.read(href, _footprint)
         except AssetReadError as err:
-            return ("error", f"asset {key!r} of item {item.id!r}: {err}")
+            return f"asset {key!r} of item {item.id!r}: {err}"
         if footprint is None:
-            return ("error", f"asset {key!r} of item {item.id!r} ({href}) has no CRS")
-        return ("ok", footprint.intersects(aoi))
+            return f"asset {key!r} of item {item.id!r} ({href}) has no CRS"
+        return bool(footprint.intersects(aoi))
 
     jobs = [(item, key) for item in items for key in asset_keys]
     with ThreadPoolExecutor(max_workers=8) as pool:
         results = list(pool.map(probe, jobs))
-    errors = [msg for status, msg in results if status == "error"]
+    errors = [result for result in results if isinstance(result, str)]
     if errors:
         more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
         raise AssetReadError(
@@ -290,7 +271,7 @@ def _check_assets(
             + " | ".join(errors[:3])
             + more
         )
-    if not any(touches for _, touches in results):
+    if not any(results):
         raise NoOverlap(
             f"None of the {len(items)} items' rasters overlap the AOI (bounds "
             f"{tuple(round(v, 4) for v in aoi.bounds)} lon/lat), although their STAC footprints do. "
@@ -298,7 +279,7 @@ def _check_assets(
         )
 
 
-def _footprint(url: str) -> shapely.Geometry | None:
+def _footprint(url: str) -> BaseGeometry | None:
     """The raster's footprint in lon/lat, None if it has no CRS."""
     with rasterio.open(url) as src:
         if src.crs is None:
@@ -311,7 +292,7 @@ def _footprint(url: str) -> shapely.Geometry | None:
 
 def load_band_stack(
     items: Sequence[pystac.Item],
-    aoi: shapely.Geometry,
+    aoi: BaseGeometry,
     settings: LoadSettings = LoadSettings(),
     *,
     href_signer: Callable[[str], str] | None = None,
@@ -346,6 +327,8 @@ def load_band_stack(
         anchor=_native_anchor(items, crs, resolution),
         geopolygon=Geometry(aoi, "EPSG:4326"),
     )
+    if geobox is None:  # odc-stac returns None only when given neither items nor a polygon
+        raise NoOverlap(f"No output grid for the AOI {aoi.bounds}: it has no area.")
     pad_rows, pad_cols = tile_aligned_padding(items, plan, geobox, settings.chunk_size)
     raw = odc.stac.load(
         items,
@@ -376,6 +359,8 @@ def load_band_stack(
         has_data = valid if has_data is None else has_data & valid
         physical[band] = (dn.astype("float32") * scale + offset).astype("float32")
 
+    if has_data is None:
+        raise ConfigError("No band to load: name at least one in `bands`.")
     if plan.qa_asset:
         qa = raw[plan.qa_asset]
         masked = qa_mask(qa, plan.profile.qa_kind, settings.mask_flags) | (
@@ -399,10 +384,13 @@ def load_band_stack(
         mask_flags=",".join(settings.mask_flags) if settings.mask_clouds else "",
         bands=",".join(plan.assets),
     )
-    return out
+    stack: xr.Dataset = out
+    return stack
 
 
-def _metadata_defaults(items, plan: BandPlan, slices: Sequence[_TimeSlice]) -> dict:
+def _metadata_defaults(
+    items: Sequence[pystac.Item], plan: BandPlan, slices: Sequence[_TimeSlice]
+) -> dict[str, Any]:
     """odc-stac defaults for items that do not declare data type / nodata (e.g. PC Sentinel-2)."""
     assets = {
         key: {"data_type": plan.profile.band_dtype, "nodata": slices[0].scalings[band].nodata}
@@ -417,7 +405,9 @@ def _metadata_defaults(items, plan: BandPlan, slices: Sequence[_TimeSlice]) -> d
     return {collection: {"assets": assets, "warnings": "ignore"} for collection in collections}
 
 
-def _per_time(slices: Sequence[_TimeSlice], band: str, time: xr.DataArray):
+def _per_time(
+    slices: Sequence[_TimeSlice], band: str, time: xr.DataArray
+) -> tuple[xr.DataArray, xr.DataArray, float | None]:
     scalings = [s.scalings[band] for s in slices]
     nodatas = {s.nodata for s in scalings}
     if len(nodatas) > 1:
@@ -434,6 +424,6 @@ def _per_time(slices: Sequence[_TimeSlice], band: str, time: xr.DataArray):
 
 
 def _mean_cloud_cover(items: Sequence[pystac.Item]) -> float:
-    values = [i.properties.get("eo:cloud_cover") for i in items]
-    values = [float(v) for v in values if v is not None]
+    found = [i.properties.get("eo:cloud_cover") for i in items]
+    values = [float(v) for v in found if v is not None]
     return float(np.mean(values)) if values else float("nan")

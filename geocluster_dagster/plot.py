@@ -15,12 +15,16 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Literal, cast
 
 import numpy as np
 import pandas as pd
 import rasterio
 from matplotlib import colormaps
+from matplotlib.axes import Axes
+from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
+from matplotlib.layout_engine import ConstrainedLayoutEngine
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 from rasterio.enums import Resampling
@@ -36,7 +40,7 @@ NODATA_COLOR = (1.0, 1.0, 1.0, 0.0)  # transparent: the hatched axes background 
 # Masked pixels must not look like bright surfaces (cloud, sand, roofs), hence grey hatching.
 MASKED_FACE, MASKED_HATCH_COLOR, MASKED_HATCH = "0.93", "0.65", "////"
 
-PathLike = str | os.PathLike
+PathLike = str | os.PathLike[str]
 
 
 # --------------------------------------------------------------------------------------------
@@ -53,9 +57,13 @@ def cluster_colors(k: int) -> list[tuple[float, float, float]]:
     """
     if k < 0:
         raise ConfigError(f"k={k} is invalid: the number of colours cannot be negative.")
-    tab10 = colormaps["tab10"].colors
-    tab20_light = colormaps["tab20"].colors[1::2]
-    palette = [tuple(map(float, c[:3])) for c in (*tab10, *tab20_light) if len(set(c[:3])) > 1]
+    tab10 = _listed_colors("tab10")
+    tab20_light = _listed_colors("tab20")[1::2]
+    palette = [
+        (float(c[0]), float(c[1]), float(c[2]))
+        for c in (*tab10, *tab20_light)
+        if len(set(c[:3])) > 1
+    ]
     i = 0
     while len(palette) < k:
         hue = (0.11 + i * 0.618034) % 1.0
@@ -63,6 +71,17 @@ def cluster_colors(k: int) -> list[tuple[float, float, float]]:
         palette.append(colorsys.hls_to_rgb(hue, lightness, 0.75))
         i += 1
     return palette[:k]
+
+
+def _listed_colors(name: str) -> Sequence[Sequence[float]]:
+    # tab10 and tab20 are ListedColormaps whose ``colors`` is a tuple of RGB float tuples (the
+    # stubs type ``colors`` as any array-like or colour).
+    return cast(Sequence[Sequence[float]], cast(ListedColormap, colormaps[name]).colors)
+
+
+def _extent_tuple(extent: Sequence[float]) -> tuple[float, float, float, float]:
+    left, right, bottom, top = extent
+    return left, right, bottom, top
 
 
 def map_figure_size(extent: Sequence[float], *, legend_width: float = 0.0) -> tuple[float, float]:
@@ -73,14 +92,19 @@ def map_figure_size(extent: Sequence[float], *, legend_width: float = 0.0) -> tu
     return MAP_SIZE[0], float(min(max(map_width * aspect + 1.4, 3.5), 12.0))
 
 
-def _new_figure(size: tuple[float, float], layout: str = "constrained") -> Figure:
+def _new_figure(
+    size: tuple[float, float],
+    layout: Literal["constrained", "compressed", "tight"] = "constrained",
+) -> Figure:
     # "compressed" is constrained layout for fixed-aspect axes (maps); plain constrained layout
     # mis-places their axis labels.
     fig = Figure(figsize=size, dpi=DPI, layout=layout)
     if layout == "compressed":
         # With a legend outside on the right, compressed layout sets the map flush against the
         # left edge and cuts the y-axis label off; keep a margin for it.
-        fig.get_layout_engine().set(rect=(0.03, 0.0, 0.97, 1.0))
+        engine = fig.get_layout_engine()
+        if isinstance(engine, ConstrainedLayoutEngine):  # what layout="compressed" creates
+            engine.set(rect=(0.03, 0.0, 0.97, 1.0))
     return fig
 
 
@@ -160,7 +184,7 @@ def read_preview(
     return array, (bounds.left, bounds.right, bounds.bottom, bounds.top)
 
 
-def _format_map_axes(ax, crs_label: str | None, axis_units: str) -> None:
+def _format_map_axes(ax: Axes, crs_label: str | None, axis_units: str) -> None:
     """Axis labels with units; metres are shown as km so that tick labels stay short."""
     crs_text = f", {crs_label}" if crs_label else ""
     if axis_units in ("m", "metre", "meter"):
@@ -215,7 +239,7 @@ def plot_cluster_map(
 
     fig = _new_figure(map_figure_size(extent, legend_width=3.0), layout="compressed")
     ax = fig.add_subplot()
-    ax.imshow(lookup[safe], extent=tuple(extent), interpolation="nearest")
+    ax.imshow(lookup[safe], extent=_extent_tuple(extent), interpolation="nearest")
     _format_map_axes(ax, crs_label, axis_units)
     ax.set_title(title)
     handles = [
@@ -244,7 +268,8 @@ def _percentile_stretch(band: np.ndarray, low: float = 2, high: float = 98) -> n
     lo, hi = np.percentile(band[finite], [low, high])
     if hi <= lo:
         return np.where(finite, 0.5, 0.0)
-    return np.clip((band - lo) / (hi - lo), 0.0, 1.0)
+    stretched: np.ndarray = np.clip((band - lo) / (hi - lo), 0.0, 1.0)
+    return stretched
 
 
 def plot_rgb(
@@ -270,7 +295,7 @@ def plot_rgb(
 
     fig = _new_figure(map_figure_size(extent), layout="compressed")
     ax = fig.add_subplot()
-    ax.imshow(image, extent=tuple(extent), interpolation="nearest")
+    ax.imshow(image, extent=_extent_tuple(extent), interpolation="nearest")
     _format_map_axes(ax, crs_label, axis_units)
     ax.set_title(f"{title}\n(2–98 % stretch per band; masked pixels hatched)")
     return _save(fig, path)
@@ -297,11 +322,12 @@ def plot_spectral_signatures(
             f"bands {missing or bands} have no '<band>_mean' column in the signatures; "
             "pick bands among the variables the signatures were computed on."
         )
-    use_wavelengths = wavelengths is not None and all(b in wavelengths for b in bands)
-    if use_wavelengths:
+    if wavelengths is not None and all(b in wavelengths for b in bands):
+        use_wavelengths = True
         bands = sorted(bands, key=lambda b: wavelengths[b])
         x = np.array([wavelengths[b] for b in bands], dtype=float)
     else:
+        use_wavelengths = False
         x = np.arange(len(bands), dtype=float)
     n_clusters = int(signatures["cluster"].max())
     colors = cluster_colors(n_clusters)

@@ -30,9 +30,12 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
+import numpy as np
 import rasterio
 import rasterio.errors
-from odc.loader import RasterSource, RioDriver, RioReader
+from odc.geo.geobox import GeoBox
+from odc.loader import RasterLoadParams, RasterSource, RioDriver, RioReader
+from odc.loader.types import ReaderSubsetSelection
 
 from .errors import AssetReadError, ConfigError
 
@@ -115,7 +118,8 @@ class PlanetaryComputerSigner:
     def __call__(self, href: str) -> str:
         import planetary_computer  # lazily: only Planetary Computer reads need it
 
-        return planetary_computer.sign(href)
+        signed: str = planetary_computer.sign(href)
+        return signed
 
     def renew(self, rejected_url: str) -> None:
         """Forget the cached token carried by ``rejected_url``: the next call fetches a new one."""
@@ -256,15 +260,21 @@ class RetryingRioDriver(RioDriver):
         return _RetryingRioReader(src, ctx, self.reader)
 
 
-class _RetryingRioReader:
+class _RetryingRioReader(RioReader):
     """A RioReader per attempt, on the href signed at that moment."""
 
     def __init__(self, src: RasterSource, ctx: Any, reader: RemoteReader) -> None:
-        self._src = src
-        self._ctx = ctx
+        super().__init__(src, ctx)  # sets self._src and self._ctx
         self._reader = reader
 
-    def read(self, cfg, dst_geobox, *, dst=None, selection=None):
+    def read(
+        self,
+        cfg: RasterLoadParams,
+        dst_geobox: GeoBox,
+        *,
+        dst: np.ndarray | None = None,
+        selection: ReaderSubsetSelection | None = None,
+    ) -> tuple[tuple[slice, slice], np.ndarray]:
         # fail_on_error must be on (load.py sets it): otherwise odc logs and swallows the error.
         return self._reader.read(
             self._src.uri,

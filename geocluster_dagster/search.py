@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -30,6 +30,7 @@ from shapely.geometry.base import BaseGeometry
 from urllib3 import Retry
 
 from geocluster_dagster.errors import AssetReadError, ConfigError, NoItemsFound
+from geocluster_dagster.fields import described
 from geocluster_dagster.storage import write_json
 
 PLANETARY_COMPUTER_STAC = "https://planetarycomputer.microsoft.com/api/stac/v1"
@@ -42,6 +43,8 @@ _RETRY_STATUSES = (429, 500, 502, 503, 504)
 _STATIC_CATALOG_NAMES = ("catalog.json", "collection.json")
 # Relaxed re-queries only explain an empty result, so a bounded sample is enough.
 _DIAGNOSIS_LIMIT = 500
+#: What pystac-client raises when an API cannot answer a request (beyond its own retries).
+_SEARCH_ERRORS = (APIError, NotImplementedError, ValueError, pystac.STACError)
 
 
 #: The collection searched when none is configured (run config, sensor and demo alike).
@@ -52,24 +55,15 @@ DEFAULT_COLLECTION = "landsat-c2-l2"
 class SearchSettings:
     """What to search for in a partition's AOI and time window."""
 
-    collection: str = field(
-        default=DEFAULT_COLLECTION,
-        metadata={
-            "description": "STAC collection: 'landsat-c2-l2' or 'sentinel-2-l2a' (provider ids "
-            "work too)."
-        },
+    collection: str = described(
+        DEFAULT_COLLECTION,
+        "STAC collection: 'landsat-c2-l2' or 'sentinel-2-l2a' (provider ids work too).",
     )
-    max_cloud_cover: float | None = field(
-        default=60.0,
-        metadata={
-            "description": "Keep scenes with eo:cloud_cover at most this (percent); None = no limit."
-        },
+    max_cloud_cover: float | None = described(
+        60.0, "Keep scenes with eo:cloud_cover at most this (percent); None = no limit."
     )
-    max_items: int | None = field(
-        default=None,
-        metadata={
-            "description": "Keep at most this many items (the first ones in time order); None = all."
-        },
+    max_items: int | None = described(
+        None, "Keep at most this many items (the first ones in time order); None = all."
     )
 
 
@@ -250,7 +244,7 @@ class _ApiCatalog:
         parameters = _api_search_parameters(self.client, query, self.source.page_size, limit)
         try:
             items = list(self.client.search(**parameters).items())
-        except (APIError, NotImplementedError, ValueError, pystac.STACError) as err:
+        except _SEARCH_ERRORS as err:
             raise AssetReadError(
                 f"STAC search at {self.source.url} failed ({type(err).__name__}: {err}); tried "
                 f"POST /search for collection {query.collection!r} with "
@@ -266,13 +260,13 @@ class _ApiCatalog:
     def has_collection(self, collection: str) -> bool:
         try:
             return self.client.get_collection(collection) is not None
-        except (APIError, NotImplementedError, ValueError, pystac.STACError):
+        except _SEARCH_ERRORS:
             return True  # cannot tell: let the other diagnoses speak
 
     def collection_ids(self) -> list[str]:
         try:
             return sorted(c.id for c in self.client.get_collections())
-        except (APIError, NotImplementedError, ValueError, pystac.STACError):
+        except _SEARCH_ERRORS:
             return []
 
 
@@ -432,6 +426,17 @@ def _time_span(item: pystac.Item) -> tuple[datetime, datetime] | None:
     if start is None or end is None:
         return None
     return _as_utc(start), _as_utc(end)
+
+
+def acquired(item: pystac.Item) -> datetime:
+    """When an item was acquired (UTC): its datetime, else the start of its range.
+
+    Every item :func:`search_items` returns has one or the other.
+    """
+    moment = item.datetime or item.common_metadata.start_datetime
+    if moment is None:
+        raise ConfigError(f"STAC item {item.id!r} has neither datetime nor start_datetime.")
+    return _as_utc(moment)
 
 
 def _sort_key(item: pystac.Item) -> tuple[datetime, str]:

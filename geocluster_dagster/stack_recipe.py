@@ -17,6 +17,7 @@ import pystac
 import pystac.errors
 import shapely
 import xarray as xr
+from shapely.geometry.base import BaseGeometry
 
 from .errors import AssetReadError
 from .load import LoadSettings, load_band_stack
@@ -30,7 +31,7 @@ class BandStackRecipe:
     """What rebuilds a band stack lazily: the items, AOI, grid/mask and read settings."""
 
     items: pystac.ItemCollection
-    aoi: shapely.Geometry
+    aoi: BaseGeometry
     settings: LoadSettings
     source: StacSource | None = None
     """Where the items came from: decides read-time signing (Planetary Computer)."""

@@ -145,7 +145,7 @@ def _not_writable(target: Path, err: OSError, *, full: bool = False) -> OutputNo
     reason = {
         errno.EDQUOT: "the disk quota is exceeded",
         errno.ENOTDIR: "a parent of it is a file",
-    }.get(err.errno, "the disk is full" if full else "it is not writable")
+    }.get(err.errno or 0, "the disk is full" if full else "it is not writable")
     return OutputNotWritable(
         f"Cannot write {target}: {reason} ({err.strerror or err}). Free space or fix permissions "
         "there, or point the output root (env GEOCLUSTER_OUTPUT, or `base_dir` of the `outputs` "

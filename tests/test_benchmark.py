@@ -9,9 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pystac
+import pytest
 import rasterio
 
 from geocluster_dagster.demo import DEMO_QA_CODES, SR_OFFSET, SR_SCALE, demo_spectra
+
+pytestmark = pytest.mark.slow
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "run_benchmark.py"
 SIZE = 600

@@ -19,6 +19,8 @@ from geocluster_dagster.demo import DEMO_MONTH, build_demo
 
 from .servers.ports import free_port, wait_for_port
 
+pytestmark = pytest.mark.servers
+
 DASK = str(Path(sys.executable).with_name("dask"))
 
 

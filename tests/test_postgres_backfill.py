@@ -24,6 +24,8 @@ from geocluster_dagster.demo import DEMO_MONTH, build_demo
 
 from .servers.postgres import PostgresServer
 
+pytestmark = pytest.mark.servers
+
 BIN = Path(sys.executable).parent
 GRID = (5, 4)  # 20 small AOIs, plus the whole demo AOI
 WHOLE = "whole"

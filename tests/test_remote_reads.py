@@ -41,6 +41,8 @@ from .servers.fault_proxy import Fault, FaultProxy
 from .servers.nginx import NginxServer
 from .servers.sas import SasTokenServer
 
+pytestmark = pytest.mark.servers
+
 #: Small delays and a 1 s timeout keep the tests fast; the bounds are what matter.
 FAST = RemoteReadSettings(max_retries=2, retry_delay_s=0.05, timeout_s=1.0, attempts=3)
 L8_SETTINGS = LoadSettings(resolution=450, chunk_size=128)

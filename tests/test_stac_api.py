@@ -32,6 +32,8 @@ from geocluster_dagster.stack_recipe import open_band_stack
 from .conftest import L8_008059, L8_008059_PREFIX, S2_29RKH, STAC_DIR
 from .servers.fixtures import synthesized_collection
 
+pytestmark = pytest.mark.servers
+
 PC_LANDSAT_PAGE = STAC_DIR / "pc_landsat-c2-l2_items_page_LC09_path084.json"
 PC_S2_SEARCH = STAC_DIR / "pc_search_sentinel-2-l2a_20190101_33items.json"
 PC_S2_ITEM = STAC_DIR / "pc_sentinel-2-l2a_item_S2B_MSIL2A_20190629T212529_R043_T06VVN.json"

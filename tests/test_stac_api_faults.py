@@ -14,6 +14,8 @@ from geocluster_dagster.search import StacSource, search_items
 from .servers.fault_proxy import Fault, FaultProxy
 from .servers.fixtures import STAC_DIR
 
+pytestmark = pytest.mark.servers
+
 PAGE = STAC_DIR / "pc_landsat-c2-l2_items_page_LC09_path084.json"
 
 

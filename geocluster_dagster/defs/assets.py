@@ -7,7 +7,7 @@ plain writer at the path the `outputs` resource gives, and records what the writ
 
 import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,11 +57,16 @@ def explained_failures() -> Iterator[None]:
         raise dg.Failure(description=str(err), metadata={"error": type(err).__name__}) from err
 
 
-def _asset(product: Product, **kwargs: Any) -> Any:
-    return dg.asset(name=product.asset, partitions_def=partitions, group_name=GROUP, **kwargs)
+def _asset(
+    product: Product, **kwargs: Any
+) -> Callable[[Callable[..., dg.MaterializeResult[None]]], dg.AssetsDefinition]:
+    """``dg.asset`` for a product of the graph: named after it, partitioned, in the group."""
+    decorator: Callable[[Callable[..., dg.MaterializeResult[None]]], dg.AssetsDefinition]
+    decorator = dg.asset(name=product.asset, partitions_def=partitions, group_name=GROUP, **kwargs)
+    return decorator
 
 
-def _written(path: Path, metadata: dict[str, Any]) -> dg.MaterializeResult:
+def _written(path: Path, metadata: dict[str, Any]) -> dg.MaterializeResult[None]:
     return dg.MaterializeResult(
         metadata={"output_path": dg.MetadataValue.path(str(path)), **metadata}
     )
@@ -78,7 +83,7 @@ def stac_items(
     aoi_registry: AOIRegistry,
     stac: StacCatalog,
     outputs: OutputStore,
-) -> dg.MaterializeResult:
+) -> dg.MaterializeResult[None]:
     window = partition_window(context)
     settings = to_settings(SearchSettings, config)
     path = outputs.path(STAC_ITEMS, window)
@@ -123,7 +128,7 @@ def band_stack(
     stac: StacCatalog,
     dask: DaskCluster,
     outputs: OutputStore,
-) -> dg.MaterializeResult:
+) -> dg.MaterializeResult[None]:
     window = partition_window(context)
     path = outputs.path(BAND_STACK, window)
     items = read_items(outputs.existing(STAC_ITEMS, window))
@@ -168,7 +173,7 @@ def mosaic(
     aoi_registry: AOIRegistry,
     dask: DaskCluster,
     outputs: OutputStore,
-) -> dg.MaterializeResult:
+) -> dg.MaterializeResult[None]:
     window = partition_window(context)
     path = outputs.path(MOSAIC, window)
     with explained_failures():
@@ -204,7 +209,7 @@ def geotiff(
     config: GeoTiffConfig,
     dask: DaskCluster,
     outputs: OutputStore,
-) -> dg.MaterializeResult:
+) -> dg.MaterializeResult[None]:
     window = partition_window(context)
     path = outputs.path(GEOTIFF, window)
     with explained_failures():
@@ -242,7 +247,7 @@ def clusters(
     config: ClusterConfig,
     dask: DaskCluster,
     outputs: OutputStore,
-) -> dg.MaterializeResult:
+) -> dg.MaterializeResult[None]:
     window = partition_window(context)
     folder = outputs.path(CLUSTERS, window)
     with explained_failures():
@@ -275,7 +280,7 @@ def diagnostics(
     config: DiagnosticsConfig,
     dask: DaskCluster,
     outputs: OutputStore,
-) -> dg.MaterializeResult:
+) -> dg.MaterializeResult[None]:
     window = partition_window(context)
     folder = outputs.path(DIAGNOSTICS, window)
     with explained_failures():

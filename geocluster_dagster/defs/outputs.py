@@ -27,7 +27,7 @@ class Product:
     suffix: str
 
 
-class OutputStore(dg.ConfigurableResource):
+class OutputStore(dg.ConfigurableResource):  # type: ignore[type-arg]
     """The output root every asset writes under and reads its inputs from."""
 
     base_dir: str = Field(

@@ -9,7 +9,8 @@ from datetime import datetime
 import dagster as dg
 
 #: AOI ids, added from the AOI registry by the `aoi_registry_sensor` or `geocluster sync-aois`.
-aoi_partitions = dg.DynamicPartitionsDefinition(name="aoi")
+AOI_PARTITIONS = "aoi"
+aoi_partitions = dg.DynamicPartitionsDefinition(name=AOI_PARTITIONS)
 
 #: Calendar months from Landsat 8's first full month; `end_offset=1` includes the running month,
 #: so the schedule can refresh it as new scenes arrive.

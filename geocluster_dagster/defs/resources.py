@@ -5,7 +5,7 @@ import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import dagster as dg
 from pydantic import Field
@@ -14,6 +14,11 @@ from ..aoi import AOI, load_registry
 from ..errors import InvalidAOI
 from ..remote import RemoteReadSettings
 from ..search import StacSource
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+    from ..demo import DemoPaths
 
 log = logging.getLogger(__name__)
 
@@ -25,14 +30,14 @@ def output_root() -> Path:
     return Path(os.environ.get("GEOCLUSTER_OUTPUT", "geocluster_output")).resolve()
 
 
-def demo_paths():
+def demo_paths() -> "DemoPaths":
     """Build (once) and return the embedded demo: a synthetic scene made from real spectra."""
     from ..demo import build_demo
 
     return build_demo(output_root() / "demo_catalog")
 
 
-class AOIRegistry(dg.ConfigurableResource):
+class AOIRegistry(dg.ConfigurableResource):  # type: ignore[type-arg]
     """The areas of interest: a folder of GeoJSON files or one FeatureCollection file."""
 
     path: str = Field(
@@ -60,7 +65,7 @@ class AOIRegistry(dg.ConfigurableResource):
         return aois[aoi_id]
 
 
-class StacCatalog(dg.ConfigurableResource):
+class StacCatalog(dg.ConfigurableResource):  # type: ignore[type-arg]
     """Where to search for imagery: a STAC API, a static catalog, or an ItemCollection file."""
 
     url: str = Field(
@@ -120,7 +125,7 @@ class StacCatalog(dg.ConfigurableResource):
         )
 
 
-class DaskCluster(dg.ConfigurableResource):
+class DaskCluster(dg.ConfigurableResource):  # type: ignore[type-arg]
     """The Dask scheduler all lazy raster work runs on while an asset (or its IO) executes.
 
     By default the work runs on Dask's threaded scheduler in the run's own process: GDAL, numpy
@@ -170,19 +175,21 @@ class DaskCluster(dg.ConfigurableResource):
     def _scheduler(self, context: dg.InitResourceContext) -> Iterator[None]:
         import dask
 
+        say = (context.log or log).info
+
         threads = self.threads_per_worker or os.cpu_count() or 1
         if self.scheduler_address:
             from distributed import Client
 
             with Client(self.scheduler_address, timeout="30s") as client:
-                context.log.info(
+                say(
                     f"Dask: using scheduler {self.scheduler_address} ({len(client.scheduler_info()['workers'])} workers)"
                 )
                 yield
             return
         if self.mode == "threads":
             with dask.config.set(scheduler="threads", num_workers=threads):
-                context.log.info(f"Dask: threaded scheduler, {threads} threads")
+                say(f"Dask: threaded scheduler, {threads} threads")
                 yield
             return
         from distributed import Client, LocalCluster
@@ -199,13 +206,13 @@ class DaskCluster(dg.ConfigurableResource):
         ):
             if self.processes:
                 _forward_worker_logs(client)
-            context.log.info(
+            say(
                 f"Dask: local cluster {client.dashboard_link if self.dashboard else cluster.scheduler_address}"
             )
             yield
 
 
-def _forward_worker_logs(client) -> None:
+def _forward_worker_logs(client: "Client") -> None:
     """Worker processes log read retries to their own stderr; bring them to this process, where
     Dagster captures the `geocluster_dagster` logger (python_logs.managed_python_loggers).
     Thread workers share this process's loggers already, so forwarding would log twice; a shared

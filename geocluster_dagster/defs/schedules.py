@@ -3,7 +3,7 @@
 import dagster as dg
 
 from .jobs import pipeline_job
-from .partitions import aoi_partitions, date_partitions, partition_key
+from .partitions import AOI_PARTITIONS, date_partitions, partition_key
 
 
 @dg.schedule(
@@ -12,12 +12,14 @@ from .partitions import aoi_partitions, date_partitions, partition_key
     default_status=dg.DefaultScheduleStatus.STOPPED,
     description="Every Monday, rematerialize the current month for every AOI (new scenes arrive every 8 days).",
 )
-def weekly_refresh_schedule(context: dg.ScheduleEvaluationContext):
+def weekly_refresh_schedule(
+    context: dg.ScheduleEvaluationContext,
+) -> list[dg.RunRequest] | dg.SkipReason:
     # The month that contains the tick: still filling up with scenes, hence the weekly refresh.
     month = date_partitions.get_partition_key_for_timestamp(
         context.scheduled_execution_time.timestamp()
     )
-    aois = sorted(context.instance.get_dynamic_partitions(aoi_partitions.name))
+    aois = sorted(context.instance.get_dynamic_partitions(AOI_PARTITIONS))
     if not aois:
         return dg.SkipReason("No AOI partitions registered yet.")
     return [

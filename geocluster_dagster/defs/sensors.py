@@ -1,16 +1,19 @@
 """Sensors: keep AOI partitions in step with the registry, and run partitions that get new imagery."""
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import dagster as dg
+import pystac
 from pydantic import Field
 
 from ..errors import GeoclusterError, NoItemsFound
-from ..search import DEFAULT_COLLECTION, search_items
+from ..search import DEFAULT_COLLECTION, acquired, search_items
 from .jobs import pipeline_job
-from .partitions import aoi_partitions, date_partitions, partition_key
+from .partitions import AOI_PARTITIONS, aoi_partitions, date_partitions, partition_key
 from .resources import AOIRegistry, StacCatalog
 
 
@@ -24,8 +27,10 @@ def registry_changes(registry: AOIRegistry, known: set[str]) -> list[str]:
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Adds an AOI partition for every AOI that appears in the AOI registry.",
 )
-def aoi_registry_sensor(context: dg.SensorEvaluationContext, aoi_registry: AOIRegistry):
-    known = set(context.instance.get_dynamic_partitions(aoi_partitions.name))
+def aoi_registry_sensor(
+    context: dg.SensorEvaluationContext, aoi_registry: AOIRegistry
+) -> dg.SensorResult | dg.SkipReason:
+    known = set(context.instance.get_dynamic_partitions(AOI_PARTITIONS))
     try:
         new = registry_changes(aoi_registry, known)
     except GeoclusterError as err:
@@ -36,7 +41,7 @@ def aoi_registry_sensor(context: dg.SensorEvaluationContext, aoi_registry: AOIRe
     return dg.SensorResult(dynamic_partitions_requests=[aoi_partitions.build_add_request(new)])
 
 
-class ImageryWatch(dg.ConfigurableResource):
+class ImageryWatch(dg.ConfigurableResource):  # type: ignore[type-arg]
     """What the new-imagery sensor searches for, and how far back it looks for late arrivals."""
 
     collection: str = Field(default=DEFAULT_COLLECTION, description="STAC collection to watch.")
@@ -61,33 +66,33 @@ class AoiCursor:
     newest: datetime | None = None
     recent_ids: set[str] = field(default_factory=set)
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {
             "newest": self.newest.isoformat() if self.newest else None,
             "recent_ids": sorted(self.recent_ids),
         }
 
     @classmethod
-    def from_json(cls, doc: dict) -> "AoiCursor":
+    def from_json(cls, doc: dict[str, Any]) -> "AoiCursor":
         newest = datetime.fromisoformat(doc["newest"]) if doc.get("newest") else None
         return cls(newest=newest, recent_ids=set(doc.get("recent_ids", [])))
 
 
 def new_items_by_partition(
-    items, cursor: AoiCursor, lookback: timedelta
+    items: Sequence[pystac.Item], cursor: AoiCursor, lookback: timedelta
 ) -> tuple[dict[str, list[str]], AoiCursor]:
     """Month partition key -> ids of items not seen before, and the advanced cursor."""
     new: dict[str, list[str]] = {}
     for item in items:
         if item.id in cursor.recent_ids:
             continue
-        month = date_partitions.get_partition_key_for_timestamp(item.datetime.timestamp())
+        month = date_partitions.get_partition_key_for_timestamp(acquired(item).timestamp())
         new.setdefault(month, []).append(item.id)
-    times = [i.datetime for i in items] + ([cursor.newest] if cursor.newest else [])
+    times = [acquired(i) for i in items] + ([cursor.newest] if cursor.newest else [])
     newest = max(times) if times else None
     horizon = newest - lookback if newest else None
     # The next search starts at the horizon, so ids older than it can be forgotten.
-    recent = {i.id for i in items if horizon is None or i.datetime >= horizon}
+    recent = {i.id for i in items if horizon is None or acquired(i) >= horizon}
     return new, AoiCursor(newest=newest, recent_ids=recent)
 
 
@@ -102,11 +107,11 @@ def new_imagery_sensor(
     aoi_registry: AOIRegistry,
     stac: StacCatalog,
     imagery_watch: ImageryWatch,
-):
+) -> dg.SensorResult | dg.SkipReason:
     cursors = {
         aoi: AoiCursor.from_json(doc) for aoi, doc in json.loads(context.cursor or "{}").items()
     }
-    known = set(context.instance.get_dynamic_partitions(aoi_partitions.name))
+    known = set(context.instance.get_dynamic_partitions(AOI_PARTITIONS))
     try:
         aois = aoi_registry.load()
     except GeoclusterError as err:

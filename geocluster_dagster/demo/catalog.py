@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pystac
@@ -143,10 +144,11 @@ def _footprint(tile: Tile, transform: Affine) -> shapely.Polygon:
     left, top = transform.c, transform.f
     outline = shapely.box(left, top + h * transform.e, left + w * transform.a, top)
     to_lonlat = _transformer(CRS.from_epsg(tile.epsg).to_wkt(), CRS.from_epsg(4326).to_wkt())
-    return shapely.transform(
+    footprint: shapely.Polygon = shapely.transform(
         outline.segmentize(32 * _PIXEL),
         lambda xy: np.column_stack(to_lonlat.transform(xy[:, 0], xy[:, 1])),
     )
+    return footprint
 
 
 def _bitfields() -> list[Bitfield]:
@@ -338,6 +340,7 @@ def catalog_and_collection() -> tuple[pystac.Catalog, pystac.Collection]:
             "like Planetary Computer landsat-c2-l2 assets. Not an observation of any place."
         ),
     )
+    open_interval: list[list[datetime | None]] = [[None, None]]  # no start, no end
     collection = pystac.Collection(
         id=DEMO_COLLECTION,
         title="Landsat Collection 2 Level-2 (SYNTHETIC demo)",
@@ -350,7 +353,7 @@ def catalog_and_collection() -> tuple[pystac.Catalog, pystac.Collection]:
         ),
         extent=pystac.Extent(
             pystac.SpatialExtent([[-180.0, -90.0, 180.0, 90.0]]),
-            pystac.TemporalExtent([[None, None]]),
+            pystac.TemporalExtent(open_interval),
         ),
         license="MIT",
         keywords=["Landsat", "synthetic", "demo", "Reflectance", "Temperature"],
@@ -439,7 +442,7 @@ def save_catalog(catalog: pystac.Catalog, collection: pystac.Collection, folder:
     catalog.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
 
 
-def _aoi_registry() -> dict:
+def _aoi_registry() -> dict[str, Any]:
     """GeoJSON FeatureCollection with the demo AOI (RFC 7946: lon/lat, exterior CCW)."""
     x = np.array([p[0] for p in _AOI_OUTLINE], dtype=float)
     y = np.array([p[1] for p in _AOI_OUTLINE], dtype=float)
@@ -491,11 +494,12 @@ def _write_manifest(folder: Path) -> None:
     (folder / _MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
 
 
-def _read_manifest(root: Path) -> dict | None:
+def _read_manifest(root: Path) -> dict[str, Any] | None:
     try:
-        return json.loads((root / _MANIFEST).read_text())
+        manifest = json.loads((root / _MANIFEST).read_text())
     except (OSError, ValueError):
         return None
+    return manifest if isinstance(manifest, dict) else None
 
 
 def _is_complete(root: Path) -> bool:

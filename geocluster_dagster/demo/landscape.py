@@ -74,7 +74,8 @@ def _hash01(i: np.ndarray, j: np.ndarray, seed: int) -> np.ndarray:
         h ^= h >> np.uint64(27)
         h *= np.uint64(0x94D049BB133111EB)
         h ^= h >> np.uint64(31)
-    return (h >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+    uniform: np.ndarray = (h >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+    return uniform
 
 
 def _value_noise(x: np.ndarray, y: np.ndarray, cell: float, seed: int) -> np.ndarray:
@@ -107,7 +108,8 @@ _PARCEL_CELL = 420.0  # jittered-grid spacing of the Voronoi parcels
 
 
 def _river_centre(x: np.ndarray) -> np.ndarray:
-    return -650 + 900 * np.sin(x / 2600 + 0.4) + 350 * np.sin(x / 1100 + 1.3)
+    centre: np.ndarray = -650 + 900 * np.sin(x / 2600 + 0.4) + 350 * np.sin(x / 1100 + 1.3)
+    return centre
 
 
 def _river_slope(x: np.ndarray) -> np.ndarray:
@@ -124,7 +126,8 @@ def _river_distance(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Distance (m) from the river bank; negative inside the river."""
     across = np.abs(y - _river_centre(x)) / np.sqrt(1 + _river_slope(x) ** 2)
     half_width = 50 + 25 * _value_noise(x, 0 * x, 900, seed=7)
-    return across - half_width
+    distance: np.ndarray = across - half_width
+    return distance
 
 
 def _basin_distance(
