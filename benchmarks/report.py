@@ -176,7 +176,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += [
         "",
         "Project, seconds per asset (Dagster step durations; the rest of its wall time is "
-        "start-up: imports, instance, AOI sync, Dask cluster):",
+        "start-up: imports, instance, AOI sync):",
         "",
     ]
     for entry in report["sizes"]:

@@ -66,6 +66,7 @@ def _materialize(aoi_id: str, month: str, run_config: dict[str, Any] | None) -> 
     if date_key not in date_partitions.get_partition_keys():
         raise click.UsageError(f"--month {month!r} is not a monthly partition (use YYYY-MM).")
     job = defs.resolve_job_def("geocluster_pipeline")
+    _check_run_config(job, run_config or {})
     click.echo(
         f"Materializing {aoi_id} | {date_key} (Dagster instance: {os.environ['DAGSTER_HOME']})"
     )
@@ -100,6 +101,21 @@ def _materialize(aoi_id: str, month: str, run_config: dict[str, Any] | None) -> 
     if scores:
         click.echo(f"Scores: {scores}")
     click.echo("Open the UI with:  DAGSTER_HOME=" + os.environ["DAGSTER_HOME"] + " dagster dev")
+
+
+def _check_run_config(job: dg.JobDefinition, run_config: dict[str, Any]) -> None:
+    """Refuse a run config Dagster would refuse (unknown field, wrong type, a choice misspelt)
+    before anything runs, in one message instead of a traceback."""
+    import dagster as dg
+
+    try:
+        dg.validate_run_config(job, run_config)
+    except dg.DagsterInvalidConfigError as err:
+        problems = "; ".join(error.message for error in err.errors) or str(err)
+        raise click.UsageError(
+            f"the run config (--config) is invalid: {problems}. The fields, their choices and "
+            "defaults are in the README (Configuration) and the Dagster launchpad."
+        ) from err
 
 
 @click.group()
