@@ -8,14 +8,11 @@ deterministic order (darkest cluster first); 0 is reserved for nodata.
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal, get_args
 
 import dask.array as da
-import joblib
 import numpy as np
 import pandas as pd
 import pyproj
@@ -30,14 +27,12 @@ from sklearn.preprocessing import StandardScaler
 from geocluster_dagster.bands import REFLECTANCE_BANDS
 from geocluster_dagster.blocks import iter_blocks
 from geocluster_dagster.errors import (
-    AssetReadError,
     BandNotFound,
     ConfigError,
     NoClearPixels,
     TooFewPixels,
 )
 from geocluster_dagster.fields import described
-from geocluster_dagster.storage import atomic_path
 
 Algorithm = Literal["minibatch_kmeans", "kmeans", "bisecting_kmeans", "gaussian_mixture"]
 ALGORITHMS: tuple[str, ...] = get_args(Algorithm)
@@ -56,8 +51,8 @@ class ClusterSettings:
     )
     algorithm: Algorithm = described(
         "minibatch_kmeans",
-        "Estimator: minibatch_kmeans (fast, default), kmeans, "
-        "bisecting_kmeans or gaussian_mixture.",
+        "Estimator: minibatch_kmeans (fast, default), kmeans, bisecting_kmeans (applied as "
+        "nearest centre, like the others) or gaussian_mixture.",
     )
     pca_components: int | None = described(
         None,
@@ -246,20 +241,47 @@ def sample_valid_pixels(ds: xr.Dataset, features: Sequence[str], n: int, seed: i
 # --------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Mixture:
+    """A Gaussian mixture's weights and precision Cholesky factors, in label order."""
+
+    weights: np.ndarray
+    """(k,) mixing weights."""
+    precisions_cholesky: np.ndarray
+    """(k, d, d) Cholesky factors of the components' precision matrices (sklearn's
+    ``precisions_cholesky_``, full covariance)."""
+
+
 @dataclass(frozen=True, eq=False)
 class FittedClusterer:
-    """A fitted scaler [+ PCA] + estimator pipeline whose raw labels are mapped to 1..k."""
+    """A fitted model as plain arrays: standardise [+ PCA], then the nearest centre (k-means)
+    or the most likely component (Gaussian mixture). Labels are 1..k, darkest cluster first.
 
-    pipeline: Pipeline
-    """sklearn Pipeline: StandardScaler -> optional PCA -> estimator."""
+    scikit-learn fits it (:func:`fit_clusterer`); applying it needs only these arrays, so a
+    model file holds numbers, never code (see :mod:`geocluster_dagster.model_file`).
+    """
+
     features: tuple[str, ...]
-    """Feature (band) names, in the column order the pipeline expects."""
-    n_clusters: int
-    """Number of clusters k."""
+    """Feature (band) names, in the column order the model expects."""
     settings: ClusterSettings
     """Settings the model was fitted with."""
-    label_of_raw: np.ndarray = field(repr=False)
-    """uint8 lookup: estimator label -> map label 1..k (ordered darkest first)."""
+    scale_mean: np.ndarray = field(repr=False)
+    """(features,) mean removed by the standardisation."""
+    scale: np.ndarray = field(repr=False)
+    """(features,) standard deviation divided by (1 where a feature is constant)."""
+    pca_mean: np.ndarray | None = field(repr=False)
+    """(features,) mean removed before the PCA projection, or None without PCA."""
+    pca_components: np.ndarray | None = field(repr=False)
+    """(components, features) principal axes, or None without PCA."""
+    model_centers: np.ndarray = field(repr=False)
+    """(k, model dims) centres (component means) in model space; row i is label i + 1."""
+    mixture: Mixture | None = field(default=None, repr=False)
+    """The mixture's parameters when the estimator is a Gaussian mixture."""
+
+    @property
+    def n_clusters(self) -> int:
+        """Number of clusters k."""
+        return int(self.model_centers.shape[0])
 
     def _check(self, X: np.ndarray) -> np.ndarray:
         X = np.asarray(X)
@@ -270,50 +292,52 @@ class FittedClusterer:
             )
         return X
 
-    @property
-    def estimator(self) -> Any:
-        return self.pipeline[-1]
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        """X in the model's feature space (standardised [+ PCA]), where distances are measured."""
+        Z: np.ndarray = (self._check(X) - self.scale_mean) / self.scale
+        if self.pca_components is not None and self.pca_mean is not None:
+            Z = (Z - self.pca_mean) @ self.pca_components.T
+        return Z
 
-    def _model_centers(self) -> np.ndarray:
-        return _estimator_centers(self.estimator)
-
-    def _raw_of_label(self) -> np.ndarray:
-        return np.argsort(self.label_of_raw)
+    def _nearest(self, Z: np.ndarray) -> np.ndarray:
+        """0-based label of each row of model-space ``Z``."""
+        if self.mixture is None:
+            # ||z - c||^2 = ||z||^2 - 2 z.c + ||c||^2; ||z||^2 is the same for every centre.
+            distances = (self.model_centers**2).sum(axis=1) - 2.0 * (Z @ self.model_centers.T)
+            nearest: np.ndarray = np.argmin(distances, axis=1)
+            return nearest
+        # The component of highest weighted log density (sklearn's predict), constants dropped.
+        chol = self.mixture.precisions_cholesky
+        log_det = np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(axis=1)
+        scores = np.empty((len(Z), self.n_clusters))
+        for k in range(self.n_clusters):
+            whitened = Z @ chol[k] - self.model_centers[k] @ chol[k]
+            scores[:, k] = np.log(self.mixture.weights[k]) + log_det[k] - 0.5 * (whitened**2).sum(1)
+        likeliest: np.ndarray = np.argmax(scores, axis=1)
+        return likeliest
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """uint8 labels 1..k for rows of finite feature values."""
         X = self._check(X)
         if len(X) == 0:
             return np.zeros(0, dtype=np.uint8)
-        labels: np.ndarray = self.label_of_raw[self.pipeline.predict(X)]
-        return labels
-
-    def transform(self, X: np.ndarray) -> np.ndarray:
-        """X in the model's feature space (standardised [+ PCA]), where distances are measured."""
-        transformed: np.ndarray = self.pipeline[:-1].transform(self._check(X))
-        return transformed
+        return (self._nearest(self.transform(X)) + 1).astype(np.uint8)
 
     def centers(self) -> np.ndarray:
         """(k, n_features) cluster centres in the original feature units, row i = label i+1."""
-        centers = self.pipeline[:-1].inverse_transform(self._model_centers())
-        in_label_order: np.ndarray = np.asarray(centers)[self._raw_of_label()]
-        return in_label_order
+        Z = self.model_centers
+        if self.pca_components is not None and self.pca_mean is not None:
+            Z = Z @ self.pca_components + self.pca_mean
+        original: np.ndarray = Z * self.scale + self.scale_mean
+        return original
 
     def inertia(self, X: np.ndarray) -> float:
         """Sum of squared distances, in model space, from each row to its assigned centre."""
         Z = self.transform(X)
         if len(Z) == 0:
             return 0.0
-        raw = self.estimator.predict(Z)
-        return float(np.sum((Z - self._model_centers()[raw]) ** 2, dtype=np.float64))
-
-
-def _estimator_centers(estimator: Any) -> np.ndarray:
-    """Cluster centres in model space, in the estimator's own label order."""
-    centers: np.ndarray = (
-        estimator.means_ if isinstance(estimator, GaussianMixture) else estimator.cluster_centers_
-    )
-    return centers
+        assigned = self.model_centers[self._nearest(Z)]
+        return float(np.sum((Z - assigned) ** 2, dtype=np.float64))
 
 
 def _make_estimator(settings: ClusterSettings) -> Any:
@@ -360,20 +384,39 @@ def fit_clusterer(
         steps.append(("pca", PCA(n_components=settings.pca_components, random_state=settings.seed)))
     steps.append(("cluster", _make_estimator(settings)))
     pipeline = Pipeline(steps).fit(samples)
+    return _as_plain_model(pipeline, features, settings)
 
+
+def _as_plain_model(
+    pipeline: Pipeline, features: tuple[str, ...], settings: ClusterSettings
+) -> FittedClusterer:
+    """The fitted pipeline's parameters, clusters reordered darkest first."""
+    scaler, estimator = pipeline.named_steps["scale"], pipeline[-1]
+    pca = pipeline.named_steps.get("pca")
+    is_mixture = isinstance(estimator, GaussianMixture)
+    centers = np.asarray(estimator.means_ if is_mixture else estimator.cluster_centers_)
     # Order clusters by the mean standardised value of their centre: a unit-free brightness in
     # which a kelvin or index feature cannot outweigh the reflectances. Darkest cluster -> 1.
-    centers = pipeline[:-1].inverse_transform(_estimator_centers(pipeline[-1]))
-    brightness = pipeline.named_steps["scale"].transform(centers).mean(axis=1)
+    in_features = pipeline[:-1].inverse_transform(centers)
+    brightness = scaler.transform(in_features).mean(axis=1)
     order = np.argsort(brightness, kind="stable")
-    label_of_raw = np.empty(k, dtype=np.uint8)
-    label_of_raw[order] = np.arange(1, k + 1, dtype=np.uint8)
+    mixture = (
+        Mixture(
+            weights=np.asarray(estimator.weights_, dtype=np.float64)[order],
+            precisions_cholesky=np.asarray(estimator.precisions_cholesky_, dtype=np.float64)[order],
+        )
+        if is_mixture
+        else None
+    )
     return FittedClusterer(
-        pipeline=pipeline,
         features=features,
-        n_clusters=k,
         settings=settings,
-        label_of_raw=label_of_raw,
+        scale_mean=np.asarray(scaler.mean_, dtype=np.float64),
+        scale=np.asarray(scaler.scale_, dtype=np.float64),
+        pca_mean=None if pca is None else np.asarray(pca.mean_, dtype=np.float64),
+        pca_components=None if pca is None else np.asarray(pca.components_, dtype=np.float64),
+        model_centers=np.asarray(centers, dtype=np.float64)[order],
+        mixture=mixture,
     )
 
 
@@ -597,33 +640,3 @@ def pixel_area_m2(ds: xr.Dataset | xr.DataArray) -> float | None:
         return None
     # |determinant| is |a*e| for north-up grids and stays right for rotated ones.
     return float(abs(ds.rio.transform().determinant))
-
-
-# --------------------------------------------------------------------------------------------
-# Persistence
-# --------------------------------------------------------------------------------------------
-
-
-def save_model(model: FittedClusterer, path: str | os.PathLike[str]) -> Path:
-    """Write the model with joblib, atomically."""
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        joblib.dump(model, tmp)
-    return path
-
-
-def load_model(path: str | os.PathLike[str]) -> FittedClusterer:
-    """Read a model written by save_model (joblib unpickles: only load files you trust)."""
-    try:
-        model = joblib.load(path)
-    except Exception as exc:  # unpickling garbage can raise almost anything
-        raise AssetReadError(
-            f"cannot read a cluster model from {path}: {exc}. Re-run the clustering step to "
-            "write it again."
-        ) from exc
-    if not isinstance(model, FittedClusterer):
-        raise AssetReadError(
-            f"{path} holds a {type(model).__name__}, not a FittedClusterer; point to a file "
-            "written by save_model."
-        )
-    return model

@@ -1,6 +1,7 @@
 """The clusters product of one partition: a folder with the map, the model and what describes it.
 
-``cluster_map.tif`` (COG, uint8, 1..k, 0 = nodata, the GeoTIFF's grid), ``model.joblib``,
+``cluster_map.tif`` (COG, uint8, 1..k, 0 = nodata, the GeoTIFF's grid), ``model.json`` (plain
+parameters, see :mod:`geocluster_dagster.model_file`),
 ``signatures.csv``/``.json`` (per-cluster mean/std of every band, pixel count, area, fraction),
 ``fit_sample.npy`` (the pixels the model was fitted on, for scores downstream) and
 ``summary.json``. The folder is written whole or not at all.
@@ -24,16 +25,18 @@ from .cluster import (
     FittedClusterer,
     LabelledBlocks,
     fit_clusterer,
-    load_model,
     pixel_area_m2,
     sample_valid_pixels,
-    save_model,
 )
+from .errors import AssetReadError
 from .export import open_single_band, write_geotiff
+from .model_file import load_model, save_model
 from .storage import atomic_path, write_json
 
 CLUSTER_MAP = "cluster_map.tif"
-MODEL = "model.joblib"
+MODEL = "model.json"
+#: Where earlier versions kept the model: a pickle, which is never loaded (it can run code).
+PICKLED_MODEL = "model.joblib"
 SIGNATURES_CSV = "signatures.csv"
 SIGNATURES_JSON = "signatures.json"
 SAMPLE = "fit_sample.npy"
@@ -120,6 +123,12 @@ class StoredClusters:
 
 def open_clusters(folder: Path, *, chunks: int = CHUNK_SIZE) -> StoredClusters:
     """The product :func:`write_clusters` wrote in ``folder``."""
+    if not (folder / MODEL).exists() and (folder / PICKLED_MODEL).exists():
+        raise AssetReadError(
+            f"{folder} holds its model as a pickle ({PICKLED_MODEL}, written by an earlier "
+            "version), which is not loaded because a pickle can run code: materialize clusters "
+            "for this partition again."
+        )
     return StoredClusters(
         directory=folder,
         cluster_map=open_single_band(folder / CLUSTER_MAP, chunks=chunks),

@@ -163,7 +163,7 @@ def test_the_demo_partition_writes_every_output(demo_run):
     assert signatures[0]["area_ha"] == pytest.approx(
         signatures[0]["pixel_count"] * 0.09
     )  # 30 m pixels
-    assert (cluster_dir / "model.joblib").stat().st_size > 0
+    assert (cluster_dir / "model.json").stat().st_size > 0
 
     plots = {p.name for p in (out / "diagnostics" / part).glob("*.png")}
     assert plots == {

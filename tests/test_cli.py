@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
-from click.testing import CliRunner
 
-from geocluster_dagster.cli import main
 from geocluster_dagster.demo import DEMO_MONTH
 
 ASSETS = ("stac_items", "band_stack", "mosaic", "geotiff", "clusters", "diagnostics")
 
 
-def _invoke(output: Path, *args: str):
-    # No DAGSTER_HOME: the command keeps its instance under the output root.
-    return CliRunner().invoke(main, ["--output", str(output), *args], env={"DAGSTER_HOME": None})
+class _Run:
+    def __init__(self, done: subprocess.CompletedProcess[str]) -> None:
+        self.exit_code, self.output = done.returncode, done.stdout + done.stderr
+
+
+def _invoke(output: Path, *args: str) -> _Run:
+    """The command in its own process, as a user runs it (no DAGSTER_HOME: the command keeps
+    its instance under the output root; no registry or catalog: the demo's)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GEOCLUSTER_", "DAGSTER_"))}
+    command = [sys.executable, "-m", "geocluster_dagster", "--output", str(output), *args]
+    return _Run(subprocess.run(command, env=env, capture_output=True, text=True, timeout=600))
 
 
 def test_demo_materializes_every_asset_and_prints_where_and_the_scores(tmp_path):

@@ -1,0 +1,148 @@
+"""A fitted cluster model as a file of plain numbers: safe to receive from someone else.
+
+``model.json`` holds the standardisation, the PCA axes, the centres (and mixture parameters),
+the feature names in their column order, the settings and the version of the package and of
+the format. Reading it parses JSON and checks shapes and numbers; nothing in it is executed,
+unlike a pickle (joblib), which runs whatever code its author put in it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .cluster import ClusterSettings, FittedClusterer, Mixture
+from .errors import AssetReadError, ConfigError
+from .storage import write_json
+
+FORMAT = "geocluster_dagster.cluster_model"
+FORMAT_VERSION = 1
+
+
+def model_to_dict(model: FittedClusterer) -> dict[str, Any]:
+    """The model's parameters as JSON-ready data."""
+
+    def listed(values: np.ndarray | None) -> list[Any] | None:
+        return None if values is None else np.asarray(values, dtype=np.float64).tolist()
+
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "package_version": __version__,
+        "features": list(model.features),
+        "settings": dataclasses.asdict(model.settings),
+        "scaler": {"mean": listed(model.scale_mean), "scale": listed(model.scale)},
+        "pca": None
+        if model.pca_components is None
+        else {"mean": listed(model.pca_mean), "components": listed(model.pca_components)},
+        "centers": listed(model.model_centers),
+        "mixture": None
+        if model.mixture is None
+        else {
+            "weights": listed(model.mixture.weights),
+            "precisions_cholesky": listed(model.mixture.precisions_cholesky),
+        },
+    }
+
+
+def save_model(model: FittedClusterer, path: str | os.PathLike[str]) -> Path:
+    """Write ``model`` as JSON at ``path``, atomically."""
+    return write_json(model_to_dict(model), Path(path))
+
+
+def load_model(path: str | os.PathLike[str]) -> FittedClusterer:
+    """The model stored at ``path`` by :func:`save_model`; AssetReadError for anything else."""
+    path = Path(path)
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise AssetReadError(
+            f"{path} is not a cluster model file written by geocluster_dagster (a JSON document; "
+            f"{type(err).__name__}: {err}). Models are never read from pickles or joblib files, "
+            "which can run code: materialize clusters again to write one."
+        ) from err
+    try:
+        return model_from_dict(document)
+    except (KeyError, TypeError, ValueError) as err:
+        raise AssetReadError(
+            f"{path} is not a usable cluster model: {err}. Materialize clusters again, or ask "
+            "whoever sent the file for one written by geocluster_dagster."
+        ) from err
+
+
+def model_from_dict(document: Any) -> FittedClusterer:
+    """The model :func:`model_to_dict` described; ValueError naming what is wrong."""
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        raise ValueError(f"it does not say format {FORMAT!r}")
+    version = document.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ValueError(
+            f"it is format version {version!r}, and geocluster_dagster {__version__} reads "
+            f"version {FORMAT_VERSION} (written by geocluster_dagster "
+            f"{document.get('package_version', '?')})"
+        )
+    features = tuple(str(name) for name in document["features"])
+    settings = _settings(document["settings"])
+    scale_mean = _array(document["scaler"]["mean"], "scaler.mean", (len(features),))
+    scale = _array(document["scaler"]["scale"], "scaler.scale", (len(features),))
+    if np.any(scale <= 0):
+        raise ValueError("scaler.scale holds a value <= 0")
+    pca = document.get("pca")
+    pca_mean = pca_components = None
+    dims = len(features)
+    if pca is not None:
+        pca_mean = _array(pca["mean"], "pca.mean", (len(features),))
+        pca_components = _array(pca["components"], "pca.components", (None, len(features)))
+        dims = pca_components.shape[0]
+    centers = _array(document["centers"], "centers", (settings.n_clusters, dims))
+    mixture = None
+    if document.get("mixture") is not None:
+        k = settings.n_clusters
+        weights = _array(document["mixture"]["weights"], "mixture.weights", (k,))
+        chol = _array(
+            document["mixture"]["precisions_cholesky"],
+            "mixture.precisions_cholesky",
+            (k, dims, dims),
+        )
+        if np.any(weights <= 0) or np.any(np.diagonal(chol, axis1=1, axis2=2) <= 0):
+            raise ValueError("the mixture's weights or precision diagonals hold a value <= 0")
+        mixture = Mixture(weights=weights, precisions_cholesky=chol)
+    return FittedClusterer(
+        features=features,
+        settings=settings,
+        scale_mean=scale_mean,
+        scale=scale,
+        pca_mean=pca_mean,
+        pca_components=pca_components,
+        model_centers=centers,
+        mixture=mixture,
+    )
+
+
+def _settings(values: Any) -> ClusterSettings:
+    known = {f.name for f in dataclasses.fields(ClusterSettings)}
+    if not isinstance(values, dict) or set(values) - known:
+        raise ValueError(f"its settings are not ClusterSettings ({values!r})")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    try:
+        return ClusterSettings(**values)
+    except ConfigError as err:
+        raise ValueError(f"its settings are invalid: {err}") from err
+
+
+def _array(values: Any, name: str, shape: tuple[int | None, ...]) -> np.ndarray:
+    """``values`` as a finite float64 array of ``shape`` (None: any length)."""
+    array = np.asarray(values, dtype=np.float64)
+    if array.ndim != len(shape) or any(
+        want is not None and got != want for got, want in zip(array.shape, shape, strict=True)
+    ):
+        raise ValueError(f"{name} has shape {array.shape}, expected {shape}")
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name} holds NaN or infinite values")
+    return array
