@@ -8,7 +8,7 @@ spectral bands.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -27,7 +27,8 @@ from .bands import spectral_order
 from .errors import ConfigError, NoClearPixels, NoOverlap
 from .export import RasterStats, write_geotiff
 from .fields import described
-from .load import CLEAR, NO_DATA
+from .load import CLEAR, MASK_REASONS, NO_DATA, STATE_LAYERS
+from .mask import MASKABLE_FLAGS
 
 CompositeMethod = Literal["median", "first_clear"]
 
@@ -61,6 +62,9 @@ class CoverageCounts:
     counted (see :func:`written_coverage`)."""
     clear: int
     """... of which at least one scene has a clear (unmasked) observation."""
+    masked_by: dict[str, float] = field(default_factory=dict)
+    """Per mask flag, the share of the AOI's observations with data that it alone masked
+    (counted only for a partition refused for having no clear pixel)."""
 
     @property
     def clear_fraction(self) -> float:
@@ -115,13 +119,26 @@ def _yx_chunks(ds: xr.Dataset) -> tuple[tuple[int, ...], tuple[int, ...]]:
 def coverage_counts(stack: xr.Dataset, inside: xr.DataArray) -> CoverageCounts:
     """Count AOI pixels, pixels with data and pixels with a clear view (reads pixel_state only)."""
     state = stack["pixel_state"]
-    sums = (
+    observed = (state != NO_DATA) & inside
+    sums = [
         inside.sum(),
-        ((state != NO_DATA).any("time") & inside).sum(),
+        observed.any("time").sum(),
         ((state == CLEAR).any("time") & inside).sum(),
-    )
-    total, with_data, clear = compute(*(s.data for s in sums))
-    return CoverageCounts(int(total), int(with_data), int(clear))
+        observed.sum(),
+    ]
+    flags = [f for f in MASKABLE_FLAGS if f in stack.attrs.get("mask_flags", "").split(",")]
+    if MASK_REASONS in stack:
+        reasons = stack[MASK_REASONS]
+        bits = {flag: 1 << MASKABLE_FLAGS.index(flag) for flag in flags}
+        # Masked by this flag and no other: what dropping the flag alone would give back.
+        sums += [((reasons == bit) & observed).sum() for bit in bits.values()]
+    total, with_data, clear, observations, *by_flag = compute(*(s.data for s in sums))
+    shares: dict[str, float] = {
+        flag: int(count) / int(observations)
+        for flag, count in zip(flags, by_flag, strict=False)
+        if observations
+    }
+    return CoverageCounts(int(total), int(with_data), int(clear), masked_by=shares)
 
 
 def aoi_pixel_count(inside: xr.DataArray, *, where: str) -> int:
@@ -162,9 +179,17 @@ def check_coverage(counts: CoverageCounts, *, where: str) -> None:
             "catalog's footprints."
         )
     if counts.clear == 0:
+        worst = max(counts.masked_by, key=lambda flag: counts.masked_by[flag], default=None)
+        culprit = (
+            f" `{worst}` alone masked {counts.masked_by[worst]:.0%} of the observations with data: "
+            f"if that is land cover you want mapped, drop `{worst}` from `mask_flags` "
+            "(band_stack config)."
+            if worst is not None and counts.masked_by[worst] > 0
+            else ""
+        )
         raise NoClearPixels(
             f"Every one of the {counts.with_data} AOI pixels with data is masked (cloud, shadow, "
-            f"snow or fill) in every scene of {where}. Widen the date range, raise "
+            f"snow or fill) in every scene of {where}.{culprit} Widen the date range, raise "
             "`max_cloud_cover` to find more scenes, or remove flags from `mask_flags`."
         )
 
@@ -240,7 +265,7 @@ def nan_median(values: np.ndarray) -> np.ndarray:
 
 def composite(stack: xr.Dataset, method: CompositeMethod = "median") -> xr.Dataset:
     """One (y, x) image per band from the clear observations of a (time, y, x) stack."""
-    bands = spectral_order([str(name) for name in stack.data_vars if name != "pixel_state"])
+    bands = spectral_order([str(name) for name in stack.data_vars if name not in STATE_LAYERS])
     if method == "first_clear":
         order = np.lexsort(
             (np.arange(stack.sizes["time"]), np.nan_to_num(stack.cloud_cover.values, nan=101.0))
@@ -317,7 +342,7 @@ def write_mosaic(
     """
     inside = aoi_mask(stack, aoi, all_touched=settings.all_touched)
     aoi_pixels = aoi_pixel_count(inside, where=where)
-    image = clip(composite(stack.drop_vars("pixel_state"), settings.method), inside)
+    image = clip(composite(stack.drop_vars(list(STATE_LAYERS)), settings.method), inside)
     counted: list[CoverageCounts] = []
 
     def refuse_unclear(stats: RasterStats) -> None:

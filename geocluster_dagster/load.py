@@ -33,11 +33,15 @@ from .bands import BandPlan, Scaling, SensorProfile, asset_scaling, plan_bands, 
 from .blocks import CHUNK_SIZE
 from .errors import AssetReadError, ConfigError, NoOverlap
 from .fields import described
-from .mask import DEFAULT_MASK_FLAGS, MaskFlag, qa_mask
+from .mask import DEFAULT_MASK_FLAGS, MaskFlag, mask_reasons, qa_mask
 from .remote import RemoteReader, RemoteReadSettings, RetryingRioDriver
 from .search import acquired
 
 log = logging.getLogger(__name__)
+
+#: The layers of the stack that describe its pixels rather than measure the surface.
+PIXEL_STATE, MASK_REASONS = "pixel_state", "mask_reasons"
+STATE_LAYERS = (PIXEL_STATE, MASK_REASONS)
 
 #: Values of the ``pixel_state`` layer.
 NO_DATA, CLEAR, MASKED = 0, 1, 2
@@ -301,7 +305,8 @@ def load_band_stack(
     """Lazy (time, y, x) float32 bands in physical units; masked pixels are NaN.
 
     Also returns ``pixel_state`` (uint8: 0 no data, 1 clear, 2 masked by QA) so later stages
-    can count clear pixels without touching the spectral bands. Hrefs are signed with
+    can count clear pixels without touching the spectral bands, and ``mask_reasons`` (uint16,
+    see :func:`geocluster_dagster.mask.mask_reasons`) saying which flags masked a pixel. Hrefs are signed with
     ``href_signer`` when each read happens, not now, and remote reads retry as ``remote`` says
     (default RemoteReadSettings(); see geocluster_dagster.remote); a read that still fails
     raises AssetReadError.
@@ -366,13 +371,17 @@ def load_band_stack(
         masked = qa_mask(qa, plan.profile.qa_kind, settings.mask_flags) | (
             qa == plan.profile.qa_nodata
         )
+        reasons = mask_reasons(qa, plan.profile.qa_kind, settings.mask_flags)
     else:
         masked = xr.zeros_like(has_data)
+        reasons = xr.zeros_like(has_data, dtype="uint16")
     usable = has_data & ~masked
     state = xr.where(has_data, xr.where(masked, MASKED, CLEAR), NO_DATA).astype("uint8")
 
     out = xr.Dataset({band: arr.where(usable) for band, arr in physical.items()})
-    out["pixel_state"] = state
+    out[PIXEL_STATE] = state
+    # Lazy: read only by a partition that fails for lack of clear pixels, to name the flag.
+    out[MASK_REASONS] = reasons.where(has_data, 0).astype("uint16")
     out = out.assign_coords(
         item_ids=("time", [",".join(i.id for i in s.items) for s in slices]),
         cloud_cover=("time", [_mean_cloud_cover(s.items) for s in slices]),

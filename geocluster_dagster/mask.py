@@ -56,14 +56,17 @@ MaskFlag = Literal[
 ]
 MASKABLE_FLAGS: tuple[MaskFlag, ...] = get_args(MaskFlag)
 
-#: Flags masked by default: everything that is not a clear view of the surface.
+#: Flags masked by default: whatever hides the surface. These are the QA_PIXEL bits 0-4 that
+#: the canonical Collection 2 recipe masks (``QA_PIXEL & 0b11111``: fill, dilated cloud,
+#: cirrus, cloud, cloud shadow; USGS, Landsat 8-9 Collection 2 Level 2 Science Product Guide,
+#: LSDS-1619, table 6-3). Snow and ice are land cover, not an obstruction: on an ice sheet they
+#: are every clear pixel. Add "snow" to mask them too.
 DEFAULT_MASK_FLAGS: tuple[MaskFlag, ...] = (
     "fill",
     "dilated_cloud",
     "cirrus",
     "cloud",
     "cloud_shadow",
-    "snow",
 )
 
 #: The same flag names expressed as SCL classes. "dilated_cloud" has no SCL counterpart.
@@ -131,6 +134,16 @@ def fmask_mask(fmask: Any, flags: Iterable[str] = DEFAULT_MASK_FLAGS) -> Any:
     """True where an Fmask code is one of ``flags`` (flags Fmask lacks, e.g. cirrus, are ignored)."""
     flags = _check_flags(flags)
     return _in_classes(fmask, [c for flag in flags for c in FMASK_CODES.get(flag, ())])
+
+
+def mask_reasons(qa: Any, kind: str, flags: Iterable[str]) -> Any:
+    """uint16 bit field: bit ``MASKABLE_FLAGS.index(flag)`` set where ``flag`` (one of
+    ``flags``) masks the pixel, so a failed partition can say which flag removed its pixels."""
+    reasons = (qa != qa).astype("uint16")  # zeros, same type and shape as the input
+    for flag in _check_flags(flags):
+        hit = qa_mask(qa, kind, (flag,)).astype("uint16")
+        reasons = reasons | (hit << MASKABLE_FLAGS.index(flag))
+    return reasons
 
 
 def qa_mask(qa: Any, kind: str, flags: Iterable[str] = DEFAULT_MASK_FLAGS) -> Any:

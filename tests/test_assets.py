@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -19,8 +20,9 @@ from geocluster_dagster.defs.assets import ASSETS
 from geocluster_dagster.defs.outputs import OutputStore
 from geocluster_dagster.defs.partitions import partition_key
 from geocluster_dagster.defs.resources import AOIRegistry, DaskCluster, StacCatalog
-from geocluster_dagster.demo import DEMO_MONTH, build_demo, demo_truth
+from geocluster_dagster.demo import DEMO_MONTH, DEMO_QA_CODES, build_demo, demo_truth
 from geocluster_dagster.evaluate import label_agreement
+from geocluster_dagster.mask import DEFAULT_MASK_FLAGS
 
 from .conftest import S2_29RKH
 
@@ -423,6 +425,53 @@ def test_everything_masked_is_refused_and_leaves_no_raster(demo, dask_cluster, t
     # The composite was refused while being written: neither it nor its temporary file is left.
     assert [p for p in (out / "mosaic").rglob("*") if p.is_file()] == []
     assert not (out / "geotiff").exists()
+
+
+def _snow_where_clear(catalog: Path) -> None:
+    """Every clear land or water pixel of the demo becomes high-confidence snow (bit 5 and
+    snow confidence 3 set, as in USGS Collection 2 snow codes: 21824 -> 30048)."""
+    snow = (1 << 5) | (0b11 << 12)
+    clear = (DEMO_QA_CODES["clear_land"], DEMO_QA_CODES["clear_water"])
+    for qa in catalog.parent.rglob("*_QA_PIXEL.TIF"):
+        with rasterio.open(qa) as src:
+            profile, data = src.profile, src.read(1)
+        profile.update(driver="GTiff")
+        with rasterio.open(qa, "w", **profile) as dst:
+            dst.write(np.where(np.isin(data, clear), data | snow, data).astype("uint16"), 1)
+
+
+def test_snow_is_land_cover_by_default_and_named_when_masking_it_empties_the_aoi(
+    demo, demo_run, dask_cluster, tmp_path
+):
+    catalog = _catalog_copy(demo, tmp_path)
+    _snow_where_clear(catalog)
+    kept = tmp_path / "kept"
+    result = run(
+        kept,
+        registry=demo.aoi_registry,
+        catalog=str(catalog),
+        dask_cluster=dask_cluster,
+        selection=["stac_items", "band_stack", "mosaic"],
+    )
+    assert result.success
+    clear = _materialization(result, "mosaic").metadata["clear_pixels"].value
+    assert clear == _materialization(demo_run[1], "mosaic").metadata["clear_pixels"].value
+
+    masked = run(
+        tmp_path / "masked",
+        registry=demo.aoi_registry,
+        catalog=str(catalog),
+        dask_cluster=dask_cluster,
+        selection=["stac_items", "band_stack", "mosaic"],
+        run_config={
+            "ops": {"band_stack": {"config": {"mask_flags": [*DEFAULT_MASK_FLAGS, "snow"]}}}
+        },
+    )
+    message = failure_message(masked)
+    share = re.search(r"`snow` alone masked (\d+)% of the observations with data", message)
+    assert share, message
+    assert 50 <= int(share[1]) <= 99  # the rest: clouds, shadows, dilated rims
+    assert "drop `snow` from `mask_flags`" in message
 
 
 def test_k_larger_than_the_valid_pixels(demo, dask_cluster, tmp_path):
