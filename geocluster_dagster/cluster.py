@@ -46,9 +46,14 @@ NODATA_LABEL = 0
 class ClusterSettings:
     """How to cluster the pixels of one composite."""
 
-    n_clusters: int = described(
-        6, "Number of clusters k (2..254); labels in the map run 1..k, 0 is nodata."
+    n_clusters: int | Literal["auto"] = described(
+        6,
+        "Number of clusters k (2..254; labels in the map run 1..k, 0 is nodata), or 'auto': "
+        "k chosen between auto_k_min and auto_k_max from the elbow curve's knee and the "
+        "sampled silhouette.",
     )
+    auto_k_min: int = described(2, "With n_clusters: auto, the smallest k tried.")
+    auto_k_max: int = described(12, "With n_clusters: auto, the largest k tried.")
     algorithm: Algorithm = described(
         "minibatch_kmeans",
         "Estimator: minibatch_kmeans (fast, default), kmeans, bisecting_kmeans (applied as "
@@ -72,10 +77,22 @@ class ClusterSettings:
     )
 
     def __post_init__(self) -> None:
-        if not _is_int(self.n_clusters) or not 2 <= self.n_clusters <= MAX_CLUSTERS:
+        auto = self.n_clusters == "auto"
+        given = int(self.n_clusters) if _is_int(self.n_clusters) else None
+        if not auto and (given is None or not 2 <= given <= MAX_CLUSTERS):
             raise ConfigError(
                 f"n_clusters={self.n_clusters!r} is invalid: use an integer between 2 and "
-                f"{MAX_CLUSTERS} (labels are stored as uint8 with 0 reserved for nodata)."
+                f"{MAX_CLUSTERS} (labels are stored as uint8 with 0 reserved for nodata), or "
+                "'auto' to choose k from the elbow curve and the silhouette."
+            )
+        if not (
+            _is_int(self.auto_k_min)
+            and _is_int(self.auto_k_max)
+            and 2 <= self.auto_k_min < self.auto_k_max <= MAX_CLUSTERS
+        ):
+            raise ConfigError(
+                f"auto_k_min={self.auto_k_min!r}, auto_k_max={self.auto_k_max!r} are invalid: "
+                f"use integers with 2 <= auto_k_min < auto_k_max <= {MAX_CLUSTERS}."
             )
         if self.algorithm not in ALGORITHMS:
             raise ConfigError(
@@ -89,13 +106,28 @@ class ClusterSettings:
                 f"pca_components={self.pca_components!r} is invalid: use a positive integer "
                 "(at most the number of features) or None to skip PCA."
             )
-        if not _is_int(self.sample_size) or self.sample_size < self.n_clusters:
+        largest_k = given if given is not None else self.auto_k_max
+        if not _is_int(self.sample_size) or self.sample_size < largest_k:
             raise ConfigError(
                 f"sample_size={self.sample_size!r} is invalid: use an integer >= n_clusters "
-                f"({self.n_clusters}); the default is 200000 pixels."
+                f"({largest_k}); the default is 200000 pixels."
             )
         if not _is_int(self.seed) or self.seed < 0:
             raise ConfigError(f"seed={self.seed!r} is invalid: use a non-negative integer.")
+
+    @property
+    def k(self) -> int:
+        """The number of clusters to fit; ConfigError while it is still 'auto'."""
+        if self.n_clusters == "auto":
+            raise ConfigError(
+                "n_clusters is 'auto': choose k first (geocluster_dagster.evaluate.choose_k)."
+            )
+        return self.n_clusters
+
+    @property
+    def auto_k_values(self) -> list[int]:
+        """The k tried by n_clusters: auto."""
+        return list(range(self.auto_k_min, self.auto_k_max + 1))
 
     def feature_bands(self, ds: xr.Dataset) -> list[str]:
         """The configured features, or the reflectance bands ``ds`` has."""
@@ -341,7 +373,7 @@ class FittedClusterer:
 
 
 def _make_estimator(settings: ClusterSettings) -> Any:
-    k, seed = settings.n_clusters, settings.seed
+    k, seed = settings.k, settings.seed
     if settings.algorithm == "minibatch_kmeans":
         return MiniBatchKMeans(n_clusters=k, n_init=3, batch_size=4096, random_state=seed)
     if settings.algorithm == "kmeans":
@@ -366,7 +398,7 @@ def fit_clusterer(
         raise ValueError(
             "samples contain NaN or infinite values; draw them with sample_valid_pixels."
         )
-    k = settings.n_clusters
+    k = settings.k
     n_distinct = len(np.unique(samples, axis=0)) if len(samples) >= k else len(samples)
     if n_distinct < k:
         raise TooFewPixels(

@@ -9,6 +9,7 @@ parameters, see :mod:`geocluster_dagster.model_file`),
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ from .cluster import (
     sample_valid_pixels,
 )
 from .errors import AssetReadError
+from .evaluate import ELBOW_SAMPLE_SIZE, KChoice, choose_k, elbow_curve, subsample_index
 from .export import open_single_band, write_geotiff
 from .model_file import load_model, save_model
 from .storage import atomic_path, write_json
@@ -49,8 +51,11 @@ class ClusterFacts:
 
     features: list[str]
     fit_sample_pixels: int
+    n_clusters: int
     signatures: pd.DataFrame
     summary: dict[str, Any]
+    k_choice: KChoice | None
+    """How n_clusters: auto chose k (None for a given k)."""
 
 
 def write_clusters(
@@ -59,10 +64,16 @@ def write_clusters(
     """Fit the model on a seeded sample of ``geotiff``'s valid pixels and write the product.
 
     One pass over the GeoTIFF predicts the map and sums the per-cluster signatures (see
-    :class:`geocluster_dagster.cluster.LabelledBlocks`).
+    :class:`geocluster_dagster.cluster.LabelledBlocks`). With ``n_clusters="auto"``, k is
+    chosen first from an elbow curve over a seeded subset of the sample (:func:`choose_k`).
     """
     features = settings.feature_bands(geotiff)
     sample = sample_valid_pixels(geotiff, features, settings.sample_size, settings.seed)
+    choice = None
+    if settings.n_clusters == "auto":
+        subset = sample[subsample_index(len(sample), ELBOW_SAMPLE_SIZE, settings.seed)]
+        choice = choose_k(elbow_curve(subset, settings.auto_k_values, settings))
+        settings = dataclasses.replace(settings, n_clusters=choice.chosen)
     model = fit_clusterer(sample, features, settings)
     labelled = LabelledBlocks(geotiff, model)
     summary = {
@@ -74,6 +85,7 @@ def write_clusters(
         "sample_size": int(sample.shape[0]),
         "seed": settings.seed,
         "source": geotiff.attrs.get("source_path", ""),
+        "k_choice": choice.as_dict() if choice else None,
     }
     tags = {
         "aoi_id": aoi_id,
@@ -100,8 +112,10 @@ def write_clusters(
     return ClusterFacts(
         features=features,
         fit_sample_pixels=int(sample.shape[0]),
+        n_clusters=settings.k,
         signatures=signatures,
         summary=summary,
+        k_choice=choice,
     )
 
 

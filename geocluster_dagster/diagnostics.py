@@ -40,7 +40,8 @@ class DiagnosticsSettings:
     elbow_k_min: int = described(2, "Smallest k of the elbow curve.")
     elbow_k_max: int = described(12, "Largest k of the elbow curve.")
     elbow_sample_size: int = described(
-        20_000, "Pixels (seeded subset of the fit sample) the elbow curve refits k-means on."
+        evaluate.ELBOW_SAMPLE_SIZE,
+        "Pixels (seeded subset of the fit sample) the elbow curve refits k-means on.",
     )
     silhouette_sample_size: int = described(
         10_000, "Pixels (seeded sample) for the silhouette: it is quadratic in pixels."
@@ -69,6 +70,10 @@ class DiagnosticsFacts:
     scores: evaluate.ClusterScores
     figures: dict[str, Path]
     """Figure name (file stem) -> path of the PNG in the written folder."""
+    knee: int | None
+    """The knee of the elbow curve (None: none found)."""
+    silhouette_best: int
+    """The k of the elbow curve's highest silhouette."""
 
 
 def write_diagnostics(
@@ -100,6 +105,7 @@ def write_diagnostics(
     # The fit sample is ordered block by block, so its head is not random: a seeded subset.
     elbow_rows = evaluate.subsample_index(len(sample), settings.elbow_sample_size, seed)
     elbow = evaluate.elbow_curve(sample[elbow_rows], settings.elbow_k_values, model.settings)
+    knee, silhouette_best = evaluate.k_candidates(elbow)
     density = (
         evaluate.red_nir_density(
             geotiff, clusters.cluster_map, bins=settings.density_bins, n_clusters=model.n_clusters
@@ -141,7 +147,13 @@ def write_diagnostics(
             clusters.signatures, bands, tmp / "signatures.png", wavelengths=WAVELENGTH_UM
         )
         plot.plot_silhouette(silhouettes, labels, tmp / "silhouette.png", average=scores.silhouette)
-        plot.plot_elbow(elbow, tmp / "elbow.png", chosen_k=model.n_clusters)
+        plot.plot_elbow(
+            elbow,
+            tmp / "elbow.png",
+            chosen_k=model.n_clusters,
+            knee=knee,
+            silhouette_k=silhouette_best,
+        )
         plot.plot_cluster_sizes(clusters.signatures, tmp / "cluster_sizes.png")
         if density is not None:
             plot.plot_red_nir_density(*density, tmp / "red_nir_density.png")
@@ -149,5 +161,8 @@ def write_diagnostics(
         elbow.to_csv(tmp / ELBOW, index=False)
         drawn = sorted(p.name for p in tmp.glob("*.png"))
     return DiagnosticsFacts(
-        scores=scores, figures={Path(name).stem: folder / name for name in drawn}
+        scores=scores,
+        figures={Path(name).stem: folder / name for name in drawn},
+        knee=knee,
+        silhouette_best=silhouette_best,
     )

@@ -181,6 +181,69 @@ def elbow_curve(
     return curve
 
 
+#: Pixels (a seeded subset of the fit sample) the elbow curve refits the estimator on.
+ELBOW_SAMPLE_SIZE = 20_000
+
+
+@dataclass(frozen=True)
+class KChoice:
+    """The number of clusters n_clusters: auto chose, and why."""
+
+    chosen: int
+    knee: int | None
+    """The elbow curve's knee (kneed's Kneedle on inertia against k), None if it has none."""
+    silhouette_best: int
+    """The k of the highest sampled mean silhouette (the smaller k on a tie)."""
+    reason: str
+    k_values: tuple[int, ...]
+
+    @property
+    def disagree(self) -> bool:
+        """The knee and the silhouette are more than one cluster apart."""
+        return self.knee is not None and abs(self.knee - self.silhouette_best) > 1
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "disagree": self.disagree}
+
+
+def k_candidates(curve: pd.DataFrame) -> tuple[int | None, int]:
+    """(knee, silhouette-best k) of an :func:`elbow_curve`."""
+    curve = curve.sort_values("k")
+    ks = [int(k) for k in curve["k"]]
+    # kneed imports matplotlib (for its plots) when it is imported: only when a knee is sought.
+    from kneed import KneeLocator
+
+    knee = None
+    if len(ks) >= 3:
+        # Inertia falls with k and flattens: a convex, decreasing curve (Satopaa et al. 2011).
+        located = KneeLocator(ks, curve["inertia"], curve="convex", direction="decreasing").knee
+        knee = None if located is None else int(located)
+    silhouettes = curve["silhouette"].to_numpy(dtype=float)
+    best = ks[int(np.nanargmax(silhouettes))] if np.isfinite(silhouettes).any() else ks[0]
+    return knee, best
+
+
+def choose_k(curve: pd.DataFrame) -> KChoice:
+    """k from an elbow curve: the knee, which the silhouette should confirm.
+
+    The knee is the primary criterion (where more clusters stop paying off in inertia); the
+    silhouette alone favours a few well-separated groups (water against the rest) over the
+    land covers an analyst maps. Without a knee, the silhouette decides.
+    """
+    knee, best = k_candidates(curve)
+    ks = tuple(int(k) for k in sorted(curve["k"]))
+    if knee is None:
+        return KChoice(best, None, best, "no knee in the elbow curve: highest silhouette", ks)
+    if abs(knee - best) <= 1:
+        reason = f"elbow knee at k={knee}, the silhouette agrees (best at k={best})"
+    else:
+        reason = (
+            f"elbow knee at k={knee}; the silhouette is best at k={best}, more than one away: "
+            "look at the elbow plot, or set n_clusters"
+        )
+    return KChoice(knee, knee, best, reason, ks)
+
+
 # --------------------------------------------------------------------------------------------
 # Agreement with reference labels, from a contingency table built block by block
 # --------------------------------------------------------------------------------------------

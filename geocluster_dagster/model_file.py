@@ -100,10 +100,10 @@ def model_from_dict(document: Any) -> FittedClusterer:
         pca_mean = _array(pca["mean"], "pca.mean", (len(features),))
         pca_components = _array(pca["components"], "pca.components", (None, len(features)))
         dims = pca_components.shape[0]
-    centers = _array(document["centers"], "centers", (settings.n_clusters, dims))
+    centers = _array(document["centers"], "centers", (settings.k, dims))
     mixture = None
     if document.get("mixture") is not None:
-        k = settings.n_clusters
+        k = settings.k
         weights = _array(document["mixture"]["weights"], "mixture.weights", (k,))
         chol = _array(
             document["mixture"]["precisions_cholesky"],
@@ -131,9 +131,11 @@ def _settings(values: Any) -> ClusterSettings:
         raise ValueError(f"its settings are not ClusterSettings ({values!r})")
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
     try:
-        return ClusterSettings(**values)
+        settings = ClusterSettings(**values)
+        settings.k  # noqa: B018  (a fitted model has a number of clusters, not 'auto')
     except ConfigError as err:
         raise ValueError(f"its settings are invalid: {err}") from err
+    return settings
 
 
 def _array(values: Any, name: str, shape: tuple[int | None, ...]) -> np.ndarray:

@@ -15,7 +15,7 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 import numpy as np
 import pandas as pd
@@ -416,15 +416,23 @@ def plot_silhouette(
     return _save(fig, path)
 
 
-def plot_elbow(curve: pd.DataFrame, path: PathLike, *, chosen_k: int) -> Path:
-    """Inertia against k (silhouette on a second axis when present), chosen k marked."""
+def plot_elbow(
+    curve: pd.DataFrame,
+    path: PathLike,
+    *,
+    chosen_k: int,
+    knee: int | None = None,
+    silhouette_k: int | None = None,
+) -> Path:
+    """Inertia against k (silhouette on a second axis when present); the chosen k, the elbow's
+    knee and the silhouette's best k marked."""
     curve = curve.sort_values("k")
     fig = _new_figure(CHART_SIZE)
     ax = fig.add_subplot()
     (inertia_line,) = ax.plot(
         curve["k"], curve["inertia"], marker="o", color="tab:blue", label="Inertia"
     )
-    handles = [inertia_line]
+    handles: list[Any] = [inertia_line]
     ax.set_xlabel("Number of clusters k")
     ax.set_ylabel("Inertia (sum of squared distances, standardised units)", color="tab:blue")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -440,6 +448,26 @@ def plot_elbow(curve: pd.DataFrame, path: PathLike, *, chosen_k: int) -> Path:
         )
         ax2.set_ylabel("Mean silhouette (−1 … 1, higher = better)", color="tab:orange")
         handles.append(silhouette_line)
+        if silhouette_k is not None:
+            best = curve[curve["k"] == silhouette_k]
+            handles.append(
+                ax2.scatter(
+                    best["k"],
+                    best["silhouette"],
+                    marker="*",
+                    s=260,
+                    color="tab:orange",
+                    edgecolor="black",
+                    zorder=5,
+                    label=f"Best silhouette: k = {silhouette_k}",
+                )
+            )
+    if knee is not None:
+        handles.append(
+            ax.axvline(
+                knee, color="tab:green", linestyle=":", linewidth=2, label=f"Knee: k = {knee}"
+            )
+        )
     handles.append(
         ax.axvline(chosen_k, color="tab:red", linestyle="--", label=f"Chosen k = {chosen_k}")
     )

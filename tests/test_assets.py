@@ -20,7 +20,13 @@ from geocluster_dagster.defs.assets import ASSETS
 from geocluster_dagster.defs.outputs import OutputStore
 from geocluster_dagster.defs.partitions import partition_key
 from geocluster_dagster.defs.resources import AOIRegistry, DaskCluster, StacCatalog
-from geocluster_dagster.demo import DEMO_MONTH, DEMO_QA_CODES, build_demo, demo_truth
+from geocluster_dagster.demo import (
+    DEMO_CLASSES,
+    DEMO_MONTH,
+    DEMO_QA_CODES,
+    build_demo,
+    demo_truth,
+)
 from geocluster_dagster.evaluate import label_agreement
 from geocluster_dagster.mask import DEFAULT_MASK_FLAGS
 
@@ -472,6 +478,42 @@ def test_snow_is_land_cover_by_default_and_named_when_masking_it_empties_the_aoi
     assert share, message
     assert 50 <= int(share[1]) <= 99  # the rest: clouds, shadows, dilated rims
     assert "drop `snow` from `mask_flags`" in message
+
+
+def test_automatic_k_on_the_demo_is_within_one_of_its_land_covers(demo, dask_cluster, tmp_path):
+    out = tmp_path / "out"
+    result = run(
+        out,
+        registry=demo.aoi_registry,
+        catalog=str(demo.catalog),
+        dask_cluster=dask_cluster,
+        run_config={"ops": {"clusters": {"config": {"n_clusters": "auto"}}}},
+    )
+    assert result.success
+    meta = _materialization(result, "clusters").metadata
+    choice = meta["k_choice"].value
+    k = meta["n_clusters"].value
+    assert abs(k - len(DEMO_CLASSES)) <= 1, choice
+    assert choice["chosen"] == k and choice["k_values"] == list(range(2, 13))
+    assert {"knee", "silhouette_best", "reason", "disagree"} <= set(choice)
+    summary = json.loads((out / "clusters" / "demo" / DEMO_MONTH / "summary.json").read_text())
+    assert summary["n_clusters"] == k and summary["k_choice"] == choice
+    diagnostics = _materialization(result, "diagnostics").metadata
+    assert diagnostics["silhouette_best_k"].value >= 2
+    assert (out / "diagnostics" / "demo" / DEMO_MONTH / "elbow.png").stat().st_size > 0
+
+
+def test_a_bad_n_clusters_is_refused_in_the_users_terms(demo, dask_cluster, tmp_path):
+    result = run(
+        tmp_path / "out",
+        registry=demo.aoi_registry,
+        catalog=str(demo.catalog),
+        dask_cluster=dask_cluster,
+        selection=["clusters"],
+        run_config={"ops": {"clusters": {"config": {"n_clusters": "atuo"}}}},
+    )
+    message = failure_message(result)
+    assert "n_clusters='atuo' is invalid" in message and "'auto'" in message
 
 
 def test_k_larger_than_the_valid_pixels(demo, dask_cluster, tmp_path):

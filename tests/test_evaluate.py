@@ -26,6 +26,7 @@ from geocluster_dagster.cluster import (
     sample_valid_pixels,
 )
 from geocluster_dagster.evaluate import (
+    choose_k,
     elbow_curve,
     label_agreement,
     red_nir_density,
@@ -215,6 +216,46 @@ def test_elbow_curve_fits_each_k_once_in_order(samples_1999):
     features = [f"feature_{i}" for i in range(samples_1999.shape[1])]
     alone = fit_clusterer(samples_1999, features, dataclasses.replace(settings, n_clusters=4))
     assert curve.set_index("k").loc[4, "inertia"] == alone.inertia(samples_1999)
+
+
+def _curve(inertia, silhouette):
+    return pd.DataFrame(
+        {"k": range(2, 2 + len(inertia)), "inertia": inertia, "silhouette": silhouette}
+    )
+
+
+def test_choose_k_takes_the_knee_that_the_silhouette_confirms():
+    curve = _curve([100, 40, 18, 15, 13, 12, 11], [0.40, 0.50, 0.56, 0.52, 0.45, 0.40, 0.38])
+    choice = choose_k(curve)
+    assert (choice.chosen, choice.knee, choice.silhouette_best) == (4, 4, 4)
+    assert not choice.disagree and "agrees" in choice.reason
+    assert choice.k_values == (2, 3, 4, 5, 6, 7, 8)
+
+
+def test_choose_k_says_so_when_the_knee_and_the_silhouette_disagree():
+    # water against the rest separates best, but inertia keeps falling until k = 5
+    curve = _curve([100, 70, 45, 22, 20, 19, 18], [0.70, 0.50, 0.45, 0.44, 0.40, 0.38, 0.36])
+    choice = choose_k(curve)
+    assert choice.knee == 5 and choice.silhouette_best == 2 and choice.chosen == 5
+    assert choice.disagree and "more than one away" in choice.reason
+    assert choice.as_dict()["disagree"] is True
+
+
+def test_choose_k_falls_back_on_the_silhouette_without_a_knee():
+    choice = choose_k(_curve([100, 90, 80, 70], [0.3, 0.5, 0.4, 0.2]))  # a straight line
+    assert choice.knee is None and choice.chosen == choice.silhouette_best == 3
+    assert "no knee" in choice.reason
+
+
+def test_automatic_k_on_the_labelled_landsat7_scene_records_both_candidates(samples_1999):
+    curve = elbow_curve(samples_1999, range(2, 11), ClusterSettings(algorithm="kmeans"))
+    choice = choose_k(curve)
+    assert choice.knee is not None and 2 <= choice.knee <= 10
+    assert 2 <= choice.silhouette_best <= 10 and choice.chosen in (
+        choice.knee,
+        choice.silhouette_best,
+    )
+    assert f"k={choice.knee}" in choice.reason and f"k={choice.silhouette_best}" in choice.reason
 
 
 # ------------------------------------------------------------------ red / NIR density

@@ -255,10 +255,21 @@ def clusters(
         image = open_geotiff(outputs.existing(GEOTIFF, window), chunks=outputs.chunk_size)
         facts = write_clusters(image, settings, folder, aoi_id=window.aoi_id)
     sizes = facts.signatures[["cluster", "pixel_count", "area_ha", "fraction"]].round(4)
+    chosen: dict[str, Any] = {}
+    if facts.k_choice is not None:
+        chosen = {
+            "k_choice": dg.MetadataValue.json(facts.k_choice.as_dict()),
+            "k_reason": facts.k_choice.reason,
+        }
+        if facts.k_choice.disagree:
+            context.log.warning(
+                f"n_clusters: auto chose k={facts.n_clusters}: {facts.k_choice.reason}"
+            )
     return _written(
         folder,
         {
-            "n_clusters": settings.n_clusters,
+            "n_clusters": facts.n_clusters,
+            **chosen,
             "algorithm": settings.algorithm,
             "features": ", ".join(facts.features),
             "fit_sample_pixels": facts.fit_sample_pixels,
@@ -294,6 +305,8 @@ def diagnostics(
             label=window.label,
         )
         metadata: dict[str, Any] = {k: float(v) for k, v in facts.scores.as_dict().items()}
+        metadata["elbow_knee_k"] = facts.knee if facts.knee is not None else "none"
+        metadata["silhouette_best_k"] = facts.silhouette_best
         for name in PREVIEWS:
             if name in facts.figures:
                 thumbnail = plot.thumbnail_markdown(facts.figures[name])

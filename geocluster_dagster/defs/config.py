@@ -111,7 +111,11 @@ class GeoTiffConfig(dg.Config):
 class ClusterConfig(dg.Config):
     """Unsupervised clustering of the pixels' spectral signatures."""
 
-    n_clusters: int = setting(ClusterSettings, "n_clusters")
+    # An integer or "auto": Dagster config takes no union of the two, so the launchpad shows it
+    # untyped and ClusterSettings checks it when the run starts.
+    n_clusters: Any = setting(ClusterSettings, "n_clusters")
+    auto_k_min: int = setting(ClusterSettings, "auto_k_min")
+    auto_k_max: int = setting(ClusterSettings, "auto_k_max")
     algorithm: Algorithm = setting(ClusterSettings, "algorithm")
     pca_components: int | None = setting(ClusterSettings, "pca_components")
     sample_size: int = setting(ClusterSettings, "sample_size")
