@@ -1,7 +1,7 @@
 """`geocluster`: run the asset graph from a terminal, with the same definitions the UI uses.
 
 geocluster demo                      # build the embedded demo and materialize all six assets
-geocluster materialize --aoi ID --month 2023-06 [--config run_config.yaml]
+geocluster materialize --aoi ID --date 2023-06 [--config run_config.yaml]   # or --month
 geocluster aois                      # list (and validate) the AOI registry
 geocluster sync-aois                 # add every registry AOI as a partition
 """
@@ -54,7 +54,7 @@ def _sync_aois(instance: dg.DagsterInstance) -> list[str]:
     return aois
 
 
-def _materialize(aoi_id: str, month: str, run_config: dict[str, Any] | None) -> None:
+def _materialize(aoi_id: str, when: str, run_config: dict[str, Any] | None) -> None:
     from .definitions import defs
     from .defs.partitions import date_partitions, partition_key
 
@@ -62,9 +62,7 @@ def _materialize(aoi_id: str, month: str, run_config: dict[str, Any] | None) -> 
     aois = _sync_aois(instance)
     if aoi_id not in aois:
         raise click.UsageError(f"AOI {aoi_id!r} is not in the registry (it has {aois}).")
-    date_key = f"{month}-01" if len(month) == 7 else month
-    if date_key not in date_partitions.get_partition_keys():
-        raise click.UsageError(f"--month {month!r} is not a monthly partition (use YYYY-MM).")
+    date_key = _date_key(when, date_partitions)
     job = defs.resolve_job_def("geocluster_pipeline")
     _check_run_config(job, run_config or {})
     click.echo(
@@ -101,6 +99,25 @@ def _materialize(aoi_id: str, month: str, run_config: dict[str, Any] | None) -> 
     if scores:
         click.echo(f"Scores: {scores}")
     click.echo("Open the UI with:  DAGSTER_HOME=" + os.environ["DAGSTER_HOME"] + " dagster dev")
+
+
+def _date_key(when: str, windows: dg.TimeWindowPartitionsDefinition) -> str:
+    """The key of the date window (GEOCLUSTER_DATE_WINDOWS) that holds day or month ``when``."""
+    from datetime import datetime, timezone
+
+    try:
+        day = datetime.strptime(when, "%Y-%m" if len(when) == 7 else "%Y-%m-%d")
+    except ValueError:
+        raise click.UsageError(
+            f"--date {when!r} is not a month (YYYY-MM) or a day (YYYY-MM-DD)."
+        ) from None
+    key = windows.get_partition_key_for_timestamp(day.replace(tzinfo=timezone.utc).timestamp())
+    if key not in windows.get_partition_keys():
+        first, last = windows.get_first_partition_key(), windows.get_last_partition_key()
+        raise click.UsageError(
+            f"--date {when!r} is outside the date windows of this deployment ({first} to {last})."
+        )
+    return key
 
 
 def _check_run_config(job: dg.JobDefinition, run_config: dict[str, Any]) -> None:
@@ -148,19 +165,25 @@ def demo() -> None:
 
 @main.command()
 @click.option("--aoi", "aoi_id", required=True, help="AOI id from the registry.")
-@click.option("--month", required=True, help="Month to process, YYYY-MM.")
+@click.option(
+    "--date",
+    "--month",
+    "when",
+    required=True,
+    help="A month (YYYY-MM) or day (YYYY-MM-DD): the date window holding it is processed.",
+)
 @click.option(
     "--config",
     "config_file",
     type=click.Path(exists=True, dir_okay=False),
     help="Run config YAML (ops: {asset: {config: ...}}).",
 )
-def materialize(aoi_id: str, month: str, config_file: str | None) -> None:
-    """Materialize the whole graph for one AOI and month."""
+def materialize(aoi_id: str, when: str, config_file: str | None) -> None:
+    """Materialize the whole graph for one AOI and date window (a month by default)."""
     import yaml
 
     run_config = yaml.safe_load(Path(config_file).read_text()) if config_file else None
-    _materialize(aoi_id, month, run_config)
+    _materialize(aoi_id, when, run_config)
 
 
 @main.command()

@@ -74,7 +74,7 @@ def _written(path: Path, metadata: dict[str, Any]) -> dg.MaterializeResult[None]
 
 @_asset(
     STAC_ITEMS,
-    description="STAC items covering the AOI in the month, filtered by collection and cloud cover.",
+    description="STAC items covering the AOI in the date window, filtered by collection and cloud cover.",
     kinds={"stac"},
 )
 def stac_items(

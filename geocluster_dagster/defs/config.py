@@ -73,7 +73,7 @@ def _plain(value: object) -> object:
 
 
 class SearchConfig(dg.Config):
-    """STAC search for the partition's AOI and month."""
+    """STAC search for the partition's AOI and date window."""
 
     collection: str = setting(SearchSettings, "collection")
     max_cloud_cover: float | None = setting(SearchSettings, "max_cloud_cover")

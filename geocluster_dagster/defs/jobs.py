@@ -13,5 +13,5 @@ pipeline_job = dg.define_asset_job(
     selection=dg.AssetSelection.groups("geocluster"),
     partitions_def=partitions,
     executor_def=dg.in_process_executor,
-    description="stac_items -> band_stack -> mosaic -> geotiff -> clusters -> diagnostics for one AOI x month.",
+    description="stac_items -> band_stack -> mosaic -> geotiff -> clusters -> diagnostics for one AOI x date window.",
 )

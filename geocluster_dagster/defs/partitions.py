@@ -1,21 +1,70 @@
-"""Partitions: every asset is partitioned by AOI (dynamic, from the registry) x month."""
+"""Partitions: every asset is partitioned by AOI (dynamic, from the registry) x date window.
+
+The date window is a deployment setting, env GEOCLUSTER_DATE_WINDOWS: ``month`` (default),
+``half_month`` (1st-15th and 16th-end: two Landsat passes 16 days apart land in different
+partitions), ``quarter`` or ``year``. Each partition key is the window's first day
+(``2023-06-01``; ``2023-06-16`` for a second half-month). Changing the setting changes the keys:
+partitions materialized under another setting are no longer part of the graph.
+"""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal, get_args
 
 import dagster as dg
+
+from ..errors import ConfigError
 
 #: AOI ids, added from the AOI registry by the `aoi_registry_sensor` or `geocluster sync-aois`.
 AOI_PARTITIONS = "aoi"
 aoi_partitions = dg.DynamicPartitionsDefinition(name=AOI_PARTITIONS)
 
-#: Calendar months from Landsat 8's first full month; `end_offset=1` includes the running month,
-#: so the schedule can refresh it as new scenes arrive.
-date_partitions = dg.MonthlyPartitionsDefinition(
-    start_date=os.environ.get("GEOCLUSTER_FIRST_MONTH", "2013-04-01"), end_offset=1
+DateWindows = Literal["month", "half_month", "quarter", "year"]
+
+#: When each kind of window starts (cron); every key is the first day of its window.
+WINDOW_STARTS: dict[str, str] = {
+    "month": "0 0 1 * *",
+    "half_month": "0 0 1,16 * *",
+    "quarter": "0 0 1 1,4,7,10 *",
+    "year": "0 0 1 1 *",
+}
+
+#: Landsat 8's first full month; windows start on the first window start at or before it.
+FIRST_DATE = "2013-04-01"
+
+
+def date_partitions_for(windows: str, first: str = FIRST_DATE) -> dg.TimeWindowPartitionsDefinition:
+    """Date windows of the given kind from the window holding ``first`` on. ``end_offset=1``
+    includes the running window, so the schedule can refresh it as new scenes arrive."""
+    if windows not in get_args(DateWindows):
+        raise ConfigError(
+            f"GEOCLUSTER_DATE_WINDOWS={windows!r} is not a kind of date window: use one of "
+            f"{', '.join(get_args(DateWindows))} (default month)."
+        )
+    start = datetime.fromisoformat(first)
+    if windows == "month":
+        return dg.MonthlyPartitionsDefinition(start_date=start.replace(day=1), end_offset=1)
+    if windows == "year":
+        start = start.replace(month=1, day=1)
+    elif windows == "quarter":
+        start = start.replace(month=(start.month - 1) // 3 * 3 + 1, day=1)
+    else:
+        start = start.replace(day=1 if start.day < 16 else 16)
+    return dg.TimeWindowPartitionsDefinition(
+        cron_schedule=WINDOW_STARTS[windows],
+        start=start.strftime("%Y-%m-%d"),
+        fmt="%Y-%m-%d",
+        end_offset=1,
+    )
+
+
+#: The deployment's date windows (env GEOCLUSTER_DATE_WINDOWS, GEOCLUSTER_FIRST_MONTH).
+date_partitions = date_partitions_for(
+    os.environ.get("GEOCLUSTER_DATE_WINDOWS", "month"),
+    os.environ.get("GEOCLUSTER_FIRST_MONTH", FIRST_DATE),
 )
 
 partitions = dg.MultiPartitionsDefinition({"aoi": aoi_partitions, "date": date_partitions})

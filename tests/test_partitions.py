@@ -1,0 +1,71 @@
+"""Date windows of the deployment's choice: months, half-months, quarters, years."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from datetime import datetime, timezone
+
+import dagster as dg
+import pytest
+
+from geocluster_dagster.defs.partitions import date_partitions_for
+from geocluster_dagster.errors import ConfigError
+
+from .conftest import BRUMADINHO
+
+
+def _acquired(folder) -> datetime:
+    """DATE_ACQUIRED of a real Landsat MTL file."""
+    (mtl,) = folder.glob("*_MTL.txt")
+    day = re.search(r"DATE_ACQUIRED = (\d{4}-\d{2}-\d{2})", mtl.read_text())[1]
+    return datetime.fromisoformat(day).replace(tzinfo=timezone.utc)
+
+
+def _key(windows: dg.TimeWindowPartitionsDefinition, moment: datetime) -> str:
+    return windows.get_partition_key_for_timestamp(moment.timestamp())
+
+
+def test_two_passes_16_days_apart_land_in_different_half_months():
+    before, after = (_acquired(BRUMADINHO / day) for day in ("20190114", "20190130"))
+    assert (after - before).days == 16
+    half = date_partitions_for("half_month")
+    assert (_key(half, before), _key(half, after)) == ("2019-01-01", "2019-01-16")
+    window = half.time_window_for_partition_key("2019-01-16")
+    assert (window.start.day, window.end.month, window.end.day) == (16, 2, 1)
+    # in months (the default) both dates are one partition
+    assert _key(date_partitions_for("month"), before) == _key(date_partitions_for("month"), after)
+
+
+def test_the_default_monthly_windows_are_unchanged():
+    keys = date_partitions_for("month").get_partition_keys()
+    reference = dg.MonthlyPartitionsDefinition(start_date="2013-04-01", end_offset=1)
+    assert keys == reference.get_partition_keys() and keys[0] == "2013-04-01"
+
+
+def test_quarters_and_years_start_on_their_first_day():
+    quarters = date_partitions_for("quarter").get_partition_keys()
+    assert quarters[:3] == ["2013-04-01", "2013-07-01", "2013-10-01"]
+    years = date_partitions_for("year").get_partition_keys()
+    assert years[:2] == ["2013-01-01", "2014-01-01"]
+
+
+def test_an_unknown_kind_of_window_names_the_setting():
+    with pytest.raises(ConfigError, match="GEOCLUSTER_DATE_WINDOWS='fortnight'.*half_month"):
+        date_partitions_for("fortnight")
+
+
+def test_the_demo_in_half_month_windows_keeps_one_date_per_partition(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GEOCLUSTER_", "DAGSTER_"))}
+    env["GEOCLUSTER_DATE_WINDOWS"] = "half_month"
+    command = [sys.executable, "-m", "geocluster_dagster", "--output", str(tmp_path)]
+    command += ["materialize", "--aoi", "demo", "--date", "2023-06-20"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    items = json.loads((tmp_path / "stac_items" / "demo" / "2023-06-16.json").read_text())
+    days = {feature["properties"]["datetime"][:10] for feature in items["features"]}
+    assert days == {"2023-06-18"}  # Landsat 9's pass; Landsat 8's (06-10) is the first half
+    assert (tmp_path / "diagnostics" / "demo" / "2023-06-16" / "scores.json").exists()
