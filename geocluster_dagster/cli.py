@@ -98,7 +98,12 @@ def _materialize(aoi_id: str, when: str, run_config: dict[str, Any] | None) -> N
     }
     if scores:
         click.echo(f"Scores: {scores}")
-    click.echo("Open the UI with:  DAGSTER_HOME=" + os.environ["DAGSTER_HOME"] + " dagster dev")
+    # The UI must write where this run wrote: the same instance and the same output root.
+    click.echo(
+        f"Open the UI with:  DAGSTER_HOME={os.environ['DAGSTER_HOME']} "
+        f"GEOCLUSTER_OUTPUT={os.environ['GEOCLUSTER_OUTPUT']} "
+        "dagster dev -m geocluster_dagster.definitions"
+    )
 
 
 def _date_key(when: str, windows: dg.TimeWindowPartitionsDefinition) -> str:

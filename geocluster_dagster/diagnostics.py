@@ -76,6 +76,18 @@ class DiagnosticsFacts:
     """The k of the elbow curve's highest silhouette."""
 
 
+def k_advice(n_clusters: int, knee: int | None, silhouette_best: int) -> str:
+    """What the elbow curve says about the k a map was made with, in one sentence."""
+    if knee is None:
+        return f"k={n_clusters}; the elbow curve has no knee, the silhouette is best at k={silhouette_best}."
+    if n_clusters == knee:
+        return f"k={n_clusters} is at the elbow's knee (the silhouette is best at k={silhouette_best})."
+    return (
+        f"k={n_clusters} was used; the elbow's knee is at k={knee} and the silhouette is best at "
+        f"k={silhouette_best}: try n_clusters: {knee}, or n_clusters: auto."
+    )
+
+
 def write_diagnostics(
     geotiff: xr.Dataset,
     clusters: StoredClusters,

@@ -500,6 +500,7 @@ def test_automatic_k_on_the_demo_is_within_one_of_its_land_covers(demo, dask_clu
     assert summary["n_clusters"] == k and summary["k_choice"] == choice
     diagnostics = _materialization(result, "diagnostics").metadata
     assert diagnostics["silhouette_best_k"].value >= 2
+    assert diagnostics["k_advice"].value.startswith(f"k={k} is at the elbow's knee")
     assert (out / "diagnostics" / "demo" / DEMO_MONTH / "elbow.png").stat().st_size > 0
 
 

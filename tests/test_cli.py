@@ -35,6 +35,10 @@ def test_demo_materializes_every_asset_and_prints_where_and_the_scores(tmp_path)
     scores = next(line for line in result.output.splitlines() if line.startswith("Scores: "))
     for name in ("silhouette", "calinski_harabasz", "davies_bouldin", "inertia"):
         assert f"'{name}': " in scores
+    # the UI it points at writes where this run wrote
+    assert f"GEOCLUSTER_OUTPUT={tmp_path} dagster dev -m geocluster_dagster.definitions" in (
+        result.output
+    )
 
 
 def test_a_misspelt_choice_in_the_run_config_is_refused_before_anything_runs(tmp_path):

@@ -18,7 +18,7 @@ from .. import __version__, plot
 from ..cluster import ClusterSettings
 from ..cluster_product import CLUSTER_MAP, SIGNATURES_CSV, open_clusters, write_clusters
 from ..composite import CompositeSettings, write_mosaic
-from ..diagnostics import PREVIEWS, DiagnosticsSettings, write_diagnostics
+from ..diagnostics import PREVIEWS, DiagnosticsSettings, k_advice, write_diagnostics
 from ..errors import GeoclusterError
 from ..export import CogSettings, open_geotiff, write_cog
 from ..indices import IndexSettings, add_indices
@@ -307,6 +307,7 @@ def diagnostics(
         metadata: dict[str, Any] = {k: float(v) for k, v in facts.scores.as_dict().items()}
         metadata["elbow_knee_k"] = facts.knee if facts.knee is not None else "none"
         metadata["silhouette_best_k"] = facts.silhouette_best
+        metadata["k_advice"] = k_advice(stored.model.n_clusters, facts.knee, facts.silhouette_best)
         for name in PREVIEWS:
             if name in facts.figures:
                 thumbnail = plot.thumbnail_markdown(facts.figures[name])
