@@ -3,9 +3,10 @@
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import dagster as dg
 from pydantic import Field
@@ -217,4 +218,20 @@ def _forward_worker_logs(client: "Client") -> None:
     Dagster captures the `geocluster_dagster` logger (python_logs.managed_python_loggers).
     Thread workers share this process's loggers already, so forwarding would log twice; a shared
     scheduler would send every client the logs of every run, so it is not done there either."""
+    from distributed.client import TOPIC_PREFIX_FORWARDED_LOG_RECORD
+
     client.forward_logging("geocluster_dagster", level=logging.INFO)
+    # The client subscribes to the workers' log topic with a message it does not wait for;
+    # until the scheduler has processed it, forwarded records are dropped. Wait for it, so a
+    # retry logged by the first task is not lost.
+    topic = f"{TOPIC_PREFIX_FORWARDED_LOG_RECORD}-forward-logging-geocluster_dagster"
+
+    def subscribed(dask_scheduler: Any, topic: str = topic, client_id: str = client.id) -> bool:
+        try:  # the scheduler's event broker has no public view of the subscribers
+            return client_id in dask_scheduler._broker._topics[topic].subscribers
+        except (AttributeError, KeyError):
+            return True  # another distributed version: cannot tell, do not wait
+
+    deadline = time.monotonic() + 10
+    while not client.run_on_scheduler(subscribed) and time.monotonic() < deadline:
+        time.sleep(0.05)
