@@ -43,6 +43,8 @@ SIGNATURES_CSV = "signatures.csv"
 SIGNATURES_JSON = "signatures.json"
 SAMPLE = "fit_sample.npy"
 SUMMARY = "summary.json"
+#: The elbow curve n_clusters: auto chose k from (only then), which diagnostics reuse.
+ELBOW = "elbow.csv"
 
 
 @dataclass(frozen=True)
@@ -69,10 +71,11 @@ def write_clusters(
     """
     features = settings.feature_bands(geotiff)
     sample = sample_valid_pixels(geotiff, features, settings.sample_size, settings.seed)
-    choice = None
+    choice = curve = None
     if settings.n_clusters == "auto":
         subset = sample[subsample_index(len(sample), ELBOW_SAMPLE_SIZE, settings.seed)]
-        choice = choose_k(elbow_curve(subset, settings.auto_k_values, settings))
+        curve = elbow_curve(subset, settings.auto_k_values, settings)
+        choice = choose_k(curve)
         settings = dataclasses.replace(settings, n_clusters=choice.chosen)
     model = fit_clusterer(sample, features, settings)
     labelled = LabelledBlocks(geotiff, model)
@@ -86,6 +89,7 @@ def write_clusters(
         "seed": settings.seed,
         "source": geotiff.attrs.get("source_path", ""),
         "k_choice": choice.as_dict() if choice else None,
+        "elbow_sample_size": ELBOW_SAMPLE_SIZE if curve is not None else None,
     }
     tags = {
         "aoi_id": aoi_id,
@@ -109,6 +113,8 @@ def write_clusters(
         write_json(json.loads(signatures.to_json(orient="records")), tmp / SIGNATURES_JSON)
         np.save(tmp / SAMPLE, sample)
         write_json(summary, tmp / SUMMARY)
+        if curve is not None:
+            curve.to_csv(tmp / ELBOW, index=False)
     return ClusterFacts(
         features=features,
         fit_sample_pixels=int(sample.shape[0]),
@@ -129,10 +135,19 @@ class StoredClusters:
     signatures: pd.DataFrame
     sample: np.ndarray
     summary: dict[str, Any]
+    elbow: pd.DataFrame | None = None
+    """The elbow curve k was chosen from (n_clusters: auto), else None."""
 
     @property
     def cluster_map_path(self) -> Path:
         return self.directory / CLUSTER_MAP
+
+    def elbow_for(self, k_values: list[int], sample_size: int) -> pd.DataFrame | None:
+        """The stored elbow curve if it is the one these k and subset size would fit (same
+        sample, seed and estimator), so it need not be fitted again; else None."""
+        if self.elbow is None or self.summary.get("elbow_sample_size") != sample_size:
+            return None
+        return self.elbow if [int(k) for k in self.elbow["k"]] == list(k_values) else None
 
 
 def open_clusters(folder: Path, *, chunks: int = CHUNK_SIZE) -> StoredClusters:
@@ -150,4 +165,5 @@ def open_clusters(folder: Path, *, chunks: int = CHUNK_SIZE) -> StoredClusters:
         signatures=pd.read_csv(folder / SIGNATURES_CSV),
         sample=np.load(folder / SAMPLE),
         summary=json.loads((folder / SUMMARY).read_text()),
+        elbow=pd.read_csv(folder / ELBOW) if (folder / ELBOW).exists() else None,
     )

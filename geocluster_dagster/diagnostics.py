@@ -15,13 +15,12 @@ import xarray as xr
 
 from . import evaluate, plot
 from .bands import WAVELENGTH_UM
-from .cluster_product import StoredClusters
+from .cluster_product import ELBOW, StoredClusters
 from .errors import ConfigError
 from .fields import described
 from .storage import atomic_path, write_json
 
 SCORES = "scores.json"
-ELBOW = "elbow.csv"
 
 #: Colour composites drawn when the GeoTIFF has their bands: (figure, title, bands as R, G, B).
 COMPOSITES = (
@@ -114,9 +113,11 @@ def write_diagnostics(
         seed=seed,
         silhouettes=(silhouettes, labels),
     )
-    # The fit sample is ordered block by block, so its head is not random: a seeded subset.
-    elbow_rows = evaluate.subsample_index(len(sample), settings.elbow_sample_size, seed)
-    elbow = evaluate.elbow_curve(sample[elbow_rows], settings.elbow_k_values, model.settings)
+    elbow = clusters.elbow_for(settings.elbow_k_values, settings.elbow_sample_size)
+    if elbow is None:
+        # The fit sample is ordered block by block, so its head is not random: a seeded subset.
+        elbow_rows = evaluate.subsample_index(len(sample), settings.elbow_sample_size, seed)
+        elbow = evaluate.elbow_curve(sample[elbow_rows], settings.elbow_k_values, model.settings)
     knee, silhouette_best = evaluate.k_candidates(elbow)
     density = (
         evaluate.red_nir_density(

@@ -10,11 +10,13 @@ from pathlib import Path
 
 import dagster as dg
 import numpy as np
+import pandas as pd
 import pystac
 import pytest
 import rasterio
 import shapely
 
+from geocluster_dagster.cluster_product import open_clusters
 from geocluster_dagster.definitions import defs
 from geocluster_dagster.defs.assets import ASSETS
 from geocluster_dagster.defs.outputs import OutputStore
@@ -27,7 +29,12 @@ from geocluster_dagster.demo import (
     build_demo,
     demo_truth,
 )
-from geocluster_dagster.evaluate import label_agreement
+from geocluster_dagster.evaluate import (
+    ELBOW_SAMPLE_SIZE,
+    elbow_curve,
+    label_agreement,
+    subsample_index,
+)
 from geocluster_dagster.mask import DEFAULT_MASK_FLAGS
 
 from .conftest import S2_29RKH
@@ -501,6 +508,12 @@ def test_automatic_k_on_the_demo_is_within_one_of_its_land_covers(demo, dask_clu
     diagnostics = _materialization(result, "diagnostics").metadata
     assert diagnostics["silhouette_best_k"].value >= 2
     assert diagnostics["k_advice"].value.startswith(f"k={k} is at the elbow's knee")
+    # diagnostics reuse the curve k was chosen from: it is what fitting it again gives
+    stored = open_clusters(out / "clusters" / "demo" / DEMO_MONTH)
+    reused = pd.read_csv(out / "diagnostics" / "demo" / DEMO_MONTH / "elbow.csv")
+    rows = subsample_index(len(stored.sample), ELBOW_SAMPLE_SIZE, 0)
+    again = elbow_curve(stored.sample[rows], list(range(2, 13)), stored.model.settings)
+    pd.testing.assert_frame_equal(reused, again, check_dtype=False)
     assert (out / "diagnostics" / "demo" / DEMO_MONTH / "elbow.png").stat().st_size > 0
 
 

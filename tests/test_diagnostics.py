@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pandas as pd
+
+from geocluster_dagster.cluster_product import StoredClusters
 from geocluster_dagster.diagnostics import k_advice
 
 
@@ -13,3 +16,23 @@ def test_a_k_away_from_the_knee_is_pointed_out_with_what_to_try():
 def test_a_k_at_the_knee_and_a_curve_without_one():
     assert k_advice(4, 4, 3).startswith("k=4 is at the elbow's knee")
     assert "no knee" in k_advice(5, None, 2) and "k=2" in k_advice(5, None, 2)
+
+
+def test_the_stored_elbow_is_reused_only_for_the_same_k_and_subset(tmp_path):
+    curve = pd.DataFrame({"k": [2, 3, 4], "inertia": [9.0, 4.0, 3.0], "silhouette": [0.5] * 3})
+
+    def stored(elbow, sample_size):
+        return StoredClusters(
+            directory=tmp_path,
+            cluster_map=None,  # type: ignore[arg-type]  # not used here
+            model=None,  # type: ignore[arg-type]
+            signatures=pd.DataFrame(),
+            sample=None,  # type: ignore[arg-type]
+            summary={"elbow_sample_size": sample_size},
+            elbow=elbow,
+        )
+
+    assert stored(curve, 20_000).elbow_for([2, 3, 4], 20_000) is curve
+    assert stored(curve, 20_000).elbow_for([2, 3, 4, 5], 20_000) is None  # other k
+    assert stored(curve, 20_000).elbow_for([2, 3, 4], 5_000) is None  # other subset
+    assert stored(None, None).elbow_for([2, 3, 4], 20_000) is None  # a given k: no curve
