@@ -274,6 +274,16 @@ def sample_valid_pixels(ds: xr.Dataset, features: Sequence[str], n: int, seed: i
 
 
 @dataclass(frozen=True)
+class Projection:
+    """A PCA projection: the mean removed first, then the principal axes."""
+
+    mean: np.ndarray
+    """(features,) mean removed before projecting."""
+    components: np.ndarray
+    """(components, features) principal axes."""
+
+
+@dataclass(frozen=True)
 class Mixture:
     """A Gaussian mixture's weights and precision Cholesky factors, in label order."""
 
@@ -301,10 +311,8 @@ class FittedClusterer:
     """(features,) mean removed by the standardisation."""
     scale: np.ndarray = field(repr=False)
     """(features,) standard deviation divided by (1 where a feature is constant)."""
-    pca_mean: np.ndarray | None = field(repr=False)
-    """(features,) mean removed before the PCA projection, or None without PCA."""
-    pca_components: np.ndarray | None = field(repr=False)
-    """(components, features) principal axes, or None without PCA."""
+    pca: Projection | None = field(repr=False)
+    """The PCA after the standardisation, or None without PCA."""
     model_centers: np.ndarray = field(repr=False)
     """(k, model dims) centres (component means) in model space; row i is label i + 1."""
     mixture: Mixture | None = field(default=None, repr=False)
@@ -327,8 +335,8 @@ class FittedClusterer:
     def transform(self, X: np.ndarray) -> np.ndarray:
         """X in the model's feature space (standardised [+ PCA]), where distances are measured."""
         Z: np.ndarray = (self._check(X) - self.scale_mean) / self.scale
-        if self.pca_components is not None and self.pca_mean is not None:
-            Z = (Z - self.pca_mean) @ self.pca_components.T
+        if self.pca is not None:
+            Z = (Z - self.pca.mean) @ self.pca.components.T
         return Z
 
     def _nearest(self, Z: np.ndarray) -> np.ndarray:
@@ -358,8 +366,8 @@ class FittedClusterer:
     def centers(self) -> np.ndarray:
         """(k, n_features) cluster centres in the original feature units, row i = label i+1."""
         Z = self.model_centers
-        if self.pca_components is not None and self.pca_mean is not None:
-            Z = Z @ self.pca_components + self.pca_mean
+        if self.pca is not None:
+            Z = Z @ self.pca.components + self.pca.mean
         original: np.ndarray = Z * self.scale + self.scale_mean
         return original
 
@@ -445,8 +453,12 @@ def _as_plain_model(
         settings=settings,
         scale_mean=np.asarray(scaler.mean_, dtype=np.float64),
         scale=np.asarray(scaler.scale_, dtype=np.float64),
-        pca_mean=None if pca is None else np.asarray(pca.mean_, dtype=np.float64),
-        pca_components=None if pca is None else np.asarray(pca.components_, dtype=np.float64),
+        pca=None
+        if pca is None
+        else Projection(
+            mean=np.asarray(pca.mean_, dtype=np.float64),
+            components=np.asarray(pca.components_, dtype=np.float64),
+        ),
         model_centers=np.asarray(centers, dtype=np.float64)[order],
         mixture=mixture,
     )

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .cluster import ClusterSettings, FittedClusterer, Mixture
+from .cluster import ClusterSettings, FittedClusterer, Mixture, Projection
 from .errors import AssetReadError, ConfigError
 from .storage import write_json
 
@@ -39,8 +39,8 @@ def model_to_dict(model: FittedClusterer) -> dict[str, Any]:
         "settings": dataclasses.asdict(model.settings),
         "scaler": {"mean": listed(model.scale_mean), "scale": listed(model.scale)},
         "pca": None
-        if model.pca_components is None
-        else {"mean": listed(model.pca_mean), "components": listed(model.pca_components)},
+        if model.pca is None
+        else {"mean": listed(model.pca.mean), "components": listed(model.pca.components)},
         "centers": listed(model.model_centers),
         "mixture": None
         if model.mixture is None
@@ -94,12 +94,14 @@ def model_from_dict(document: Any) -> FittedClusterer:
     if np.any(scale <= 0):
         raise ValueError("scaler.scale holds a value <= 0")
     pca = document.get("pca")
-    pca_mean = pca_components = None
+    projection = None
     dims = len(features)
     if pca is not None:
-        pca_mean = _array(pca["mean"], "pca.mean", (len(features),))
-        pca_components = _array(pca["components"], "pca.components", (None, len(features)))
-        dims = pca_components.shape[0]
+        projection = Projection(
+            mean=_array(pca["mean"], "pca.mean", (len(features),)),
+            components=_array(pca["components"], "pca.components", (None, len(features))),
+        )
+        dims = projection.components.shape[0]
     centers = _array(document["centers"], "centers", (settings.k, dims))
     mixture = None
     if document.get("mixture") is not None:
@@ -118,8 +120,7 @@ def model_from_dict(document: Any) -> FittedClusterer:
         settings=settings,
         scale_mean=scale_mean,
         scale=scale,
-        pca_mean=pca_mean,
-        pca_components=pca_components,
+        pca=projection,
         model_centers=centers,
         mixture=mixture,
     )
