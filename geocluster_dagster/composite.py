@@ -129,9 +129,8 @@ def coverage_counts(stack: xr.Dataset, inside: xr.DataArray) -> CoverageCounts:
     flags = [f for f in MASKABLE_FLAGS if f in stack.attrs.get("mask_flags", "").split(",")]
     if MASK_REASONS in stack:
         reasons = stack[MASK_REASONS]
-        bits = {flag: 1 << MASKABLE_FLAGS.index(flag) for flag in flags}
         # Masked by this flag and no other: what dropping the flag alone would give back.
-        sums += [((reasons == bit) & observed).sum() for bit in bits.values()]
+        sums += [((reasons == 1 << MASKABLE_FLAGS.index(f)) & observed).sum() for f in flags]
     total, with_data, clear, observations, *by_flag = compute(*(s.data for s in sums))
     shares: dict[str, float] = {
         flag: int(count) / int(observations)

@@ -89,8 +89,9 @@ def stac_items(
     path = outputs.path(STAC_ITEMS, window)
     with explained_failures():
         aoi = aoi_registry.get(window.aoi_id)
+        source = stac.source()
         items = search_items(
-            stac.source(),
+            source,
             collection=settings.collection,
             geometry=aoi.geometry,
             start=window.start,
@@ -109,7 +110,7 @@ def stac_items(
         {
             "item_count": len(items),
             "collection": settings.collection,
-            "source": stac.source().url,
+            "source": source.url,
             "items": dg.MetadataValue.md(table),
         },
     )
