@@ -43,10 +43,10 @@ def _instance() -> dg.DagsterInstance:
 
 
 def _sync_aois(instance: dg.DagsterInstance) -> list[str]:
-    from .definitions import aoi_registry_from_env
     from .defs.partitions import AOI_PARTITIONS
+    from .defs.resources import AOIRegistry
 
-    aois = sorted(aoi_registry_from_env().load())
+    aois = sorted(AOIRegistry().load())
     known = set(instance.get_dynamic_partitions(AOI_PARTITIONS))
     new = [a for a in aois if a not in known]
     if new:
@@ -151,7 +151,11 @@ def _check_run_config(job: dg.JobDefinition, run_config: dict[str, Any]) -> None
 )
 def main(output: Path) -> None:
     """Satellite imagery to unsupervised land-cover maps, as Dagster assets."""
-    os.environ["GEOCLUSTER_OUTPUT"] = str(output.resolve())
+    from .storage import expand_path
+
+    os.environ["GEOCLUSTER_OUTPUT"] = str(
+        expand_path(str(output), "--output (env GEOCLUSTER_OUTPUT)")
+    )
 
 
 @main.command()
@@ -194,9 +198,9 @@ def materialize(aoi_id: str, when: str, config_file: str | None) -> None:
 @main.command()
 def aois() -> None:
     """List the AOIs of the registry (env GEOCLUSTER_AOI_REGISTRY), validating each."""
-    from .definitions import aoi_registry_from_env
+    from .defs.resources import AOIRegistry
 
-    for aoi in aoi_registry_from_env().load().values():
+    for aoi in AOIRegistry().load().values():
         west, south, east, north = aoi.bbox
         click.echo(
             f"{aoi.id:<24} {aoi.name:<32} [{west:.4f}, {south:.4f}, {east:.4f}, {north:.4f}]"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import dagster as dg
 
 from .defs.assets import ASSETS
@@ -12,27 +10,18 @@ from .defs.outputs import OutputStore
 from .defs.resources import AOIRegistry, DaskCluster, StacCatalog
 from .defs.schedules import weekly_refresh_schedule
 from .defs.sensors import ImageryWatch, aoi_registry_sensor, new_imagery_sensor
-from .search import DEFAULT_COLLECTION
-
-
-def aoi_registry_from_env() -> AOIRegistry:
-    """The AOI registry env GEOCLUSTER_AOI_REGISTRY names (default: the demo's)."""
-    return AOIRegistry(path=os.environ.get("GEOCLUSTER_AOI_REGISTRY", "demo"))
 
 
 def build_resources() -> dict[str, object]:
-    """Resources from environment variables, so one code location serves any deployment."""
+    """The resources, with nothing bound here: every field left unset reads its environment
+    variable (GEOCLUSTER_STAC_URL, ...) when a run uses it, so one code location serves any
+    deployment and run config that sets one field keeps the others (see `defs.resources`)."""
     return {
-        "aoi_registry": aoi_registry_from_env(),
-        "stac": StacCatalog(
-            url=os.environ.get("GEOCLUSTER_STAC_URL", "demo"),
-            sign=os.environ.get("GEOCLUSTER_STAC_SIGN", "auto"),
-        ),
-        "dask": DaskCluster(scheduler_address=os.environ.get("GEOCLUSTER_DASK_SCHEDULER") or None),
+        "aoi_registry": AOIRegistry(),
+        "stac": StacCatalog(),
+        "dask": DaskCluster(),
         "outputs": OutputStore(),
-        "imagery_watch": ImageryWatch(
-            collection=os.environ.get("GEOCLUSTER_WATCH_COLLECTION", DEFAULT_COLLECTION)
-        ),
+        "imagery_watch": ImageryWatch(),
     }
 
 

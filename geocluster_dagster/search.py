@@ -77,6 +77,11 @@ def read_items(path: Path) -> pystac.ItemCollection:
     return pystac.ItemCollection.from_dict(json.loads(path.read_text()))
 
 
+def is_url(text: str) -> bool:
+    """True for http(s) and file URLs; anything else is a local path."""
+    return urlparse(text).scheme in ("http", "https", "file")
+
+
 @dataclass(frozen=True)
 class StacSource:
     """Where to search for STAC items, and how to talk to it."""

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from .errors import OutputNotWritable
+from .errors import ConfigError, OutputNotWritable
 
 
 @contextlib.contextmanager
@@ -157,3 +157,18 @@ def write_json(obj: object, target: Path | str) -> Path:
     with atomic_path(target) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
     return Path(target)
+
+
+def expand_path(text: str, setting: str) -> Path:
+    """A path a user wrote, with ``~`` and ``$VARS`` expanded as a shell would, made absolute.
+
+    Refused when a variable is not set: ``$DATA/out`` must not become a folder named ``$DATA``.
+    ``setting`` names where the path came from, for the message.
+    """
+    expanded = os.path.expanduser(os.path.expandvars(text))
+    if "$" in expanded:
+        raise ConfigError(
+            f"{setting}={text!r} names an environment variable that is not set "
+            f"(left: {expanded!r}): set it, or write the path out in full."
+        )
+    return Path(expanded).resolve()

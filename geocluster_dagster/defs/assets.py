@@ -66,6 +66,23 @@ def _asset(
     return decorator
 
 
+def _sources_used(
+    context: dg.AssetExecutionContext,
+    stac: StacCatalog,
+    aoi_registry: AOIRegistry,
+    outputs: OutputStore,
+) -> dict[str, str]:
+    """Log and return where this run reads imagery and AOIs and writes outputs, and which setting
+    said so: a run must never use the demo, or another source, without saying it."""
+    used = {
+        "stac_source": str(stac.setting()),
+        "aoi_registry": f"{aoi_registry.resolved_path()} ({aoi_registry.setting().origin})",
+        "output_root": str(outputs.root()),
+    }
+    context.log.info("; ".join(f"{key}: {value}" for key, value in used.items()))
+    return used
+
+
 def _written(path: Path, metadata: dict[str, Any]) -> dg.MaterializeResult[None]:
     return dg.MaterializeResult(
         metadata={"output_path": dg.MetadataValue.path(str(path)), **metadata}
@@ -90,6 +107,7 @@ def stac_items(
     with explained_failures():
         aoi = aoi_registry.get(window.aoi_id)
         source = stac.source()
+        sources = _sources_used(context, stac, aoi_registry, outputs)
         items = search_items(
             source,
             collection=settings.collection,
@@ -111,6 +129,7 @@ def stac_items(
             "item_count": len(items),
             "collection": settings.collection,
             "source": source.url,
+            **sources,
             "items": dg.MetadataValue.md(table),
         },
     )

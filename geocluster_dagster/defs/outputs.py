@@ -15,6 +15,7 @@ import dagster as dg
 from pydantic import Field
 
 from ..blocks import CHUNK_SIZE
+from ..storage import expand_path
 from .partitions import PartitionWindow
 from .resources import output_root
 
@@ -30,22 +31,22 @@ class Product:
 class OutputStore(dg.ConfigurableResource):  # type: ignore[type-arg]
     """The output root every asset writes under and reads its inputs from."""
 
-    base_dir: str = Field(
-        default_factory=lambda: str(output_root()),
-        description="Output root; env GEOCLUSTER_OUTPUT sets the default. Dask workers must reach it.",
+    base_dir: str | None = Field(
+        default=None,
+        description="Output root. Unset: env GEOCLUSTER_OUTPUT, else ./geocluster_output. Dask "
+        "workers must reach it.",
     )
     chunk_size: int = Field(
         default=CHUNK_SIZE, description="Chunk edge (pixels) when reading stored rasters back."
     )
 
+    def root(self) -> Path:
+        """The output root, resolved when a run uses it (see `resources`)."""
+        return expand_path(self.base_dir, "outputs.base_dir") if self.base_dir else output_root()
+
     def path(self, product: Product, window: PartitionWindow) -> Path:
         """Where ``product`` of the partition is (or will be) written."""
-        return (
-            Path(self.base_dir)
-            / product.asset
-            / window.aoi_id
-            / f"{window.date_key}{product.suffix}"
-        )
+        return self.root() / product.asset / window.aoi_id / f"{window.date_key}{product.suffix}"
 
     def existing(self, product: Product, window: PartitionWindow) -> Path:
         """The path of an upstream output, refused with what to do when it was never written."""

@@ -1,10 +1,19 @@
-"""Resources: where AOIs and imagery come from, where outputs go, and the Dask cluster."""
+"""Resources: where AOIs and imagery come from, where outputs go, and the Dask cluster.
+
+A deployment says where things are with environment variables (GEOCLUSTER_STAC_URL, ...), or
+with the resources' fields in the launchpad or run config. The fields default to None and are
+resolved when a run uses them, not when the code location loads: run config that sets one field
+of a resource (say `stac.timeout_s`) would otherwise replace the values the environment gave the
+others, and the run would quietly fall back to the embedded demo. The demo is used only when
+nothing at all names a source.
+"""
 
 import contextlib
 import logging
 import os
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -14,7 +23,8 @@ from pydantic import Field
 from ..aoi import AOI, load_registry
 from ..errors import InvalidAOI
 from ..remote import RemoteReadSettings
-from ..search import StacSource
+from ..search import StacSource, is_url
+from ..storage import expand_path
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -25,10 +35,36 @@ log = logging.getLogger(__name__)
 
 DEMO = "demo"
 
+ENV_OUTPUT = "GEOCLUSTER_OUTPUT"
+ENV_AOI_REGISTRY = "GEOCLUSTER_AOI_REGISTRY"
+ENV_STAC_URL = "GEOCLUSTER_STAC_URL"
+ENV_STAC_SIGN = "GEOCLUSTER_STAC_SIGN"
+ENV_DASK_SCHEDULER = "GEOCLUSTER_DASK_SCHEDULER"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """A deployment setting's value and where it came from, for the run's log and metadata."""
+
+    value: str
+    origin: str
+
+    def __str__(self) -> str:
+        return f"{self.value} ({self.origin})"
+
+
+def deployment_setting(configured: str | None, field: str, env: str, default: str) -> Setting:
+    """``configured`` when the resource field is set, else env ``env``, else ``default``."""
+    if configured:
+        return Setting(configured, f"resource config {field}")
+    if os.environ.get(env):
+        return Setting(os.environ[env], f"env {env}")
+    return Setting(default, f"default; set env {env} or {field}")
+
 
 def output_root() -> Path:
     """Where outputs (and the generated demo catalog) live: env GEOCLUSTER_OUTPUT, else ./geocluster_output."""
-    return Path(os.environ.get("GEOCLUSTER_OUTPUT", "geocluster_output")).resolve()
+    return expand_path(os.environ.get(ENV_OUTPUT) or "geocluster_output", ENV_OUTPUT)
 
 
 def demo_paths() -> "DemoPaths":
@@ -41,17 +77,22 @@ def demo_paths() -> "DemoPaths":
 class AOIRegistry(dg.ConfigurableResource):  # type: ignore[type-arg]
     """The areas of interest: a folder of GeoJSON files or one FeatureCollection file."""
 
-    path: str = Field(
-        default=DEMO,
-        description="Folder of *.geojson files or one FeatureCollection file; 'demo' = the embedded demo AOI.",
+    path: str | None = Field(
+        default=None,
+        description="Folder of *.geojson files or one FeatureCollection file; 'demo' = the embedded "
+        "demo AOI. Unset: env GEOCLUSTER_AOI_REGISTRY, else the demo.",
     )
     auto_orient: bool = Field(
         default=False,
         description="Re-orient rings to RFC 7946 winding instead of refusing clockwise exteriors.",
     )
 
+    def setting(self) -> Setting:
+        return deployment_setting(self.path, "aoi_registry.path", ENV_AOI_REGISTRY, DEMO)
+
     def resolved_path(self) -> Path:
-        return demo_paths().aoi_registry if self.path == DEMO else Path(self.path).expanduser()
+        path = self.setting().value
+        return demo_paths().aoi_registry if path == DEMO else expand_path(path, "aoi_registry.path")
 
     def load(self) -> dict[str, AOI]:
         return load_registry(self.resolved_path(), auto_orient=self.auto_orient)
@@ -69,16 +110,18 @@ class AOIRegistry(dg.ConfigurableResource):  # type: ignore[type-arg]
 class StacCatalog(dg.ConfigurableResource):  # type: ignore[type-arg]
     """Where to search for imagery: a STAC API, a static catalog, or an ItemCollection file."""
 
-    url: str = Field(
-        default=DEMO,
+    url: str | None = Field(
+        default=None,
         description=(
             "STAC API root (e.g. https://planetarycomputer.microsoft.com/api/stac/v1), a local "
-            "catalog.json / collection.json, an ItemCollection JSON file, or 'demo'."
+            "catalog.json / collection.json, an ItemCollection JSON file, or 'demo'. Unset: env "
+            "GEOCLUSTER_STAC_URL, else the demo."
         ),
     )
-    sign: str = Field(
-        default="auto",
-        description="'auto' signs Planetary Computer hrefs; 'planetary-computer' always; 'none' never.",
+    sign: str | None = Field(
+        default=None,
+        description="'auto' signs Planetary Computer hrefs; 'planetary-computer' always; 'none' "
+        "never. Unset: env GEOCLUSTER_STAC_SIGN, else 'auto'.",
     )
     max_retries: int = Field(
         default=5, description="Retries of a failed STAC API request (429/5xx)."
@@ -106,11 +149,18 @@ class StacCatalog(dg.ConfigurableResource):  # type: ignore[type-arg]
         description="Attempts per asset read (fresh signed URL, GDAL cache bypassed) for failures GDAL does not retry, e.g. truncated bodies, expired tokens.",
     )
 
+    def setting(self) -> Setting:
+        return deployment_setting(self.url, "stac.url", ENV_STAC_URL, DEMO)
+
     def source(self) -> StacSource:
-        url = str(demo_paths().catalog) if self.url == DEMO else self.url
+        url = self.setting().value
+        if url == DEMO:
+            url = str(demo_paths().catalog)
+        elif not is_url(url):
+            url = str(expand_path(url, "stac.url"))
         return StacSource(
             url=url,
-            sign=self.sign,  # type: ignore[arg-type]
+            sign=deployment_setting(self.sign, "stac.sign", ENV_STAC_SIGN, "auto").value,  # type: ignore[arg-type]
             max_retries=self.max_retries,
             backoff_factor=self.backoff_factor,
             timeout_s=self.timeout_s,
@@ -138,7 +188,8 @@ class DaskCluster(dg.ConfigurableResource):  # type: ignore[type-arg]
     """
 
     scheduler_address: str | None = Field(
-        default=None, description="e.g. tcp://10.0.0.5:8786; None computes on this machine."
+        default=None,
+        description="e.g. tcp://10.0.0.5:8786. Unset: env GEOCLUSTER_DASK_SCHEDULER, else this machine.",
     )
     mode: Literal["threads", "local_cluster"] = Field(
         default="threads",
@@ -179,12 +230,13 @@ class DaskCluster(dg.ConfigurableResource):  # type: ignore[type-arg]
         say = (context.log or log).info
 
         threads = self.threads_per_worker or os.cpu_count() or 1
-        if self.scheduler_address:
+        address = self.scheduler_address or os.environ.get(ENV_DASK_SCHEDULER)
+        if address:
             from distributed import Client
 
-            with Client(self.scheduler_address, timeout="30s") as client:
+            with Client(address, timeout="30s") as client:
                 say(
-                    f"Dask: using scheduler {self.scheduler_address} ({len(client.scheduler_info()['workers'])} workers)"
+                    f"Dask: using scheduler {address} ({len(client.scheduler_info()['workers'])} workers)"
                 )
                 yield
             return

@@ -1,6 +1,7 @@
 """Sensors: keep AOI partitions in step with the registry, and run partitions that get new imagery."""
 
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -15,6 +16,8 @@ from ..search import DEFAULT_COLLECTION, acquired, search_items
 from .jobs import pipeline_job
 from .partitions import AOI_PARTITIONS, aoi_partitions, date_partitions, partition_key
 from .resources import AOIRegistry, StacCatalog
+
+ENV_WATCH_COLLECTION = "GEOCLUSTER_WATCH_COLLECTION"
 
 
 def registry_changes(registry: AOIRegistry, known: set[str]) -> list[str]:
@@ -44,7 +47,11 @@ def aoi_registry_sensor(
 class ImageryWatch(dg.ConfigurableResource):  # type: ignore[type-arg]
     """What the new-imagery sensor searches for, and how far back it looks for late arrivals."""
 
-    collection: str = Field(default=DEFAULT_COLLECTION, description="STAC collection to watch.")
+    collection: str | None = Field(
+        default=None,
+        description="STAC collection to watch. Unset: env GEOCLUSTER_WATCH_COLLECTION, else "
+        f"{DEFAULT_COLLECTION}.",
+    )
     max_cloud_cover: float | None = Field(
         default=60.0, description="Only scenes at most this cloudy (percent) trigger runs."
     )
@@ -53,6 +60,9 @@ class ImageryWatch(dg.ConfigurableResource):  # type: ignore[type-arg]
         description="Scenes acquired up to this many days before the newest one seen still count as new when they "
         "appear late (Level-2 products are published days to weeks after acquisition).",
     )
+
+    def watched_collection(self) -> str:
+        return self.collection or os.environ.get(ENV_WATCH_COLLECTION) or DEFAULT_COLLECTION
 
 
 @dataclass
@@ -126,7 +136,7 @@ def new_imagery_sensor(
         try:
             items = search_items(
                 stac.source(),
-                collection=imagery_watch.collection,
+                collection=imagery_watch.watched_collection(),
                 geometry=aoi.geometry,
                 start=start,
                 end=now + timedelta(days=1),
@@ -148,7 +158,7 @@ def new_imagery_sensor(
                         "ops": {
                             "stac_items": {
                                 "config": {
-                                    "collection": imagery_watch.collection,
+                                    "collection": imagery_watch.watched_collection(),
                                     "max_cloud_cover": imagery_watch.max_cloud_cover,
                                 }
                             }
