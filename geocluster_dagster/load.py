@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Literal, get_args
@@ -18,7 +17,6 @@ from typing import Any, Literal, get_args
 import numpy as np
 import odc.stac
 import pystac
-import rasterio
 import shapely
 import xarray as xr
 from affine import Affine
@@ -26,14 +24,14 @@ from odc.geo import XY, xy_
 from odc.geo.geobox import GeoBox
 from odc.geo.geom import Geometry
 from pyproj import CRS
-from rasterio.warp import transform_geom
 from shapely.geometry.base import BaseGeometry
 
 from .bands import BandPlan, Scaling, SensorProfile, asset_scaling, plan_bands, sensor_profile
 from .blocks import CHUNK_SIZE
-from .errors import AssetReadError, ConfigError, NoOverlap
+from .errors import ConfigError, NoOverlap
 from .fields import described
 from .mask import DEFAULT_MASK_FLAGS, MaskFlag, mask_reasons, qa_mask
+from .preflight import check_assets
 from .remote import RemoteReader, RemoteReadSettings, RetryingRioDriver
 from .search import acquired
 
@@ -244,56 +242,6 @@ def _padded(geobox: GeoBox, rows: int, cols: int) -> GeoBox:
     )
 
 
-def _check_assets(
-    items: Sequence[pystac.Item],
-    asset_keys: Sequence[str],
-    aoi: BaseGeometry,
-    reader: RemoteReader,
-) -> None:
-    """Open each asset header (in parallel) and check it is a raster that touches the AOI."""
-
-    def probe(job: tuple[pystac.Item, str]) -> str | bool:
-        """Whether the asset touches the AOI, or what is wrong with it."""
-        item, key = job
-        href = item.assets[key].get_absolute_href() or item.assets[key].href
-        try:
-            footprint = reader.read(href, _footprint)
-        except AssetReadError as err:
-            return f"asset {key!r} of item {item.id!r}: {err}"
-        if footprint is None:
-            return f"asset {key!r} of item {item.id!r} ({href}) has no CRS"
-        return bool(footprint.intersects(aoi))
-
-    jobs = [(item, key) for item in items for key in asset_keys]
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        results = list(pool.map(probe, jobs))
-    errors = [result for result in results if isinstance(result, str)]
-    if errors:
-        more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
-        raise AssetReadError(
-            f"{len(errors)} of {len(jobs)} assets cannot be read as GeoTIFF/COG: "
-            + " | ".join(errors[:3])
-            + more
-        )
-    if not any(results):
-        raise NoOverlap(
-            f"None of the {len(items)} items' rasters overlap the AOI (bounds "
-            f"{tuple(round(v, 4) for v in aoi.bounds)} lon/lat), although their STAC footprints do. "
-            "The item geometries disagree with the files: fix the catalog, or check the AOI."
-        )
-
-
-def _footprint(url: str) -> BaseGeometry | None:
-    """The raster's footprint in lon/lat, None if it has no CRS."""
-    with rasterio.open(url) as src:
-        if src.crs is None:
-            return None
-        footprint = transform_geom(
-            src.crs, "EPSG:4326", shapely.geometry.mapping(shapely.box(*src.bounds))
-        )
-    return shapely.geometry.shape(footprint)
-
-
 def load_band_stack(
     items: Sequence[pystac.Item],
     aoi: BaseGeometry,
@@ -323,7 +271,7 @@ def load_band_stack(
     asset_keys = [*plan.assets.values(), *([plan.qa_asset] if plan.qa_asset else [])]
     reader = RemoteReader(remote or RemoteReadSettings(), href_signer)
     if settings.preflight:
-        _check_assets(items, asset_keys, aoi, reader)
+        check_assets(items, asset_keys, aoi, reader)
 
     geobox = odc.stac.output_geobox(
         [],

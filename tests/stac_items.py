@@ -23,9 +23,13 @@ def localize_item(
     item = item.clone()
     grid = None
     for key, path in files.items():
-        item.assets[key].href = href_of(path)
+        asset = item.assets[key]
+        asset.href = href_of(path)
         with rasterio.open(path) as src:
             grid = grid or (src.crs, src.transform, src.shape, src.bounds)
+            if "proj:shape" in asset.extra_fields or "proj:transform" in asset.extra_fields:
+                asset.extra_fields["proj:shape"] = list(src.shape)
+                asset.extra_fields["proj:transform"] = list(src.transform)[:6]
             raster_bands = item.assets[key].extra_fields.get("raster:bands")
             if raster_bands and isinstance(raster_bands[0], dict):
                 raster_bands[0]["spatial_resolution"] = abs(src.transform.a)

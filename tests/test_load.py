@@ -136,3 +136,41 @@ def test_settings_are_validated():
         LoadSettings(resampling="lanczos9")
     with pytest.raises(ConfigError, match="resolution"):
         LoadSettings(resolution=-30)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "says"),
+    [
+        ("proj:epsg", 32622, "CRS EPSG:32623 in the file, EPSG:32622 in proj:"),
+        ("proj:shape", [100, 100], "in the file, [100, 100] in proj:"),
+        ("proj:transform", [30.0, 0.0, 583585.0, 0.0, -30.0, -2222685.0], "3.33 px apart"),
+    ],
+)
+def test_a_file_that_is_not_where_its_item_says_is_refused_with_the_numbers(
+    brumadinho_items, field, value, says
+):
+    """odc-stac plans reads from proj: and reads pixels with the file's own grid: when they
+    disagree, pixels are misplaced or dropped without an error, so the load refuses it."""
+    item = brumadinho_items[0]
+    honest = load_band_stack(
+        [item], _footprint(item), LoadSettings(bands=("red",), mask_clouds=False)
+    )
+    assert honest.red.notnull().any()
+    item.properties[field] = value
+    with pytest.raises(AssetReadError) as err:
+        load_band_stack([item], _footprint(item), LoadSettings(bands=("red",), mask_clouds=False))
+    message = str(err.value)
+    assert says in message and "'red'" in message and item.id in message
+    assert "Fix the item's proj: fields" in message
+
+
+def test_an_asset_level_proj_field_overrides_its_items(brumadinho_items):
+    item = brumadinho_items[0]
+    shape = item.properties["proj:shape"]
+    item.properties["proj:shape"] = [1, 1]  # wrong for the item, but every asset says better
+    for asset in item.assets.values():
+        asset.extra_fields["proj:shape"] = shape
+    stack = load_band_stack(
+        [item], _footprint(item), LoadSettings(bands=("red",), mask_clouds=False)
+    )
+    assert stack.red.notnull().any()
