@@ -49,3 +49,7 @@ class OutputNotWritable(GeoclusterError, OSError):
 
 class ConfigError(GeoclusterError, ValueError):
     """A setting has a value that cannot work; the message names the setting."""
+
+
+class PartitionBusy(GeoclusterError, TimeoutError):
+    """Another run holds the partition's lock for longer than this run may wait."""

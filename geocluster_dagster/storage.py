@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import glob
 import json
 import os
 import shutil
 import socket
+import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 
-from .errors import ConfigError, OutputNotWritable
+from .errors import ConfigError, OutputNotWritable, PartitionBusy
 
 
 @contextlib.contextmanager
@@ -172,3 +175,58 @@ def expand_path(text: str, setting: str) -> Path:
             f"(left: {expanded!r}): set it, or write the path out in full."
         )
     return Path(expanded).resolve()
+
+
+@contextlib.contextmanager
+def exclusive_lock(
+    path: Path,
+    *,
+    what: str,
+    holder: str,
+    timeout_s: float,
+    on_wait: Callable[[str], None],
+    poll_s: float = 0.5,
+) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` for the block, waiting up to ``timeout_s`` for it.
+
+    ``flock`` locks belong to the open file and the kernel drops them when the process dies,
+    so a killed run never leaves a partition locked. The file says who holds it, for the
+    message of whoever waits (``what`` names the thing locked, ``holder`` this process).
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = path.open("a+", encoding="utf-8")
+    except OSError as err:
+        raise _not_writable(path, err, full=disk_full(path)) from err
+    with handle:
+        deadline = time.monotonic() + timeout_s
+        announced = False
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                handle.seek(0)
+                other = handle.read().strip() or "another process"
+                if time.monotonic() >= deadline:
+                    raise PartitionBusy(
+                        f"{what} is still being written by {other} after {timeout_s:.0f} s: "
+                        "wait for that run to finish (or cancel it in the UI's Runs page), or "
+                        "raise `lock_timeout_s` of the `outputs` resource."
+                    ) from None
+                if not announced:
+                    on_wait(f"{what} is being written by {other}: waiting for it to finish.")
+                    announced = True
+                time.sleep(poll_s)
+        handle.seek(0)
+        handle.truncate()
+        since = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        handle.write(f"{holder} (pid {os.getpid()} on {socket.gethostname()}, since {since})")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()
+            handle.flush()
+            fcntl.flock(handle, fcntl.LOCK_UN)

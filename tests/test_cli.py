@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from geocluster_dagster.demo import DEMO_MONTH
@@ -59,3 +61,34 @@ def test_a_misspelt_choice_in_the_run_config_is_refused_before_anything_runs(tmp
     assert "medain" in result.output and "mosaic" in result.output
     assert "Traceback" not in result.output
     assert not (tmp_path / "out" / "stac_items").exists()  # no asset ran
+
+
+@pytest.mark.slow
+def test_two_runs_of_one_partition_do_not_interleave(tmp_path):
+    """Two runs of one partition at once (k=6 and k=4): the second waits for the first, and
+    each reports the scores of its own products; the partition ends up all from one run."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GEOCLUSTER_", "DAGSTER_"))}
+    assert _invoke(tmp_path, "aois").exit_code == 0  # build the demo and the instance once
+    runs = {}
+    for k in (6, 4):
+        config = tmp_path / f"k{k}.yaml"
+        config.write_text(yaml.safe_dump({"ops": {"clusters": {"config": {"n_clusters": k}}}}))
+        command = [
+            sys.executable, "-m", "geocluster_dagster", "--output", str(tmp_path),
+            "materialize", "--aoi", "demo", "--date", DEMO_MONTH[:7], "--config", str(config),
+        ]  # fmt: skip
+        runs[k] = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    outputs = {k: run.communicate(timeout=600)[0] for k, run in runs.items()}
+    assert all(run.returncode == 0 for run in runs.values()), outputs
+    waited = [k for k, out in outputs.items() if "waiting for it to finish" in out]
+    assert len(waited) == 1, outputs
+    last = waited[0]
+    model = json.loads((tmp_path / "clusters" / "demo" / DEMO_MONTH / "model.json").read_text())
+    scores = json.loads(
+        (tmp_path / "diagnostics" / "demo" / DEMO_MONTH / "scores.json").read_text()
+    )
+    assert len(model["centers"]) == last
+    printed = next(line for line in outputs[last].splitlines() if line.startswith("Scores: "))
+    assert f"'silhouette': {round(scores['silhouette'], 4)}" in printed
+    first = next(line for line in outputs[10 - last].splitlines() if line.startswith("Scores: "))
+    assert first != printed  # its own k's scores, not the files the other run left

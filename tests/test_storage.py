@@ -8,7 +8,7 @@ import os
 import pytest
 
 from geocluster_dagster import storage
-from geocluster_dagster.errors import OutputNotWritable
+from geocluster_dagster.errors import OutputNotWritable, PartitionBusy
 from geocluster_dagster.storage import atomic_path
 
 
@@ -60,3 +60,77 @@ def test_a_full_disk_is_reported_in_the_users_terms(tmp_path):
             raise OSError(errno.ENOSPC, "No space left on device")
     assert "GEOCLUSTER_OUTPUT" in str(refused.value)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_second_holder_waits_for_the_lock_and_is_told_who_holds_it(tmp_path):
+    import threading
+
+    lock = tmp_path / ".locks" / "demo" / "2023-06-01.lock"
+    said: list[str] = []
+    with storage.exclusive_lock(
+        lock, what="Partition demo|2023-06-01", holder="run A", timeout_s=5, on_wait=said.append
+    ):
+        with pytest.raises(PartitionBusy) as busy:
+            with storage.exclusive_lock(
+                lock,
+                what="Partition demo|2023-06-01",
+                holder="run B",
+                timeout_s=0.3,
+                on_wait=said.append,
+                poll_s=0.05,
+            ):
+                pytest.fail("two holders at once")
+    assert len(said) == 1, "the wait is announced once"
+    assert said[0].startswith(
+        f"Partition demo|2023-06-01 is being written by run A (pid {os.getpid()}"
+    )
+    assert said[0].endswith(": waiting for it to finish.")
+    assert "still being written by run A" in str(busy.value)
+    assert "lock_timeout_s" in str(busy.value)
+
+    order: list[str] = []
+    release = threading.Event()
+
+    def first() -> None:
+        with storage.exclusive_lock(lock, what="p", holder="A", timeout_s=5, on_wait=print):
+            order.append("A in")
+            release.wait(5)
+            order.append("A out")
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    while not order:
+        pass
+    threading.Timer(0.3, release.set).start()
+    with storage.exclusive_lock(
+        lock, what="p", holder="B", timeout_s=5, on_wait=print, poll_s=0.05
+    ):
+        order.append("B in")
+    thread.join()
+    assert order == ["A in", "A out", "B in"]
+
+
+def test_a_killed_holder_leaves_the_lock_free(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    lock = tmp_path / "p.lock"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time; from pathlib import Path; from geocluster_dagster import storage\n"
+            f"with storage.exclusive_lock(Path({str(lock)!r}), what='p', holder='victim', "
+            "timeout_s=1, on_wait=print):\n    print('held', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    start = time.monotonic()
+    with storage.exclusive_lock(lock, what="p", holder="next", timeout_s=2, on_wait=print):
+        assert time.monotonic() - start < 1

@@ -4,10 +4,18 @@ Layout: ``<base_dir>/<asset>/<aoi>/<date><suffix>``, e.g.
 ``geocluster_output/geotiff/demo/2023-06-01.tif`` or ``.../clusters/demo/2023-06-01/``.
 Assets write their own outputs through the plain modules' writers (atomically) and reopen
 their inputs with the plain modules' readers; this resource only says where.
+
+A run holds its partition's lock (``<base_dir>/.locks/<aoi>/<date>.lock``) from its first step to
+its end, so two runs of one partition never interleave: the second waits, and neither reports
+scores computed from the other's products. The runs execute in one process
+(`in_process_executor`), which is what lets one lock span every step of a run.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,9 +23,14 @@ import dagster as dg
 from pydantic import Field
 
 from ..blocks import CHUNK_SIZE
-from ..storage import expand_path
-from .partitions import PartitionWindow
+from ..storage import exclusive_lock, expand_path
+from .partitions import PartitionWindow, split_key
 from .resources import output_root
+
+log = logging.getLogger(__name__)
+
+#: The run tag Dagster gives a run of one partition (for this graph: 'aoi|date').
+PARTITION_TAG = "dagster/partition"
 
 
 @dataclass(frozen=True)
@@ -39,6 +52,28 @@ class OutputStore(dg.ConfigurableResource):  # type: ignore[type-arg]
     chunk_size: int = Field(
         default=CHUNK_SIZE, description="Chunk edge (pixels) when reading stored rasters back."
     )
+    lock_timeout_s: float = Field(
+        default=3600.0,
+        description="How long a run waits for another run of the same partition to finish, seconds.",
+    )
+
+    @contextlib.contextmanager
+    def yield_for_execution(self, context: dg.InitResourceContext) -> Iterator[OutputStore]:
+        run = context.run
+        key = run.tags.get(PARTITION_TAG) if run is not None else None
+        if run is None or key is None or "|" not in key:  # not one AOI x date partition
+            yield self
+            return
+        aoi_id, date_key = split_key(key)
+        say = (context.log or log).info
+        with exclusive_lock(
+            self.root() / ".locks" / aoi_id / f"{date_key}.lock",
+            what=f"Partition {key}",
+            holder=f"run {run.run_id}",
+            timeout_s=self.lock_timeout_s,
+            on_wait=say,
+        ):
+            yield self
 
     def root(self) -> Path:
         """The output root, resolved when a run uses it (see `resources`)."""
