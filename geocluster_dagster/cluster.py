@@ -7,6 +7,7 @@ deterministic order (darkest cluster first); 0 is reserved for nodata.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -317,11 +318,44 @@ class FittedClusterer:
     """(k, model dims) centres (component means) in model space; row i is label i + 1."""
     mixture: Mixture | None = field(default=None, repr=False)
     """The mixture's parameters when the estimator is a Gaussian mixture."""
+    label_ids: np.ndarray | None = field(default=None, repr=False)
+    """(k,) the id in the map of row i's cluster, when the ids were matched to a reference
+    model (:mod:`geocluster_dagster.reference`); None = ids 1..k in row order."""
+
+    def __post_init__(self) -> None:
+        if self.label_ids is not None:
+            ids = np.asarray(self.label_ids)
+            if (
+                ids.shape != (self.n_clusters,)
+                or len(set(ids.tolist())) != len(ids)
+                or ids.min() < 1
+                or ids.max() > MAX_CLUSTERS
+            ):
+                raise ValueError(
+                    f"label_ids must be {self.n_clusters} distinct ids in 1..{MAX_CLUSTERS}; "
+                    f"got {ids.tolist()}"
+                )
 
     @property
     def n_clusters(self) -> int:
         """Number of clusters k."""
         return int(self.model_centers.shape[0])
+
+    @property
+    def ids(self) -> np.ndarray:
+        """(k,) uint8 id in the map of each cluster, row order (1..k unless matched)."""
+        if self.label_ids is None:
+            return np.arange(1, self.n_clusters + 1, dtype=np.uint8)
+        return np.asarray(self.label_ids, dtype=np.uint8)
+
+    @property
+    def max_id(self) -> int:
+        """The largest id the map can hold."""
+        return int(self.ids.max())
+
+    def with_ids(self, ids: Sequence[int] | np.ndarray) -> FittedClusterer:
+        """The same model, writing ``ids[i]`` for the cluster of row i."""
+        return dataclasses.replace(self, label_ids=np.asarray(ids, dtype=np.int64))
 
     def _check(self, X: np.ndarray) -> np.ndarray:
         X = np.asarray(X)
@@ -357,14 +391,15 @@ class FittedClusterer:
         return likeliest
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        """uint8 labels 1..k for rows of finite feature values."""
+        """uint8 cluster ids (1..k unless matched, see :attr:`ids`) for rows of finite values."""
         X = self._check(X)
         if len(X) == 0:
             return np.zeros(0, dtype=np.uint8)
-        return (self._nearest(self.transform(X)) + 1).astype(np.uint8)
+        labels: np.ndarray = self.ids[self._nearest(self.transform(X))]
+        return labels
 
     def centers(self) -> np.ndarray:
-        """(k, n_features) cluster centres in the original feature units, row i = label i+1."""
+        """(k, n_features) cluster centres in the original feature units, row i = id ``ids[i]``."""
         Z = self.model_centers
         if self.pca is not None:
             Z = Z @ self.pca.components + self.pca.mean
@@ -491,7 +526,7 @@ def predict_map(ds: xr.Dataset, model: FittedClusterer) -> xr.DataArray:
         name="cluster",
         attrs={
             "nodata": NODATA_LABEL,
-            "n_clusters": model.n_clusters,
+            "n_clusters": model.max_id,
             "long_name": "cluster label (0 = nodata)",
         },
     )
@@ -592,15 +627,20 @@ def cluster_signatures(
 
 
 def _signature_table(
-    stats: np.ndarray, names: Sequence[str], pixel_area_m2: float | None
+    stats: np.ndarray,
+    names: Sequence[str],
+    pixel_area_m2: float | None,
+    ids: np.ndarray | None = None,
 ) -> pd.DataFrame:
-    """The table of :func:`cluster_signatures` from summed :func:`_label_stats_block` results."""
-    stats = stats[:, :, 1:]  # drop nodata (label 0)
+    """The table of :func:`cluster_signatures` from summed :func:`_label_stats_block` results,
+    one row per id of ``ids`` in increasing order (default: every label 1..)."""
+    ids = np.arange(1, stats.shape[2]) if ids is None else np.sort(np.asarray(ids))
+    stats = stats[:, :, ids.astype(np.intp)]  # label 0 (nodata) and unused ids drop out
     k = stats.shape[2]
     pixel_count = stats[0, 0].astype(np.int64)
     total = pixel_count.sum()
     table: dict[str, np.ndarray] = {
-        "cluster": np.arange(1, k + 1),
+        "cluster": ids.astype(np.int64),
         "pixel_count": pixel_count,
         "fraction": pixel_count / total if total else np.full(k, np.nan),
         "area_ha": pixel_count * (pixel_area_m2 / 10_000.0)
@@ -647,14 +687,14 @@ class LabelledBlocks:
             _labels_and_stats,
             model=model,
             feature_rows=[self.names.index(name) for name in model.features],
-            n_bins=model.n_clusters + 1,
+            n_bins=model.max_id + 1,
         )
         self._in_flight = in_flight
         self._sums: np.ndarray | None = None
 
     def __iter__(self) -> Iterator[tuple[tuple[slice, ...], np.ndarray]]:
         self._sums = None
-        sums = np.zeros((1 + len(self.names), 3, self.model.n_clusters + 1))
+        sums = np.zeros((1 + len(self.names), 3, self.model.max_id + 1))
         for index, (labels, stats) in iter_blocks(
             self._stack, in_flight=self._in_flight, apply=self._apply
         ):
@@ -668,7 +708,7 @@ class LabelledBlocks:
             raise RuntimeError(
                 "signatures are summed while the blocks are iterated: write them first"
             )
-        return _signature_table(self._sums, self.names, pixel_area_m2)
+        return _signature_table(self._sums, self.names, pixel_area_m2, self.model.ids)
 
 
 def pixel_area_m2(ds: xr.Dataset | xr.DataArray) -> float | None:

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -33,6 +34,7 @@ from .errors import AssetReadError
 from .evaluate import ELBOW_SAMPLE_SIZE, KChoice, choose_k, elbow_curve, subsample_index
 from .export import open_single_band, write_geotiff
 from .model_file import load_model, save_model
+from .reference import MATCH_MAX_DISTANCE, Match, check_features, match_to_reference
 from .storage import atomic_path, write_json
 
 CLUSTER_MAP = "cluster_map.tif"
@@ -58,38 +60,94 @@ class ClusterFacts:
     summary: dict[str, Any]
     k_choice: KChoice | None
     """How n_clusters: auto chose k (None for a given k)."""
+    matches: list[Match] = dataclasses.field(default_factory=list)
+    """With a matched model: where each of the partition's own clusters went."""
 
 
-def write_clusters(
-    geotiff: xr.Dataset, settings: ClusterSettings, folder: Path, *, aoi_id: str
-) -> ClusterFacts:
-    """Fit the model on a seeded sample of ``geotiff``'s valid pixels and write the product.
-
-    One pass over the GeoTIFF predicts the map and sums the per-cluster signatures (see
-    :class:`geocluster_dagster.cluster.LabelledBlocks`). With ``n_clusters="auto"``, k is
-    chosen first from an elbow curve over a seeded subset of the sample (:func:`choose_k`).
-    """
-    features = settings.feature_bands(geotiff)
-    sample = sample_valid_pixels(geotiff, features, settings.sample_size, settings.seed)
+def fit_model(
+    sample: np.ndarray, features: Sequence[str], settings: ClusterSettings
+) -> tuple[FittedClusterer, KChoice | None, pd.DataFrame | None]:
+    """Fit on ``sample``; with ``n_clusters="auto"``, k is chosen first from an elbow curve over
+    a seeded subset of the sample (:func:`choose_k`). Returns the model, the choice and curve."""
     choice = curve = None
     if settings.n_clusters == "auto":
         subset = sample[subsample_index(len(sample), ELBOW_SAMPLE_SIZE, settings.seed)]
         curve = elbow_curve(subset, settings.auto_k_values, settings)
         choice = choose_k(curve)
         settings = dataclasses.replace(settings, n_clusters=choice.chosen)
-    model = fit_clusterer(sample, features, settings)
+    return fit_clusterer(sample, features, settings), choice, curve
+
+
+@dataclass(frozen=True)
+class ModelPlan:
+    """How the partition's model is made: fitted here ("fit"), fitted here and its ids matched
+    to ``reference`` ("match"), or ``reference`` applied as it is ("apply")."""
+
+    how: Literal["fit", "match", "apply"] = "fit"
+    reference: FittedClusterer | None = None
+    source: str = ""
+    """Where the reference came from (its model.json), for the record."""
+    max_distance: float = MATCH_MAX_DISTANCE
+
+    def __post_init__(self) -> None:
+        if (self.how == "fit") != (self.reference is None):
+            raise ValueError(f"ModelPlan how={self.how!r} needs a reference exactly when not 'fit'")
+
+    def describe(self) -> str:
+        if self.how == "fit":
+            return "fitted on this partition (no reference model: ids by brightness)"
+        if self.how == "match":
+            return f"fitted on this partition, ids matched to the reference {self.source}"
+        return f"the reference model {self.source}, applied"
+
+
+def write_clusters(
+    geotiff: xr.Dataset,
+    settings: ClusterSettings,
+    folder: Path,
+    *,
+    aoi_id: str,
+    plan: ModelPlan = ModelPlan(),
+) -> ClusterFacts:
+    """Make the partition's model as ``plan`` says and write the product.
+
+    One pass over the GeoTIFF predicts the map and sums the per-cluster signatures (see
+    :class:`geocluster_dagster.cluster.LabelledBlocks`). The fit sample is drawn either way:
+    diagnostics score the map on it.
+    """
+    choice = curve = None
+    matches: list[Match] = []
+    if plan.how == "apply":
+        assert plan.reference is not None
+        model = plan.reference
+        features = settings.feature_bands(geotiff) if settings.features else list(model.features)
+        check_features(model.features, features, f"The model {plan.source}")
+        sample = sample_valid_pixels(geotiff, features, settings.sample_size, settings.seed)
+    else:
+        features = settings.feature_bands(geotiff)
+        sample = sample_valid_pixels(geotiff, features, settings.sample_size, settings.seed)
+        model, choice, curve = fit_model(sample, features, settings)
+        if plan.how == "match":
+            assert plan.reference is not None
+            model, matches = match_to_reference(model, plan.reference, plan.max_distance)
     labelled = LabelledBlocks(geotiff, model)
     summary = {
         "aoi_id": aoi_id,
         "features": list(features),
-        "n_clusters": settings.n_clusters,
-        "algorithm": settings.algorithm,
-        "pca_components": settings.pca_components,
+        "n_clusters": model.n_clusters,
+        "ids": [int(i) for i in model.ids],
+        "algorithm": model.settings.algorithm,
+        "pca_components": model.settings.pca_components,
         "sample_size": int(sample.shape[0]),
         "seed": settings.seed,
         "source": geotiff.attrs.get("source_path", ""),
         "k_choice": choice.as_dict() if choice else None,
         "elbow_sample_size": ELBOW_SAMPLE_SIZE if curve is not None else None,
+        "model": {
+            "how": plan.how,
+            "reference": plan.source or None,
+            "matches": [m.as_dict() for m in matches] if plan.how == "match" else None,
+        },
     }
     tags = {
         "aoi_id": aoi_id,
@@ -118,10 +176,11 @@ def write_clusters(
     return ClusterFacts(
         features=features,
         fit_sample_pixels=int(sample.shape[0]),
-        n_clusters=settings.k,
+        n_clusters=model.n_clusters,
         signatures=signatures,
         summary=summary,
         k_choice=choice,
+        matches=matches,
     )
 
 

@@ -42,6 +42,8 @@ def model_to_dict(model: FittedClusterer) -> dict[str, Any]:
         if model.pca is None
         else {"mean": listed(model.pca.mean), "components": listed(model.pca.components)},
         "centers": listed(model.model_centers),
+        # Ids in the map, row order, when matched to a reference model; absent = 1..k.
+        "label_ids": None if model.label_ids is None else [int(i) for i in model.label_ids],
         "mixture": None
         if model.mixture is None
         else {
@@ -115,6 +117,12 @@ def model_from_dict(document: Any) -> FittedClusterer:
         if np.any(weights <= 0) or np.any(np.diagonal(chol, axis1=1, axis2=2) <= 0):
             raise ValueError("the mixture's weights or precision diagonals hold a value <= 0")
         mixture = Mixture(weights=weights, precisions_cholesky=chol)
+    label_ids = None
+    if document.get("label_ids") is not None:
+        label_ids = _array(document["label_ids"], "label_ids", (settings.k,))
+        if np.any(label_ids != np.round(label_ids)):
+            raise ValueError("label_ids holds a value that is not an integer")
+        label_ids = label_ids.astype(np.int64)
     return FittedClusterer(
         features=features,
         settings=settings,
@@ -123,6 +131,7 @@ def model_from_dict(document: Any) -> FittedClusterer:
         pca=projection,
         model_centers=centers,
         mixture=mixture,
+        label_ids=label_ids,
     )
 
 

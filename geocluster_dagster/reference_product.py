@@ -1,0 +1,95 @@
+"""An AOI's reference model as a product: the folder ``cluster_model/<aoi>/``.
+
+``model.json`` (the model, plain numbers; see :mod:`geocluster_dagster.model_file`),
+``clusters.csv`` (per cluster: id, centre per feature, share of the pooled sample and of each
+date's), ``summary.json`` (dates pooled, pixels from each, settings, how k was chosen) and
+``elbow.csv`` with ``n_clusters: auto``. The folder is written whole or not at all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import xarray as xr
+
+from .cluster import ClusterSettings, FittedClusterer
+from .cluster_product import ELBOW, MODEL, fit_model
+from .errors import AssetReadError
+from .evaluate import KChoice
+from .model_file import load_model, save_model
+from .reference import PoolSettings, pooled_sample, reference_features, reference_table
+from .storage import atomic_path, write_json
+
+TABLE = "clusters.csv"
+SUMMARY = "summary.json"
+
+
+@dataclass(frozen=True)
+class ReferenceFacts:
+    """What fitting an AOI's reference model produced, beside its files."""
+
+    model: FittedClusterer
+    pixels_per_date: dict[str, int]
+    k_choice: KChoice | None
+    table: pd.DataFrame
+    summary: dict[str, Any]
+
+
+def write_reference_model(
+    images: Mapping[str, xr.Dataset],
+    settings: ClusterSettings,
+    pool: PoolSettings,
+    folder: Path,
+    *,
+    aoi_id: str,
+) -> ReferenceFacts:
+    """Fit one model on an equal seeded sample from each of ``images`` (date key -> the
+    partition's opened GeoTIFF) and write it to ``folder``."""
+    features = reference_features(images, settings)
+    per_date = pool.per_date(settings.sample_size, len(images))
+    sample, counts = pooled_sample(images, features, per_date, settings.seed)
+    model, choice, curve = fit_model(sample, features, settings)
+    table = reference_table(model, sample, counts)
+    summary = {
+        "aoi_id": aoi_id,
+        "dates": sorted(images),
+        "pixels_per_date": counts,
+        "sample_per_date": per_date,
+        "features": features,
+        "n_clusters": model.n_clusters,
+        "settings": {
+            k: list(v) if isinstance(v, tuple) else v
+            for k, v in dataclasses.asdict(settings).items()
+        },
+        "k_choice": choice.as_dict() if choice else None,
+        "sources": {key: str(image.attrs.get("source_path", "")) for key, image in images.items()},
+    }
+    with atomic_path(folder) as tmp:
+        tmp.mkdir()
+        save_model(model, tmp / MODEL)
+        table.to_csv(tmp / TABLE, index=False)
+        write_json(summary, tmp / SUMMARY)
+        if curve is not None:
+            curve.to_csv(tmp / ELBOW, index=False)
+    return ReferenceFacts(
+        model=model, pixels_per_date=counts, k_choice=choice, table=table, summary=summary
+    )
+
+
+def reference_model_file(location: Path) -> Path:
+    """The model.json of a reference folder, or ``location`` itself when it is a file."""
+    return location / MODEL if location.is_dir() else location
+
+
+def open_reference(location: Path, *, fix: str) -> FittedClusterer:
+    """The model at ``location`` (a reference folder or a model.json); ``fix`` says what to do
+    when there is none."""
+    path = reference_model_file(location)
+    if not path.exists():
+        raise AssetReadError(f"There is no cluster model at {path}: {fix}")
+    return load_model(path)
