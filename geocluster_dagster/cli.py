@@ -4,6 +4,7 @@ geocluster demo                      # build the embedded demo and materialize a
 geocluster materialize --aoi ID --date 2023-06 [--config run_config.yaml]   # or --month
 geocluster aois                      # list (and validate) the AOI registry
 geocluster sync-aois                 # add every registry AOI as a partition
+geocluster reference --aoi ID        # fit the AOI's reference model on its materialized dates
 """
 
 from __future__ import annotations
@@ -55,21 +56,41 @@ def _sync_aois(instance: dg.DagsterInstance) -> list[str]:
 
 
 def _materialize(aoi_id: str, when: str, run_config: dict[str, Any] | None) -> None:
-    from .definitions import defs
     from .defs.partitions import date_partitions, partition_key
 
     instance = _instance()
+    _known_aoi(aoi_id, instance)
+    date_key = _date_key(when, date_partitions)
+    _run_job(
+        "geocluster_pipeline",
+        partition_key(aoi_id, date_key),
+        f"{aoi_id} | {date_key}",
+        run_config,
+        instance,
+    )
+
+
+def _known_aoi(aoi_id: str, instance: dg.DagsterInstance) -> None:
     aois = _sync_aois(instance)
     if aoi_id not in aois:
         raise click.UsageError(f"AOI {aoi_id!r} is not in the registry (it has {aois}).")
-    date_key = _date_key(when, date_partitions)
-    job = defs.resolve_job_def("geocluster_pipeline")
+
+
+def _run_job(
+    name: str,
+    key: str | dg.MultiPartitionKey,
+    label: str,
+    run_config: dict[str, Any] | None,
+    instance: dg.DagsterInstance,
+) -> None:
+    """Run job ``name`` for one partition in this process; print where each asset wrote."""
+    from .definitions import defs
+
+    job = defs.resolve_job_def(name)
     _check_run_config(job, run_config or {})
-    click.echo(
-        f"Materializing {aoi_id} | {date_key} (Dagster instance: {os.environ['DAGSTER_HOME']})"
-    )
+    click.echo(f"Materializing {label} (Dagster instance: {os.environ['DAGSTER_HOME']})")
     result = job.execute_in_process(
-        partition_key=partition_key(aoi_id, date_key),
+        partition_key=key,
         instance=instance,
         run_config=run_config or {},
         raise_on_error=False,
@@ -193,6 +214,26 @@ def materialize(aoi_id: str, when: str, config_file: str | None) -> None:
 
     run_config = yaml.safe_load(Path(config_file).read_text()) if config_file else None
     _materialize(aoi_id, when, run_config)
+
+
+@main.command()
+@click.option("--aoi", "aoi_id", required=True, help="AOI id from the registry.")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Run config YAML (ops: {cluster_model: {config: ...}}).",
+)
+def reference(aoi_id: str, config_file: str | None) -> None:
+    """Fit the AOI's reference model (cluster_model) on its materialized date partitions."""
+    import yaml
+
+    run_config = yaml.safe_load(Path(config_file).read_text()) if config_file else None
+    instance = _instance()
+    _known_aoi(aoi_id, instance)
+    _run_job(
+        "geocluster_reference", aoi_id, f"the reference model of {aoi_id}", run_config, instance
+    )
 
 
 @main.command()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from .defs.assets import ASSETS
-from .defs.jobs import pipeline_job
+from .defs.jobs import pipeline_job, reference_job
 from .defs.outputs import OutputStore
 from .defs.resources import AOIRegistry, DaskCluster, StacCatalog
 from .defs.schedules import weekly_refresh_schedule
@@ -27,7 +27,7 @@ def build_resources() -> dict[str, object]:
 
 defs = dg.Definitions(
     assets=ASSETS,
-    jobs=[pipeline_job],
+    jobs=[pipeline_job, reference_job],
     schedules=[weekly_refresh_schedule],
     sensors=[aoi_registry_sensor, new_imagery_sensor],
     resources=build_resources(),

@@ -9,7 +9,7 @@ date's), ``summary.json`` (dates pooled, pixels from each, settings, how k was c
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,12 +18,18 @@ import pandas as pd
 import xarray as xr
 
 from .cluster import ClusterSettings, FittedClusterer
-from .cluster_product import ELBOW, MODEL, fit_model
+from .cluster_product import ELBOW, MODEL, ModelPlan, fit_model
 from .errors import AssetReadError
 from .evaluate import KChoice
 from .model_file import load_model, save_model
-from .reference import PoolSettings, pooled_sample, reference_features, reference_table
-from .storage import atomic_path, write_json
+from .reference import (
+    ModelSettings,
+    PoolSettings,
+    pooled_sample,
+    reference_features,
+    reference_table,
+)
+from .storage import atomic_path, expand_path, write_json
 
 TABLE = "clusters.csv"
 SUMMARY = "summary.json"
@@ -93,3 +99,36 @@ def open_reference(location: Path, *, fix: str) -> FittedClusterer:
     if not path.exists():
         raise AssetReadError(f"There is no cluster model at {path}: {fix}")
     return load_model(path)
+
+
+def model_plan(
+    choice: ModelSettings, aoi_id: str, reference_folder: Callable[[str], Path]
+) -> ModelPlan:
+    """How the partition of ``aoi_id`` gets its model, as ``choice.model`` says.
+
+    ``reference_folder(aoi)`` is where that AOI's reference model is written. With ``partition``
+    a missing reference is fine (ids by brightness, as before any reference was fitted); a
+    reference asked for by name must exist.
+    """
+    kind = choice.kind
+    if kind == "partition":
+        file = reference_model_file(reference_folder(aoi_id))
+        if not file.exists():
+            return ModelPlan()
+        return ModelPlan("match", load_model(file), str(file), choice.match_max_distance)
+    if kind in ("aoi_reference", "aoi"):
+        other = aoi_id if kind == "aoi_reference" else choice.other_aoi
+        folder = reference_folder(other)
+        model = open_reference(
+            folder,
+            fix=f"materialize cluster_model for AOI {other!r} first (in the UI: the cluster_model "
+            f"asset, partition {other}), or set clusters.model: partition.",
+        )
+        return ModelPlan("apply", model, str(reference_model_file(folder)))
+    location = expand_path(choice.model, "clusters.model")
+    model = open_reference(
+        location,
+        fix="give clusters.model the path of a model.json written by geocluster_dagster (in "
+        "clusters/<aoi>/<date>/ or cluster_model/<aoi>/), or set it to partition.",
+    )
+    return ModelPlan("apply", model, str(reference_model_file(location)))

@@ -18,7 +18,7 @@ import shapely
 
 from geocluster_dagster.cluster_product import open_clusters
 from geocluster_dagster.definitions import defs
-from geocluster_dagster.defs.assets import ASSETS
+from geocluster_dagster.defs.assets import PIPELINE_ASSETS
 from geocluster_dagster.defs.outputs import OutputStore
 from geocluster_dagster.defs.partitions import partition_key
 from geocluster_dagster.defs.resources import AOIRegistry, DaskCluster, StacCatalog
@@ -67,7 +67,7 @@ def run(
     instance = instance or dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("aoi", list(aoi_ids))
     return dg.materialize(
-        ASSETS,
+        PIPELINE_ASSETS,
         selection=selection,
         partition_key=key,
         instance=instance,
@@ -118,8 +118,12 @@ def _materialization(result, asset):
 def test_definitions_load_with_every_asset_resource_sensor_and_schedule():
     dg.Definitions.validate_loadable(defs)
     keys = {a.key.to_user_string() for a in defs.resolve_all_asset_specs()}
-    assert keys == {"stac_items", "band_stack", "mosaic", "geotiff", "clusters", "diagnostics"}
-    assert defs.resolve_job_def("geocluster_pipeline").partitions_def is not None
+    pipeline = {"stac_items", "band_stack", "mosaic", "geotiff", "clusters", "diagnostics"}
+    assert keys == pipeline | {"cluster_model"}
+    job = defs.resolve_job_def("geocluster_pipeline")
+    assert job.partitions_def is not None
+    assert {k.to_user_string() for k in job.asset_layer.selected_asset_keys} == pipeline
+    assert defs.resolve_job_def("geocluster_reference").partitions_def is not None
     assert defs.resolve_sensor_def("aoi_registry_sensor") and defs.resolve_schedule_def(
         "weekly_refresh_schedule"
     )
@@ -277,7 +281,12 @@ def _demo_polygon(demo) -> shapely.Polygon:
 
 
 def _no_outputs(out: Path) -> bool:
-    return not out.exists() or not any(p.is_file() for p in out.rglob("*"))
+    """Nothing written but the run's partition lock (``.locks/``, empty once the run ends)."""
+    if not out.exists():
+        return True
+    locks = [p for p in out.rglob("*") if p.is_file() and p.relative_to(out).parts[0] == ".locks"]
+    assert all(p.stat().st_size == 0 for p in locks), "a finished run left its lock held"
+    return not any(p.is_file() and p not in locks for p in out.rglob("*"))
 
 
 @pytest.mark.parametrize(

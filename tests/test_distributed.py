@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from geocluster_dagster.defs.assets import ASSETS
+from geocluster_dagster.defs.assets import PIPELINE_ASSETS
 from geocluster_dagster.defs.outputs import OutputStore
 from geocluster_dagster.defs.partitions import partition_key
 from geocluster_dagster.defs.resources import AOIRegistry, DaskCluster, StacCatalog
@@ -91,7 +91,7 @@ def _materialize(demo, out, dask_resource):
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("aoi", ["demo"])
     return dg.materialize(
-        ASSETS,
+        PIPELINE_ASSETS,
         partition_key=partition_key("demo", DEMO_MONTH),
         instance=instance,
         resources={

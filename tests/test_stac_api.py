@@ -20,7 +20,7 @@ import pytest
 import xarray as xr
 from shapely.geometry import Point, box, shape
 
-from geocluster_dagster.defs.assets import ASSETS
+from geocluster_dagster.defs.assets import PIPELINE_ASSETS
 from geocluster_dagster.defs.outputs import OutputStore
 from geocluster_dagster.defs.partitions import partition_key
 from geocluster_dagster.defs.resources import AOIRegistry, DaskCluster, StacCatalog
@@ -362,7 +362,7 @@ def materialize(out: Path, *, catalog: str, registry: Path) -> dg.ExecuteInProce
     with dg.DagsterInstance.ephemeral() as instance:
         instance.add_dynamic_partitions("aoi", ["demo"])
         return dg.materialize(
-            ASSETS,
+            PIPELINE_ASSETS,
             selection=["stac_items", "band_stack"],
             partition_key=partition_key("demo", DEMO_MONTH),
             instance=instance,

@@ -1,12 +1,15 @@
-"""The six software-defined assets, each a call or two into the plain modules.
+"""The software-defined assets, each a call or two into the plain modules.
 
 stac_items -> band_stack -> mosaic -> geotiff -> clusters -> diagnostics, all partitioned by
-AOI x month. Each asset reopens its inputs with the plain readers, writes its output with the
-plain writer at the path the `outputs` resource gives, and records what the writer returns.
+AOI x date window, and cluster_model (an AOI's reference model, partitioned by AOI only), fitted
+on the geotiffs of several dates and read by clusters. Each asset reopens its inputs with the
+plain readers, writes its output with the plain writer at the path the `outputs` resource
+gives, and records what the writer returns.
 """
 
 import contextlib
 import json
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,13 +19,16 @@ import pandas as pd
 
 from .. import __version__, plot
 from ..cluster import ClusterSettings
-from ..cluster_product import CLUSTER_MAP, SIGNATURES_CSV, open_clusters, write_clusters
+from ..cluster_product import CLUSTER_MAP, MODEL, SIGNATURES_CSV, open_clusters, write_clusters
 from ..composite import CompositeSettings, write_mosaic
 from ..diagnostics import PREVIEWS, DiagnosticsSettings, k_advice, write_diagnostics
 from ..errors import GeoclusterError
+from ..evaluate import KChoice
 from ..export import CogSettings, open_geotiff, write_cog
 from ..indices import IndexSettings, add_indices
 from ..load import LoadSettings
+from ..reference import ModelSettings, PoolSettings
+from ..reference_product import model_plan, write_reference_model
 from ..search import SearchSettings, read_items, search_items, write_items
 from ..stack_recipe import BandStackRecipe, open_band_stack, write_band_stack
 from .config import (
@@ -31,11 +37,12 @@ from .config import (
     DiagnosticsConfig,
     GeoTiffConfig,
     MosaicConfig,
+    ReferenceModelConfig,
     SearchConfig,
     to_settings,
 )
 from .outputs import OutputStore, Product
-from .partitions import partition_window, partitions
+from .partitions import AOI_PARTITIONS, aoi_partitions, partition_window, partitions, window_of
 from .resources import AOIRegistry, DaskCluster, StacCatalog
 
 GROUP = "geocluster"
@@ -46,6 +53,12 @@ MOSAIC = Product("mosaic", ".tif")
 GEOTIFF = Product("geotiff", ".tif")
 CLUSTERS = Product("clusters", "")
 DIAGNOSTICS = Product("diagnostics", "")
+CLUSTER_MODEL = Product("cluster_model", "")
+
+#: cluster_model (per AOI) <-> the AOI x date partitions of that AOI.
+with warnings.catch_warnings():  # beta in Dagster 1.x, and the one mapping that says this
+    warnings.simplefilter("ignore", dg.BetaWarning)
+    _SAME_AOI = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name=AOI_PARTITIONS)
 
 
 @contextlib.contextmanager
@@ -256,10 +269,66 @@ def geotiff(
     )
 
 
+@dg.asset(
+    name=CLUSTER_MODEL.asset,
+    partitions_def=aoi_partitions,
+    group_name=GROUP,
+    deps=[dg.AssetDep(GEOTIFF.asset, partition_mapping=_SAME_AOI)],
+    description="The AOI's reference model: one model fitted on an equal sample from several "
+    "date partitions' geotiffs, so that clusters (model: aoi_reference, or matched with model: "
+    "partition) give a land cover the same id in every date.",
+    kinds={"sklearn"},
+)
+def cluster_model(
+    context: dg.AssetExecutionContext,
+    config: ReferenceModelConfig,
+    dask: DaskCluster,
+    outputs: OutputStore,
+) -> dg.MaterializeResult[None]:
+    aoi_id = context.partition_key
+    folder = outputs.of_aoi(CLUSTER_MODEL, aoi_id)
+    with explained_failures():
+        pool = to_settings(PoolSettings, config)
+        settings = to_settings(ClusterSettings, config)
+        dates = pool.select(outputs.dates_with(GEOTIFF, aoi_id), aoi_id)
+        context.log.info(f"Pooling {len(dates)} date partitions of {aoi_id}: {', '.join(dates)}")
+        images = {
+            date: open_geotiff(
+                outputs.path(GEOTIFF, window_of(f"{aoi_id}|{date}")), chunks=outputs.chunk_size
+            )
+            for date in dates
+        }
+        facts = write_reference_model(images, settings, pool, folder, aoi_id=aoi_id)
+    return _written(
+        folder,
+        {
+            "n_clusters": facts.model.n_clusters,
+            **_k_choice_metadata(context, facts.k_choice, facts.model.n_clusters),
+            "dates_pooled": ", ".join(dates),
+            "pixels_per_date": dg.MetadataValue.json(facts.pixels_per_date),
+            "features": ", ".join(facts.model.features),
+            "model_path": dg.MetadataValue.path(str(folder / MODEL)),
+            "reference_clusters": dg.MetadataValue.md(_markdown_table(facts.table.round(4))),
+        },
+    )
+
+
+def _k_choice_metadata(
+    context: dg.AssetExecutionContext, choice: KChoice | None, k: int
+) -> dict[str, Any]:
+    """How n_clusters: auto chose k, warning when the knee and the silhouette disagree."""
+    if choice is None:
+        return {}
+    if choice.disagree:
+        context.log.warning(f"n_clusters: auto chose k={k}: {choice.reason}")
+    return {"k_choice": dg.MetadataValue.json(choice.as_dict()), "k_reason": choice.reason}
+
+
 @_asset(
     CLUSTERS,
-    deps=[geotiff],
-    description="Unsupervised clusters of the spectral signatures: cluster-map COG, model, signatures CSV/JSON.",
+    deps=[geotiff, dg.AssetDep(CLUSTER_MODEL.asset, partition_mapping=_SAME_AOI)],
+    description="Unsupervised clusters of the spectral signatures: cluster-map COG, model, "
+    "signatures CSV/JSON. Ids follow the AOI's reference model (cluster_model) when it has one.",
     kinds={"sklearn", "geotiff"},
 )
 def clusters(
@@ -272,25 +341,34 @@ def clusters(
     folder = outputs.path(CLUSTERS, window)
     with explained_failures():
         settings = to_settings(ClusterSettings, config)
+        plan = model_plan(
+            to_settings(ModelSettings, config),
+            window.aoi_id,
+            lambda aoi: outputs.of_aoi(CLUSTER_MODEL, aoi),
+        )
+        context.log.info(f"Model: {plan.describe()}")
         image = open_geotiff(outputs.existing(GEOTIFF, window), chunks=outputs.chunk_size)
-        facts = write_clusters(image, settings, folder, aoi_id=window.aoi_id)
+        facts = write_clusters(image, settings, folder, aoi_id=window.aoi_id, plan=plan)
     sizes = facts.signatures[["cluster", "pixel_count", "area_ha", "fraction"]].round(4)
-    chosen: dict[str, Any] = {}
-    if facts.k_choice is not None:
-        chosen = {
-            "k_choice": dg.MetadataValue.json(facts.k_choice.as_dict()),
-            "k_reason": facts.k_choice.reason,
-        }
-        if facts.k_choice.disagree:
+    matched: dict[str, Any] = {}
+    if facts.matches:
+        table = pd.DataFrame([m.as_dict() for m in facts.matches])
+        matched["matches"] = dg.MetadataValue.md(_markdown_table(table))
+        new = [m for m in facts.matches if not m.matched]
+        if new:
             context.log.warning(
-                f"n_clusters: auto chose k={facts.n_clusters}: {facts.k_choice.reason}"
+                f"{len(new)} of {len(facts.matches)} clusters have no counterpart in the "
+                f"reference model within match_max_distance={config.match_max_distance}: new ids "
+                + ", ".join(f"{m.id} (nearest {m.distance:.2f})" for m in new)
             )
     return _written(
         folder,
         {
             "n_clusters": facts.n_clusters,
-            **chosen,
-            "algorithm": settings.algorithm,
+            **_k_choice_metadata(context, facts.k_choice, facts.n_clusters),
+            "model": plan.describe(),
+            **matched,
+            "algorithm": facts.summary["algorithm"],
             "features": ", ".join(facts.features),
             "fit_sample_pixels": facts.fit_sample_pixels,
             "cluster_map_path": dg.MetadataValue.path(str(folder / CLUSTER_MAP)),
@@ -344,4 +422,6 @@ def _markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join([header, rule, *rows])
 
 
-ASSETS = [stac_items, band_stack, mosaic, geotiff, clusters, diagnostics]
+#: The graph one AOI x date partition runs (the geocluster_pipeline job).
+PIPELINE_ASSETS = [stac_items, band_stack, mosaic, geotiff, clusters, diagnostics]
+ASSETS = [*PIPELINE_ASSETS, cluster_model]

@@ -22,6 +22,7 @@ from ..diagnostics import DiagnosticsSettings
 from ..export import CogSettings, Compression
 from ..indices import IndexSettings
 from ..load import GroupBy, LoadSettings, Resampling
+from ..reference import ModelSettings, PoolSettings
 from ..search import SearchSettings
 
 S = TypeVar("S")
@@ -108,8 +109,8 @@ class GeoTiffConfig(dg.Config):
     compress_level: int | None = setting(CogSettings, "compress_level")
 
 
-class ClusterConfig(dg.Config):
-    """Unsupervised clustering of the pixels' spectral signatures."""
+class _ClusteringConfig(dg.Config):
+    """How a model is fitted: shared by a partition's clusters and an AOI's reference model."""
 
     # An integer or "auto": Dagster config takes no union of the two, so the launchpad shows it
     # untyped and ClusterSettings checks it when the run starts.
@@ -121,6 +122,22 @@ class ClusterConfig(dg.Config):
     sample_size: int = setting(ClusterSettings, "sample_size")
     seed: int = setting(ClusterSettings, "seed")
     features: list[str] = setting(ClusterSettings, "features")
+
+
+class ClusterConfig(_ClusteringConfig):
+    """Unsupervised clustering of the pixels' spectral signatures, and where the ids come from."""
+
+    model: str = setting(ModelSettings, "model")
+    match_max_distance: float = setting(ModelSettings, "match_max_distance")
+
+
+class ReferenceModelConfig(_ClusteringConfig):
+    """An AOI's reference model: the fit, and which date partitions it pools."""
+
+    dates: list[str] = setting(PoolSettings, "dates")
+    first_date: str | None = setting(PoolSettings, "first_date")
+    last_date: str | None = setting(PoolSettings, "last_date")
+    sample_per_date: int | None = setting(PoolSettings, "sample_per_date")
 
 
 class DiagnosticsConfig(dg.Config):
@@ -140,6 +157,7 @@ SETTINGS_OF: dict[type[dg.Config], tuple[type, ...]] = {
     BandStackConfig: (LoadSettings,),
     MosaicConfig: (CompositeSettings,),
     GeoTiffConfig: (IndexSettings, CogSettings),
-    ClusterConfig: (ClusterSettings,),
+    ClusterConfig: (ClusterSettings, ModelSettings),
+    ReferenceModelConfig: (ClusterSettings, PoolSettings),
     DiagnosticsConfig: (DiagnosticsSettings,),
 }

@@ -24,7 +24,7 @@ from pydantic import Field
 
 from ..blocks import CHUNK_SIZE
 from ..storage import exclusive_lock, expand_path
-from .partitions import PartitionWindow, split_key
+from .partitions import PartitionWindow, date_partitions, split_key
 from .resources import output_root
 
 log = logging.getLogger(__name__)
@@ -61,13 +61,14 @@ class OutputStore(dg.ConfigurableResource):  # type: ignore[type-arg]
     def yield_for_execution(self, context: dg.InitResourceContext) -> Iterator[OutputStore]:
         run = context.run
         key = run.tags.get(PARTITION_TAG) if run is not None else None
-        if run is None or key is None or "|" not in key:  # not one AOI x date partition
+        if run is None or key is None:  # not a run of one partition
             yield self
             return
-        aoi_id, date_key = split_key(key)
+        # An AOI x date partition, or an AOI's reference model (partitioned by AOI only).
+        aoi_id, name = split_key(key) if "|" in key else (key, "cluster_model")
         say = (context.log or log).info
         with exclusive_lock(
-            self.root() / ".locks" / aoi_id / f"{date_key}.lock",
+            self.root() / ".locks" / aoi_id / f"{name}.lock",
             what=f"Partition {key}",
             holder=f"run {run.run_id}",
             timeout_s=self.lock_timeout_s,
@@ -82,6 +83,23 @@ class OutputStore(dg.ConfigurableResource):  # type: ignore[type-arg]
     def path(self, product: Product, window: PartitionWindow) -> Path:
         """Where ``product`` of the partition is (or will be) written."""
         return self.root() / product.asset / window.aoi_id / f"{window.date_key}{product.suffix}"
+
+    def of_aoi(self, product: Product, aoi_id: str) -> Path:
+        """Where a product partitioned by AOI only is written: ``<base_dir>/<asset>/<aoi>``."""
+        return self.root() / product.asset / f"{aoi_id}{product.suffix}"
+
+    def dates_with(self, product: Product, aoi_id: str) -> list[str]:
+        """The date partitions of ``aoi_id`` whose ``product`` is on disk, sorted. Files of
+        another date-window setting (keys that are not partitions now) are left out."""
+        folder = self.root() / product.asset / aoi_id
+        if not folder.is_dir():
+            return []
+        keys = (
+            path.name.removesuffix(product.suffix)
+            for path in folder.iterdir()
+            if not path.name.startswith(".") and path.name.endswith(product.suffix)
+        )
+        return sorted(key for key in keys if date_partitions.has_partition_key(key))
 
     def existing(self, product: Product, window: PartitionWindow) -> Path:
         """The path of an upstream output, refused with what to do when it was never written."""
