@@ -321,6 +321,8 @@ class FittedClusterer:
     label_ids: np.ndarray | None = field(default=None, repr=False)
     """(k,) the id in the map of row i's cluster, when the ids were matched to a reference
     model (:mod:`geocluster_dagster.reference`); None = ids 1..k in row order."""
+    class_names: tuple[str, ...] | None = None
+    """(k,) the land-cover name of row i's cluster (:mod:`geocluster_dagster.naming`), or None."""
 
     def __post_init__(self) -> None:
         if self.label_ids is not None:
@@ -335,6 +337,13 @@ class FittedClusterer:
                     f"label_ids must be {self.n_clusters} distinct ids in 1..{MAX_CLUSTERS}; "
                     f"got {ids.tolist()}"
                 )
+        if self.class_names is not None and (
+            len(self.class_names) != self.n_clusters
+            or not all(isinstance(n, str) and n.strip() for n in self.class_names)
+        ):
+            raise ValueError(
+                f"class_names must be {self.n_clusters} non-empty names; got {self.class_names!r}"
+            )
 
     @property
     def n_clusters(self) -> int:
@@ -356,6 +365,17 @@ class FittedClusterer:
     def with_ids(self, ids: Sequence[int] | np.ndarray) -> FittedClusterer:
         """The same model, writing ``ids[i]`` for the cluster of row i."""
         return dataclasses.replace(self, label_ids=np.asarray(ids, dtype=np.int64))
+
+    def with_names(self, names_by_id: dict[int, str]) -> FittedClusterer:
+        """The same model, its clusters named (by id)."""
+        return dataclasses.replace(self, class_names=tuple(names_by_id[int(i)] for i in self.ids))
+
+    @property
+    def names_by_id(self) -> dict[int, str]:
+        """Cluster id -> name; empty when the model's clusters have no names."""
+        if self.class_names is None:
+            return {}
+        return dict(zip((int(i) for i in self.ids), self.class_names, strict=True))
 
     def _check(self, X: np.ndarray) -> np.ndarray:
         X = np.asarray(X)

@@ -34,6 +34,7 @@ from .errors import AssetReadError
 from .evaluate import ELBOW_SAMPLE_SIZE, KChoice, choose_k, elbow_curve, subsample_index
 from .export import open_single_band, write_geotiff
 from .model_file import load_model, save_model
+from .naming import ClassName, NamingSettings, means_of, name_clusters
 from .reference import MATCH_MAX_DISTANCE, Match, check_features, match_to_reference
 from .storage import atomic_path, write_json
 
@@ -62,6 +63,8 @@ class ClusterFacts:
     """How n_clusters: auto chose k (None for a given k)."""
     matches: list[Match] = dataclasses.field(default_factory=list)
     """With a matched model: where each of the partition's own clusters went."""
+    classes: list[ClassName] = dataclasses.field(default_factory=list)
+    """The name of every cluster, and the rule and index values that gave it."""
 
 
 def fit_model(
@@ -108,8 +111,9 @@ def write_clusters(
     *,
     aoi_id: str,
     plan: ModelPlan = ModelPlan(),
+    naming: NamingSettings | None = None,
 ) -> ClusterFacts:
-    """Make the partition's model as ``plan`` says and write the product.
+    """Make the partition's model as ``plan`` says, name its clusters and write the product.
 
     One pass over the GeoTIFF predicts the map and sums the per-cluster signatures (see
     :class:`geocluster_dagster.cluster.LabelledBlocks`). The fit sample is drawn either way:
@@ -166,6 +170,23 @@ def write_clusters(
             blocks=labelled,
         )
         signatures = labelled.signatures(pixel_area_m2(geotiff))
+        # Ids that come from the reference keep its names; the others are named from here.
+        kept = {m.id for m in matches if m.matched} if plan.how == "match" else set(model.ids)
+        inherited = {
+            i: n
+            for i, n in (plan.reference.names_by_id if plan.reference else {}).items()
+            if i in kept
+        }
+        classes = name_clusters(
+            means_of(signatures),
+            (naming or NamingSettings()).class_names,
+            inherited=inherited,
+            source=plan.source,
+        )
+        model = model.with_names({c.id: c.name for c in classes})
+        signatures.insert(1, "name", [c.name for c in classes])
+        signatures.insert(2, "name_rule", [c.rule for c in classes])
+        summary["classes"] = [c.as_dict() for c in classes]
         save_model(model, tmp / MODEL)
         signatures.to_csv(tmp / SIGNATURES_CSV, index=False)
         write_json(json.loads(signatures.to_json(orient="records")), tmp / SIGNATURES_JSON)
@@ -181,6 +202,7 @@ def write_clusters(
         summary=summary,
         k_choice=choice,
         matches=matches,
+        classes=classes,
     )
 
 

@@ -121,7 +121,7 @@ def write_diagnostics(
     knee, silhouette_best = evaluate.k_candidates(elbow)
     density = (
         evaluate.red_nir_density(
-            geotiff, clusters.cluster_map, bins=settings.density_bins, n_clusters=model.n_clusters
+            geotiff, clusters.cluster_map, bins=settings.density_bins, n_clusters=model.max_id
         )
         if {"red", "nir"} <= set(geotiff.data_vars)
         else None
@@ -140,7 +140,7 @@ def write_diagnostics(
             tmp / "cluster_map.png",
             title=f"Clusters, {label}",
             crs_label=crs_label,
-            n_clusters=model.n_clusters,
+            n_clusters=model.max_id,
             signatures=clusters.signatures,
         )
         for name, title, rgb in COMPOSITES:
@@ -169,7 +169,9 @@ def write_diagnostics(
         )
         plot.plot_cluster_sizes(clusters.signatures, tmp / "cluster_sizes.png")
         if density is not None:
-            plot.plot_red_nir_density(*density, tmp / "red_nir_density.png")
+            plot.plot_red_nir_density(
+                *density, tmp / "red_nir_density.png", names=plot.names_of(clusters.signatures)
+            )
         write_json(scores.as_dict(), tmp / SCORES)
         elbow.to_csv(tmp / ELBOW, index=False)
         drawn = sorted(p.name for p in tmp.glob("*.png"))

@@ -44,6 +44,8 @@ def model_to_dict(model: FittedClusterer) -> dict[str, Any]:
         "centers": listed(model.model_centers),
         # Ids in the map, row order, when matched to a reference model; absent = 1..k.
         "label_ids": None if model.label_ids is None else [int(i) for i in model.label_ids],
+        # Land-cover names, row order (geocluster_dagster.naming); absent = unnamed.
+        "class_names": None if model.class_names is None else list(model.class_names),
         "mixture": None
         if model.mixture is None
         else {
@@ -132,7 +134,16 @@ def model_from_dict(document: Any) -> FittedClusterer:
         model_centers=centers,
         mixture=mixture,
         label_ids=label_ids,
+        class_names=_names(document.get("class_names")),
     )
+
+
+def _names(values: Any) -> tuple[str, ...] | None:
+    if values is None:
+        return None
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise ValueError(f"class_names is not a list of names ({values!r})")
+    return tuple(values)
 
 
 def _settings(values: Any) -> ClusterSettings:

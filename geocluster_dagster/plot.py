@@ -116,6 +116,19 @@ def _save(fig: Figure, path: PathLike) -> Path:
     return path
 
 
+def cluster_label(cluster: int, names: Mapping[int, str] | None = None) -> str:
+    """``"3 dense vegetation"`` when the cluster has a name, else ``"Cluster 3"``."""
+    name = (names or {}).get(int(cluster))
+    return f"{int(cluster)} {name}" if name else f"Cluster {int(cluster)}"
+
+
+def names_of(signatures: pd.DataFrame | None) -> dict[int, str]:
+    """Cluster id -> name from a signatures table's ``name`` column (empty without one)."""
+    if signatures is None or "name" not in signatures:
+        return {}
+    return {int(c): str(n) for c, n in zip(signatures["cluster"], signatures["name"], strict=True)}
+
+
 def _fraction_text(fraction: float) -> str:
     if not np.isfinite(fraction):
         return "n/a"
@@ -220,10 +233,11 @@ def plot_cluster_map(
     signatures: pd.DataFrame | None = None,
     axis_units: str = "m",
 ) -> Path:
-    """Categorical map of labels 1..k (0 = nodata, transparent), legend "Cluster i (x %)".
+    """Categorical map of cluster ids 1..n_clusters (0 = nodata, hatched), legend "3 water (x %)".
 
-    Percentages come from ``signatures["fraction"]`` (whole raster) when given, else from the
-    preview itself.
+    ``n_clusters`` is the largest id. Percentages and names come from ``signatures`` (whole
+    raster; its ``cluster`` column says which ids the legend lists) when given, else the
+    percentages come from the preview itself and every id is listed.
     """
     labels = np.asarray(labels)
     if labels.ndim != 2:
@@ -233,9 +247,12 @@ def plot_cluster_map(
     safe = np.where((labels >= 1) & (labels <= n_clusters), labels, 0).astype(np.intp)
     if signatures is not None:
         fractions = dict(zip(signatures["cluster"], signatures["fraction"], strict=True))
+        listed = [int(c) for c in signatures["cluster"]]
     else:
         counts = np.bincount(safe.ravel(), minlength=n_clusters + 1)[1:]
         fractions = dict(zip(range(1, n_clusters + 1), counts / max(counts.sum(), 1), strict=True))
+        listed = list(range(1, n_clusters + 1))
+    names = names_of(signatures)
 
     fig = _new_figure(map_figure_size(extent, legend_width=3.0), layout="compressed")
     ax = fig.add_subplot()
@@ -243,8 +260,11 @@ def plot_cluster_map(
     _format_map_axes(ax, crs_label, axis_units)
     ax.set_title(title)
     handles = [
-        Patch(facecolor=colors[i - 1], label=f"Cluster {i} ({_fraction_text(fractions.get(i, 0))})")
-        for i in range(1, n_clusters + 1)
+        Patch(
+            facecolor=colors[i - 1],
+            label=f"{cluster_label(i, names)} ({_fraction_text(fractions.get(i, 0))})",
+        )
+        for i in listed
     ]
     nodata_fraction = float((safe == 0).mean())
     if nodata_fraction > 0:
@@ -344,7 +364,8 @@ def plot_spectral_signatures(
         std = np.array([row.get(f"{b}_std", np.nan) for b in bands], dtype=float)
         color = colors[cluster - 1]
         share = _fraction_text(row["fraction"]) if "fraction" in row else ""
-        label = f"Cluster {cluster} ({share})" if share else f"Cluster {cluster}"
+        name = cluster_label(cluster, names_of(signatures))
+        label = f"{name} ({share})" if share else name
         ax.plot(x, mean, marker="o", color=color, linewidth=2, label=label)
         ax.fill_between(x, mean - std, mean + std, color=color, alpha=band_alpha, linewidth=0)
 
@@ -499,7 +520,8 @@ def plot_cluster_sizes(signatures: pd.DataFrame, path: PathLike) -> Path:
     fig = _new_figure((CHART_SIZE[0], height))
     ax = fig.add_subplot()
     ax.barh(clusters, sizes, color=[colors[c - 1] for c in clusters], edgecolor="0.3")
-    ax.set_yticks(clusters, labels=[f"Cluster {c}" for c in clusters])
+    names = names_of(signatures)
+    ax.set_yticks(clusters, labels=[cluster_label(c, names) for c in clusters])
     ax.invert_yaxis()  # cluster 1 on top, like the legends
     fractions = signatures.get("fraction", pd.Series(np.nan, index=signatures.index))
     for y, size, fraction in zip(clusters, sizes, fractions, strict=True):
@@ -518,7 +540,12 @@ def plot_cluster_sizes(signatures: pd.DataFrame, path: PathLike) -> Path:
 
 
 def plot_red_nir_density(
-    counts: np.ndarray, red_edges: np.ndarray, nir_edges: np.ndarray, path: PathLike
+    counts: np.ndarray,
+    red_edges: np.ndarray,
+    nir_edges: np.ndarray,
+    path: PathLike,
+    *,
+    names: Mapping[int, str] | None = None,
 ) -> Path:
     """Red/NIR feature space: each bin coloured by its most frequent cluster, opacity by log
     pixel count, so millions of pixels stay readable; grey NDVI isolines for orientation."""
@@ -576,13 +603,16 @@ def plot_red_nir_density(
     ax.set_facecolor("white")
     per_cluster = counts.sum(axis=(1, 2))
     handles = [
-        Patch(facecolor=colors[i], label=f"Cluster {i + 1} ({int(per_cluster[i]):,} px)")
+        Patch(
+            facecolor=colors[i], label=f"{cluster_label(i + 1, names)} ({int(per_cluster[i]):,} px)"
+        )
         for i in range(k)
+        if per_cluster[i] > 0 or names is None  # ids a matched map does not use stay out
     ]
     fig.legend(
         handles=handles,
         loc="outside right upper",
-        ncols=_legend_columns(k),
+        ncols=_legend_columns(len(handles)),
         frameon=False,
         title="Cluster",
     )

@@ -22,6 +22,7 @@ from .cluster_product import ELBOW, MODEL, ModelPlan, fit_model
 from .errors import AssetReadError
 from .evaluate import KChoice
 from .model_file import load_model, save_model
+from .naming import NamingSettings, name_clusters
 from .reference import (
     ModelSettings,
     PoolSettings,
@@ -53,6 +54,7 @@ def write_reference_model(
     folder: Path,
     *,
     aoi_id: str,
+    naming: NamingSettings | None = None,
 ) -> ReferenceFacts:
     """Fit one model on an equal seeded sample from each of ``images`` (date key -> the
     partition's opened GeoTIFF) and write it to ``folder``."""
@@ -60,7 +62,15 @@ def write_reference_model(
     per_date = pool.per_date(settings.sample_size, len(images))
     sample, counts = pooled_sample(images, features, per_date, settings.seed)
     model, choice, curve = fit_model(sample, features, settings)
+    centres = {
+        int(i): dict(zip(model.features, map(float, row), strict=True))
+        for i, row in zip(model.ids, model.centers(), strict=True)
+    }
+    classes = name_clusters(centres, (naming or NamingSettings()).class_names)
+    model = model.with_names({c.id: c.name for c in classes})
     table = reference_table(model, sample, counts)
+    table.insert(1, "name", [c.name for c in classes])
+    table.insert(2, "name_rule", [c.rule for c in classes])
     summary = {
         "aoi_id": aoi_id,
         "dates": sorted(images),
@@ -73,6 +83,7 @@ def write_reference_model(
             for k, v in dataclasses.asdict(settings).items()
         },
         "k_choice": choice.as_dict() if choice else None,
+        "classes": [c.as_dict() for c in classes],
         "sources": {key: str(image.attrs.get("source_path", "")) for key, image in images.items()},
     }
     with atomic_path(folder) as tmp:

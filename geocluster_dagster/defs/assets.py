@@ -27,6 +27,7 @@ from ..evaluate import KChoice
 from ..export import CogSettings, open_geotiff, write_cog
 from ..indices import IndexSettings, add_indices
 from ..load import LoadSettings
+from ..naming import NamingSettings
 from ..reference import ModelSettings, PoolSettings
 from ..reference_product import model_plan, write_reference_model
 from ..search import SearchSettings, read_items, search_items, write_items
@@ -298,7 +299,14 @@ def cluster_model(
             )
             for date in dates
         }
-        facts = write_reference_model(images, settings, pool, folder, aoi_id=aoi_id)
+        facts = write_reference_model(
+            images,
+            settings,
+            pool,
+            folder,
+            aoi_id=aoi_id,
+            naming=to_settings(NamingSettings, config),
+        )
     return _written(
         folder,
         {
@@ -348,8 +356,18 @@ def clusters(
         )
         context.log.info(f"Model: {plan.describe()}")
         image = open_geotiff(outputs.existing(GEOTIFF, window), chunks=outputs.chunk_size)
-        facts = write_clusters(image, settings, folder, aoi_id=window.aoi_id, plan=plan)
-    sizes = facts.signatures[["cluster", "pixel_count", "area_ha", "fraction"]].round(4)
+        facts = write_clusters(
+            image,
+            settings,
+            folder,
+            aoi_id=window.aoi_id,
+            plan=plan,
+            naming=to_settings(NamingSettings, config),
+        )
+    sizes = facts.signatures[["cluster", "name", "pixel_count", "area_ha", "fraction"]].round(4)
+    classes = pd.DataFrame(
+        [{"cluster": c.id, "name": c.name, "rule": c.rule} for c in facts.classes]
+    )
     matched: dict[str, Any] = {}
     if facts.matches:
         table = pd.DataFrame([m.as_dict() for m in facts.matches])
@@ -374,6 +392,7 @@ def clusters(
             "cluster_map_path": dg.MetadataValue.path(str(folder / CLUSTER_MAP)),
             "signatures_path": dg.MetadataValue.path(str(folder / SIGNATURES_CSV)),
             "cluster_sizes": dg.MetadataValue.md(_markdown_table(sizes)),
+            "class_names": dg.MetadataValue.md(_markdown_table(classes)),
         },
     )
 

@@ -22,6 +22,7 @@ from ..diagnostics import DiagnosticsSettings
 from ..export import CogSettings, Compression
 from ..indices import IndexSettings
 from ..load import GroupBy, LoadSettings, Resampling
+from ..naming import NamingSettings
 from ..reference import ModelSettings, PoolSettings
 from ..search import SearchSettings
 
@@ -122,6 +123,7 @@ class _ClusteringConfig(dg.Config):
     sample_size: int = setting(ClusterSettings, "sample_size")
     seed: int = setting(ClusterSettings, "seed")
     features: list[str] = setting(ClusterSettings, "features")
+    class_names: dict[str, str] | None = setting(NamingSettings, "class_names")
 
 
 class ClusterConfig(_ClusteringConfig):
@@ -157,7 +159,7 @@ SETTINGS_OF: dict[type[dg.Config], tuple[type, ...]] = {
     BandStackConfig: (LoadSettings,),
     MosaicConfig: (CompositeSettings,),
     GeoTiffConfig: (IndexSettings, CogSettings),
-    ClusterConfig: (ClusterSettings, ModelSettings),
-    ReferenceModelConfig: (ClusterSettings, PoolSettings),
+    ClusterConfig: (ClusterSettings, ModelSettings, NamingSettings),
+    ReferenceModelConfig: (ClusterSettings, PoolSettings, NamingSettings),
     DiagnosticsConfig: (DiagnosticsSettings,),
 }
