@@ -88,6 +88,7 @@ def _run_job(
 
     job = defs.resolve_job_def(name)
     _check_run_config(job, run_config or {})
+    _quiet_skipped_check_gates()
     click.echo(f"Materializing {label} (Dagster instance: {os.environ['DAGSTER_HOME']})")
     result = job.execute_in_process(
         partition_key=key,
@@ -104,6 +105,12 @@ def _run_job(
     for asset, metadata in materialized.items():
         where = metadata.get("output_path")
         click.echo(f"  {asset:<12} -> {where.value if where else ''}")
+        if "no_imagery" in metadata:
+            click.echo(f"No imagery for {label}: {metadata['no_imagery'].value}")
+    selected = [key.to_user_string() for key in job.asset_layer.selected_asset_keys]
+    skipped = [asset for asset in selected if asset not in materialized]
+    if skipped and result.success:
+        click.echo(f"  not built: {', '.join(sorted(skipped, key=selected.index))}")
     if not result.success:
         for event in result.all_events:
             if event.is_step_failure:
@@ -125,6 +132,19 @@ def _run_job(
         f"GEOCLUSTER_OUTPUT={os.environ['GEOCLUSTER_OUTPUT']} "
         "dagster dev -m geocluster_dagster.definitions"
     )
+
+
+def _quiet_skipped_check_gates() -> None:
+    """Dagster warns that a blocking check "emitted no result" when its asset was skipped (no
+    imagery) and says the downstream step "will proceed": it is skipped too, which the summary
+    says. The warning would only mislead here."""
+    import logging
+
+    class _SkippedGate(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return "will proceed without gating" not in record.getMessage()
+
+    logging.getLogger("dagster._core.execution.plan.active").addFilter(_SkippedGate())
 
 
 def _date_key(when: str, windows: dg.TimeWindowPartitionsDefinition) -> str:

@@ -254,8 +254,8 @@ def sample_valid_pixels(ds: xr.Dataset, features: Sequence[str], n: int, seed: i
         if n_valid == 0:
             raise NoClearPixels(
                 f"every pixel is masked (NaN in at least one of {', '.join(features)}), so there "
-                "is nothing to cluster: widen the date range, raise the maximum cloud cover, or "
-                "check the mask settings."
+                "is nothing to cluster: raise max_cloud_cover (stac_items), use longer date "
+                "windows, or drop mask flags (band_stack mask_flags)."
             )
         candidates = sum(len(keys) for keys, _ in parts)
         if candidates >= min(n, n_valid) or threshold >= 1.0:

@@ -480,8 +480,8 @@ def _diagnose(catalog: _Catalog, query: _Query) -> str:
             least = min(covers)  # printed in full: a rounded-down limit would still exclude it
             return (
                 f"{_count(cloudy)} item(s) match without the cloud filter; the least cloudy has "
-                f"{least} %: raise max_cloud_cover to at least {least} (or widen the date range "
-                "to find clearer scenes)"
+                f"{least} %: raise max_cloud_cover (stac_items) to at least {least}, or use longer "
+                "date windows to find clearer scenes"
             )
     any_time = catalog.find(replace(any_cloud, start=None, end=None), _DIAGNOSIS_LIMIT)
     if any_time:
@@ -489,7 +489,8 @@ def _diagnose(catalog: _Catalog, query: _Query) -> str:
         shown = ", ".join(dates) if len(dates) <= 4 else f"{dates[0]}, ..., {dates[-1]}"
         return (
             f"{_count(any_time)} item(s) intersect the AOI but none in the date window "
-            f"(dated {shown}): widen the date range (start/end) or move it to those dates"
+            f"(dated {shown}): process the window(s) holding those dates (in the graph, their "
+            "date partitions), or a longer window (GEOCLUSTER_DATE_WINDOWS=quarter or year)"
         )
     anywhere = catalog.find(replace(any_cloud, geometry=None), _DIAGNOSIS_LIMIT)
     if anywhere:
@@ -502,7 +503,8 @@ def _diagnose(catalog: _Catalog, query: _Query) -> str:
         )
     return (
         "the collection has no items intersecting the AOI in this window, nor any in the window "
-        "elsewhere: widen the date range or check the AOI"
+        "elsewhere: process other dates (other date partitions, or a longer window) or check "
+        "the AOI"
     )
 
 

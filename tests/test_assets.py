@@ -358,7 +358,7 @@ def test_bad_aoi_geometry_fails_with_the_fix(demo, dask_cluster, tmp_path, geome
     assert _no_outputs(out)
 
 
-def test_no_items_names_the_filter_to_relax(demo, dask_cluster, tmp_path):
+def test_no_items_is_no_imagery_and_names_the_filter_to_relax(demo, dask_cluster, tmp_path):
     result = run(
         tmp_path / "out",
         registry=demo.aoi_registry,
@@ -366,8 +366,11 @@ def test_no_items_names_the_filter_to_relax(demo, dask_cluster, tmp_path):
         dask_cluster=dask_cluster,
         run_config={"ops": {"stac_items": {"config": {"max_cloud_cover": 0.5}}}},
     )
-    assert "max_cloud_cover" in failure_message(result)
-    assert _no_outputs(tmp_path / "out")
+    assert result.success  # a partition without imagery is skipped, not failed
+    reason = _materialization(result, "stac_items").metadata["no_imagery"].value
+    assert "raise max_cloud_cover (stac_items) to at least" in reason
+    written = [p.relative_to(tmp_path / "out").parts[0] for p in (tmp_path / "out").rglob("*.json")]
+    assert set(written) == {"stac_items"}  # the empty search is on record; nothing else
 
 
 def _catalog_copy(demo, tmp_path: Path) -> Path:

@@ -297,7 +297,7 @@ def test_strict_cloud_limit_names_the_least_cloudy_match(source) -> None:
         search_items(**search, max_cloud_cover=least - 1)
     message = str(raised.value)
     assert "2 item(s) match without the cloud filter" in message
-    assert f"raise max_cloud_cover to at least {least}" in message
+    assert f"raise max_cloud_cover (stac_items) to at least {least}" in message
     suggested = float(re.search(r"at least ([0-9.]+)", message).group(1))
     assert len(search_items(**search, max_cloud_cover=suggested)) == 1
 

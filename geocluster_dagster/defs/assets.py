@@ -10,24 +10,36 @@ gives, and records what the writer returns.
 import contextlib
 import json
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import pandas as pd
+import pystac
 
 from .. import __version__, plot
 from ..cluster import ClusterSettings
 from ..cluster_product import CLUSTER_MAP, MODEL, SIGNATURES_CSV, open_clusters, write_clusters
 from ..composite import CompositeSettings, write_mosaic
 from ..diagnostics import PREVIEWS, DiagnosticsSettings, k_advice, write_diagnostics
-from ..errors import GeoclusterError
+from ..errors import GeoclusterError, NoItemsFound
 from ..evaluate import KChoice
 from ..export import CogSettings, open_geotiff, write_cog
 from ..indices import IndexSettings, add_indices
 from ..load import LoadSettings
 from ..naming import NamingSettings
+from ..quality import (
+    ClusterQuality,
+    Judgement,
+    MosaicQuality,
+    SeparationQuality,
+    judge_clear_fraction,
+    judge_clusters,
+    judge_cog,
+    judge_scenes,
+    judge_silhouette,
+)
 from ..reference import ModelSettings, PoolSettings
 from ..reference_product import model_plan, write_reference_model
 from ..search import SearchSettings, read_items, search_items, write_items
@@ -72,12 +84,39 @@ def explained_failures() -> Iterator[None]:
 
 
 def _asset(
-    product: Product, **kwargs: Any
-) -> Callable[[Callable[..., dg.MaterializeResult[None]]], dg.AssetsDefinition]:
-    """``dg.asset`` for a product of the graph: named after it, partitioned, in the group."""
-    decorator: Callable[[Callable[..., dg.MaterializeResult[None]]], dg.AssetsDefinition]
-    decorator = dg.asset(name=product.asset, partitions_def=partitions, group_name=GROUP, **kwargs)
+    product: Product, checks: Sequence[tuple[str, bool, str]] = (), **kwargs: Any
+) -> Callable[[Callable[..., Any]], dg.AssetsDefinition]:
+    """``dg.asset`` for a product of the graph: named after it, partitioned, in the group, with
+    its checks (name, blocking, description): their results come with its materialization."""
+    specs = [
+        dg.AssetCheckSpec(name, asset=product.asset, blocking=blocking, description=description)
+        for name, blocking, description in checks
+    ]
+    decorator: Callable[[Callable[..., Any]], dg.AssetsDefinition]
+    decorator = dg.asset(
+        name=product.asset,
+        partitions_def=partitions,
+        group_name=GROUP,
+        check_specs=specs or None,
+        **kwargs,
+    )
     return decorator
+
+
+def _checked(judgements: Sequence[Judgement]) -> list[dg.AssetCheckResult]:
+    """The plain verdicts as Dagster check results, the measured values as their metadata."""
+    return [
+        dg.AssetCheckResult(
+            check_name=j.name,
+            passed=j.passed,
+            severity=dg.AssetCheckSeverity.ERROR
+            if j.severity == "error"
+            else dg.AssetCheckSeverity.WARN,
+            description=j.description,
+            metadata=j.metadata,
+        )
+        for j in judgements
+    ]
 
 
 def _sources_used(
@@ -97,14 +136,25 @@ def _sources_used(
     return used
 
 
-def _written(path: Path, metadata: dict[str, Any]) -> dg.MaterializeResult[None]:
+def _written(
+    path: Path, metadata: dict[str, Any], judgements: Sequence[Judgement] = ()
+) -> dg.MaterializeResult:
     return dg.MaterializeResult(
-        metadata={"output_path": dg.MetadataValue.path(str(path)), **metadata}
+        metadata={"output_path": dg.MetadataValue.path(str(path)), **metadata},
+        check_results=_checked(judgements) or None,
     )
 
 
 @_asset(
     STAC_ITEMS,
+    checks=[
+        (
+            "has_scenes",
+            False,
+            "At least one scene in the window (WARN): none makes the partition 'no imagery', "
+            "and the assets downstream are skipped, not failed.",
+        )
+    ],
     description="STAC items covering the AOI in the date window, filtered by collection and cloud cover.",
     kinds={"stac"},
 )
@@ -114,7 +164,7 @@ def stac_items(
     aoi_registry: AOIRegistry,
     stac: StacCatalog,
     outputs: OutputStore,
-) -> dg.MaterializeResult[None]:
+) -> dg.MaterializeResult:
     window = partition_window(context)
     settings = to_settings(SearchSettings, config)
     path = outputs.path(STAC_ITEMS, window)
@@ -122,15 +172,23 @@ def stac_items(
         aoi = aoi_registry.get(window.aoi_id)
         source = stac.source()
         sources = _sources_used(context, stac, aoi_registry, outputs)
-        items = search_items(
-            source,
-            collection=settings.collection,
-            geometry=aoi.geometry,
-            start=window.start,
-            end=window.end,
-            max_cloud_cover=settings.max_cloud_cover,
-            max_items=settings.max_items,
-        )
+        no_imagery = ""
+        try:
+            items = search_items(
+                source,
+                collection=settings.collection,
+                geometry=aoi.geometry,
+                start=window.start,
+                end=window.end,
+                max_cloud_cover=settings.max_cloud_cover,
+                max_items=settings.max_items,
+            )
+        except NoItemsFound as err:
+            # Not an error: a cloudy month has no scene. Stored empty, so the search is on record.
+            items, no_imagery = pystac.ItemCollection([]), str(err)
+            context.log.warning(
+                f"No imagery for {window.label}: {no_imagery} The assets downstream are skipped."
+            )
         write_items(items, path)
     rows = [
         f"| {i.id} | {i.datetime:%Y-%m-%d %H:%M} | {i.properties.get('eo:cloud_cover', 'n/a')} |"
@@ -144,8 +202,10 @@ def stac_items(
             "collection": settings.collection,
             "source": source.url,
             **sources,
+            **({"no_imagery": no_imagery} if no_imagery else {}),
             "items": dg.MetadataValue.md(table),
         },
+        [judge_scenes(len(items), [i.properties.get("eo:cloud_cover") for i in items], no_imagery)],
     )
 
 
@@ -154,6 +214,7 @@ def stac_items(
     deps=[stac_items],
     description="Lazy, chunked, cloud-masked bands in physical units on one grid; stored as the recipe that reopens them (items, grid, mask and read settings), not a copy of the pixels.",
     kinds={"xarray", "stac"},
+    output_required=False,  # a partition without imagery yields nothing: the rest is skipped
 )
 def band_stack(
     context: dg.AssetExecutionContext,
@@ -162,10 +223,16 @@ def band_stack(
     stac: StacCatalog,
     dask: DaskCluster,
     outputs: OutputStore,
-) -> dg.MaterializeResult[None]:
+) -> Iterator[dg.MaterializeResult]:
     window = partition_window(context)
     path = outputs.path(BAND_STACK, window)
     items = read_items(outputs.existing(STAC_ITEMS, window))
+    if len(items) == 0:
+        context.log.info(
+            f"No imagery for partition {window.key} (see the stac_items check has_scenes): "
+            "band_stack and the assets after it are skipped."
+        )
+        return
     with explained_failures():
         recipe = BandStackRecipe(
             items=items,
@@ -176,7 +243,7 @@ def band_stack(
         )
         stack = write_band_stack(recipe, path)
     geobox = stack.odc.geobox
-    return _written(
+    yield _written(
         path,
         {
             "bands": stack.attrs["bands"],
@@ -197,6 +264,14 @@ def band_stack(
 
 @_asset(
     MOSAIC,
+    checks=[
+        (
+            "clear_fraction",
+            True,
+            "Share of the AOI with a clear observation: WARN below warn_clear_fraction, ERROR "
+            "(the assets downstream are not built) below error_clear_fraction.",
+        )
+    ],
     deps=[band_stack],
     description="Cloud-free composite of the clear observations, clipped to the AOI polygon (GeoTIFF).",
     kinds={"geotiff"},
@@ -207,7 +282,7 @@ def mosaic(
     aoi_registry: AOIRegistry,
     dask: DaskCluster,
     outputs: OutputStore,
-) -> dg.MaterializeResult[None]:
+) -> dg.MaterializeResult:
     window = partition_window(context)
     path = outputs.path(MOSAIC, window)
     with explained_failures():
@@ -223,17 +298,24 @@ def mosaic(
                 "time_window": f"{window.start:%Y-%m-%d}/{window.end:%Y-%m-%d}",
             },
         )
+    quality = to_settings(MosaicQuality, config)
     return _written(
         path,
         {
             **facts.coverage.as_dict(),
             "band_statistics": dg.MetadataValue.json(facts.stats.as_dict()),
         },
+        [judge_clear_fraction(facts.coverage.clear_fraction, facts.coverage.aoi_pixels, quality)],
     )
 
 
 @_asset(
     GEOTIFF,
+    checks=[
+        ("valid_cog", True, "The file is a valid Cloud-Optimized GeoTIFF (rio-cogeo's validator)."),
+        ("bands_as_promised", True, "Band names are the bands and indices, nodata is NaN."),
+        ("physical_reflectance", False, "Reflectance bands stay within -0.2 .. 1.6 (WARN)."),
+    ],
     deps=[mosaic],
     description="Multi-band Cloud-Optimized GeoTIFF: spectral bands plus indices, with provenance tags.",
     kinds={"geotiff"},
@@ -243,7 +325,7 @@ def geotiff(
     config: GeoTiffConfig,
     dask: DaskCluster,
     outputs: OutputStore,
-) -> dg.MaterializeResult[None]:
+) -> dg.MaterializeResult:
     window = partition_window(context)
     path = outputs.path(GEOTIFF, window)
     with explained_failures():
@@ -267,6 +349,7 @@ def geotiff(
             "indices": ", ".join(names) or "none",
             "band_statistics": dg.MetadataValue.json(stats.as_dict()),
         },
+        judge_cog(path, [str(b) for b in image.data_vars], stats.as_dict()),
     )
 
 
@@ -285,7 +368,7 @@ def cluster_model(
     config: ReferenceModelConfig,
     dask: DaskCluster,
     outputs: OutputStore,
-) -> dg.MaterializeResult[None]:
+) -> dg.MaterializeResult:
     aoi_id = context.partition_key
     folder = outputs.of_aoi(CLUSTER_MODEL, aoi_id)
     with explained_failures():
@@ -334,6 +417,15 @@ def _k_choice_metadata(
 
 @_asset(
     CLUSTERS,
+    checks=[
+        ("no_empty_cluster", False, "Every cluster holds pixels of this partition (WARN)."),
+        (
+            "smallest_cluster_share",
+            False,
+            "The smallest cluster holds at least min_cluster_share of the map (WARN).",
+        ),
+        ("names_assigned", False, "Every cluster has a land-cover name, none 'unlabelled' (WARN)."),
+    ],
     deps=[geotiff, dg.AssetDep(CLUSTER_MODEL.asset, partition_mapping=_SAME_AOI)],
     description="Unsupervised clusters of the spectral signatures: cluster-map COG, model, "
     "signatures CSV/JSON. Ids follow the AOI's reference model (cluster_model) when it has one.",
@@ -344,7 +436,7 @@ def clusters(
     config: ClusterConfig,
     dask: DaskCluster,
     outputs: OutputStore,
-) -> dg.MaterializeResult[None]:
+) -> dg.MaterializeResult:
     window = partition_window(context)
     folder = outputs.path(CLUSTERS, window)
     with explained_failures():
@@ -394,11 +486,19 @@ def clusters(
             "cluster_sizes": dg.MetadataValue.md(_markdown_table(sizes)),
             "class_names": dg.MetadataValue.md(_markdown_table(classes)),
         },
+        judge_clusters(
+            dict(zip(facts.signatures["cluster"], facts.signatures["pixel_count"], strict=True)),
+            {c.id: c.name for c in facts.classes},
+            to_settings(ClusterQuality, config),
+        ),
     )
 
 
 @_asset(
     DIAGNOSTICS,
+    checks=[
+        ("silhouette", False, "The mean sampled silhouette is at least min_silhouette (WARN).")
+    ],
     deps=[geotiff, clusters],
     description="Diagnostics: cluster map, previews, signatures, silhouette, elbow, sizes, red-vs-NIR density, scores.",
     kinds={"matplotlib"},
@@ -408,7 +508,7 @@ def diagnostics(
     config: DiagnosticsConfig,
     dask: DaskCluster,
     outputs: OutputStore,
-) -> dg.MaterializeResult[None]:
+) -> dg.MaterializeResult:
     window = partition_window(context)
     folder = outputs.path(DIAGNOSTICS, window)
     with explained_failures():
@@ -431,7 +531,8 @@ def diagnostics(
                 metadata[f"preview_{name}"] = dg.MetadataValue.md(thumbnail)
     for name, png in facts.figures.items():
         metadata[f"plot_{name}"] = dg.MetadataValue.path(str(png))
-    return _written(folder, metadata)
+    separation = to_settings(SeparationQuality, config)
+    return _written(folder, metadata, [judge_silhouette(facts.scores.silhouette, separation)])
 
 
 def _markdown_table(frame: pd.DataFrame) -> str:

@@ -23,6 +23,7 @@ from ..export import CogSettings, Compression
 from ..indices import IndexSettings
 from ..load import GroupBy, LoadSettings, Resampling
 from ..naming import NamingSettings
+from ..quality import ClusterQuality, MosaicQuality, SeparationQuality
 from ..reference import ModelSettings, PoolSettings
 from ..search import SearchSettings
 
@@ -100,6 +101,8 @@ class MosaicConfig(dg.Config):
 
     method: CompositeMethod = setting(CompositeSettings, "method")
     all_touched: bool = setting(CompositeSettings, "all_touched")
+    warn_clear_fraction: float = setting(MosaicQuality, "warn_clear_fraction")
+    error_clear_fraction: float = setting(MosaicQuality, "error_clear_fraction")
 
 
 class GeoTiffConfig(dg.Config):
@@ -131,6 +134,7 @@ class ClusterConfig(_ClusteringConfig):
 
     model: str = setting(ModelSettings, "model")
     match_max_distance: float = setting(ModelSettings, "match_max_distance")
+    min_cluster_share: float = setting(ClusterQuality, "min_cluster_share")
 
 
 class ReferenceModelConfig(_ClusteringConfig):
@@ -151,15 +155,16 @@ class DiagnosticsConfig(dg.Config):
     silhouette_sample_size: int = setting(DiagnosticsSettings, "silhouette_sample_size")
     preview_size: int = setting(DiagnosticsSettings, "preview_size")
     density_bins: int = setting(DiagnosticsSettings, "density_bins")
+    min_silhouette: float = setting(SeparationQuality, "min_silhouette")
 
 
 #: Each config class and the plain settings it feeds, for the consistency test.
 SETTINGS_OF: dict[type[dg.Config], tuple[type, ...]] = {
     SearchConfig: (SearchSettings,),
     BandStackConfig: (LoadSettings,),
-    MosaicConfig: (CompositeSettings,),
+    MosaicConfig: (CompositeSettings, MosaicQuality),
     GeoTiffConfig: (IndexSettings, CogSettings),
-    ClusterConfig: (ClusterSettings, ModelSettings, NamingSettings),
+    ClusterConfig: (ClusterSettings, ModelSettings, NamingSettings, ClusterQuality),
     ReferenceModelConfig: (ClusterSettings, PoolSettings, NamingSettings),
-    DiagnosticsConfig: (DiagnosticsSettings,),
+    DiagnosticsConfig: (DiagnosticsSettings, SeparationQuality),
 }
