@@ -53,3 +53,7 @@ class ConfigError(GeoclusterError, ValueError):
 
 class PartitionBusy(GeoclusterError, TimeoutError):
     """Another run holds the partition's lock for longer than this run may wait."""
+
+
+class NotComparable(ConfigError):
+    """Two maps whose cluster ids need not mean the same land cover (no common reference)."""

@@ -279,3 +279,16 @@ def judge_silhouette(silhouette: float, q: SeparationQuality) -> Judgement:
         + ("" if ok else f" (below min_silhouette={q.min_silhouette}): the clusters overlap"),
         {"silhouette": round(silhouette, 4) if math.isfinite(silhouette) else None},
     )
+
+
+def judge_overlap(overlap: float, min_overlap: float, dates: tuple[str, str]) -> Judgement:
+    """The two dates of a change overlap enough to compare."""
+    ok = overlap >= min_overlap
+    return Judgement(
+        "overlap",
+        ok,
+        "warn",
+        f"{overlap:.1%} of the {dates[1]} map also has data on {dates[0]}"
+        + ("" if ok else f" (below min_overlap={min_overlap}): the change covers part of the AOI"),
+        {"overlap": round(overlap, 4), "from_date": dates[0], "to_date": dates[1]},
+    )

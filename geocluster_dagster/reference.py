@@ -121,9 +121,9 @@ class PoolSettings:
 
     def __post_init__(self) -> None:
         for name, value in (("first_date", self.first_date), ("last_date", self.last_date)):
-            if value is not None and not _is_date_key(value):
+            if value is not None and not is_date_key(value):
                 raise ConfigError(f"{name}={value!r} is not a date: write it as YYYY-MM-DD.")
-        bad = [d for d in self.dates if not _is_date_key(d)]
+        bad = [d for d in self.dates if not is_date_key(d)]
         if bad:
             raise ConfigError(
                 f"dates {bad} are not date partition keys: write each as YYYY-MM-DD (the first "
@@ -171,7 +171,8 @@ class PoolSettings:
         return self.sample_per_date or max(1, sample_size // max(n_dates, 1))
 
 
-def _is_date_key(value: object) -> bool:
+def is_date_key(value: object) -> bool:
+    """True for a date partition key, YYYY-MM-DD."""
     if not isinstance(value, str) or not _DATE_KEY.match(value):
         return False
     try:

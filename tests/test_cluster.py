@@ -157,7 +157,9 @@ def test_missing_feature_names_the_band_and_the_available_ones(ds_1999):
 
 def test_all_masked_raster_raises_no_clear_pixels(ds_1999):
     masked = ds_1999.where(False)
-    with pytest.raises(NoClearPixels, match="raise max_cloud_cover .stac_items., use longer date windows"):
+    with pytest.raises(
+        NoClearPixels, match="raise max_cloud_cover .stac_items., use longer date windows"
+    ):
         sample_valid_pixels(masked, REFLECTANCE, 100, 0)
 
 

@@ -89,7 +89,10 @@ def test_half_months_of_one_aoi_share_ids_through_its_reference_model(tmp_path):
 
     dates = ("2023-06-01", "2023-06-16")
     for date in dates:
-        cli("materialize", "--aoi", "demo", "--date", date)
+        out = cli("materialize", "--aoi", "demo", "--date", date)
+    # Fitted alone, the two maps' ids need not match: no change is computed, and it says why.
+    assert "cluster_change skipped: Cannot compare 2023-06-01 with 2023-06-16" in out
+    assert not (tmp_path / "cluster_change" / "demo" / "2023-06-16").exists()
     assert "Pooling 2 date partitions of demo: 2023-06-01, 2023-06-16" in cli(
         "reference", "--aoi", "demo"
     )
@@ -104,3 +107,9 @@ def test_half_months_of_one_aoi_share_ids_through_its_reference_model(tmp_path):
     both = (first > 0) & (second > 0)
     assert both.sum() > 40_000  # the passes overlap outside clouds and the fill collar
     assert (first == second)[both].mean() > 0.99  # measured 1.0: one ground, one model
+    change = json.loads(
+        (tmp_path / "cluster_change" / "demo" / "2023-06-16" / "summary.json").read_text()
+    )
+    assert change["from_date"] == "2023-06-01" and change["compared_pixels"] == both.sum()
+    assert change["changed_share"] < 0.01  # one landscape seen twice
+    assert not (tmp_path / "cluster_change" / "demo" / "2023-06-01").exists()  # nothing earlier

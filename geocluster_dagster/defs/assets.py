@@ -19,11 +19,20 @@ import pandas as pd
 import pystac
 
 from .. import __version__, plot
+from ..change import (
+    CHANGE_MAP,
+    CHANGE_PNG,
+    TRANSITIONS,
+    ChangeSettings,
+    DatedMap,
+    comparable,
+    compare_maps,
+)
 from ..cluster import ClusterSettings
 from ..cluster_product import CLUSTER_MAP, MODEL, SIGNATURES_CSV, open_clusters, write_clusters
 from ..composite import CompositeSettings, write_mosaic
 from ..diagnostics import PREVIEWS, DiagnosticsSettings, k_advice, write_diagnostics
-from ..errors import GeoclusterError, NoItemsFound
+from ..errors import GeoclusterError, NoItemsFound, NotComparable
 from ..evaluate import KChoice
 from ..export import CogSettings, open_geotiff, write_cog
 from ..indices import IndexSettings, add_indices
@@ -37,6 +46,7 @@ from ..quality import (
     judge_clear_fraction,
     judge_clusters,
     judge_cog,
+    judge_overlap,
     judge_scenes,
     judge_silhouette,
 )
@@ -46,6 +56,7 @@ from ..search import SearchSettings, read_items, search_items, write_items
 from ..stack_recipe import BandStackRecipe, open_band_stack, write_band_stack
 from .config import (
     BandStackConfig,
+    ChangeConfig,
     ClusterConfig,
     DiagnosticsConfig,
     GeoTiffConfig,
@@ -67,6 +78,7 @@ GEOTIFF = Product("geotiff", ".tif")
 CLUSTERS = Product("clusters", "")
 DIAGNOSTICS = Product("diagnostics", "")
 CLUSTER_MODEL = Product("cluster_model", "")
+CLUSTER_CHANGE = Product("cluster_change", "")
 
 #: cluster_model (per AOI) <-> the AOI x date partitions of that AOI.
 with warnings.catch_warnings():  # beta in Dagster 1.x, and the one mapping that says this
@@ -535,6 +547,109 @@ def diagnostics(
     return _written(folder, metadata, [judge_silhouette(facts.scores.silhouette, separation)])
 
 
+_CHANGE_CHECKS = [
+    (
+        "comparable_ids",
+        "Both maps take their ids from one reference model (WARN: if not, no change is "
+        "computed, and the check says how to fix it).",
+    ),
+    ("overlap", "The two dates overlap enough to compare (WARN below min_overlap)."),
+]
+
+
+# A multi_asset only to make the asset and its checks optional (can_subset): the AOI's first
+# map has nothing to compare with, and maps of unrelated ids are not compared; neither is a
+# failure, and neither has an overlap to report.
+@dg.multi_asset(
+    name=CLUSTER_CHANGE.asset,
+    specs=[
+        dg.AssetSpec(
+            CLUSTER_CHANGE.asset,
+            deps=[clusters],
+            group_name=GROUP,
+            kinds={"geotiff"},
+            skippable=True,
+            description="Change from the AOI's previous date with a map: a from/to/changed COG, "
+            "the transition matrix in pixels and hectares, per-class area deltas, a change map "
+            "and a transition heat map. Needs maps with the ids of one reference model "
+            "(cluster_model).",
+        )
+    ],
+    check_specs=[
+        dg.AssetCheckSpec(name, asset=CLUSTER_CHANGE.asset, description=description)
+        for name, description in _CHANGE_CHECKS
+    ],
+    partitions_def=partitions,
+    can_subset=True,
+)
+def cluster_change(
+    context: dg.AssetExecutionContext,
+    config: ChangeConfig,
+    outputs: OutputStore,
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    window = partition_window(context)
+    folder = outputs.path(CLUSTER_CHANGE, window)
+    with explained_failures():
+        settings = to_settings(ChangeSettings, config)
+        earlier = settings.earlier(outputs.dates_with(CLUSTERS, window.aoi_id), window.date_key)
+        if earlier is None:
+            context.log.info(
+                f"{window.key} is the first date of AOI {window.aoi_id} with a map: there is "
+                "nothing earlier to compare with, so cluster_change is skipped."
+            )
+            return
+        before, after = (
+            _dated_map(outputs.path(CLUSTERS, window_of(f"{window.aoi_id}|{date}")), date)
+            for date in (earlier, window.date_key)
+        )
+        try:
+            comparable(before, after)
+        except NotComparable as err:
+            # Not a failure of this run: the maps exist, they just cannot be compared yet.
+            context.log.warning(f"cluster_change skipped: {err}")
+            yield dg.AssetCheckResult(
+                check_name="comparable_ids",
+                passed=False,
+                severity=dg.AssetCheckSeverity.WARN,
+                description=str(err),
+                metadata={"from_date": earlier, "to_date": window.date_key},
+            )
+            return
+        facts = compare_maps(before, after, folder, label=f"AOI {window.aoi_id!r},")
+    summary = facts.summary
+    areas = facts.class_areas[
+        ["cluster", "name", "hectares_before", "hectares_after", "delta_hectares"]
+    ]
+    moves = facts.transitions[facts.transitions["changed"]].nlargest(10, "pixels")
+    yield _written(
+        folder,
+        {
+            "compared_with": earlier,
+            "changed_hectares": round(float(summary["changed_hectares"]), 2),
+            "changed_share": summary["changed_share"],
+            "unknown_pixels": summary["unknown_pixels"],
+            "largest_transitions": dg.MetadataValue.md(
+                "\n".join(f"1. {t}" for t in summary["largest_transitions"]) or "no change"
+            ),
+            "class_area_deltas_ha": dg.MetadataValue.md(_markdown_table(areas.round(2))),
+            "transitions_top10": dg.MetadataValue.md(_markdown_table(moves.round(2))),
+            "preview_change_map": dg.MetadataValue.md(plot.thumbnail_markdown(folder / CHANGE_PNG)),
+            "change_map_path": dg.MetadataValue.path(str(folder / CHANGE_MAP)),
+            "transitions_path": dg.MetadataValue.path(str(folder / TRANSITIONS)),
+        },
+        [
+            Judgement("comparable_ids", True, "warn", f"Both maps use {summary['reference']}"),
+            judge_overlap(summary["overlap"], settings.min_overlap, (earlier, window.date_key)),
+        ],
+    )
+
+
+def _dated_map(folder: Path, date: str) -> DatedMap:
+    stored = open_clusters(folder)
+    model = json.dumps(stored.summary.get("model") or {})
+    return DatedMap(date, stored.cluster_map_path, stored.model.names_by_id, model)
+
+
 def _markdown_table(frame: pd.DataFrame) -> str:
     header = "| " + " | ".join(map(str, frame.columns)) + " |"
     rule = "|" + "---|" * len(frame.columns)
@@ -543,5 +658,5 @@ def _markdown_table(frame: pd.DataFrame) -> str:
 
 
 #: The graph one AOI x date partition runs (the geocluster_pipeline job).
-PIPELINE_ASSETS = [stac_items, band_stack, mosaic, geotiff, clusters, diagnostics]
+PIPELINE_ASSETS = [stac_items, band_stack, mosaic, geotiff, clusters, diagnostics, cluster_change]
 ASSETS = [*PIPELINE_ASSETS, cluster_model]

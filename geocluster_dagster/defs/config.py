@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import dagster as dg
 from pydantic import Field
 
+from ..change import ChangeSettings
 from ..cluster import Algorithm, ClusterSettings
 from ..composite import CompositeMethod, CompositeSettings
 from ..diagnostics import DiagnosticsSettings
@@ -158,6 +159,13 @@ class DiagnosticsConfig(dg.Config):
     min_silhouette: float = setting(SeparationQuality, "min_silhouette")
 
 
+class ChangeConfig(dg.Config):
+    """Which earlier date the partition's map is compared with."""
+
+    compare_with: str | None = setting(ChangeSettings, "compare_with")
+    min_overlap: float = setting(ChangeSettings, "min_overlap")
+
+
 #: Each config class and the plain settings it feeds, for the consistency test.
 SETTINGS_OF: dict[type[dg.Config], tuple[type, ...]] = {
     SearchConfig: (SearchSettings,),
@@ -167,4 +175,5 @@ SETTINGS_OF: dict[type[dg.Config], tuple[type, ...]] = {
     ClusterConfig: (ClusterSettings, ModelSettings, NamingSettings, ClusterQuality),
     ReferenceModelConfig: (ClusterSettings, PoolSettings, NamingSettings),
     DiagnosticsConfig: (DiagnosticsSettings, SeparationQuality),
+    ChangeConfig: (ChangeSettings,),
 }

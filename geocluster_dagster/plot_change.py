@@ -1,0 +1,118 @@
+"""Figures of the change between two dates: where it changed, and from what to what."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.colors import LogNorm
+from matplotlib.patches import Patch
+
+from .change import CHANGED, UNCHANGED
+from .plot import (
+    NODATA_COLOR,
+    PathLike,
+    _extent_tuple,
+    _format_map_axes,
+    _legend_columns,
+    _masked_patch,
+    _new_figure,
+    _save,
+    cluster_colors,
+    cluster_label,
+    map_figure_size,
+)
+
+UNCHANGED_COLOR = (0.86, 0.86, 0.86, 1.0)
+
+
+def plot_change_map(
+    layers: np.ndarray,
+    extent: tuple[float, float, float, float],
+    path: PathLike,
+    *,
+    names: Mapping[int, str],
+    title: str,
+    crs_label: str | None,
+) -> Path:
+    """Changed pixels in the colour of the class they became, unchanged grey, unknown hatched.
+
+    ``layers`` is a (3, h, w) preview of the change COG: from, to, change.
+    """
+    to, state = layers[1].astype(np.intp), layers[2]
+    largest = int(max(to.max(initial=0), max(names, default=0)))
+    colors = cluster_colors(largest)
+    lookup = np.array([NODATA_COLOR, *((*c, 1.0) for c in colors)])
+    image = np.where((state == CHANGED)[..., None], lookup[to], NODATA_COLOR)
+    image[state == UNCHANGED] = UNCHANGED_COLOR
+    fig = _new_figure(map_figure_size(extent, legend_width=3.0), layout="compressed")
+    ax = fig.add_subplot()
+    ax.imshow(image, extent=_extent_tuple(extent), interpolation="nearest")
+    _format_map_axes(ax, crs_label, "m")
+    ax.set_title(title)
+    valid = state > 0
+    share = {
+        int(c): float(np.mean(to[state == CHANGED] == c)) for c in np.unique(to[state == CHANGED])
+    }
+    handles = [
+        Patch(
+            facecolor=UNCHANGED_COLOR, label=f"unchanged ({np.mean(state[valid] == UNCHANGED):.1%})"
+        )
+    ]
+    handles += [
+        Patch(
+            facecolor=colors[c - 1], label=f"became {cluster_label(c, names)} ({s:.1%} of change)"
+        )
+        for c, s in sorted(share.items())
+        if c > 0
+    ]
+    handles.append(_masked_patch("unknown: no data in either date"))
+    fig.legend(
+        handles=handles,
+        loc="outside right center",
+        title="Change (share of compared pixels)",
+        ncols=_legend_columns(len(handles)),
+        frameon=False,
+    )
+    return _save(fig, path)
+
+
+def plot_transitions(
+    transitions: pd.DataFrame,
+    path: PathLike,
+    *,
+    names_before: Mapping[int, str],
+    names_after: Mapping[int, str],
+    title: str,
+) -> Path:
+    """From (rows) -> to (columns) heat map in hectares (pixels without a pixel area)."""
+    use_area = np.isfinite(transitions["hectares"]).all() and len(transitions)
+    value = "hectares" if use_area else "pixels"
+    before = sorted(set(transitions["from_id"]) | set(names_before))
+    after = sorted(set(transitions["to_id"]) | set(names_after))
+    matrix = np.zeros((len(before), len(after)))
+    for row in transitions.itertuples():
+        matrix[before.index(row.from_id), after.index(row.to_id)] = getattr(row, value)
+    size = (max(6.0, 1.1 * len(after) + 3.5), max(4.5, 0.6 * len(before) + 2.5))
+    fig = _new_figure(size)
+    ax = fig.add_subplot()
+    shown = np.where(matrix > 0, matrix, np.nan)
+    positive = matrix[matrix > 0]
+    norm = LogNorm(vmin=positive.min(), vmax=positive.max()) if positive.size else None
+    mesh = ax.imshow(shown, cmap="viridis", norm=norm, aspect="auto")
+    for i in range(len(before)):
+        for j in range(len(after)):
+            if matrix[i, j] > 0:
+                text = f"{matrix[i, j]:,.0f}" if matrix[i, j] >= 10 else f"{matrix[i, j]:.1f}"
+                weight = "bold" if before[i] == after[j] else "normal"
+                ax.text(j, i, text, ha="center", va="center", fontsize="small", color="white",
+                        fontweight=weight, bbox={"facecolor": "black", "alpha": 0.35, "pad": 1, "edgecolor": "none"})  # fmt: skip
+    ax.set_xticks(range(len(after)), labels=[cluster_label(c, names_after) for c in after], rotation=35, ha="right")  # fmt: skip
+    ax.set_yticks(range(len(before)), labels=[cluster_label(c, names_before) for c in before])
+    ax.set_xlabel("to (later date)")
+    ax.set_ylabel("from (earlier date)")
+    ax.set_title(title)
+    fig.colorbar(mesh, ax=ax, label=f"{value} (log scale; diagonal = unchanged)")
+    return _save(fig, path)
