@@ -84,6 +84,8 @@ def _run_job(
     instance: dg.DagsterInstance,
 ) -> None:
     """Run job ``name`` for one partition in this process; print where each asset wrote."""
+    import dagster as dg
+
     from .definitions import defs
 
     job = defs.resolve_job_def(name)
@@ -107,6 +109,12 @@ def _run_job(
         click.echo(f"  {asset:<12} -> {where.value if where else ''}")
         if "no_imagery" in metadata:
             click.echo(f"No imagery for {label}: {metadata['no_imagery'].value}")
+    for event in result.all_events:
+        check = event.event_specific_data
+        if isinstance(check, dg.AssetCheckEvaluation):
+            if not check.passed:
+                which = f"{check.asset_key.to_user_string()}:{check.check_name}"
+                click.echo(f"  check {which} {check.severity.value}: {check.description}")
     selected = [key.to_user_string() for key in job.asset_layer.selected_asset_keys]
     skipped = [asset for asset in selected if asset not in materialized]
     if skipped and result.success:
