@@ -129,9 +129,14 @@ def test_new_imagery_sensor_requests_exactly_the_partition_that_got_a_new_scene(
         assert [list(r.partition_keys) for r in result.dynamic_partitions_requests] == [["demo"]]
         cursor = result.cursor
 
-        # Nothing new: no run.
+        # Nothing new: no run, and the reason says what was searched.
         context = dg.build_sensor_context(instance=instance, resources=resources, cursor=cursor)
-        assert new_imagery_sensor(context).run_requests == []
+        idle = new_imagery_sensor(context)
+        assert idle.run_requests == []
+        reason = idle.skip_reason.skip_message
+        assert reason.startswith("No new scenes: searched 'landsat-c2-l2' at ")
+        assert str(collection_file) in reason and "for 1 AOI(s)" in reason
+        assert "lookback_days=20000" in reason
 
         # A later scene appears (and one for another month): exactly those partitions, once.
         july = late[0].clone()

@@ -130,9 +130,11 @@ def new_imagery_sensor(
     lookback = timedelta(days=imagery_watch.lookback_days)
     now = datetime.now(timezone.utc)
     run_requests = []
+    starts = []
     for aoi_id, aoi in sorted(aois.items()):
         cursor = cursors.get(aoi_id, AoiCursor())
         start = (cursor.newest or now) - lookback
+        starts.append(start)
         try:
             items = search_items(
                 stac.source(),
@@ -166,8 +168,18 @@ def new_imagery_sensor(
                     },
                 )
             )
+    cloud = imagery_watch.max_cloud_cover
+    searched = (
+        f"No new scenes: searched {imagery_watch.watched_collection()!r} at "
+        f"{stac.setting()} for {len(aois)} AOI(s), acquired {min(starts, default=now):%Y-%m-%d} "
+        f"(the newest scene seen minus lookback_days={imagery_watch.lookback_days}) to "
+        f"{now:%Y-%m-%d}"
+        + (f", eo:cloud_cover <= {cloud:g}" if cloud is not None else "")
+        + "; scenes already seen are not new."
+    )
     return dg.SensorResult(
         run_requests=run_requests,
+        skip_reason=None if run_requests else searched,
         dynamic_partitions_requests=[aoi_partitions.build_add_request(added)] if added else [],
         cursor=json.dumps({aoi: c.to_json() for aoi, c in sorted(cursors.items())}),
     )
