@@ -102,21 +102,33 @@ class ChangeFacts:
 
 
 def comparable(before: DatedMap, after: DatedMap) -> None:
-    """Refuse two maps whose ids need not mean the same land cover."""
-    ref_before, ref_after = (json.loads(m.model).get("reference") for m in (before, after))
-    if ref_before is None or ref_after is None or ref_before != ref_after:
-        alone = [m.date for m, r in ((before, ref_before), (after, ref_after)) if r is None]
+    """Refuse two maps whose ids need not mean the same land cover: unless both come from one
+    reference model (the same parameters, not just the same path: a reference fitted again
+    keeps its path and changes its ids), the same id may be another cover."""
+    records = [json.loads(m.model) for m in (before, after)]
+    digests = [r.get("reference_digest") for r in records]
+    if None not in digests and digests[0] == digests[1]:
+        return
+    alone = [
+        m.date for m, r in zip((before, after), records, strict=True) if not r.get("reference")
+    ]
+    if alone:
+        why = f"the map(s) of {', '.join(alone)} were fitted alone, so their ids follow brightness"
+    elif records[0]["reference"] == records[1]["reference"]:
         why = (
-            f"the map(s) of {', '.join(alone)} were fitted alone, so their ids follow brightness"
-            if alone
-            else f"they come from different reference models ({ref_before} and {ref_after})"
+            f"the reference model {records[0]['reference']} was fitted again between them, so "
+            "the same id may be another cover"
         )
-        raise NotComparable(
-            f"Cannot compare {before.date} with {after.date}: {why}, and the same id need not be "
-            "the same land cover. Fit the AOI's reference model (asset cluster_model) and "
-            "materialize clusters of both dates again (model: partition matches their ids to "
-            "it, model: aoi_reference applies it)."
+    else:
+        why = (
+            f"they come from different reference models ({records[0]['reference']} and "
+            f"{records[1]['reference']})"
         )
+    raise NotComparable(
+        f"Cannot compare {before.date} with {after.date}: {why}. Fit the AOI's reference model "
+        "(asset cluster_model) once and materialize clusters of both dates again (model: "
+        "partition matches their ids to it, model: aoi_reference applies it)."
+    )
 
 
 def _blocks(src: rasterio.DatasetReader) -> Iterator[Window]:

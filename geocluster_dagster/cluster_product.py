@@ -33,7 +33,7 @@ from .cluster import (
 from .errors import AssetReadError
 from .evaluate import ELBOW_SAMPLE_SIZE, KChoice, choose_k, elbow_curve, subsample_index
 from .export import open_single_band, write_geotiff
-from .model_file import load_model, save_model
+from .model_file import load_model, model_digest, save_model
 from .naming import ClassName, NamingSettings, means_of, name_clusters
 from .reference import MATCH_MAX_DISTANCE, Match, check_features, match_to_reference
 from .storage import atomic_path, write_json
@@ -150,6 +150,8 @@ def write_clusters(
         "model": {
             "how": plan.how,
             "reference": plan.source or None,
+            # Which reference, by content: its path stays the same when it is fitted again.
+            "reference_digest": model_digest(plan.reference) if plan.reference else None,
             "matches": [m.as_dict() for m in matches] if plan.how == "match" else None,
         },
     }

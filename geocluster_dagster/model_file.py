@@ -9,6 +9,7 @@ unlike a pickle (joblib), which runs whatever code its author put in it.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -53,6 +54,14 @@ def model_to_dict(model: FittedClusterer) -> dict[str, Any]:
             "precisions_cholesky": listed(model.mixture.precisions_cholesky),
         },
     }
+
+
+def model_digest(model: FittedClusterer) -> str:
+    """SHA-256 of the model's parameters: the same for the same model wherever its file is,
+    different as soon as it is fitted again (the path of a refitted reference stays the same)."""
+    document = model_to_dict(model)
+    document.pop("package_version")  # the same model, read by another version, is the same
+    return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
 
 
 def save_model(model: FittedClusterer, path: str | os.PathLike[str]) -> Path:

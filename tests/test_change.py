@@ -127,3 +127,24 @@ def test_the_earlier_date_is_the_latest_before_or_the_one_configured():
         ChangeSettings(compare_with="2018-12-01").earlier(dates, "2019-02-01")
     with pytest.raises(ConfigError, match="YYYY-MM-DD"):
         ChangeSettings(compare_with="2019-01")
+
+
+def test_a_reference_fitted_again_between_the_dates_is_not_compared(brumadinho, tmp_path):  # noqa: F811
+    """Same path, new parameters: the ids of the two maps may mean other covers."""
+    _, images = brumadinho
+    source = str(tmp_path / "cluster_model" / "b" / "model.json")
+    first, second = (
+        write_reference_model(
+            images, ClusterSettings(n_clusters=6, seed=seed), PoolSettings(), tmp_path / f"r{seed}", aoi_id="b"
+        ).model
+        for seed in (0, 1)
+    )  # fmt: skip
+    maps = _maps_of(
+        images,
+        tmp_path,
+        lambda date: ModelPlan("apply", first if date == BEFORE else second, source),
+    )
+    with pytest.raises(NotComparable, match="was fitted again between them"):
+        compare_maps(maps[BEFORE], maps[AFTER], tmp_path / "change")
+    same = _maps_of(images, tmp_path / "same", lambda _: ModelPlan("apply", first, source))
+    compare_maps(same[BEFORE], same[AFTER], tmp_path / "change")  # one model: compared
