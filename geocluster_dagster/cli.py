@@ -5,6 +5,7 @@ geocluster materialize --aoi ID --date 2023-06 [--config run_config.yaml]   # or
 geocluster aois                      # list (and validate) the AOI registry
 geocluster sync-aois                 # add every registry AOI as a partition
 geocluster reference --aoi ID        # fit the AOI's reference model on its materialized dates
+geocluster demo-scene                # add a new synthetic scene for the new-imagery sensor
 """
 
 from __future__ import annotations
@@ -242,6 +243,36 @@ def materialize(aoi_id: str, when: str, config_file: str | None) -> None:
 
     run_config = yaml.safe_load(Path(config_file).read_text()) if config_file else None
     _materialize(aoi_id, when, run_config)
+
+
+@main.command(name="demo-scene")
+@click.option(
+    "--date",
+    "day",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    default=None,
+    help="Acquisition day (YYYY-MM-DD); default today.",
+)
+def demo_scene(day: Any) -> None:
+    """Add a new synthetic demo scene, so that the new-imagery sensor has something to find."""
+    from datetime import date
+
+    from .defs.resources import output_root
+    from .demo.catalog import add_live_scene
+
+    when = day.date() if day is not None else date.today()
+    collection_file, added = add_live_scene(output_root() / "demo_live", when)
+    if added:
+        click.echo(f"Added {', '.join(i.id for i in added)} (acquired {when}) to {collection_file}")
+    else:
+        click.echo(f"{collection_file} already holds the scene of {when}")
+    click.echo(
+        "Point the STAC source at it and turn on the new-imagery sensor (UI: Automation, "
+        f"new_imagery_sensor): its next tick runs partition demo|{when:%Y-%m}-01.\n"
+        f"  GEOCLUSTER_STAC_URL={collection_file} "
+        f"GEOCLUSTER_OUTPUT={os.environ['GEOCLUSTER_OUTPUT']} "
+        "dagster dev -m geocluster_dagster.definitions"
+    )
 
 
 @main.command()

@@ -157,3 +157,30 @@ def test_new_imagery_sensor_requests_exactly_the_partition_that_got_a_new_scene(
         )
         assert new_imagery_sensor(context).run_requests == []
         assert len(json.loads(result.cursor)["demo"]["recent_ids"]) == len(early) + len(late) + 1
+
+
+def test_a_new_demo_scene_makes_the_sensor_run_its_partition(tmp_path):
+    """`geocluster demo-scene` adds a scene acquired today: the sensor's first tick finds it."""
+    from datetime import date
+
+    from click.testing import CliRunner
+
+    from geocluster_dagster.cli import main
+
+    demo = build_demo(tmp_path / "demo_catalog")
+    out = tmp_path / "out"
+    shown = CliRunner().invoke(main, ["--output", str(out), "demo-scene"])
+    assert shown.exit_code == 0, shown.output
+    collection_file = out / "demo_live" / "items.json"
+    assert f"GEOCLUSTER_STAC_URL={collection_file}" in shown.output
+    resources = {
+        "aoi_registry": AOIRegistry(path=str(demo.aoi_registry)),
+        "stac": StacCatalog(url=str(collection_file)),
+        "imagery_watch": ImageryWatch(),  # the defaults: 45 days back, at most 60 % cloud
+    }
+    with dg.instance_for_test() as instance:
+        result = new_imagery_sensor(dg.build_sensor_context(instance=instance, resources=resources))
+    month = f"{date.today():%Y-%m}-01"
+    assert [split_key(r.partition_key) for r in result.run_requests] == [("demo", month)]
+    again = CliRunner().invoke(main, ["--output", str(out), "demo-scene"])
+    assert "already holds the scene of" in again.output

@@ -44,7 +44,7 @@ from geocluster_dagster.demo.scene import (
     observe,
 )
 from geocluster_dagster.errors import ConfigError
-from geocluster_dagster.storage import atomic_path
+from geocluster_dagster.storage import atomic_path, remove_quietly, write_json
 
 DEMO_VERSION = "1"
 DEMO_AOI_ID = "demo"
@@ -384,29 +384,71 @@ def _write_demo(staging: Path) -> None:
     sampled = {tile.key: _sample_tile(tile) for tile in DEMO_TILES}
     for acq in DEMO_ACQUISITIONS:
         for tile in DEMO_TILES:
-            transform, x, y, classes, ground = sampled[tile.key]
-            obs = observe(classes, ground, x, y, tile, acq)
-            folder = staging / DEMO_COLLECTION / item_id(tile, acq)
-            folder.mkdir(parents=True)
-            item = make_item(
-                tile,
-                acq,
-                transform,
-                folder,
-                cloud_cover=obs.cloud_cover,
-                cloud_cover_land=obs.cloud_cover_land,
+            collection.add_item(
+                _write_scene(tile, acq, sampled[tile.key], staging / DEMO_COLLECTION)
             )
-            rasters = {key: (obs.sr[i], 0, "average") for i, (key, *_) in enumerate(SR_BANDS)}
-            rasters["lwir11"] = (obs.st, 0, "average")
-            rasters["qa_pixel"] = (obs.qa, 1, "nearest")  # never average bit flags
-            for key, (band, nodata, resampling) in rasters.items():
-                href = Path(item.assets[key].href)
-                _write_cog(href, band, transform, tile.epsg, nodata, resampling)
-            collection.add_item(item)
 
     save_catalog(catalog, collection, staging)
     (staging / _AOI_REGISTRY).write_text(json.dumps(_aoi_registry(), indent=2) + "\n")
     _write_manifest(staging)
+
+
+def _write_scene(
+    tile: Tile, acq: Acquisition, sampled: tuple[Any, ...], parent: Path
+) -> pystac.Item:
+    """One tile on one date: its COGs in ``parent/<item id>/`` and its item (file hrefs)."""
+    transform, x, y, classes, ground = sampled
+    obs = observe(classes, ground, x, y, tile, acq)
+    folder = parent / item_id(tile, acq)
+    folder.mkdir(parents=True)
+    item = make_item(
+        tile,
+        acq,
+        transform,
+        folder,
+        cloud_cover=obs.cloud_cover,
+        cloud_cover_land=obs.cloud_cover_land,
+    )
+    rasters = {key: (obs.sr[i], 0, "average") for i, (key, *_) in enumerate(SR_BANDS)}
+    rasters["lwir11"] = (obs.st, 0, "average")
+    rasters["qa_pixel"] = (obs.qa, 1, "nearest")  # never average bit flags
+    for key, (band, nodata, resampling) in rasters.items():
+        href = Path(item.assets[key].href)
+        _write_cog(href, band, transform, tile.epsg, nodata, resampling)
+    return item
+
+
+LIVE_ITEMS = "items.json"
+
+
+def add_live_scene(folder: Path | str, day: date) -> tuple[Path, list[pystac.Item]]:
+    """A new demo scene "acquired" on ``day`` (both tiles, Landsat 9, new clouds), added to the
+    ItemCollection ``folder/items.json``: point the STAC source at that file and the
+    new-imagery sensor finds the scene and runs its partition, as it would for a real
+    acquisition. Adding the same day again changes nothing."""
+    folder = Path(folder).expanduser().absolute()
+    collection_file = folder / LIVE_ITEMS
+    known = (
+        list(pystac.ItemCollection.from_file(str(collection_file)))
+        if collection_file.exists()
+        else []
+    )
+    acq = Acquisition(
+        "LC09", "landsat-9", day, day, day.toordinal() % 997, 0.0, 150.0, 35.0, None
+    )  # fmt: skip
+    if any(i.id == item_id(tile, acq) for tile in DEMO_TILES for i in known):
+        return collection_file, []
+    added = []
+    for tile in DEMO_TILES:
+        # A folder without its item in items.json is what a killed call left: write it again.
+        remove_quietly(folder / DEMO_COLLECTION / item_id(tile, acq))
+        item = _write_scene(tile, acq, _sample_tile(tile), folder / DEMO_COLLECTION)
+        item.collection_id = DEMO_COLLECTION
+        added.append(item)
+    # The ItemCollection is written last and atomically: it lists only scenes whose files exist.
+    everything = pystac.ItemCollection([*known, *added])
+    write_json(everything.to_dict(transform_hrefs=False), collection_file)
+    return collection_file, added
 
 
 # AOI polygon vertices in local metres, counter-clockwise; the notch makes clip != bbox.
