@@ -23,6 +23,7 @@ import pandas as pd
 import rasterio
 from rasterio.windows import Window
 
+from .categories import BandCategories, class_colours, write_pam
 from .cluster import pixel_area_m2
 from .errors import ConfigError, NotComparable
 from .export import open_single_band, write_geotiff
@@ -187,6 +188,7 @@ def compare_maps(
             tmp.mkdir()
             _write_change_map(tmp / CHANGE_MAP, profile, layers(), before, after)
             facts = _tables(counts, before, after, area)
+            _write_categories(tmp / CHANGE_MAP, counts, before, after, area)
             preview, extent = plot.read_preview(tmp / CHANGE_MAP, max_size=preview_size)
             title = f"{label}{' ' if label else ''}{before.date} -> {after.date}"
             plot_change.plot_change_map(
@@ -244,6 +246,43 @@ def _write_change_map(
         overview_resampling="nearest",  # ids and states are categories
         blocks=layers,
     )
+
+
+#: Colours and names of the ``change`` band (unknown stays transparent, like nodata).
+STATE_NAMES = {UNCHANGED: "unchanged", CHANGED: "changed"}
+STATE_COLOURS = {
+    UNKNOWN: (0, 0, 0, 0),
+    UNCHANGED: (220, 220, 220, 255),
+    CHANGED: (214, 39, 40, 255),
+}
+
+
+def _write_categories(
+    tif: Path, counts: np.ndarray, before: DatedMap, after: DatedMap, area: float | None
+) -> None:
+    """The colour tables, category names and attribute tables of the three bands."""
+    ids = sorted(set(before.names) | set(after.names))
+    colours = class_colours(ids)
+    known = counts[1:, 1:]
+    changed = int(known.sum() - np.trace(known))
+    write_pam(
+        tif,
+        [
+            BandCategories(dict(before.names), colours, _totals(counts.sum(axis=1)), area, "from"),
+            BandCategories(dict(after.names), colours, _totals(counts.sum(axis=0)), area, "to"),
+            BandCategories(
+                STATE_NAMES,
+                STATE_COLOURS,
+                {UNCHANGED: int(np.trace(known)), CHANGED: changed},
+                area,
+                "change",
+            ),
+        ],
+    )
+
+
+def _totals(per_value: np.ndarray) -> dict[int, int]:
+    return {int(v): int(n) for v, n in enumerate(per_value) if v > 0 and n > 0}
 
 
 def _label(cluster: int, names: Mapping[int, str]) -> str:

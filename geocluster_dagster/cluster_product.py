@@ -22,6 +22,7 @@ import xarray as xr
 
 from . import __version__
 from .blocks import CHUNK_SIZE
+from .categories import BandCategories, class_colours, write_pam
 from .cluster import (
     ClusterSettings,
     FittedClusterer,
@@ -160,6 +161,7 @@ def write_clusters(
         "package": f"geocluster_dagster {__version__}",
         "clustering": json.dumps(summary),
     }
+    colours = class_colours([int(i) for i in model.ids])  # the plots' colours, by id
     with atomic_path(folder) as tmp:
         tmp.mkdir()
         write_geotiff(
@@ -170,8 +172,10 @@ def write_clusters(
             tags=tags,
             overview_resampling="nearest",  # labels are categories: never average them
             blocks=labelled,
+            colormap=colours,
         )
-        signatures = labelled.signatures(pixel_area_m2(geotiff))
+        area = pixel_area_m2(geotiff)
+        signatures = labelled.signatures(area)
         # Ids that come from the reference keep its names; the others are named from here.
         kept = {m.id for m in matches if m.matched} if plan.how == "match" else set(model.ids)
         inherited = {
@@ -189,6 +193,18 @@ def write_clusters(
         signatures.insert(1, "name", [c.name for c in classes])
         signatures.insert(2, "name_rule", [c.rule for c in classes])
         summary["classes"] = [c.as_dict() for c in classes]
+        write_pam(
+            tmp / CLUSTER_MAP,
+            [
+                BandCategories(
+                    names={c.id: c.name for c in classes},
+                    colours=colours,
+                    counts=dict(zip(signatures["cluster"], signatures["pixel_count"], strict=True)),
+                    pixel_area_m2=area,
+                    description="cluster",
+                )
+            ],
+        )
         save_model(model, tmp / MODEL)
         signatures.to_csv(tmp / SIGNATURES_CSV, index=False)
         write_json(json.loads(signatures.to_json(orient="records")), tmp / SIGNATURES_JSON)

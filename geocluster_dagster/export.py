@@ -141,6 +141,7 @@ def write_geotiff(
     blocks_in_flight: int = 4,
     validate: Callable[[RasterStats], None] | None = None,
     blocks: Iterable[tuple[tuple[slice, ...], np.ndarray]] | None = None,
+    colormap: Mapping[int, tuple[int, int, int, int]] | None = None,
 ) -> RasterStats:
     """Write (band, y, x) to a tiled GeoTIFF, or a Cloud-Optimized GeoTIFF with ``cog=True``.
 
@@ -150,6 +151,8 @@ def write_geotiff(
 
     ``validate(stats)`` runs once every block is written and before the file replaces
     ``target``: raising there leaves an earlier output in place.
+
+    ``colormap`` (value -> RGBA) is the colour table of a single-band class map.
 
     ``blocks`` are the (band, y, x) raster's ``(index, block)`` pieces computed elsewhere (e.g.
     :class:`geocluster_dagster.cluster.LabelledBlocks`, which summarises what it yields); ``ds``
@@ -194,6 +197,8 @@ def write_geotiff(
         tiled_tmp = final_tmp.with_name(final_tmp.name + ".tiled.tif") if cog else final_tmp
         try:
             with rasterio.open(tiled_tmp, "w", **profile) as dst:
+                if colormap is not None:
+                    dst.write_colormap(1, dict(colormap))
                 for index, name in enumerate(names, start=1):
                     dst.set_band_description(index, name)
                     if band_tags and name in band_tags:

@@ -1,0 +1,79 @@
+"""Class maps that GDAL (and so QGIS) draw with their names and colours, read back with GDAL."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import rasterio
+from rio_cogeo.cogeo import cog_validate
+
+from geocluster_dagster.categories import class_colours
+from geocluster_dagster.change import CHANGE_MAP, DatedMap, compare_maps
+from geocluster_dagster.cluster import ClusterSettings
+from geocluster_dagster.cluster_product import CLUSTER_MAP, ModelPlan, open_clusters, write_clusters
+
+from .test_cluster import STACK_1999, STACK_2002, landsat7_dataset
+
+BANDS = ["blue", "green", "red", "nir", "swir16", "swir22"]
+
+
+def gdalinfo(path) -> dict:
+    """What GDAL itself reports (Debian gdal-bin, as .ci/run installs it)."""
+    tool = shutil.which("gdalinfo")
+    assert tool, "gdalinfo is missing: install Debian's gdal-bin (the README's test command does)"
+    return json.loads(subprocess.run([tool, "-json", str(path)], check=True, capture_output=True, text=True).stdout)  # fmt: skip
+
+
+def test_the_cluster_map_carries_its_colours_names_and_attribute_table(tmp_path):
+    facts = write_clusters(
+        landsat7_dataset(STACK_1999)[BANDS], ClusterSettings(n_clusters=5), tmp_path / "c", aoi_id="l7"
+    )  # fmt: skip
+    path = tmp_path / "c" / CLUSTER_MAP
+    assert cog_validate(str(path), quiet=True)[0]
+    info = gdalinfo(path)
+    band = info["bands"][0]
+    names = [c.name for c in facts.classes]
+    assert band["colorInterpretation"] == "Palette"
+    assert band["categories"] == ["", *names]
+    colours = class_colours(list(range(1, 6)))
+    assert [tuple(e) for e in band["colorTable"]["entries"]] == [colours[i] for i in range(6)]
+    fields = [f["name"] for f in info["rat"]["fieldDefn"]]
+    assert fields == ["value", "name", "count", "area_ha", "red", "green", "blue", "alpha"]
+    rows = {r["f"][0]: r["f"] for r in info["rat"]["row"]}
+    for _, sig in facts.signatures.iterrows():
+        value, name, count, area, *rgba = rows[int(sig["cluster"])]
+        assert (name, count) == (sig["name"], int(sig["pixel_count"]))
+        assert area == round(count * 0.09, 4) and tuple(rgba) == colours[value]
+    with rasterio.open(path) as src:  # rasterio reads the colour table from the file itself
+        assert src.colormap(1)[1] == colours[1]
+    # The same id keeps its colour in another map that has it (here: the 2002 date, applied).
+    again = write_clusters(
+        landsat7_dataset(STACK_2002)[BANDS], ClusterSettings(), tmp_path / "d", aoi_id="l7",
+        plan=ModelPlan("apply", open_clusters(tmp_path / "c").model, "ref"),
+    )  # fmt: skip
+    assert gdalinfo(tmp_path / "d" / CLUSTER_MAP)["bands"][0]["colorTable"] == band["colorTable"]
+    assert [c.name for c in again.classes] == names
+
+
+def test_the_change_map_names_its_three_bands(tmp_path):
+    model = None
+    maps = {}
+    for date, stack in (("1999-11-01", STACK_1999), ("2002-04-01", STACK_2002)):
+        plan = ModelPlan("apply", model, "ref") if model else ModelPlan()
+        write_clusters(landsat7_dataset(stack, mask_clouds=True)[BANDS], ClusterSettings(n_clusters=5), tmp_path / date, aoi_id="l7", plan=plan)  # fmt: skip
+        stored = open_clusters(tmp_path / date)
+        model = model or stored.model
+        # Both maps hold the 1999 model's ids: record them as one reference, as cluster_model would.
+        record = {**stored.summary["model"], "reference": "ref", "reference_digest": "same"}
+        maps[date] = DatedMap(
+            date, stored.cluster_map_path, stored.model.names_by_id, json.dumps(record)
+        )
+    compare_maps(maps["1999-11-01"], maps["2002-04-01"], tmp_path / "change")
+    path = tmp_path / "change" / CHANGE_MAP
+    assert cog_validate(str(path), quiet=True)[0]
+    info = gdalinfo(path)
+    assert [b["description"] for b in info["bands"]] == ["from", "to", "change"]
+    assert info["bands"][2]["categories"] == ["", "unchanged", "changed"]
+    assert info["bands"][1]["categories"][1:] == [model.names_by_id[i] for i in range(1, 6)]
