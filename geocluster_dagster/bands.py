@@ -36,6 +36,18 @@ COMMON_BANDS: tuple[str, ...] = (
 #: The reflective bands: the default clustering features (thermal is in kelvin, not reflectance).
 REFLECTANCE_BANDS: tuple[str, ...] = tuple(b for b in COMMON_BANDS if b != "lwir")
 
+
+def band_unit(name: str) -> str:
+    """The unit a band or index of the exported GeoTIFF is in, as its metadata states it."""
+    if name in REFLECTANCE_BANDS:
+        return "reflectance"  # unitless surface reflectance, 0-1
+    if name == "lwir":
+        return "K"  # Collection 2 ST_B10: land surface temperature in kelvin
+    if name == "lst":
+        return "degree_Celsius"
+    return "index"  # NDVI and the spyndex indices: unitless ratios
+
+
 #: Band centre wavelengths in micrometres, for plots and spectral-index lookups.
 WAVELENGTH_UM: dict[str, float] = {
     "coastal": 0.443,

@@ -26,6 +26,7 @@ import xarray as xr
 from rasterio.enums import Resampling
 from rasterio.windows import Window
 
+from .bands import band_unit
 from .blocks import CHUNK_SIZE, iter_blocks
 from .errors import AssetReadError
 from .fields import described
@@ -142,6 +143,7 @@ def write_geotiff(
     validate: Callable[[RasterStats], None] | None = None,
     blocks: Iterable[tuple[tuple[slice, ...], np.ndarray]] | None = None,
     colormap: Mapping[int, tuple[int, int, int, int]] | None = None,
+    units: Mapping[str, str] | None = None,
 ) -> RasterStats:
     """Write (band, y, x) to a tiled GeoTIFF, or a Cloud-Optimized GeoTIFF with ``cog=True``.
 
@@ -152,7 +154,8 @@ def write_geotiff(
     ``validate(stats)`` runs once every block is written and before the file replaces
     ``target``: raising there leaves an earlier output in place.
 
-    ``colormap`` (value -> RGBA) is the colour table of a single-band class map.
+    ``colormap`` (value -> RGBA) is the colour table of a single-band class map; ``units``
+    (band name -> unit) are set as GDAL band units.
 
     ``blocks`` are the (band, y, x) raster's ``(index, block)`` pieces computed elsewhere (e.g.
     :class:`geocluster_dagster.cluster.LabelledBlocks`, which summarises what it yields); ``ds``
@@ -201,6 +204,8 @@ def write_geotiff(
                     dst.write_colormap(1, dict(colormap))
                 for index, name in enumerate(names, start=1):
                     dst.set_band_description(index, name)
+                    if units and name in units:
+                        dst.set_band_unit(index, units[name])
                     if band_tags and name in band_tags:
                         dst.update_tags(index, **{k: str(v) for k, v in band_tags[name].items()})
                 if tags:
@@ -261,6 +266,7 @@ def write_cog(
         tags=tags,
         compress=settings.compress,
         compress_level=settings.compress_level,
+        units={str(name): band_unit(str(name)) for name in ds.data_vars},
     )
 
 
