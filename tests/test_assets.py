@@ -119,7 +119,7 @@ def test_definitions_load_with_every_asset_resource_sensor_and_schedule():
     dg.Definitions.validate_loadable(defs)
     keys = {a.key.to_user_string() for a in defs.resolve_all_asset_specs()}
     pipeline = {"stac_items", "band_stack", "mosaic", "geotiff", "clusters", "diagnostics"}
-    pipeline |= {"cluster_change"}
+    pipeline |= {"cluster_change", "stac_item"}
     assert keys == pipeline | {"cluster_model"}
     job = defs.resolve_job_def("geocluster_pipeline")
     assert job.partitions_def is not None

@@ -148,7 +148,14 @@ def test_a_month_without_imagery_is_skipped_not_failed(demo, dask_cluster, tmp_p
     assert {
         m.asset_key.to_user_string() for m in may.asset_materializations_for_node("stac_items")
     } == {"stac_items"}
-    assert _skipped(may) == {"mosaic", "geotiff", "clusters", "diagnostics", "cluster_change"}
+    assert _skipped(may) == {
+        "mosaic",
+        "geotiff",
+        "clusters",
+        "diagnostics",
+        "cluster_change",
+        "stac_item",
+    }
     assert not (tmp_path / "out" / "band_stack" / "demo" / "2023-05-01.json").exists()
     june = results[DEMO_MONTH]
     assert _check(june, "stac_items", "has_scenes").passed

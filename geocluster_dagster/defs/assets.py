@@ -17,6 +17,7 @@ from typing import Any
 import dagster as dg
 import pandas as pd
 import pystac
+import rasterio
 
 from .. import __version__, plot
 from ..change import (
@@ -53,6 +54,7 @@ from ..quality import (
 from ..reference import ModelSettings, PoolSettings
 from ..reference_product import model_plan, write_reference_model
 from ..search import SearchSettings, read_items, search_items, write_items
+from ..stac_product import CATALOG_DIR, PartitionProducts, write_item
 from ..stack_recipe import BandStackRecipe, open_band_stack, write_band_stack
 from .config import (
     BandStackConfig,
@@ -79,6 +81,7 @@ CLUSTERS = Product("clusters", "")
 DIAGNOSTICS = Product("diagnostics", "")
 CLUSTER_MODEL = Product("cluster_model", "")
 CLUSTER_CHANGE = Product("cluster_change", "")
+STAC_ITEM = Product("stac_item", ".json")
 
 #: cluster_model (per AOI) <-> the AOI x date partitions of that AOI.
 with warnings.catch_warnings():  # beta in Dagster 1.x, and the one mapping that says this
@@ -650,6 +653,64 @@ def _dated_map(folder: Path, date: str) -> DatedMap:
     return DatedMap(date, stored.cluster_map_path, stored.model.names_by_id, model)
 
 
+@_asset(
+    STAC_ITEM,
+    deps=[geotiff, clusters, diagnostics],
+    description="The partition's STAC Item in the output catalog (stac/catalog.json): every "
+    "product as an asset with checksums, bands, units, classes, provenance and the scenes it "
+    "was derived from.",
+    kinds={"stac"},
+)
+def stac_item(
+    context: dg.AssetExecutionContext,
+    aoi_registry: AOIRegistry,
+    stac: StacCatalog,
+    outputs: OutputStore,
+) -> dg.MaterializeResult:
+    window = partition_window(context)
+    with explained_failures():
+        geotiff_path = outputs.existing(GEOTIFF, window)
+        with rasterio.open(geotiff_path) as src:
+            tags = src.tags()
+        clusters_summary = json.loads(
+            (outputs.existing(CLUSTERS, window) / "summary.json").read_text()
+        )
+        change = outputs.path(CLUSTER_CHANGE, window)
+        products = PartitionProducts(
+            aoi_id=window.aoi_id,
+            date_key=window.date_key,
+            start=window.start,
+            end=window.end,
+            aoi=aoi_registry.get(window.aoi_id).geometry,
+            geotiff=geotiff_path,
+            clusters=outputs.existing(CLUSTERS, window),
+            diagnostics=outputs.existing(DIAGNOSTICS, window),
+            change=change if change.exists() else None,
+            sources=list(read_items(outputs.existing(STAC_ITEMS, window))),
+            search=stac.source().url,
+            lineage={
+                "mask_flags": tags.get("mask_flags", ""),
+                "composite": tags.get("composite", ""),
+                "collection": tags.get("collection", ""),
+                "indices": tags.get("indices", ""),
+                "model": clusters_summary.get("model"),
+                "algorithm": clusters_summary.get("algorithm"),
+                "n_clusters": clusters_summary.get("n_clusters"),
+                "features": clusters_summary.get("features"),
+            },
+        )
+        path = write_item(products, outputs.root())
+    document = json.loads(path.read_text())
+    return _written(
+        path,
+        {
+            "catalog": dg.MetadataValue.path(str(outputs.root() / CATALOG_DIR / "catalog.json")),
+            "assets": ", ".join(document["assets"]),
+            "derived_from": len([k for k in document["links"] if k["rel"] == "derived_from"]),
+        },
+    )
+
+
 def _markdown_table(frame: pd.DataFrame) -> str:
     header = "| " + " | ".join(map(str, frame.columns)) + " |"
     rule = "|" + "---|" * len(frame.columns)
@@ -658,5 +719,14 @@ def _markdown_table(frame: pd.DataFrame) -> str:
 
 
 #: The graph one AOI x date partition runs (the geocluster_pipeline job).
-PIPELINE_ASSETS = [stac_items, band_stack, mosaic, geotiff, clusters, diagnostics, cluster_change]
+PIPELINE_ASSETS = [
+    stac_items,
+    band_stack,
+    mosaic,
+    geotiff,
+    clusters,
+    diagnostics,
+    cluster_change,
+    stac_item,
+]
 ASSETS = [*PIPELINE_ASSETS, cluster_model]

@@ -1,0 +1,353 @@
+"""The outputs as a static STAC catalog that STAC tools, odc-stac and QGIS users can browse.
+
+Layout under the output root: ``stac/catalog.json`` -> ``stac/outputs/collection.json`` -> one
+Item per AOI x date partition, ``stac/outputs/<aoi>/<date>.json``, with every product of the
+partition as an asset (hrefs relative to the Item, so the output root can be moved or served
+as it is). Each Item carries the grid (``proj:``), the window (``start_datetime``/
+``end_datetime``), per-band names, types, nodata, units and statistics (STAC 1.1 ``bands``,
+and ``eo:bands``/``raster:bands``, which odc-stac reads), the cluster map's classes
+(``classification:classes``), how it was made (``processing:``), ``file:checksum``/``file:size``
+of every asset, and links to the scenes it was derived from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import pystac
+import rasterio
+import shapely.geometry
+from shapely.geometry.base import BaseGeometry
+
+from . import __version__
+from .storage import exclusive_lock, write_json
+
+CATALOG_DIR = "stac"
+COLLECTION_ID = "outputs"
+STAC_VERSION = "1.1.0"
+EXTENSIONS = {
+    "proj": "https://stac-extensions.github.io/projection/v2.0.0/schema.json",
+    "eo": "https://stac-extensions.github.io/eo/v2.0.0/schema.json",
+    "raster": "https://stac-extensions.github.io/raster/v2.0.0/schema.json",
+    "classification": "https://stac-extensions.github.io/classification/v2.0.0/schema.json",
+    "processing": "https://stac-extensions.github.io/processing/v1.2.0/schema.json",
+    "file": "https://stac-extensions.github.io/file/v2.1.0/schema.json",
+}
+#: The libraries whose versions decide the outputs, recorded in ``processing:software``.
+SOFTWARE = ("rasterio", "odc-stac", "numpy", "scikit-learn", "spyndex", "dask", "pystac")
+_COG = "image/tiff; application=geotiff; profile=cloud-optimized"
+
+
+@dataclass(frozen=True)
+class PartitionProducts:
+    """What one partition produced, and where it came from."""
+
+    aoi_id: str
+    date_key: str
+    start: datetime
+    end: datetime
+    aoi: BaseGeometry
+    geotiff: Path
+    clusters: Path
+    diagnostics: Path | None = None
+    change: Path | None = None
+    sources: Sequence[pystac.Item] = ()
+    search: str = ""
+    """The STAC source searched (API root or catalog file)."""
+    lineage: Mapping[str, Any] = field(default_factory=dict)
+    """Settings that made the products (mask flags, composite, model, ...)."""
+
+
+def file_fields(path: Path) -> dict[str, Any]:
+    """``file:checksum`` (a SHA2-256 multihash, hex) and ``file:size`` of a file."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return {"file:checksum": "1220" + digest.hexdigest(), "file:size": path.stat().st_size}
+
+
+def _software() -> dict[str, str]:
+    found = {"geocluster_dagster": __version__}
+    for name in SOFTWARE:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return found
+
+
+def _raster_bands(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The file's grid (``proj:``) and, per band, the STAC 1.1 band object (with the ``eo:``
+    and ``raster:`` fields inline) and the statistics GDAL computes from the overviews."""
+    # PAM off: GDAL would store the statistics it computes in a new <file>.aux.xml beside the
+    # product, and the products are not this function's to change.
+    with rasterio.Env(GDAL_PAM_ENABLED="NO"), rasterio.open(path) as src:
+        grid = {
+            "proj:code": f"EPSG:{src.crs.to_epsg()}" if src.crs and src.crs.to_epsg() else None,
+            "proj:shape": [src.height, src.width],
+            "proj:transform": list(src.transform)[:6],
+            "proj:bbox": list(src.bounds),
+        }
+        bands = []
+        for index in src.indexes:
+            name = src.descriptions[index - 1] or f"band_{index}"
+            nodata = src.nodata
+            band: dict[str, Any] = {
+                "name": name,
+                "data_type": src.dtypes[index - 1],
+                "nodata": "nan" if nodata is not None and nodata != nodata else nodata,
+            }
+            if src.units[index - 1]:
+                band["unit"] = src.units[index - 1]
+            try:
+                stats = src.statistics(index, approx=True)
+                band["statistics"] = {
+                    "minimum": stats.min,
+                    "maximum": stats.max,
+                    "mean": stats.mean,
+                    "stddev": stats.std,
+                }
+            except rasterio.errors.RasterioError:  # an all-nodata band has none
+                pass
+            bands.append(band)
+    return grid, bands
+
+
+def _asset(
+    href_from: Path, path: Path, title: str, roles: list[str], media: str, **extra: Any
+) -> pystac.Asset:
+    return pystac.Asset(
+        href=os.path.relpath(path, href_from.parent),
+        title=title,
+        media_type=media,
+        roles=roles,
+        extra_fields={**file_fields(path), **extra},
+    )
+
+
+def _band_fields(bands: list[dict[str, Any]]) -> dict[str, Any]:
+    """The bands in the STAC 1.1 form, and in the eo:/raster: 1.x form odc-stac reads."""
+    eo = [
+        {"name": b["name"], **({"common_name": b["name"]} if b["name"] in _COMMON else {})}
+        for b in bands
+    ]
+    raster = [
+        {k: v for k, v in b.items() if k in ("data_type", "nodata", "unit", "statistics")}
+        for b in bands
+    ]
+    return {"bands": bands, "eo:bands": eo, "raster:bands": raster}
+
+
+_COMMON = {"coastal", "blue", "green", "red", "nir", "swir16", "swir22", "lwir"}
+
+
+def build_item(products: PartitionProducts, item_path: Path) -> pystac.Item:
+    """The STAC Item of one partition, its asset hrefs relative to ``item_path``."""
+    grid, bands = _raster_bands(products.geotiff)
+    geometry = shapely.geometry.mapping(products.aoi)
+    item = pystac.Item(
+        id=f"{products.aoi_id}_{products.date_key}",
+        geometry=json.loads(json.dumps(geometry)),
+        bbox=list(products.aoi.bounds),
+        datetime=None,
+        start_datetime=products.start,
+        end_datetime=products.end,
+        properties={
+            **{k: v for k, v in grid.items() if v is not None},
+            "geocluster:aoi_id": products.aoi_id,
+            "geocluster:date_partition": products.date_key,
+            "processing:software": _software(),
+            "processing:datetime": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "processing:lineage": json.dumps(dict(products.lineage), sort_keys=True, default=str),
+        },
+        stac_extensions=sorted(EXTENSIONS.values()),
+    )
+    item.add_asset(
+        "geotiff",
+        _asset(
+            item_path,
+            products.geotiff,
+            "Bands and indices (COG)",
+            ["data"],
+            _COG,
+            **_band_fields(bands),
+        ),
+    )
+    _cluster_assets(item, item_path, products)
+    if products.diagnostics is not None:
+        for png in sorted(products.diagnostics.glob("*.png")):
+            roles = ["overview"] if png.stem == "cluster_map" else ["metadata"]
+            item.add_asset(
+                f"plot_{png.stem}",
+                _asset(item_path, png, png.stem.replace("_", " "), roles, pystac.MediaType.PNG),
+            )
+        scores = products.diagnostics / "scores.json"
+        if scores.exists():
+            item.add_asset(
+                "scores",
+                _asset(item_path, scores, "Clustering scores", ["metadata"], pystac.MediaType.JSON),
+            )
+    if products.change is not None and (products.change / "change.tif").exists():
+        item.add_asset(
+            "change_map",
+            _asset(
+                item_path,
+                products.change / "change.tif",
+                "Change from the previous date (from, to, change)",
+                ["data"],
+                _COG,
+            ),
+        )
+        item.add_asset(
+            "transitions",
+            _asset(
+                item_path,
+                products.change / "transitions.csv",
+                "Transitions in pixels and hectares",
+                ["metadata"],
+                "text/csv",
+            ),
+        )
+    for source in products.sources:
+        href = source.get_self_href() or next(
+            (link.href for link in source.links if link.rel == "self"), None
+        )
+        item.add_link(
+            pystac.Link("derived_from", href or source.id, pystac.MediaType.JSON, title=source.id)
+        )
+    if products.search:
+        item.add_link(pystac.Link("via", products.search, title="The STAC source searched"))
+    return item
+
+
+def _cluster_assets(item: pystac.Item, item_path: Path, products: PartitionProducts) -> None:
+    folder = products.clusters
+    summary = json.loads((folder / "summary.json").read_text())
+    colours = _colours(folder / "cluster_map.tif")
+    classes = [
+        {
+            "value": c["id"],
+            "name": c["name"],
+            "description": c["rule"],
+            **({"color_hint": colours[c["id"]]} if c["id"] in colours else {}),
+        }
+        for c in summary.get("classes", [])
+    ]
+    _, bands = _raster_bands(folder / "cluster_map.tif")
+    item.add_asset(
+        "cluster_map",
+        _asset(
+            item_path, folder / "cluster_map.tif", "Cluster map (ids of the model, 0 = nodata)",
+            ["data"], _COG, **_band_fields(bands), **{"classification:classes": classes},
+        ),
+    )  # fmt: skip
+    for name, title, media in (
+        ("signatures.csv", "Per-cluster signatures", "text/csv"),
+        ("model.json", "Cluster model (plain parameters, no code)", pystac.MediaType.JSON),
+        ("summary.json", "How the map was made", pystac.MediaType.JSON),
+    ):
+        item.add_asset(
+            name.split(".")[0], _asset(item_path, folder / name, title, ["metadata"], media)
+        )
+
+
+def _colours(path: Path) -> dict[int, str]:
+    with rasterio.open(path) as src:
+        try:
+            table = src.colormap(1)
+        except ValueError:  # no colour table
+            return {}
+    return {int(v): "{:02X}{:02X}{:02X}".format(*rgba[:3]) for v, rgba in table.items() if v}
+
+
+def write_item(products: PartitionProducts, output_root: Path) -> Path:
+    """Write the partition's Item and add it to the catalog (created on first use); returns
+    the Item's path. Concurrent partitions update the collection one at a time."""
+    folder = output_root / CATALOG_DIR
+    item_path = folder / COLLECTION_ID / products.aoi_id / f"{products.date_key}.json"
+    item = build_item(products, item_path)
+    with exclusive_lock(
+        output_root / ".locks" / "stac_catalog.lock",
+        what="The output STAC catalog",
+        holder=f"partition {products.aoi_id}|{products.date_key}",
+        timeout_s=600,
+        on_wait=lambda _: None,
+    ):
+        collection = _updated_collection(folder, item, item_path)
+        document = item.to_dict(include_self_link=False, transform_hrefs=False)
+        document["links"] = [
+            {"rel": "root", "href": os.path.relpath(folder / "catalog.json", item_path.parent), "type": "application/json"},
+            {"rel": "parent", "href": os.path.relpath(folder / COLLECTION_ID / "collection.json", item_path.parent), "type": "application/json"},
+            {"rel": "collection", "href": os.path.relpath(folder / COLLECTION_ID / "collection.json", item_path.parent), "type": "application/json"},
+            *[link for link in document["links"] if link["rel"] not in ("root", "parent", "collection", "self")],
+        ]  # fmt: skip
+        document["collection"] = COLLECTION_ID
+        document["stac_version"] = STAC_VERSION
+        write_json(document, item_path)
+        write_json(collection, folder / COLLECTION_ID / "collection.json")
+        write_json(_catalog(), folder / "catalog.json")
+    return item_path
+
+
+def _catalog() -> dict[str, Any]:
+    return {
+        "type": "Catalog",
+        "stac_version": STAC_VERSION,
+        "id": "geocluster-outputs",
+        "description": "Products of geocluster_dagster: one Item per AOI x date partition.",
+        "links": [
+            {"rel": "root", "href": "./catalog.json", "type": "application/json"},
+            {
+                "rel": "child",
+                "href": f"./{COLLECTION_ID}/collection.json",
+                "type": "application/json",
+            },
+        ],
+    }
+
+
+def _updated_collection(folder: Path, item: pystac.Item, item_path: Path) -> dict[str, Any]:
+    """The collection document with ``item`` linked, its extent covering every Item."""
+    path = folder / COLLECTION_ID / "collection.json"
+    existing = json.loads(path.read_text()) if path.exists() else {}
+    extent = existing.get("geocluster:items", {})
+    extent[item.id] = {
+        "href": "./" + item_path.relative_to(path.parent).as_posix(),
+        "bbox": item.bbox,
+        "start": item.properties["start_datetime"],
+        "end": item.properties["end_datetime"],
+    }
+    boxes = [e["bbox"] for e in extent.values()]
+    bbox = [
+        min(b[0] for b in boxes),
+        min(b[1] for b in boxes),
+        max(b[2] for b in boxes),
+        max(b[3] for b in boxes),
+    ]
+    return {
+        "type": "Collection",
+        "stac_version": STAC_VERSION,
+        "id": COLLECTION_ID,
+        "description": "Cloud-free composites, cluster maps, diagnostics and change of each partition.",
+        "license": "other",
+        "extent": {
+            "spatial": {"bbox": [bbox]},
+            "temporal": {"interval": [[min(e["start"] for e in extent.values()), max(e["end"] for e in extent.values())]]},
+        },
+        "links": [
+            {"rel": "root", "href": "../catalog.json", "type": "application/json"},
+            {"rel": "parent", "href": "../catalog.json", "type": "application/json"},
+            *[{"rel": "item", "href": e["href"], "type": "application/geo+json"} for _, e in sorted(extent.items())],
+        ],
+        # Bookkeeping for the next update (the extent of every Item), not part of the STAC spec.
+        "geocluster:items": extent,
+    }  # fmt: skip

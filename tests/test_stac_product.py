@@ -1,0 +1,87 @@
+"""The output STAC catalog: valid offline, complete, and odc-stac reads the products back."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import odc.stac
+import pystac
+import pytest
+import rasterio
+from pystac import STACObjectType
+from pystac.validation import JsonSchemaSTACValidator
+
+from geocluster_dagster import __version__
+from geocluster_dagster.demo import DEMO_MONTH
+
+from .test_assets import dask_cluster, demo, run  # noqa: F401
+
+
+@pytest.fixture(scope="module")
+def outputs(demo, dask_cluster, tmp_path_factory):  # noqa: F811
+    out = tmp_path_factory.mktemp("out")
+    result = run(
+        out, registry=demo.aoi_registry, catalog=str(demo.catalog), dask_cluster=dask_cluster
+    )
+    assert result.success
+    return out
+
+
+def test_every_document_is_valid_stac(outputs):
+    root = outputs / "stac"
+    validator = JsonSchemaSTACValidator()  # core schemas from pystac's own copies: no network
+    for name, kind in [
+        ("catalog.json", STACObjectType.CATALOG),
+        ("outputs/collection.json", STACObjectType.COLLECTION),
+        (f"outputs/demo/{DEMO_MONTH}.json", STACObjectType.ITEM),
+    ]:
+        document = json.loads((root / name).read_text())
+        validator.validate_core(document, kind, "1.1.0", href=str(root / name))
+    items = list(pystac.Catalog.from_file(str(root / "catalog.json")).get_items(recursive=True))
+    assert [i.id for i in items] == [f"demo_{DEMO_MONTH}"]
+
+
+def test_the_item_describes_every_product_and_where_it_came_from(outputs, demo):  # noqa: F811
+    item = pystac.Item.from_file(str(outputs / "stac" / "outputs" / "demo" / f"{DEMO_MONTH}.json"))
+    props = item.properties
+    with rasterio.open(outputs / "geotiff" / "demo" / f"{DEMO_MONTH}.tif") as src:
+        assert props["proj:code"] == f"EPSG:{src.crs.to_epsg()}"
+        assert props["proj:shape"] == [src.height, src.width]
+        assert props["proj:transform"] == list(src.transform)[:6]
+        names = list(src.descriptions)
+    assert props["start_datetime"].startswith(DEMO_MONTH) and item.datetime is None
+    assert props["processing:software"]["geocluster_dagster"] == __version__
+    assert "fill,dilated_cloud,cirrus,cloud,cloud_shadow" in props["processing:lineage"]
+    bands = item.assets["geotiff"].extra_fields["bands"]
+    assert [b["name"] for b in bands] == names
+    units = {b["name"]: b.get("unit") for b in bands}
+    assert units["red"] == "reflectance" and units["ndvi"] == "index" and units["lwir"] == "K"
+    assert all(b["nodata"] == "nan" and "statistics" in b for b in bands)
+    classes = item.assets["cluster_map"].extra_fields["classification:classes"]
+    summary = json.loads((outputs / "clusters" / "demo" / DEMO_MONTH / "summary.json").read_text())
+    assert [(c["value"], c["name"]) for c in classes] == [
+        (c["id"], c["name"]) for c in summary["classes"]
+    ]
+    assert all(len(c["color_hint"]) == 6 for c in classes)
+    for key, asset in item.assets.items():
+        path = (outputs / "stac" / "outputs" / "demo" / asset.href).resolve()
+        digest = "1220" + hashlib.sha256(path.read_bytes()).hexdigest()
+        assert asset.extra_fields["file:checksum"] == digest, key
+        assert asset.extra_fields["file:size"] == path.stat().st_size, key
+    sources = [link for link in item.links if link.rel == "derived_from"]
+    scenes = json.loads((outputs / "stac_items" / "demo" / f"{DEMO_MONTH}.json").read_text())
+    assert len(sources) == len(scenes["features"]) == 4
+    assert [link for link in item.links if link.rel == "via"][0].href == str(demo.catalog)
+    # Describing the products changed none of them (GDAL would leave statistics in a sidecar).
+    assert not list((outputs / "geotiff").rglob("*.aux.xml"))
+
+
+def test_odc_stac_loads_the_geotiff_back_unchanged(outputs):
+    item = pystac.Item.from_file(str(outputs / "stac" / "outputs" / "demo" / f"{DEMO_MONTH}.json"))
+    loaded = odc.stac.load([item], bands=["red", "nir", "ndvi"], chunks={}).isel(time=0)
+    with rasterio.open(outputs / "geotiff" / "demo" / f"{DEMO_MONTH}.tif") as src:
+        for band in ("red", "nir", "ndvi"):
+            stored = src.read(list(src.descriptions).index(band) + 1)
+            np.testing.assert_array_equal(loaded[band].values, stored)
