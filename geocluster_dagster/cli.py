@@ -180,8 +180,13 @@ def _check_run_config(job: dg.JobDefinition, run_config: dict[str, Any]) -> None
     before anything runs, in one message instead of a traceback."""
     import dagster as dg
 
+    from .defs.config import check_settings
+
     try:
         dg.validate_run_config(job, run_config)
+        check_settings(run_config)
+    except GeoclusterError as err:
+        raise click.UsageError(f"the run config (--config) is invalid: {err}") from err
     except dg.DagsterInvalidConfigError as err:
         problems = "; ".join(error.message for error in err.errors) or str(err)
         raise click.UsageError(

@@ -56,6 +56,17 @@ class DiagnosticsSettings:
                 f"elbow_sample_size={self.elbow_sample_size} is invalid: use a positive number "
                 "of pixels (default 20000)."
             )
+        if not 2 <= self.elbow_k_min <= self.elbow_k_max:
+            raise ConfigError(
+                f"elbow_k_min={self.elbow_k_min} and elbow_k_max={self.elbow_k_max} are invalid: "
+                "use 2 <= elbow_k_min <= elbow_k_max (defaults 2 and 12)."
+            )
+        if self.silhouette_sample_size < 2 or self.preview_size < 16 or self.density_bins < 2:
+            raise ConfigError(
+                f"silhouette_sample_size={self.silhouette_sample_size}, preview_size="
+                f"{self.preview_size}, density_bins={self.density_bins}: use at least 2 pixels, "
+                "16 pixels and 2 bins (defaults 10000, 1024 and 256)."
+            )
 
     @property
     def elbow_k_values(self) -> list[int]:

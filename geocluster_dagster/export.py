@@ -14,7 +14,7 @@ import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 import dask.array as da
 import numpy as np
@@ -28,7 +28,7 @@ from rasterio.windows import Window
 
 from .bands import band_unit
 from .blocks import CHUNK_SIZE, iter_blocks
-from .errors import AssetReadError
+from .errors import AssetReadError, ConfigError
 from .fields import described
 from .storage import atomic_path, disk_full, remove_quietly
 
@@ -124,6 +124,20 @@ class CogSettings:
         "GDAL's default (deflate 6, zstd 9). Level 1 writes a scene's COG about 1.8x faster "
         "than deflate 6 for a file about 3% larger.",
     )
+
+    def __post_init__(self) -> None:
+        levels = {"deflate": (1, 12), "zstd": (1, 22)}
+        if self.compress not in get_args(Compression):
+            raise ConfigError(
+                f"compress={self.compress!r} is not supported: use one of {get_args(Compression)}."
+            )
+        low, high = levels.get(self.compress, (None, None))
+        if self.compress_level is not None and low is not None and high is not None:
+            if not low <= self.compress_level <= high:
+                raise ConfigError(
+                    f"compress_level={self.compress_level} is invalid for {self.compress}: use "
+                    f"{low}..{high}, or None for GDAL's default."
+                )
 
 
 def write_geotiff(

@@ -86,6 +86,10 @@ class LoadSettings:
     )
 
     def __post_init__(self) -> None:
+        bands = list(self.bands or ())
+        twice = sorted({b for b in bands if bands.count(b) > 1})
+        if twice:
+            raise ConfigError(f"`bands` names {twice} more than once: list each band once.")
         if self.resolution is not None and self.resolution <= 0:
             raise ConfigError(f"`resolution` must be positive, got {self.resolution}.")
         if self.chunk_size < 64:

@@ -692,3 +692,37 @@ def test_disk_full_fails_cleanly_and_keeps_the_earlier_geotiff(demo, dask_cluste
         assert sorted(p.name for p in folder.iterdir()) == [f"{DEMO_MONTH}.tif"]
     finally:
         subprocess.run(["umount", str(folder)], check=True)
+
+
+@pytest.mark.parametrize(
+    ("op", "config", "says"),
+    [
+        ("clusters", {"n_clusters": "six"}, "ops.clusters.config: n_clusters='six' is invalid"),
+        (
+            "diagnostics",
+            {"elbow_k_min": 8, "elbow_k_max": 3},
+            "use 2 <= elbow_k_min <= elbow_k_max",
+        ),
+        ("geotiff", {"compress_level": 99}, "compress_level=99 is invalid for deflate: use 1..12"),
+        ("band_stack", {"bands": ["red", "nir", "red"]}, "`bands` names ['red'] more than once"),
+    ],
+)
+def test_a_setting_that_cannot_work_fails_before_anything_is_rewritten(
+    demo, demo_run, dask_cluster, op, config, says
+):
+    """The settings of every asset are checked at the run's first step: the earlier good
+    products of the partition stay as they were."""
+    out, _ = demo_run
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and ".locks" not in p.parts}
+    result = run(
+        out,
+        registry=demo.aoi_registry,
+        catalog=str(demo.catalog),
+        dask_cluster=dask_cluster,
+        run_config={"ops": {op: {"config": config}}},
+    )
+    assert says in failure_message(result)
+    failed = [e.step_key for e in result.all_events if e.is_step_failure]
+    assert failed == ["stac_items"]  # the first step: nothing after it ran
+    after = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and ".locks" not in p.parts}
+    assert after == before

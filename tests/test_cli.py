@@ -92,3 +92,16 @@ def test_two_runs_of_one_partition_do_not_interleave(tmp_path):
     assert f"'silhouette': {round(scores['silhouette'], 4)}" in printed
     first = next(line for line in outputs[10 - last].splitlines() if line.startswith("Scores: "))
     assert first != printed  # its own k's scores, not the files the other run left
+
+
+def test_a_setting_no_type_can_catch_is_refused_before_anything_runs(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({"ops": {"clusters": {"config": {"n_clusters": "six"}}}}))
+    result = _invoke(tmp_path / "out", "materialize", "--aoi", "demo", "--month", "2023-06", "--config", str(config))  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert (
+        "the run config (--config) is invalid: ops.clusters.config: n_clusters='six'"
+        in result.output
+    )
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "out" / "stac_items").exists()

@@ -65,6 +65,7 @@ from .config import (
     MosaicConfig,
     ReferenceModelConfig,
     SearchConfig,
+    check_settings,
     to_settings,
 )
 from .outputs import OutputStore, Product
@@ -87,6 +88,12 @@ STAC_ITEM = Product("stac_item", ".json")
 with warnings.catch_warnings():  # beta in Dagster 1.x, and the one mapping that says this
     warnings.simplefilter("ignore", dg.BetaWarning)
     _SAME_AOI = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name=AOI_PARTITIONS)
+
+
+def _settings_checked(context: dg.AssetExecutionContext) -> None:
+    """Every asset's settings of this run, checked before this step writes anything."""
+    with explained_failures():
+        check_settings(context.run.run_config)
 
 
 @contextlib.contextmanager
@@ -180,6 +187,7 @@ def stac_items(
     stac: StacCatalog,
     outputs: OutputStore,
 ) -> dg.MaterializeResult:
+    _settings_checked(context)
     window = partition_window(context)
     settings = to_settings(SearchSettings, config)
     path = outputs.path(STAC_ITEMS, window)
@@ -239,6 +247,7 @@ def band_stack(
     dask: DaskCluster,
     outputs: OutputStore,
 ) -> Iterator[dg.MaterializeResult]:
+    _settings_checked(context)
     window = partition_window(context)
     path = outputs.path(BAND_STACK, window)
     items = read_items(outputs.existing(STAC_ITEMS, window))
@@ -298,6 +307,7 @@ def mosaic(
     dask: DaskCluster,
     outputs: OutputStore,
 ) -> dg.MaterializeResult:
+    _settings_checked(context)
     window = partition_window(context)
     path = outputs.path(MOSAIC, window)
     with explained_failures():
@@ -341,6 +351,7 @@ def geotiff(
     dask: DaskCluster,
     outputs: OutputStore,
 ) -> dg.MaterializeResult:
+    _settings_checked(context)
     window = partition_window(context)
     path = outputs.path(GEOTIFF, window)
     with explained_failures():
@@ -384,6 +395,7 @@ def cluster_model(
     dask: DaskCluster,
     outputs: OutputStore,
 ) -> dg.MaterializeResult:
+    _settings_checked(context)
     aoi_id = context.partition_key
     folder = outputs.of_aoi(CLUSTER_MODEL, aoi_id)
     with explained_failures():
@@ -452,6 +464,7 @@ def clusters(
     dask: DaskCluster,
     outputs: OutputStore,
 ) -> dg.MaterializeResult:
+    _settings_checked(context)
     window = partition_window(context)
     folder = outputs.path(CLUSTERS, window)
     with explained_failures():
@@ -524,6 +537,7 @@ def diagnostics(
     dask: DaskCluster,
     outputs: OutputStore,
 ) -> dg.MaterializeResult:
+    _settings_checked(context)
     window = partition_window(context)
     folder = outputs.path(DIAGNOSTICS, window)
     with explained_failures():
@@ -590,6 +604,7 @@ def cluster_change(
     config: ChangeConfig,
     outputs: OutputStore,
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    _settings_checked(context)
     window = partition_window(context)
     folder = outputs.path(CLUSTER_CHANGE, window)
     with explained_failures():
@@ -667,6 +682,7 @@ def stac_item(
     stac: StacCatalog,
     outputs: OutputStore,
 ) -> dg.MaterializeResult:
+    _settings_checked(context)
     window = partition_window(context)
     with explained_failures():
         geotiff_path = outputs.existing(GEOTIFF, window)

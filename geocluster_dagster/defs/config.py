@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 import dagster as dg
@@ -20,6 +21,7 @@ from ..change import ChangeSettings
 from ..cluster import Algorithm, ClusterSettings
 from ..composite import CompositeMethod, CompositeSettings
 from ..diagnostics import DiagnosticsSettings
+from ..errors import ConfigError
 from ..export import CogSettings, Compression
 from ..indices import IndexSettings
 from ..load import GroupBy, LoadSettings, Resampling
@@ -177,3 +179,36 @@ SETTINGS_OF: dict[type[dg.Config], tuple[type, ...]] = {
     DiagnosticsConfig: (DiagnosticsSettings, SeparationQuality),
     ChangeConfig: (ChangeSettings,),
 }
+
+
+#: The config class of every asset that takes run config.
+CONFIG_OF: dict[str, type[dg.Config]] = {
+    "stac_items": SearchConfig,
+    "band_stack": BandStackConfig,
+    "mosaic": MosaicConfig,
+    "geotiff": GeoTiffConfig,
+    "clusters": ClusterConfig,
+    "diagnostics": DiagnosticsConfig,
+    "cluster_change": ChangeConfig,
+    "cluster_model": ReferenceModelConfig,
+}
+
+
+def check_settings(run_config: Mapping[str, Any] | None) -> None:
+    """Build every asset's settings from a run's config before any asset writes.
+
+    Dagster checks names and types when the run starts; the settings classes check what a type
+    cannot say (ranges, elbow_k_min <= elbow_k_max, a choice of "auto" or an integer, ...).
+    Checked here, a setting of `clusters` that cannot work fails the run at its first step,
+    with the asset and the field named, instead of after the assets before `clusters` have
+    been computed again and rewritten.
+    """
+    ops = (run_config or {}).get("ops") or {}
+    for asset, config_class in CONFIG_OF.items():
+        values = (ops.get(asset) or {}).get("config") or {}
+        try:
+            config = config_class(**values)
+            for settings_class in SETTINGS_OF[config_class]:
+                to_settings(settings_class, config)
+        except ConfigError as err:
+            raise ConfigError(f"ops.{asset}.config: {err}") from err
