@@ -107,15 +107,37 @@ def remove_stale_temporaries(target: Path) -> list[Path]:
     temporaries name their host and process, so the next write of the same output removes those
     whose process is gone. Temporaries of live processes or other hosts are left alone.
     """
+    recover_interrupted(target)
     removed = []
+    for sibling in _dead_siblings(target):
+        remove_quietly(sibling)
+        removed.append(sibling)
+    return removed
+
+
+def _dead_siblings(target: Path) -> list[Path]:
+    """Temporaries of ``target`` whose writing process (on this host) is gone."""
     prefix = f".{target.name}.{socket.gethostname()}."
-    for sibling in target.parent.glob(f".{glob.escape(target.name)}.*"):
+    dead = []
+    for sibling in sorted(target.parent.glob(f".{glob.escape(target.name)}.*")):
         rest = sibling.name[len(prefix) :] if sibling.name.startswith(prefix) else ""
         pid = rest.split("-", 1)[0]
         if pid.isdigit() and not _pid_alive(int(pid)):
-            remove_quietly(sibling)
-            removed.append(sibling)
-    return removed
+            dead.append(sibling)
+    return dead
+
+
+def recover_interrupted(target: Path) -> Path | None:
+    """Put back the earlier copy of a folder whose replacement was killed between its two
+    renames (old aside, new in): ``target`` is then missing and its ``.old`` copy complete.
+    Returns the copy put back, if any."""
+    if target.exists():
+        return None
+    for sibling in _dead_siblings(target):
+        if sibling.name.endswith(".old") and sibling.is_dir():
+            os.replace(sibling, target)
+            return sibling
+    return None
 
 
 def _replace(tmp: Path, target: Path) -> None:

@@ -134,3 +134,27 @@ def test_a_killed_holder_leaves_the_lock_free(tmp_path):
     start = time.monotonic()
     with storage.exclusive_lock(lock, what="p", holder="next", timeout_s=2, on_wait=print):
         assert time.monotonic() - start < 1
+
+
+def test_a_folder_swap_killed_between_its_renames_gets_its_earlier_copy_back(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)  # fmt: skip
+    dead_pid = int(gone.stdout)
+    target = tmp_path / "clusters" / "2023-06-01"
+    target.parent.mkdir(parents=True)
+    # What a kill between "old aside" and "new in" leaves: no target, a complete old copy and
+    # the complete new one, both named after the dead writer.
+    old = target.with_name(f".{target.name}.{socket.gethostname()}.{dead_pid}-abcd1234.old")
+    new = target.with_name(f".{target.name}.{socket.gethostname()}.{dead_pid}-abcd1234.tmp")
+    for folder, text in ((old, "earlier"), (new, "newer")):
+        folder.mkdir()
+        (folder / "model.json").write_text(text)
+    with atomic_path(target) as tmp:  # the next write first puts the earlier copy back
+        assert (target / "model.json").read_text() == "earlier"
+        tmp.mkdir()
+        (tmp / "model.json").write_text("next")
+    assert (target / "model.json").read_text() == "next"
+    assert sorted(p.name for p in target.parent.iterdir()) == [target.name]

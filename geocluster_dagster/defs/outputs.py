@@ -23,7 +23,7 @@ import dagster as dg
 from pydantic import Field
 
 from ..blocks import CHUNK_SIZE
-from ..storage import exclusive_lock, expand_path
+from ..storage import exclusive_lock, expand_path, recover_interrupted
 from .partitions import PartitionWindow, date_partitions, split_key
 from .resources import output_root
 
@@ -104,6 +104,7 @@ class OutputStore(dg.ConfigurableResource):  # type: ignore[type-arg]
     def existing(self, product: Product, window: PartitionWindow) -> Path:
         """The path of an upstream output, refused with what to do when it was never written."""
         path = self.path(product, window)
+        recover_interrupted(path)  # a run killed while swapping the folder in
         if not path.exists():
             raise dg.Failure(
                 description=(
