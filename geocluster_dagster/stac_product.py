@@ -59,6 +59,7 @@ class PartitionProducts:
     clusters: Path
     diagnostics: Path | None = None
     change: Path | None = None
+    report: Path | None = None
     sources: Sequence[pystac.Item] = ()
     search: str = ""
     """The STAC source searched (API root or catalog file)."""
@@ -217,6 +218,11 @@ def build_item(products: PartitionProducts, item_path: Path) -> pystac.Item:
                 "text/csv",
             ),
         )
+    if products.report is not None:
+        item.add_asset(
+            "report",
+            _asset(item_path, products.report, "Report of the partition (HTML, figures embedded)", ["overview"], pystac.MediaType.HTML),
+        )  # fmt: skip
     for source in products.sources:
         href = source.get_self_href() or next(
             (link.href for link in source.links if link.rel == "self"), None

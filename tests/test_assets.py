@@ -584,7 +584,10 @@ def test_unwritable_output_keeps_the_earlier_materialization(
     finally:
         subprocess.run(["umount", str(folder)], check=True)
     assert (folder / f"{DEMO_MONTH}.tif").read_bytes() == before
-    assert sorted(p.name for p in folder.iterdir()) == [f"{DEMO_MONTH}.tif"]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        f"{DEMO_MONTH}.tif",
+        f"{DEMO_MONTH}.tif.checks.json",
+    ]
 
 
 def test_a_real_sentinel2_tile_through_the_whole_graph(s2_29rkh_item, dask_cluster, tmp_path):
@@ -689,7 +692,10 @@ def test_disk_full_fails_cleanly_and_keeps_the_earlier_geotiff(demo, dask_cluste
         message = failure_message(second)
         assert "disk is full" in message and str(folder) in message
         assert (folder / f"{DEMO_MONTH}.tif").read_bytes() == before
-        assert sorted(p.name for p in folder.iterdir()) == [f"{DEMO_MONTH}.tif"]
+        assert sorted(p.name for p in folder.iterdir()) == [
+            f"{DEMO_MONTH}.tif",
+            f"{DEMO_MONTH}.tif.checks.json",
+        ]
     finally:
         subprocess.run(["umount", str(folder)], check=True)
 

@@ -85,3 +85,39 @@ def test_odc_stac_loads_the_geotiff_back_unchanged(outputs):
         for band in ("red", "nir", "ndvi"):
             stored = src.read(list(src.descriptions).index(band) + 1)
             np.testing.assert_array_equal(loaded[band].values, stored)
+
+
+def test_the_report_holds_every_figure_and_check_and_renders_in_a_browser(outputs, tmp_path):
+    import shutil
+
+    from playwright.sync_api import sync_playwright
+
+    report = outputs / "report" / "demo" / f"{DEMO_MONTH}.html"
+    text = report.read_text()
+    diagnostics = outputs / "diagnostics" / "demo" / DEMO_MONTH
+    assert text.count("data:image/png;base64,") == len(list(diagnostics.glob("*.png")))
+    for check in ("has_scenes", "clear_fraction", "valid_cog", "names_assigned", "silhouette"):
+        assert f"<td>{check}</td>" in text
+    item = pystac.Item.from_file(str(outputs / "stac" / "outputs" / "demo" / f"{DEMO_MONTH}.json"))
+    assert item.assets["report"].href.endswith(f"report/demo/{DEMO_MONTH}.html")
+    browser_path = shutil.which("chromium")
+    assert browser_path, (
+        "chromium is missing: install Debian's chromium (the README's test command does)"
+    )
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=browser_path, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.goto(report.as_uri())
+        # Every figure decodes and is shown at its own width (legends legible), not shrunk.
+        widths = page.eval_on_selector_all(
+            "img", "imgs => imgs.map(i => [i.naturalWidth, i.width])"
+        )
+        links = page.eval_on_selector_all("a", "links => links.map(a => a.getAttribute('href'))")
+        page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+        browser.close()
+    assert len(widths) >= 8 and all(
+        natural >= 800 and shown >= 0.9 * min(natural, 1100) for natural, shown in widths
+    )
+    for href in links:
+        assert (report.parent / href).resolve().exists(), href
+    assert (tmp_path / "report.png").stat().st_size > 100_000

@@ -8,6 +8,7 @@ gives, and records what the writer returns.
 """
 
 import contextlib
+import dataclasses
 import json
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -53,9 +54,11 @@ from ..quality import (
 )
 from ..reference import ModelSettings, PoolSettings
 from ..reference_product import model_plan, write_reference_model
+from ..report import ReportInputs, checks_file, write_report
 from ..search import SearchSettings, read_items, search_items, write_items
 from ..stac_product import CATALOG_DIR, PartitionProducts, write_item
 from ..stack_recipe import BandStackRecipe, open_band_stack, write_band_stack
+from ..storage import write_json
 from .config import (
     BandStackConfig,
     ChangeConfig,
@@ -83,6 +86,7 @@ DIAGNOSTICS = Product("diagnostics", "")
 CLUSTER_MODEL = Product("cluster_model", "")
 CLUSTER_CHANGE = Product("cluster_change", "")
 STAC_ITEM = Product("stac_item", ".json")
+REPORT = Product("report", ".html")
 
 #: cluster_model (per AOI) <-> the AOI x date partitions of that AOI.
 with warnings.catch_warnings():  # beta in Dagster 1.x, and the one mapping that says this
@@ -161,6 +165,10 @@ def _sources_used(
 def _written(
     path: Path, metadata: dict[str, Any], judgements: Sequence[Judgement] = ()
 ) -> dg.MaterializeResult:
+    """The materialization of the product at ``path``; its checks' verdicts are also kept
+    beside it (``<product>.checks.json``), for the partition's report."""
+    if judgements:
+        write_json([dataclasses.asdict(j) for j in judgements], checks_file(path))
     return dg.MaterializeResult(
         metadata={"output_path": dg.MetadataValue.path(str(path)), **metadata},
         check_results=_checked(judgements) or None,
@@ -671,9 +679,9 @@ def _dated_map(folder: Path, date: str) -> DatedMap:
 @_asset(
     STAC_ITEM,
     deps=[geotiff, clusters, diagnostics],
-    description="The partition's STAC Item in the output catalog (stac/catalog.json): every "
-    "product as an asset with checksums, bands, units, classes, provenance and the scenes it "
-    "was derived from.",
+    description="The partition's report (report/<aoi>/<date>.html: one file, figures embedded) "
+    "and its STAC Item in the output catalog (stac/catalog.json): every product as an asset "
+    "with checksums, bands, units, classes, provenance and the scenes it was derived from.",
     kinds={"stac"},
 )
 def stac_item(
@@ -692,6 +700,18 @@ def stac_item(
             (outputs.existing(CLUSTERS, window) / "summary.json").read_text()
         )
         change = outputs.path(CLUSTER_CHANGE, window)
+        report = write_report(
+            ReportInputs(
+                title=f"geocluster: {window.label}",
+                items=outputs.existing(STAC_ITEMS, window),
+                mosaic=outputs.existing(MOSAIC, window),
+                geotiff=geotiff_path,
+                clusters=outputs.existing(CLUSTERS, window),
+                diagnostics=outputs.existing(DIAGNOSTICS, window),
+                change=change if change.exists() else None,
+            ),
+            outputs.path(REPORT, window),
+        )
         products = PartitionProducts(
             aoi_id=window.aoi_id,
             date_key=window.date_key,
@@ -702,6 +722,7 @@ def stac_item(
             clusters=outputs.existing(CLUSTERS, window),
             diagnostics=outputs.existing(DIAGNOSTICS, window),
             change=change if change.exists() else None,
+            report=report,
             sources=list(read_items(outputs.existing(STAC_ITEMS, window))),
             search=stac.source().url,
             lineage={
@@ -721,6 +742,7 @@ def stac_item(
         path,
         {
             "catalog": dg.MetadataValue.path(str(outputs.root() / CATALOG_DIR / "catalog.json")),
+            "report": dg.MetadataValue.path(str(report)),
             "assets": ", ".join(document["assets"]),
             "derived_from": len([k for k in document["links"] if k["rel"] == "derived_from"]),
         },
