@@ -32,6 +32,7 @@ def _instance() -> dg.DagsterInstance:
     import dagster as dg
 
     from .defs.resources import output_root
+    from .storage import exclusive_lock
 
     if not os.environ.get("DAGSTER_HOME"):
         home = output_root() / ".dagster_home"
@@ -41,7 +42,17 @@ def _instance() -> dg.DagsterInstance:
             # Read retries and token renewals are logged by `geocluster_dagster`: show them.
             config.write_text("python_logs:\n  managed_python_loggers:\n    - geocluster_dagster\n")
         os.environ["DAGSTER_HOME"] = str(home)
-    return dg.DagsterInstance.get()
+    # Two commands starting at once on a new instance would both create its SQLite tables,
+    # and one would fail ("table ... already exists"): one creates them, the other waits.
+    home = Path(os.environ["DAGSTER_HOME"])
+    with exclusive_lock(
+        home / ".instance.lock",
+        what=f"The Dagster instance {home}",
+        holder="geocluster",
+        timeout_s=120,
+        on_wait=lambda _: None,
+    ):
+        return dg.DagsterInstance.get()
 
 
 def _sync_aois(instance: dg.DagsterInstance) -> list[str]:

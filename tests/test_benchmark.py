@@ -52,6 +52,8 @@ def test_benchmark_end_to_end(tmp_path: Path) -> None:
         "geotiff",
         "clusters",
         "diagnostics",
+        "cluster_change",  # one partition: skipped, nothing earlier to compare with
+        "stac_item",
     }
     ratios = entry["ratios"]
     walls = {n: s["wall_s"] for n, s in entry["steps"].items()}

@@ -68,7 +68,7 @@ def test_two_runs_of_one_partition_do_not_interleave(tmp_path):
     """Two runs of one partition at once (k=6 and k=4): the second waits for the first, and
     each reports the scores of its own products; the partition ends up all from one run."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GEOCLUSTER_", "DAGSTER_"))}
-    assert _invoke(tmp_path, "aois").exit_code == 0  # build the demo and the instance once
+    assert _invoke(tmp_path, "aois").exit_code == 0  # build the demo once
     runs = {}
     for k in (6, 4):
         config = tmp_path / f"k{k}.yaml"
