@@ -201,7 +201,16 @@ def test_backfill_of_twenty_one_aois_on_postgres(deployment):
     assert 1 <= overlap <= MAX_CONCURRENT_RUNS
 
     # Every partition complete, each asset materialized exactly once per partition.
-    for asset in ("stac_items", "band_stack", "mosaic", "geotiff", "clusters", "diagnostics"):
+    built = (
+        "stac_items",
+        "band_stack",
+        "mosaic",
+        "geotiff",
+        "clusters",
+        "diagnostics",
+        "stac_item",
+    )
+    for asset in built:
         events = instance.fetch_materializations(dg.AssetKey(asset), limit=1000).records
         partitions = [e.partition_key for e in events]
         assert sorted(partitions) == sorted(keys), asset
@@ -219,7 +228,8 @@ def test_backfill_of_twenty_one_aois_on_postgres(deployment):
         materializations = conn.execute(
             "SELECT count(*) FROM event_logs WHERE dagster_event_type = 'ASSET_MATERIALIZATION'"
         ).fetchone()[0]
-        assert materializations == 6 * len(keys)
+        # cluster_change is skipped: each AOI has one date, nothing earlier to compare with.
+        assert materializations == len(built) * len(keys)
 
     # Kill a run in the middle of writing its GeoTIFF, then retry: no corrupt or stray files.
     target = out / "geotiff" / WHOLE / f"{DEMO_MONTH}.tif"
