@@ -92,6 +92,8 @@ def _check(result, asset, name):
         and e.event_specific_data.asset_key.to_user_string() == asset
     ]
     assert len(evaluations) == 1, (asset, name)
+    # Partitioned like its asset: the UI shows each partition's own verdict.
+    assert evaluations[0].partition == result.dagster_run.tags["dagster/partition"]
     return evaluations[0]
 
 

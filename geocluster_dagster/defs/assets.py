@@ -115,8 +115,7 @@ def _asset(
     """``dg.asset`` for a product of the graph: named after it, partitioned, in the group, with
     its checks (name, blocking, description): their results come with its materialization."""
     specs = [
-        dg.AssetCheckSpec(name, asset=product.asset, blocking=blocking, description=description)
-        for name, blocking, description in checks
+        _check_spec(product, name, description, blocking) for name, blocking, description in checks
     ]
     decorator: Callable[[Callable[..., Any]], dg.AssetsDefinition]
     decorator = dg.asset(
@@ -127,6 +126,19 @@ def _asset(
         **kwargs,
     )
     return decorator
+
+
+def _check_spec(product: Product, name: str, description: str, blocking: bool = False) -> Any:
+    """A check partitioned like its asset, so each partition's verdict is its own in the UI."""
+    with warnings.catch_warnings():  # partitioned checks are a preview feature of Dagster 1.x
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        return dg.AssetCheckSpec(
+            name,
+            asset=product.asset,
+            blocking=blocking,
+            description=description,
+            partitions_def=partitions,
+        )
 
 
 def _checked(judgements: Sequence[Judgement]) -> list[dg.AssetCheckResult]:
@@ -601,8 +613,7 @@ _CHANGE_CHECKS = [
         )
     ],
     check_specs=[
-        dg.AssetCheckSpec(name, asset=CLUSTER_CHANGE.asset, description=description)
-        for name, description in _CHANGE_CHECKS
+        _check_spec(CLUSTER_CHANGE, name, description) for name, description in _CHANGE_CHECKS
     ],
     partitions_def=partitions,
     can_subset=True,
