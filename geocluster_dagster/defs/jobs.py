@@ -1,20 +1,19 @@
-"""The job that materializes the whole graph for one partition, in one process."""
+"""The jobs: the whole graph for one AOI x date partition, and an AOI's reference model."""
 
 from __future__ import annotations
 
 import dagster as dg
 
-from .partitions import partitions
-
-# In-process: the Dask cluster is started once per run and shared by all six steps, instead of
+# In-process: the Dask cluster is started once per run and shared by all the steps, instead of
 # once per step in a subprocess (seconds each). Parallelism comes from Dask, not from steps.
 pipeline_job = dg.define_asset_job(
     name="geocluster_pipeline",
     # cluster_model is partitioned by AOI alone, so it runs on its own (see its asset).
+    # Its partitions are those of the assets it selects (AOI x date window).
     selection=dg.AssetSelection.groups("geocluster") - dg.AssetSelection.assets("cluster_model"),
-    partitions_def=partitions,
     executor_def=dg.in_process_executor,
-    description="stac_items -> band_stack -> mosaic -> geotiff -> clusters -> diagnostics for one AOI x date window.",
+    description="stac_items -> band_stack -> mosaic -> geotiff -> clusters -> diagnostics, "
+    "cluster_change and stac_item, for one AOI x date window.",
 )
 
 reference_job = dg.define_asset_job(
