@@ -222,6 +222,33 @@ def _masked_patch(label: str) -> Patch:
     )
 
 
+def categorical_map(
+    image: np.ndarray,
+    extent: Sequence[float],
+    path: PathLike,
+    *,
+    title: str,
+    crs_label: str | None,
+    handles: list[Patch],
+    legend_title: str,
+    axis_units: str = "m",
+) -> Path:
+    """An RGBA (y, x, 4) map of categories, masked pixels hatched, its legend on the right."""
+    fig = _new_figure(map_figure_size(extent, legend_width=3.0), layout="compressed")
+    ax = fig.add_subplot()
+    ax.imshow(image, extent=_extent_tuple(extent), interpolation="nearest")
+    _format_map_axes(ax, crs_label, axis_units)
+    ax.set_title(title)
+    fig.legend(
+        handles=handles,
+        loc="outside right center",
+        title=legend_title,
+        ncols=_legend_columns(len(handles)),
+        frameon=False,
+    )
+    return _save(fig, path)
+
+
 def plot_cluster_map(
     labels: np.ndarray,
     extent: Sequence[float],
@@ -253,12 +280,6 @@ def plot_cluster_map(
         fractions = dict(zip(range(1, n_clusters + 1), counts / max(counts.sum(), 1), strict=True))
         listed = list(range(1, n_clusters + 1))
     names = names_of(signatures)
-
-    fig = _new_figure(map_figure_size(extent, legend_width=3.0), layout="compressed")
-    ax = fig.add_subplot()
-    ax.imshow(lookup[safe], extent=_extent_tuple(extent), interpolation="nearest")
-    _format_map_axes(ax, crs_label, axis_units)
-    ax.set_title(title)
     handles = [
         Patch(
             facecolor=colors[i - 1],
@@ -271,14 +292,16 @@ def plot_cluster_map(
         handles.append(
             _masked_patch(f"No data / masked ({_fraction_text(nodata_fraction)} of map)")
         )
-    fig.legend(
+    return categorical_map(
+        lookup[safe],
+        extent,
+        path,
+        title=title,
+        crs_label=crs_label,
         handles=handles,
-        loc="outside right center",
-        title="Cluster (share of valid pixels)",
-        ncols=_legend_columns(len(handles)),
-        frameon=False,
+        legend_title="Cluster (share of valid pixels)",
+        axis_units=axis_units,
     )
-    return _save(fig, path)
 
 
 def _percentile_stretch(band: np.ndarray, low: float = 2, high: float = 98) -> np.ndarray:

@@ -14,15 +14,12 @@ from .change import CHANGED, UNCHANGED
 from .plot import (
     NODATA_COLOR,
     PathLike,
-    _extent_tuple,
-    _format_map_axes,
-    _legend_columns,
     _masked_patch,
     _new_figure,
     _save,
+    categorical_map,
     cluster_colors,
     cluster_label,
-    map_figure_size,
 )
 
 UNCHANGED_COLOR = (0.86, 0.86, 0.86, 1.0)
@@ -47,11 +44,6 @@ def plot_change_map(
     lookup = np.array([NODATA_COLOR, *((*c, 1.0) for c in colors)])
     image = np.where((state == CHANGED)[..., None], lookup[to], NODATA_COLOR)
     image[state == UNCHANGED] = UNCHANGED_COLOR
-    fig = _new_figure(map_figure_size(extent, legend_width=3.0), layout="compressed")
-    ax = fig.add_subplot()
-    ax.imshow(image, extent=_extent_tuple(extent), interpolation="nearest")
-    _format_map_axes(ax, crs_label, "m")
-    ax.set_title(title)
     valid = state > 0
     share = {
         int(c): float(np.mean(to[state == CHANGED] == c)) for c in np.unique(to[state == CHANGED])
@@ -69,14 +61,15 @@ def plot_change_map(
         if c > 0
     ]
     handles.append(_masked_patch("unknown: no data in either date"))
-    fig.legend(
+    return categorical_map(
+        image,
+        extent,
+        path,
+        title=title,
+        crs_label=crs_label,
         handles=handles,
-        loc="outside right center",
-        title="Change (share of compared pixels)",
-        ncols=_legend_columns(len(handles)),
-        frameon=False,
+        legend_title="Change (share of compared pixels)",
     )
-    return _save(fig, path)
 
 
 def plot_transitions(
