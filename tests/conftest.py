@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
+import os
+import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pystac
@@ -12,6 +18,7 @@ import shapely
 from rasterio.warp import transform_geom
 
 from .servers.fixtures import *  # noqa: F401,F403
+from .servers.ports import ServerUnavailable
 from .stac_items import localize_item  # noqa: F401  (re-exported for the tests)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -31,6 +38,50 @@ def pytest_configure(config):
             f"The real test data is missing: expected {SHARED_DATA} (the shared/ folder beside the "
             "repository checkout)."
         )
+
+
+@functools.cache
+def _can_mount() -> bool:
+    """Whether this process may mount file systems (root with CAP_SYS_ADMIN): try a tiny tmpfs."""
+    folder = tempfile.mkdtemp(prefix="geocluster-mount-probe-")
+    try:
+        mounted = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=4k", "tmpfs", folder], capture_output=True
+        )
+        if mounted.returncode == 0:
+            subprocess.run(["umount", folder], check=True)
+        return mounted.returncode == 0
+    finally:
+        os.rmdir(folder)
+
+
+@contextlib.contextmanager
+def _missing_requirements_skip() -> Iterator[None]:
+    """A server that is not installed, or a `mount` without the right to mount, is a skip that
+    says what the test needs (scripts/test.sh, run as root, provides both), not an error."""
+    try:
+        yield
+    except ServerUnavailable as error:
+        pytest.skip(str(error))
+    except subprocess.CalledProcessError as error:
+        if not (isinstance(error.cmd, list) and error.cmd[0] == "mount") or _can_mount():
+            raise
+        who = "root without CAP_SYS_ADMIN" if os.geteuid() == 0 else f"uid {os.geteuid()}"
+        pytest.skip(
+            f"needs the right to mount file systems ({who} cannot): run scripts/test.sh as root"
+        )
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item):
+    with _missing_requirements_skip():
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    with _missing_requirements_skip():
+        return (yield)
 
 
 @pytest.fixture

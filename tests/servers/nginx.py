@@ -7,7 +7,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from .ports import free_port, stop_process, wait_for_port
+from .ports import ServerUnavailable, free_port, stop_process, wait_for_port
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
@@ -57,6 +57,8 @@ class NginxServer:
         return self._work / "access.log"
 
     def start(self) -> NginxServer:
+        if not Path(NGINX).exists():
+            raise ServerUnavailable("nginx (Debian nginx-light)")
         conf = self._work / "nginx.conf"
         conf.write_text(CONFIG.format(work=self._work, port=self.port, root=self.root))
         self._process = subprocess.Popen(

@@ -7,6 +7,13 @@ import subprocess
 import time
 
 
+class ServerUnavailable(RuntimeError):
+    """A server the tests start is not installed; tests/conftest.py reports the test as skipped."""
+
+    def __init__(self, needs: str) -> None:
+        super().__init__(f"needs {needs}: run scripts/test.sh as root")
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))

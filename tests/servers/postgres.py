@@ -13,7 +13,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from .ports import free_port, wait_for_port
+from .ports import ServerUnavailable, free_port, wait_for_port
 
 PG_BIN = Path(os.environ.get("GEOCLUSTER_PG_BIN", "/usr/lib/postgresql/15/bin"))
 OS_USER = "postgres"
@@ -22,6 +22,8 @@ DB_USER = "postgres"
 # stac-fastapi-pgstac requires one in its settings.
 DB_PASSWORD = "postgres"
 DATABASE = "postgres"
+# Debian's PostGIS (postgresql-15-postgis-3), which pgstac's schema needs.
+POSTGIS = Path("/usr/share/postgresql") / PG_BIN.parent.name / "extension" / "postgis.control"
 
 # A test database is disposable: durability settings are traded for startup and load speed.
 SERVER_OPTIONS = {
@@ -31,6 +33,15 @@ SERVER_OPTIONS = {
     "max_connections": "50",
     "shared_buffers": "32MB",
 }
+
+
+def require_postgres(*, postgis: bool = False) -> None:
+    """Raise ServerUnavailable (a skip in the tests) unless the server (and PostGIS) is installed."""
+    needed = [PG_BIN / "initdb", PG_BIN / "pg_ctl"] + ([POSTGIS] if postgis else [])
+    if not all(path.exists() for path in needed):
+        raise ServerUnavailable(
+            "PostgreSQL 15 + PostGIS (Debian postgresql-15 postgresql-15-postgis-3)"
+        )
 
 
 class PostgresServer:
@@ -67,6 +78,7 @@ class PostgresServer:
 
     def start(self) -> PostgresServer:
         try:
+            require_postgres()
             self._socket_dir.mkdir()
             self._log.touch()
             if os.geteuid() == 0:

@@ -26,7 +26,7 @@ from pypgstac.load import Loader, Methods
 from pypgstac.migrate import Migrate
 
 from .ports import free_port, stop_process, wait_for_port
-from .postgres import PostgresServer
+from .postgres import PostgresServer, require_postgres
 
 APP_FACTORY = "stac_fastapi.pgstac.app:create_app"
 # uvicorn's access log line: `INFO:     127.0.0.1:5678 - "POST /search HTTP/1.1" 200 OK`
@@ -63,6 +63,7 @@ class StacApiServer:
 
     def start(self) -> StacApiServer:
         try:
+            require_postgres(postgis=True)
             if self._own_postgres:
                 self.postgres.start()
             with self._pgstac() as db:

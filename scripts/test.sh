@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# README, quick start, command 2: set up a fresh Debian-like machine for the tests and run them.
+#
+#   scripts/test.sh                     # everything, as CI (.ci/run) runs it
+#   scripts/test.sh tests/test_aoi.py -q   # extra arguments go to pytest
+#
+# As root it installs the Debian packages the tests use (the servers they start on loopback,
+# gdalinfo, chromium); then, as any user, it creates .venv, installs the package with its test
+# extras, runs the checks of "Contributing" (lint, format, strict types) and the tests. Needs the
+# real data in ../shared (the shared/ folder beside this checkout). Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export DEBIAN_FRONTEND=noninteractive
+# postgresql-15 + postgresql-15-postgis-3: pgstac's database and the Dagster instance on PostgreSQL;
+# nginx-light: the byte-range file server; gdal-bin: the tests read class maps back with
+# gdalinfo, as GDAL (and QGIS) see them; chromium: they open the HTML report in a real browser.
+PACKAGES=(postgresql-15 postgresql-15-postgis-3 nginx-light gdal-bin chromium)
+
+if [ ! -d ../shared/data ]; then
+    echo "scripts/test.sh: the real test data is missing: expected $(cd .. && pwd)/shared/data (the shared/ folder beside this checkout)" >&2
+    exit 2
+fi
+
+if [ "$(id -u)" -eq 0 ]; then
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${PACKAGES[@]}" >/dev/null
+    # The packages start their default services; the tests run their own instances on free ports.
+    service nginx stop >/dev/null 2>&1 || true
+    service postgresql stop >/dev/null 2>&1 || true
+else
+    missing=()
+    for package in "${PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing+=("$package")
+    done
+    echo "scripts/test.sh: not root (uid $(id -u)): not installing the Debian packages ${PACKAGES[*]}." >&2
+    echo "  The tests that mount tmpfs file systems (full and read-only disks) will be reported as skipped: 'needs the right to mount file systems'." >&2
+    if [ "${#missing[@]}" -gt 0 ]; then
+        echo "  Missing here: ${missing[*]}. Tests that start PostgreSQL 15 + PostGIS or nginx will be reported as skipped ('needs ...: run scripts/test.sh as root'); those that need gdalinfo or chromium fail naming the package." >&2
+    fi
+    echo "  Run scripts/test.sh as root for the whole suite." >&2
+fi
+
+# An existing .venv is reused (recreating it over another interpreter would break it).
+[ -x .venv/bin/python ] || python3 -m venv .venv
+. .venv/bin/activate
+pip install -q -e ".[test]"
+
+# One command per line: under `set -e` a failure inside an && list would not stop the script.
+ruff check .
+ruff format --check .
+mypy
+python -m pytest "$@"
