@@ -1,3 +1,9 @@
+# The production image: one image, run as separate processes (see deploy/docker-compose.yml):
+#   dagster-webserver -h 0.0.0.0 -p 3000 -w workspace.yaml     (the default command)
+#   dagster-daemon run -w workspace.yaml                       (queued runs, sensors, schedules, run monitoring)
+#   dask scheduler / dask worker tcp://dask-scheduler:8786      (optional, GEOCLUSTER_DASK_SCHEDULER)
+# with the Dagster instance of deploy/dagster.yaml (runs and events in PostgreSQL: set
+# DAGSTER_POSTGRES_URL=postgresql+psycopg2://USER:PASSWORD@HOST:5432/DB).
 # The same install as the README: the package and its pinned-range dependencies from PyPI
 # (rasterio/pyproj wheels bundle GDAL and PROJ, so no system GIS libraries are needed).
 FROM python:3.11-slim
@@ -5,14 +11,21 @@ FROM python:3.11-slim
 WORKDIR /opt/geocluster_dagster
 COPY pyproject.toml README.md workspace.yaml ./
 COPY geocluster_dagster ./geocluster_dagster
-RUN pip install --no-cache-dir .
+# dagster-postgres: deploy/dagster.yaml's storage (the same range as the test extra).
+RUN pip install --no-cache-dir . "dagster-postgres>=0.29.5,<0.30"
 
 ENV DAGSTER_HOME=/var/lib/dagster \
     GEOCLUSTER_OUTPUT=/data/geocluster_output
-RUN mkdir -p "$DAGSTER_HOME" "$GEOCLUSTER_OUTPUT"
+COPY deploy/dagster.yaml ${DAGSTER_HOME}/dagster.yaml
+# Everything runs as an unprivileged user. $DAGSTER_HOME/storage holds the runs' compute logs:
+# mount one volume there for the webserver (which shows them) and the daemon (whose runs write them).
+RUN useradd --system --uid 1000 --home-dir "$DAGSTER_HOME" geocluster \
+    && mkdir -p "$DAGSTER_HOME/storage" "$GEOCLUSTER_OUTPUT" \
+    && chown -R geocluster "$DAGSTER_HOME" /data
+USER geocluster
 VOLUME ["/data"]
 EXPOSE 3000
 
-# Demo on first start is cheap (seconds); point GEOCLUSTER_STAC_URL / GEOCLUSTER_AOI_REGISTRY
-# at real sources to use the Planetary Computer and your own AOIs.
-CMD ["dagster", "dev", "-h", "0.0.0.0", "-p", "3000", "-w", "workspace.yaml"]
+# Nothing configured, the runs use the embedded demo (seconds); point GEOCLUSTER_STAC_URL /
+# GEOCLUSTER_AOI_REGISTRY at real sources to use the Planetary Computer and your own AOIs.
+CMD ["dagster-webserver", "-h", "0.0.0.0", "-p", "3000", "-w", "workspace.yaml"]
