@@ -245,6 +245,7 @@ def _write_change_map(
         },
         overview_resampling="nearest",  # ids and states are categories
         blocks=layers,
+        task="writing the change map",
     )
 
 

@@ -10,6 +10,7 @@ geocluster demo-scene                # add a new synthetic scene for the new-ima
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -40,7 +41,11 @@ def _instance() -> dg.DagsterInstance:
         config = home / "dagster.yaml"
         if not config.exists():
             # Read retries and token renewals are logged by `geocluster_dagster`: show them.
-            config.write_text("python_logs:\n  managed_python_loggers:\n    - geocluster_dagster\n")
+            config.write_text(
+                "python_logs:\n  managed_python_loggers:\n    - geocluster_dagster\n"
+                # A terminal tool's own instance: no usage statistics, and no banner about them.
+                "telemetry:\n  enabled: false\n"
+            )
         os.environ["DAGSTER_HOME"] = str(home)
     # Two commands starting at once on a new instance would both create its SQLite tables,
     # and one would fail ("table ... already exists"): one creates them, the other waits.
@@ -95,63 +100,62 @@ def _run_job(
     run_config: dict[str, Any] | None,
     instance: dg.DagsterInstance,
 ) -> None:
-    """Run job ``name`` for one partition in this process; print where each asset wrote."""
-    import dagster as dg
-
+    """Run job ``name`` for one partition in this process: a line per asset as it is written
+    (progress bars while a step runs), then the scores; Dagster's own events only with -v."""
     from .definitions import defs
+    from .progress import listening
+    from .terminal import AssetLines, Bars, echo, run_loggers
 
     job = defs.resolve_job_def(name)
     _check_run_config(job, run_config or {})
     _quiet_skipped_check_gates()
-    click.echo(f"Materializing {label} (Dagster instance: {os.environ['DAGSTER_HOME']})")
-    result = job.execute_in_process(
-        partition_key=key,
-        instance=instance,
-        run_config=run_config or {},
-        raise_on_error=False,
-    )
-    materialized = {
-        event.step_materialization_data.materialization.asset_key.to_user_string(): (
-            event.step_materialization_data.materialization.metadata
+    echo(f"Materializing {label} (Dagster instance: {os.environ['DAGSTER_HOME']})")
+    lines = AssetLines()
+    loggers = run_loggers(lines, _verbose())
+    bars = Bars()
+    with listening(bars), contextlib.closing(bars):
+        result = job.with_logger_defs(loggers).execute_in_process(
+            partition_key=key,
+            instance=instance,
+            run_config={**(run_config or {}), "loggers": _logger_config(loggers)},
+            raise_on_error=False,
         )
-        for event in result.get_asset_materialization_events()
-    }
-    for asset, metadata in materialized.items():
-        where = metadata.get("output_path")
-        click.echo(f"  {asset:<12} -> {where.value if where else ''}")
-        if "no_imagery" in metadata:
-            click.echo(f"No imagery for {label}: {metadata['no_imagery'].value}")
-    for event in result.all_events:
-        check = event.event_specific_data
-        if isinstance(check, dg.AssetCheckEvaluation):
-            if not check.passed:
-                which = f"{check.asset_key.to_user_string()}:{check.check_name}"
-                click.echo(f"  check {which} {check.severity.value}: {check.description}")
     selected = [key.to_user_string() for key in job.asset_layer.selected_asset_keys]
-    skipped = [asset for asset in selected if asset not in materialized]
+    skipped = [asset for asset in selected if asset not in lines.ended]  # never started
     if skipped and result.success:
-        click.echo(f"  not built: {', '.join(sorted(skipped, key=selected.index))}")
+        echo(f"  not built: {', '.join(sorted(skipped, key=selected.index))}")
     if not result.success:
-        for event in result.all_events:
-            if event.is_step_failure:
-                error = event.step_failure_data.error
-                message = error.message.strip() if error else "(no error recorded)"
-                click.echo(f"FAILED {event.step_key}: {message}", err=True)
+        if not lines.failures:  # a failure outside any step (e.g. a resource that cannot start)
+            for event in result.all_events:
+                if event.is_failure and event.event_specific_data is not None:
+                    error = getattr(event.event_specific_data, "error", None)
+                    echo(f"FAILED: {error.message.strip() if error else event.message}", err=True)
         sys.exit(1)
     scores = {
-        key: round(float(value.value), 4)  # type: ignore[arg-type]  # scores are float metadata
-        for metadata in materialized.values()
+        key: round(float(value.value), 4)  # scores are float metadata
+        for metadata in lines.written.values()
         for key, value in metadata.items()
         if key in _SCORES
     }
     if scores:
-        click.echo(f"Scores: {scores}")
+        echo(f"Scores: {scores}")
     # The UI must write where this run wrote: the same instance and the same output root.
-    click.echo(
+    echo(
         f"Open the UI with:  DAGSTER_HOME={os.environ['DAGSTER_HOME']} "
         f"GEOCLUSTER_OUTPUT={os.environ['GEOCLUSTER_OUTPUT']} "
         "dagster dev -m geocluster_dagster.definitions"
     )
+
+
+def _logger_config(loggers: dict[str, Any]) -> dict[str, Any]:
+    """Every logger of the run on; Dagster's console at DEBUG (it prints no DEBUG events else)."""
+    return {
+        name: {"config": {"log_level": "DEBUG"}} if name == "console" else {} for name in loggers
+    }
+
+
+def _verbose() -> bool:
+    return bool(click.get_current_context().find_root().params.get("verbose"))
 
 
 def _quiet_skipped_check_gates() -> None:
@@ -215,7 +219,13 @@ def _check_run_config(job: dg.JobDefinition, run_config: dict[str, Any]) -> None
     show_default=True,
     help="Output root (also env GEOCLUSTER_OUTPUT).",
 )
-def main(output: Path) -> None:
+@click.option(
+    "-v",
+    "--verbose",
+    is_flag=True,
+    help="Also print Dagster's own event log (every event of every step).",
+)
+def main(output: Path, verbose: bool) -> None:
     """Satellite imagery to unsupervised land-cover maps, as Dagster assets."""
     from .storage import expand_path
 

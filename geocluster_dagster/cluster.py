@@ -34,6 +34,7 @@ from geocluster_dagster.errors import (
     TooFewPixels,
 )
 from geocluster_dagster.fields import described
+from geocluster_dagster.progress import tracked
 
 Algorithm = Literal["minibatch_kmeans", "kmeans", "bisecting_kmeans", "gaussian_mixture"]
 ALGORITHMS: tuple[str, ...] = get_args(Algorithm)
@@ -246,7 +247,9 @@ def sample_valid_pixels(ds: xr.Dataset, features: Sequence[str], n: int, seed: i
     threshold = min(1.0, SAMPLE_MARGIN * n / max(pixels, 1))
     while True:
         parts, n_valid = [], 0
-        for index, block in iter_blocks(stack):
+        blocks = iter_blocks(stack)
+        n_blocks = int(np.prod(stack.numblocks[1:]))
+        for index, block in tracked(blocks, "sampling pixels", total=n_blocks):
             position = tuple(s.start for s in index[1:])
             keys, rows, valid = _keyed_candidates(block, position, seed, threshold)
             parts.append((keys, rows))

@@ -36,6 +36,7 @@ from .evaluate import ELBOW_SAMPLE_SIZE, KChoice, choose_k, elbow_curve, subsamp
 from .export import open_single_band, write_geotiff
 from .model_file import load_model, model_digest, save_model
 from .naming import ClassName, NamingSettings, means_of, name_clusters
+from .progress import heartbeat
 from .reference import MATCH_MAX_DISTANCE, Match, check_features, match_to_reference
 from .storage import atomic_path, write_json
 
@@ -79,7 +80,10 @@ def fit_model(
         curve = elbow_curve(subset, settings.auto_k_values, settings)
         choice = choose_k(curve)
         settings = dataclasses.replace(settings, n_clusters=choice.chosen)
-    return fit_clusterer(sample, features, settings), choice, curve
+    with heartbeat(
+        f"fitting {settings.algorithm} (k={settings.n_clusters}) on {len(sample)} pixels"
+    ):
+        return fit_clusterer(sample, features, settings), choice, curve
 
 
 @dataclass(frozen=True)
@@ -173,6 +177,7 @@ def write_clusters(
             overview_resampling="nearest",  # labels are categories: never average them
             blocks=labelled,
             colormap=colours,
+            task="labelling the cluster map",
         )
         area = pixel_area_m2(geotiff)
         signatures = labelled.signatures(area)

@@ -362,5 +362,6 @@ def write_mosaic(
         compress="zstd",
         compress_level=1,
         validate=refuse_unclear,
+        task="compositing the mosaic",
     )
     return MosaicFacts(coverage=counted[0], stats=stats)

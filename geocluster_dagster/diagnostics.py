@@ -18,6 +18,7 @@ from .bands import WAVELENGTH_UM
 from .cluster_product import ELBOW, StoredClusters
 from .errors import ConfigError
 from .fields import described
+from .progress import heartbeat
 from .storage import atomic_path, write_json
 
 SCORES = "scores.json"
@@ -114,33 +115,33 @@ def write_diagnostics(
     """
     model, sample = clusters.model, clusters.sample
     seed = int(clusters.summary.get("seed", 0))
-    silhouettes, labels = evaluate.silhouette_sample(
-        model, sample, max_samples=settings.silhouette_sample_size, seed=seed
-    )
-    scores = evaluate.score_clustering(
-        model,
-        sample,
-        max_silhouette_samples=settings.silhouette_sample_size,
-        seed=seed,
-        silhouettes=(silhouettes, labels),
-    )
+    with heartbeat(f"scoring the clustering ({len(sample)} sampled pixels)"):
+        silhouettes, labels = evaluate.silhouette_sample(
+            model, sample, max_samples=settings.silhouette_sample_size, seed=seed
+        )
+        scores = evaluate.score_clustering(
+            model,
+            sample,
+            max_silhouette_samples=settings.silhouette_sample_size,
+            seed=seed,
+            silhouettes=(silhouettes, labels),
+        )
     elbow = clusters.elbow_for(settings.elbow_k_values, settings.elbow_sample_size)
     if elbow is None:
         # The fit sample is ordered block by block, so its head is not random: a seeded subset.
         elbow_rows = evaluate.subsample_index(len(sample), settings.elbow_sample_size, seed)
         elbow = evaluate.elbow_curve(sample[elbow_rows], settings.elbow_k_values, model.settings)
     knee, silhouette_best = evaluate.k_candidates(elbow)
-    density = (
-        evaluate.red_nir_density(
-            geotiff, clusters.cluster_map, bins=settings.density_bins, n_clusters=model.max_id
-        )
-        if {"red", "nir"} <= set(geotiff.data_vars)
-        else None
-    )
+    density = None
+    if {"red", "nir"} <= set(geotiff.data_vars):
+        with heartbeat("counting the red-vs-NIR density"):
+            density = evaluate.red_nir_density(
+                geotiff, clusters.cluster_map, bins=settings.density_bins, n_clusters=model.max_id
+            )
     source = Path(geotiff.attrs["source_path"])
     crs_label = str(geotiff.rio.crs)
     names = list(geotiff.data_vars)
-    with atomic_path(folder) as tmp:
+    with atomic_path(folder) as tmp, heartbeat("drawing the figures"):
         tmp.mkdir()
         labels_preview, extent = plot.read_preview(
             clusters.cluster_map_path, max_size=settings.preview_size

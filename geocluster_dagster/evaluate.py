@@ -36,6 +36,7 @@ from geocluster_dagster.cluster import (
     sum_over_blocks,
 )
 from geocluster_dagster.errors import BandNotFound, ConfigError
+from geocluster_dagster.progress import tracked
 
 #: Label rasters or vectors: numpy, dask or xarray, or a plain sequence of labels.
 Labels = np.ndarray | da.Array | xr.DataArray | Sequence[int]
@@ -176,7 +177,9 @@ def elbow_curve(
     # one thread per core, same numbers as fitting one k after the other (README, Benchmark).
     ks = sorted(set(int(k) for k in k_values))
     with ThreadPoolExecutor(max_workers=min(len(ks), os.cpu_count() or 1)) as pool:
-        rows = list(pool.map(point, ks))
+        rows = list(
+            tracked(pool.map(point, ks), "fitting the elbow curve", total=len(ks), unit="k")
+        )
     curve: pd.DataFrame = pd.DataFrame(rows, columns=["k", "inertia", "silhouette"])
     return curve
 

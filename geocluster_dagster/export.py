@@ -30,6 +30,7 @@ from .bands import band_unit
 from .blocks import CHUNK_SIZE, iter_blocks
 from .errors import AssetReadError, ConfigError
 from .fields import described
+from .progress import heartbeat, tracked
 from .storage import atomic_path, disk_full, remove_quietly
 
 T = TypeVar("T")
@@ -158,6 +159,7 @@ def write_geotiff(
     blocks: Iterable[tuple[tuple[slice, ...], np.ndarray]] | None = None,
     colormap: Mapping[int, tuple[int, int, int, int]] | None = None,
     units: Mapping[str, str] | None = None,
+    task: str | None = None,
 ) -> RasterStats:
     """Write (band, y, x) to a tiled GeoTIFF, or a Cloud-Optimized GeoTIFF with ``cog=True``.
 
@@ -169,7 +171,8 @@ def write_geotiff(
     ``target``: raising there leaves an earlier output in place.
 
     ``colormap`` (value -> RGBA) is the colour table of a single-band class map; ``units``
-    (band name -> unit) are set as GDAL band units.
+    (band name -> unit) are set as GDAL band units. ``task`` names the write in the progress
+    updates (default: "writing <file name>").
 
     ``blocks`` are the (band, y, x) raster's ``(index, block)`` pieces computed elsewhere (e.g.
     :class:`geocluster_dagster.cluster.LabelledBlocks`, which summarises what it yields); ``ds``
@@ -180,6 +183,7 @@ def write_geotiff(
     compressed once, by the COG driver, instead of twice.
     """
     target = Path(target)
+    task = task or f"writing {target.name}"
     names, array = _as_band_array(ds, bands)
     dtype = np.dtype(array.dtype)
     if nodata is None and np.issubdtype(dtype, np.floating):
@@ -240,7 +244,8 @@ def write_geotiff(
                         apply=functools.partial(_with_summary, nodata=nodata),
                     )
                 )
-                for window, (block, summary) in _windows(pieces):
+                n_blocks = int(np.prod(array.numblocks[1:]))
+                for window, (block, summary) in tracked(_windows(pieces), task, total=n_blocks):
                     stats.add(names, summary, block.shape[1] * block.shape[2])
                     dst.write(block, window=window)
                     last = (window, block)
@@ -248,8 +253,10 @@ def write_geotiff(
             if validate is not None:
                 validate(stats)
             if cog:
-                build_overviews(tiled_tmp, blocksize, overview_resampling)
-                copy_to_cog(tiled_tmp, final_tmp, compress, compress_level, blocksize)
+                with heartbeat(f"{task}: overviews"):
+                    build_overviews(tiled_tmp, blocksize, overview_resampling)
+                with heartbeat(f"{task}: compressing into the COG layout"):
+                    copy_to_cog(tiled_tmp, final_tmp, compress, compress_level, blocksize)
                 _verify(final_tmp, last)
         except OSError as err:
             # Judge the disk while the temporary files still occupy it.
@@ -270,6 +277,7 @@ def write_cog(
     settings: CogSettings = CogSettings(),
     *,
     tags: Mapping[str, object] | None = None,
+    task: str = "writing the geotiff (bands and indices)",
 ) -> RasterStats:
     """A deliverable Cloud-Optimized GeoTIFF of every variable of ``ds`` (NaN nodata,
     averaged overviews), compressed as ``settings`` say; returns the written pixels' statistics."""
@@ -281,6 +289,7 @@ def write_cog(
         compress=settings.compress,
         compress_level=settings.compress_level,
         units={str(name): band_unit(str(name)) for name in ds.data_vars},
+        task=task,
     )
 
 

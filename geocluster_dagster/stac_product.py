@@ -110,7 +110,7 @@ def _raster_bands(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
             if src.units[index - 1]:
                 band["unit"] = src.units[index - 1]
             try:
-                stats = src.statistics(index, approx=True)
+                (stats,) = src.stats(indexes=[index], approx=True)
                 band["statistics"] = {
                     "minimum": stats.min,
                     "maximum": stats.max,

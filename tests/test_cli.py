@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -32,8 +33,19 @@ def _invoke(output: Path, *args: str) -> _Run:
 def test_demo_materializes_every_asset_and_prints_where_and_the_scores(tmp_path):
     result = _invoke(tmp_path, "demo")
     assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
     for asset in ASSETS:
-        assert f"  {asset:<12} -> {tmp_path}/{asset}/demo/{DEMO_MONTH}" in result.output
+        # one line per asset: its name, how long its step took, where it wrote
+        where = re.escape(f"-> {tmp_path}/{asset}/demo/{DEMO_MONTH}")
+        assert any(re.fullmatch(rf"  {asset} +\d+\.\d s  {where}(\.\w+)?", x) for x in lines), (
+            asset,
+            result.output,
+        )
+    skipped = next(line for line in lines if line.startswith("  cluster_change "))
+    assert "not built: demo|2023-06-01 is the first date of AOI demo" in skipped
+    # Quiet by default: none of Dagster's own event stream, which -v adds.
+    assert "STEP_START" not in result.output and " - DEBUG - " not in result.output
+    assert len(lines) < 20, result.output
     scores = next(line for line in result.output.splitlines() if line.startswith("Scores: "))
     for name in ("silhouette", "calinski_harabasz", "davies_bouldin", "inertia"):
         assert f"'{name}': " in scores
@@ -105,3 +117,11 @@ def test_a_setting_no_type_can_catch_is_refused_before_anything_runs(tmp_path):
     )
     assert "Traceback" not in result.output
     assert not (tmp_path / "out" / "stac_items").exists()
+
+
+def test_verbose_adds_dagster_events_to_the_asset_lines(tmp_path):
+    assert _invoke(tmp_path, "demo").exit_code == 0
+    result = _invoke(tmp_path, "-v", "demo")
+    assert result.exit_code == 0, result.output
+    assert "STEP_START" in result.output and "RUN_SUCCESS" in result.output
+    assert any(line.startswith("  geotiff ") for line in result.output.splitlines())

@@ -24,6 +24,7 @@ PLAIN = [
     "remote",
     "demo",
     "errors",
+    "progress",
 ]
 
 

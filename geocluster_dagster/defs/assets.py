@@ -9,6 +9,8 @@ gives, and records what the writer returns.
 
 import contextlib
 import dataclasses
+import functools
+import inspect
 import json
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -20,7 +22,7 @@ import pandas as pd
 import pystac
 import rasterio
 
-from .. import __version__, plot
+from .. import __version__, plot, progress
 from ..change import (
     CHANGE_MAP,
     CHANGE_PNG,
@@ -94,10 +96,34 @@ with warnings.catch_warnings():  # beta in Dagster 1.x, and the one mapping that
     _SAME_AOI = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name=AOI_PARTITIONS)
 
 
-def _settings_checked(context: dg.AssetExecutionContext) -> None:
-    """Every asset's settings of this run, checked before this step writes anything."""
-    with explained_failures():
-        check_settings(context.run.run_config)
+def _step(compute: Callable[..., Any]) -> Callable[..., Any]:
+    """An asset's body, run with every asset's settings of this run checked first (before this
+    step writes anything), and the progress of its long passes logged into the run's log every
+    few seconds (the UI shows the lines while the step runs)."""
+
+    @contextlib.contextmanager
+    def running(context: dg.AssetExecutionContext) -> Iterator[None]:
+        with explained_failures():
+            check_settings(context.run.run_config)
+        log = progress.Throttled(lambda update: context.log.info(update.describe()))
+        with progress.listening(log):
+            yield
+
+    if inspect.isgeneratorfunction(compute):
+
+        @functools.wraps(compute)
+        def generate(context: dg.AssetExecutionContext, *args: Any, **kwargs: Any) -> Any:
+            with running(context):
+                yield from compute(context, *args, **kwargs)
+
+        return generate
+
+    @functools.wraps(compute)
+    def call(context: dg.AssetExecutionContext, *args: Any, **kwargs: Any) -> Any:
+        with running(context):
+            return compute(context, *args, **kwargs)
+
+    return call
 
 
 @contextlib.contextmanager
@@ -117,15 +143,14 @@ def _asset(
     specs = [
         _check_spec(product, name, description, blocking) for name, blocking, description in checks
     ]
-    decorator: Callable[[Callable[..., Any]], dg.AssetsDefinition]
-    decorator = dg.asset(
+    asset = dg.asset(
         name=product.asset,
         partitions_def=partitions,
         group_name=GROUP,
         check_specs=specs or None,
         **kwargs,
     )
-    return decorator
+    return lambda compute: asset(_step(compute))
 
 
 def _check_spec(product: Product, name: str, description: str, blocking: bool = False) -> Any:
@@ -207,7 +232,6 @@ def stac_items(
     stac: StacCatalog,
     outputs: OutputStore,
 ) -> dg.MaterializeResult:
-    _settings_checked(context)
     window = partition_window(context)
     settings = to_settings(SearchSettings, config)
     path = outputs.path(STAC_ITEMS, window)
@@ -267,7 +291,6 @@ def band_stack(
     dask: DaskCluster,
     outputs: OutputStore,
 ) -> Iterator[dg.MaterializeResult]:
-    _settings_checked(context)
     window = partition_window(context)
     path = outputs.path(BAND_STACK, window)
     items = read_items(outputs.existing(STAC_ITEMS, window))
@@ -327,7 +350,6 @@ def mosaic(
     dask: DaskCluster,
     outputs: OutputStore,
 ) -> dg.MaterializeResult:
-    _settings_checked(context)
     window = partition_window(context)
     path = outputs.path(MOSAIC, window)
     with explained_failures():
@@ -371,7 +393,6 @@ def geotiff(
     dask: DaskCluster,
     outputs: OutputStore,
 ) -> dg.MaterializeResult:
-    _settings_checked(context)
     window = partition_window(context)
     path = outputs.path(GEOTIFF, window)
     with explained_failures():
@@ -409,13 +430,13 @@ def geotiff(
     "partition) give a land cover the same id in every date.",
     kinds={"sklearn"},
 )
+@_step
 def cluster_model(
     context: dg.AssetExecutionContext,
     config: ReferenceModelConfig,
     dask: DaskCluster,
     outputs: OutputStore,
 ) -> dg.MaterializeResult:
-    _settings_checked(context)
     aoi_id = context.partition_key
     folder = outputs.of_aoi(CLUSTER_MODEL, aoi_id)
     with explained_failures():
@@ -484,7 +505,6 @@ def clusters(
     dask: DaskCluster,
     outputs: OutputStore,
 ) -> dg.MaterializeResult:
-    _settings_checked(context)
     window = partition_window(context)
     folder = outputs.path(CLUSTERS, window)
     with explained_failures():
@@ -557,7 +577,6 @@ def diagnostics(
     dask: DaskCluster,
     outputs: OutputStore,
 ) -> dg.MaterializeResult:
-    _settings_checked(context)
     window = partition_window(context)
     folder = outputs.path(DIAGNOSTICS, window)
     with explained_failures():
@@ -618,12 +637,12 @@ _CHANGE_CHECKS = [
     partitions_def=partitions,
     can_subset=True,
 )
+@_step
 def cluster_change(
     context: dg.AssetExecutionContext,
     config: ChangeConfig,
     outputs: OutputStore,
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
-    _settings_checked(context)
     window = partition_window(context)
     folder = outputs.path(CLUSTER_CHANGE, window)
     with explained_failures():
@@ -701,7 +720,6 @@ def stac_item(
     stac: StacCatalog,
     outputs: OutputStore,
 ) -> dg.MaterializeResult:
-    _settings_checked(context)
     window = partition_window(context)
     with explained_failures():
         geotiff_path = outputs.existing(GEOTIFF, window)

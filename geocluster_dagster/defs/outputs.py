@@ -66,7 +66,7 @@ class OutputStore(dg.ConfigurableResource):  # type: ignore[type-arg]
             return
         # An AOI x date partition, or an AOI's reference model (partitioned by AOI only).
         aoi_id, name = split_key(key) if "|" in key else (key, "cluster_model")
-        say = (context.log or log).info
+        say = (context.log or log).warning  # the run is held up: say so even in a quiet CLI
         with exclusive_lock(
             self.root() / ".locks" / aoi_id / f"{name}.lock",
             what=f"Partition {key}",

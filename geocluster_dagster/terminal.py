@@ -1,0 +1,158 @@
+"""What a run shows in a terminal: a bar per long pass while it runs, one line per asset.
+
+Dagster's console logger prints every event of a run (tens of DEBUG lines a step); the CLI
+shows it only with ``-v``. By default the run's log records go to :class:`AssetLines`, which
+prints, as each step ends, the asset, its time and where it wrote, then its failing checks
+and the run's warnings; :class:`Bars` draws the progress of the passes inside a step (on a
+terminal only: a log file or a pipe gets the asset lines alone).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any
+
+import dagster as dg
+from dagster._core.events import DagsterEventType
+from tqdm import tqdm
+
+from .progress import Update
+
+#: The metadata entry every asset records its product's path in.
+OUTPUT_PATH = "output_path"
+
+
+def echo(line: str, *, err: bool = False) -> None:
+    """Print a line above any progress bar (tqdm.write keeps the bars intact)."""
+    tqdm.write(line, file=sys.stderr if err else sys.stdout)
+
+
+class Bars:
+    """A progress listener that draws one tqdm bar per running task."""
+
+    def __init__(self) -> None:
+        self._bars: dict[str, Any] = {}
+        # Dagster captures a step's stdout and stderr (the UI shows them), so a step's sys.stderr
+        # is no terminal: the bars go to a copy of the terminal taken before the run starts.
+        self._terminal = os.fdopen(os.dup(2), "w") if sys.stderr.isatty() else None
+
+    def close(self) -> None:
+        if self._terminal is not None:
+            self._terminal.close()
+
+    def __call__(self, update: Update) -> None:
+        if self._terminal is None:
+            return
+        bar = self._bars.get(update.task)
+        if bar is None:
+            countable = update.total is not None
+            bar = tqdm(
+                total=update.total,
+                desc=update.task,
+                unit=update.unit or "it",
+                leave=False,
+                file=self._terminal,
+                bar_format=None if countable else "{desc}: {elapsed}",
+            )
+            self._bars[update.task] = bar
+        if update.total is not None:
+            bar.update(update.done - bar.n)
+        else:
+            bar.refresh()
+        if update.finished:
+            bar.close()
+            del self._bars[update.task]
+
+
+class AssetLines(logging.Handler):
+    """Turns a run's Dagster log records into one line per asset, as each step ends."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.started: dict[str, float] = {}
+        self.written: dict[str, dg.RawMetadataMapping] = {}
+        self.failed_checks: list[str] = []
+        self.failures: list[str] = []
+        self.ended: list[str] = []
+        self._pending: dict[str, list[str]] = {}
+        self._said: dict[str, str] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        meta = getattr(record, "dagster_meta", None)
+        if meta is None:
+            return
+        event, step = meta.get("dagster_event"), meta.get("step_key") or ""
+        if event is None:
+            message = meta.get("orig_message", record.getMessage())
+            if record.levelno >= logging.WARNING:
+                self._later(step, f"    warning: {message}")
+            elif step:
+                self._said.setdefault(step, message)  # why a step wrote nothing, if it did not
+            return
+        kind = event.event_type
+        if kind == DagsterEventType.STEP_START:
+            self.started[step] = record.created
+        elif kind == DagsterEventType.ASSET_MATERIALIZATION:
+            materialization = event.step_materialization_data.materialization
+            metadata = materialization.metadata
+            self.written[materialization.asset_key.to_user_string()] = metadata
+            if "no_imagery" in metadata:
+                self._later(step, f"    no imagery: {metadata['no_imagery'].value}")
+        elif kind == DagsterEventType.ASSET_CHECK_EVALUATION:
+            check = event.event_specific_data
+            if not check.passed:
+                line = f"    check {check.check_name} {check.severity.value}: {check.description}"
+                self.failed_checks.append(line)
+                self._later(step, line)
+        elif kind == DagsterEventType.STEP_SUCCESS:
+            self._step_line(step, record.created)
+        elif kind == DagsterEventType.STEP_FAILURE:
+            error = event.step_failure_data.error
+            message = error.message.strip() if error else "(no error recorded)"
+            self.failures.append(f"FAILED {step}: {message}")
+            self._step_line(step, record.created, failed=True)
+            echo(self.failures[-1], err=True)
+
+    def _later(self, step: str, line: str) -> None:
+        """Lines printed under the step's own line, once the step ends."""
+        if step:
+            self._pending.setdefault(step, []).append(line)
+        else:
+            echo(line)
+
+    def _step_line(self, step: str, ended: float, *, failed: bool = False) -> None:
+        self.ended.append(step)
+        seconds = ended - self.started.get(step, ended)
+        path = self.written.get(step, {}).get(OUTPUT_PATH)
+        if path is not None:
+            where = f"-> {getattr(path, 'value', path)}"
+        elif not failed:
+            where = f"not built: {self._said.get(step, 'it wrote nothing')}"
+        else:
+            where = ""
+        state = "failed after" if failed else ""
+        echo(f"  {step:<14} {state}{seconds:6.1f} s  {where}".rstrip())
+        for line in self._pending.pop(step, []):
+            echo(line)
+
+
+def run_loggers(lines: AssetLines, verbose: bool) -> dict[str, dg.LoggerDefinition]:
+    """The job's loggers for a terminal run: the asset lines, plus Dagster's console with -v."""
+
+    def asset_lines(_: dg.InitLoggerContext) -> logging.Logger:
+        logger = logging.getLogger("geocluster_dagster.terminal.run")
+        logger.setLevel(logging.DEBUG)
+        logger.propagate = False
+        logger.handlers = [lines]
+        return logger
+
+    loggers = {
+        "geocluster": dg.LoggerDefinition(
+            asset_lines, description="One line per asset, as each step ends (geocluster's CLI)."
+        )
+    }
+    if verbose:
+        loggers["console"] = dg.colored_console_logger
+    return loggers
