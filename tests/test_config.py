@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import typing
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -116,3 +117,30 @@ def _enum_values(config_type) -> set[str]:
 def test_a_valid_choice_passes_validation():
     job = defs.resolve_job_def("geocluster_pipeline")
     dg.validate_run_config(job, {"ops": {"mosaic": {"config": {"method": "first_clear"}}}})
+
+
+@pytest.mark.parametrize("job_name", ["geocluster_pipeline", "geocluster_reference"])
+def test_the_launchpad_scaffolds_every_field_that_has_a_value_as_its_default(job_name):
+    """The launchpad opens with the YAML Dagster derives from the job's config schema: every
+    field with a default value is in it, lists included. A null default is not (Dagster drops
+    None from that YAML), so the README lists those fields and their meaning."""
+    import yaml
+    from dagster._core.snap import JobSnap
+    from dagster._core.snap.snap_to_yaml import default_values_yaml_from_type_snap
+
+    from geocluster_dagster.defs.config import CONFIG_OF
+
+    snap = JobSnap.from_job_def(defs.resolve_job_def(job_name))
+    schema = snap.config_schema_snapshot
+    root = schema.get_config_snap(snap.mode_def_snaps[0].root_config_key)
+    scaffold = yaml.safe_load(default_values_yaml_from_type_snap(schema, root))["ops"]
+    assert scaffold
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    for asset, values in scaffold.items():
+        config_class = CONFIG_OF[asset]
+        for name, field in config_class.model_fields.items():
+            if field.default is None:
+                assert f"{name}: null" in readme, f"{asset}.{name}: a null default the README omits"
+                continue
+            assert name in values["config"], f"{asset}.{name} is missing from the launchpad"
+            assert _plain(values["config"][name]) == _plain(field.default), (asset, name)

@@ -50,13 +50,15 @@ class MaskFlagChoice(enum.Enum):
 def setting(settings_class: type, name: str) -> Any:
     """A config field with the default and description of ``settings_class``'s field ``name``.
 
-    Tuples (the dataclasses' immutable defaults) become lists, the form run config takes.
+    Tuples (the dataclasses' immutable defaults) become lists, the form run config takes, given
+    as a value rather than a factory: Dagster shows only a value in the launchpad's defaults
+    (pydantic copies a list default for each config, so it is never shared).
     """
     spec = {f.name: f for f in dataclasses.fields(settings_class)}[name]
     description = spec.metadata["description"]
     default = spec.default
     if isinstance(default, tuple):
-        return Field(default_factory=lambda: list(default), description=description)
+        return Field(default=list(default), description=description)
     return Field(default=default, description=description)
 
 
