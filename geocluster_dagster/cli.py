@@ -132,7 +132,7 @@ def _run_job(
                     echo(f"FAILED: {error.message.strip() if error else event.message}", err=True)
         sys.exit(1)
     scores = {
-        key: round(float(value.value), 4)  # scores are float metadata
+        key: value.value  # rounded as the UI shows them (defs/readable.py)
         for metadata in lines.written.values()
         for key, value in metadata.items()
         if key in _SCORES

@@ -67,6 +67,27 @@ class ClusterScores:
         return asdict(self)
 
 
+#: How to read each score: (the better direction and range, what it measures).
+SCORE_GUIDE: dict[str, tuple[str, str]] = {
+    "silhouette": (
+        "higher is better, -1..1",
+        "how much nearer each pixel is to its own cluster than to the next (sampled)",
+    ),
+    "calinski_harabasz": (
+        "higher is better, > 0",
+        "between-cluster over within-cluster dispersion",
+    ),
+    "davies_bouldin": (
+        "lower is better, >= 0",
+        "each cluster's mean similarity to its most similar cluster",
+    ),
+    "inertia": (
+        "lower is tighter; compare only at the same k and sample",
+        "sum of squared distances to the assigned centres, in standardised units",
+    ),
+}
+
+
 def subsample_index(n: int, max_samples: int, seed: int) -> np.ndarray:
     """Sorted seeded indices of at most max_samples rows out of n."""
     if n <= max_samples:

@@ -117,7 +117,7 @@ def judge_scenes(item_count: int, cloud_covers: Sequence[float | None], reason: 
 
 
 def judge_clear_fraction(clear_fraction: float, aoi_pixels: int, q: MosaicQuality) -> Judgement:
-    metadata = {"clear_fraction": round(clear_fraction, 4), "aoi_pixels": aoi_pixels}
+    metadata = {"clear_share_of_aoi": round(clear_fraction, 4), "aoi_pixels": aoi_pixels}
     share = f"{clear_fraction:.1%} of the AOI has a clear observation"
     if clear_fraction < q.error_clear_fraction:
         return Judgement(

@@ -40,7 +40,7 @@ def test_the_cloudy_landsat7_date_trips_the_clear_fraction_warning():
     verdict = judge_clear_fraction(cloudy, pixels, MosaicQuality())
     assert not verdict.passed and verdict.severity == "warn"
     assert "below warn_clear_fraction=0.8" in verdict.description
-    assert verdict.metadata["clear_fraction"] == round(cloudy, 4)
+    assert verdict.metadata["clear_share_of_aoi"] == round(cloudy, 4)
     assert judge_clear_fraction(clear, pixels, MosaicQuality()).passed
     stricter = judge_clear_fraction(cloudy, pixels, MosaicQuality(error_clear_fraction=0.75))
     assert (

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from geocluster_dagster.defs.readable import Measure
 from geocluster_dagster.demo import DEMO_MONTH
 
 ASSETS = ("stac_items", "band_stack", "mosaic", "geotiff", "clusters", "diagnostics")
@@ -101,7 +102,8 @@ def test_two_runs_of_one_partition_do_not_interleave(tmp_path):
     )
     assert len(model["centers"]) == last
     printed = next(line for line in outputs[last].splitlines() if line.startswith("Scores: "))
-    assert f"'silhouette': {round(scores['silhouette'], 4)}" in printed
+    # printed as the UI shows it: four significant digits
+    assert f"'silhouette': {Measure('', scores['silhouette'], digits=4).shown()}" in printed
     first = next(line for line in outputs[10 - last].splitlines() if line.startswith("Scores: "))
     assert first != printed  # its own k's scores, not the files the other run left
 

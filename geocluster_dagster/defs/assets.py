@@ -37,7 +37,7 @@ from ..cluster_product import CLUSTER_MAP, MODEL, SIGNATURES_CSV, open_clusters,
 from ..composite import CompositeSettings, write_mosaic
 from ..diagnostics import PREVIEWS, DiagnosticsSettings, k_advice, write_diagnostics
 from ..errors import GeoclusterError, NoItemsFound, NotComparable
-from ..evaluate import KChoice
+from ..evaluate import SCORE_GUIDE, KChoice
 from ..export import CogSettings, open_geotiff, write_cog
 from ..indices import IndexSettings, add_indices
 from ..load import LoadSettings
@@ -75,6 +75,7 @@ from .config import (
 )
 from .outputs import OutputStore, Product
 from .partitions import AOI_PARTITIONS, aoi_partitions, partition_window, partitions, window_of
+from .readable import DENOMINATORS, Measure, as_metadata, rounded, share
 from .resources import AOIRegistry, DaskCluster, StacCatalog
 
 GROUP = "geocluster"
@@ -262,10 +263,21 @@ def stac_items(
         for i in items
     ]
     table = "| item | acquired (UTC) | cloud % |\n|---|---|---|\n" + "\n".join(rows)
+    covers = [i.properties.get("eo:cloud_cover") for i in items]
+    clouds = [float(c) for c in covers if isinstance(c, int | float) and not isinstance(c, bool)]
+    measures = [
+        Measure("item_count", len(items), "scenes", "scenes in the window that passed the filters"),
+        Measure(
+            "mean_cloud_cover_pct",
+            sum(clouds) / len(clouds) if clouds else None,
+            "%",
+            "mean eo:cloud_cover of the scene footprints (lower is better)",
+        ),
+    ]
     return _written(
         path,
         {
-            "item_count": len(items),
+            **as_metadata(measures),
             "collection": settings.collection,
             "source": source.url,
             **sources,
@@ -310,11 +322,17 @@ def band_stack(
         )
         stack = write_band_stack(recipe, path)
     geobox = stack.odc.geobox
+    unit = "m" if geobox.crs.units[0] in ("metre", "meter", "m") else str(geobox.crs.units[0])
+    measures = [
+        Measure("time_slices", stack.sizes["time"], "dates", "acquisition dates composited"),
+        Measure(f"pixel_size_{unit}", abs(geobox.resolution.x), unit, "edge of one output pixel"),
+        Measure("grid_pixels", geobox.shape.y * geobox.shape.x, "px", "the grid's bounding box"),
+    ]
     yield _written(
         path,
         {
+            **as_metadata(measures),
             "bands": stack.attrs["bands"],
-            "time_slices": stack.sizes["time"],
             "scenes_per_slice": dg.MetadataValue.json(
                 {
                     str(t)[:10]: ids.split(",")
@@ -322,8 +340,7 @@ def band_stack(
                 }
             ),
             "crs": str(geobox.crs),
-            "resolution": abs(geobox.resolution.x),
-            "shape": f"{geobox.shape.y} x {geobox.shape.x}",
+            "shape": f"{geobox.shape.y} x {geobox.shape.x} px (rows x columns)",
             "mask": stack.attrs["mask_flags"] or "off",
         },
     )
@@ -366,11 +383,23 @@ def mosaic(
             },
         )
     quality = to_settings(MosaicQuality, config)
+    coverage = facts.coverage
+    measures = [
+        Measure("aoi_pixels", coverage.aoi_pixels, "px", DENOMINATORS["aoi"]),
+        Measure("clear_pixels", coverage.clear, "px", "AOI pixels with a clear observation"),
+        share(
+            "clear", coverage.clear, coverage.aoi_pixels, "aoi", "clear pixels (higher is better)"
+        ),
+    ]
+    if coverage.with_data is not None:
+        measures.append(
+            share("data", coverage.with_data, coverage.aoi_pixels, "aoi", "pixels any scene covers")
+        )
     return _written(
         path,
         {
-            **facts.coverage.as_dict(),
-            "band_statistics": dg.MetadataValue.json(facts.stats.as_dict()),
+            **as_metadata(measures),
+            "band_statistics": dg.MetadataValue.json(rounded(facts.stats.as_dict())),
         },
         [judge_clear_fraction(facts.coverage.clear_fraction, facts.coverage.aoi_pixels, quality)],
     )
@@ -414,7 +443,7 @@ def geotiff(
         {
             "bands": ", ".join(map(str, image.data_vars)),
             "indices": ", ".join(names) or "none",
-            "band_statistics": dg.MetadataValue.json(stats.as_dict()),
+            "band_statistics": dg.MetadataValue.json(rounded(stats.as_dict())),
         },
         judge_cog(path, [str(b) for b in image.data_vars], stats.as_dict()),
     )
@@ -525,6 +554,7 @@ def clusters(
             naming=to_settings(NamingSettings, config),
         )
     sizes = facts.signatures[["cluster", "name", "pixel_count", "area_ha", "fraction"]].round(4)
+    sizes = sizes.rename(columns={"fraction": "share_of_map"})
     classes = pd.DataFrame(
         [{"cluster": c.id, "name": c.name, "rule": c.rule} for c in facts.classes]
     )
@@ -539,16 +569,28 @@ def clusters(
                 f"reference model within match_max_distance={config.match_max_distance}: new ids "
                 + ", ".join(f"{m.id} (nearest {m.distance:.2f})" for m in new)
             )
+    measures = [
+        Measure("n_clusters", facts.n_clusters, "clusters", "k of the map"),
+        Measure(
+            "fit_sample_pixels", facts.fit_sample_pixels, "px", "pixels the model was fitted on"
+        ),
+        Measure(
+            "smallest_cluster_share_of_map",
+            float(facts.signatures["fraction"].min()),
+            "0..1",
+            f"the smallest cluster, as a share of the {DENOMINATORS['map']}",
+            digits=4,
+        ),
+    ]
     return _written(
         folder,
         {
-            "n_clusters": facts.n_clusters,
+            **as_metadata(measures),
             **_k_choice_metadata(context, facts.k_choice, facts.n_clusters),
             "model": plan.describe(),
             **matched,
             "algorithm": facts.summary["algorithm"],
             "features": ", ".join(facts.features),
-            "fit_sample_pixels": facts.fit_sample_pixels,
             "cluster_map_path": dg.MetadataValue.path(str(folder / CLUSTER_MAP)),
             "signatures_path": dg.MetadataValue.path(str(folder / SIGNATURES_CSV)),
             "cluster_sizes": dg.MetadataValue.md(_markdown_table(sizes)),
@@ -589,9 +631,40 @@ def diagnostics(
             to_settings(DiagnosticsSettings, config),
             label=window.label,
         )
-        metadata: dict[str, Any] = {k: float(v) for k, v in facts.scores.as_dict().items()}
-        metadata["elbow_knee_k"] = facts.knee if facts.knee is not None else "none"
-        metadata["silhouette_best_k"] = facts.silhouette_best
+        scores = facts.scores
+        measures = [
+            Measure(name, float(getattr(scores, name)), "", f"{better}: {what}", digits=4)
+            for name, (better, what) in SCORE_GUIDE.items()
+        ]
+        measures += [
+            Measure(
+                "n_scored",
+                int(scores.n_scored),
+                "px",
+                "pixels behind every score but the silhouette",
+                trend=False,
+            ),
+            Measure(
+                "n_silhouette",
+                int(scores.n_silhouette),
+                "px",
+                "pixels behind the silhouette",
+                trend=False,
+            ),
+            Measure(
+                "elbow_knee_k",
+                facts.knee if facts.knee is not None else "none",
+                "clusters",
+                "the elbow curve's knee (kneed)",
+            ),
+            Measure(
+                "silhouette_best_k",
+                facts.silhouette_best,
+                "clusters",
+                "k of the elbow curve's best silhouette",
+            ),
+        ]
+        metadata: dict[str, Any] = as_metadata(measures)
         metadata["k_advice"] = k_advice(stored.model.n_clusters, facts.knee, facts.silhouette_best)
         for name in PREVIEWS:
             if name in facts.figures:
@@ -680,10 +753,37 @@ def cluster_change(
     yield _written(
         folder,
         {
+            **as_metadata(
+                [
+                    Measure(
+                        "changed_hectares",
+                        float(summary["changed_hectares"]),
+                        "ha",
+                        "area whose class changed",
+                    ),
+                    Measure(
+                        "changed_share_of_compared",
+                        float(summary["changed_share"]),
+                        "0..1",
+                        f"changed pixels, as a share of the {DENOMINATORS['compared']}",
+                        digits=4,
+                    ),
+                    Measure(
+                        "compared_share_of_map",
+                        float(summary["overlap"]),
+                        "0..1",
+                        f"pixels compared, as a share of this date's {DENOMINATORS['map']}",
+                        digits=4,
+                    ),
+                    Measure(
+                        "unknown_pixels",
+                        int(summary["unknown_pixels"]),
+                        "px",
+                        "mapped in one date only",
+                    ),
+                ]
+            ),
             "compared_with": earlier,
-            "changed_hectares": round(float(summary["changed_hectares"]), 2),
-            "changed_share": summary["changed_share"],
-            "unknown_pixels": summary["unknown_pixels"],
             "largest_transitions": dg.MetadataValue.md(
                 "\n".join(f"1. {t}" for t in summary["largest_transitions"]) or "no change"
             ),
