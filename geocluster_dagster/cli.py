@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .errors import GeoclusterError
+from .errors import GeoclusterError, InstanceUnavailable, OutputNotWritable
 
 if TYPE_CHECKING:
     import dagster as dg
@@ -30,34 +30,95 @@ _SCORES = ("silhouette", "calinski_harabasz", "davies_bouldin", "inertia")
 
 def _instance() -> dg.DagsterInstance:
     """The Dagster instance of $DAGSTER_HOME, defaulting to <output root>/.dagster_home."""
-    import dagster as dg
-
     from .defs.resources import output_root
-    from .storage import exclusive_lock
 
     if not os.environ.get("DAGSTER_HOME"):
         home = output_root() / ".dagster_home"
-        home.mkdir(parents=True, exist_ok=True)
-        config = home / "dagster.yaml"
-        if not config.exists():
-            # Read retries and token renewals are logged by `geocluster_dagster`: show them.
-            config.write_text(
-                "python_logs:\n  managed_python_loggers:\n    - geocluster_dagster\n"
-                # A terminal tool's own instance: no usage statistics, and no banner about them.
-                "telemetry:\n  enabled: false\n"
-            )
+        try:
+            _create_own_instance(home)
+        except OSError as err:
+            raise OutputNotWritable(
+                f"cannot create the CLI's Dagster instance in {home}: {err.strerror or err}. "
+                "It lives under the output root by default: choose a writable --output (env "
+                "GEOCLUSTER_OUTPUT), or set DAGSTER_HOME to a writable folder."
+            ) from err
         os.environ["DAGSTER_HOME"] = str(home)
-    # Two commands starting at once on a new instance would both create its SQLite tables,
-    # and one would fail ("table ... already exists"): one creates them, the other waits.
-    home = Path(os.environ["DAGSTER_HOME"])
-    with exclusive_lock(
-        home / ".instance.lock",
-        what=f"The Dagster instance {home}",
-        holder="geocluster",
-        timeout_s=120,
-        on_wait=lambda _: None,
-    ):
-        return dg.DagsterInstance.get()
+    return _open_instance(Path(os.environ["DAGSTER_HOME"]))
+
+
+def _create_own_instance(home: Path) -> None:
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        # Read retries and token renewals are logged by `geocluster_dagster`: show them.
+        config.write_text(
+            "python_logs:\n  managed_python_loggers:\n    - geocluster_dagster\n"
+            # A terminal tool's own instance: no usage statistics, and no banner about them.
+            "telemetry:\n  enabled: false\n"
+        )
+
+
+def _open_instance(home: Path) -> dg.DagsterInstance:
+    """The instance at ``home``, or one line saying why it cannot be opened and what to do."""
+    import dagster as dg
+    import yaml
+
+    from .storage import exclusive_lock
+
+    fix = (
+        "Fix or move it, or unset DAGSTER_HOME to use the CLI's own instance under the output root."
+    )
+    if not home.is_dir():
+        raise InstanceUnavailable(
+            f"DAGSTER_HOME={home} is not a folder. Create it (mkdir -p {home}), or unset "
+            "DAGSTER_HOME to use the CLI's own instance under the output root."
+        )
+    try:
+        # Two commands starting at once on a new instance would both create its SQLite tables,
+        # and one would fail ("table ... already exists"): one creates them, the other waits.
+        with exclusive_lock(
+            home / ".instance.lock",
+            what=f"The Dagster instance {home}",
+            holder="geocluster",
+            timeout_s=120,
+            on_wait=lambda _: None,
+        ):
+            return dg.DagsterInstance.get()
+    except yaml.YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise InstanceUnavailable(
+            f"{home / 'dagster.yaml'} is not valid YAML ({problem}{at}). {fix}"
+        ) from err
+    except dg.DagsterInvalidConfigError as err:
+        problems = "; ".join(e.message for e in err.errors) or str(err).splitlines()[0]
+        raise InstanceUnavailable(
+            f"{home / 'dagster.yaml'} is not a valid Dagster instance config: {problems}. {fix}"
+        ) from err
+    except OSError as err:
+        raise InstanceUnavailable(
+            f"the Dagster instance {home} cannot be written: {err.strerror or err}. {fix}"
+        ) from err
+    except Exception as err:  # sqlalchemy, Dagster's checks: any other reason, in one line
+        reason = _first_line(err)
+        if "database" in reason.lower() or type(err).__module__.startswith("sqlalchemy"):
+            raise InstanceUnavailable(
+                f"the run database of the Dagster instance {home} cannot be read ({reason}): "
+                f"it is corrupt or not a database. Move {home}/history and {home}/storage "
+                "aside to start a new history, or unset DAGSTER_HOME."
+            ) from err
+        raise InstanceUnavailable(
+            f"the Dagster instance {home} cannot be opened: {reason}. {fix}"
+        ) from err
+
+
+def _first_line(err: BaseException) -> str:
+    """The innermost cause's message, first line (sqlalchemy wraps sqlite3's own words)."""
+    while err.__cause__ is not None or getattr(err, "orig", None) is not None:
+        err = getattr(err, "orig", None) or err.__cause__  # type: ignore[assignment]
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
 
 
 def _sync_aois(instance: dg.DagsterInstance) -> list[str]:
@@ -190,6 +251,32 @@ def _date_key(when: str, windows: dg.TimeWindowPartitionsDefinition) -> str:
     return key
 
 
+def _run_config(config_file: str | None) -> dict[str, Any] | None:
+    """The run config YAML of --config, or a usage error that says where it is malformed."""
+    import yaml
+
+    if config_file is None:
+        return None
+    try:
+        run_config = yaml.safe_load(Path(config_file).read_text())
+    except yaml.YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise click.UsageError(
+            f"--config {config_file} is not valid YAML ({problem}{at}). It holds e.g. "
+            "'ops: {clusters: {config: {n_clusters: 8}}}'."
+        ) from err
+    if run_config is None:
+        return None
+    if not isinstance(run_config, dict):
+        raise click.UsageError(
+            f"--config {config_file} holds a {type(run_config).__name__}, not a run config: "
+            "it holds e.g. 'ops: {clusters: {config: {n_clusters: 8}}}'."
+        )
+    return run_config
+
+
 def _check_run_config(job: dg.JobDefinition, run_config: dict[str, Any]) -> None:
     """Refuse a run config Dagster would refuse (unknown field, wrong type, a choice misspelt)
     before anything runs, in one message instead of a traceback."""
@@ -265,10 +352,8 @@ def demo() -> None:
 )
 def materialize(aoi_id: str, when: str, config_file: str | None) -> None:
     """Materialize the whole graph for one AOI and date window (a month by default)."""
-    import yaml
 
-    run_config = yaml.safe_load(Path(config_file).read_text()) if config_file else None
-    _materialize(aoi_id, when, run_config)
+    _materialize(aoi_id, when, _run_config(config_file))
 
 
 @main.command(name="demo-scene")
@@ -311,9 +396,8 @@ def demo_scene(day: Any) -> None:
 )
 def reference(aoi_id: str, config_file: str | None) -> None:
     """Fit the AOI's reference model (cluster_model) on its materialized date partitions."""
-    import yaml
 
-    run_config = yaml.safe_load(Path(config_file).read_text()) if config_file else None
+    run_config = _run_config(config_file)
     instance = _instance()
     _known_aoi(aoi_id, instance)
     _run_job(

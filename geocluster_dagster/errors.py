@@ -57,3 +57,7 @@ class PartitionBusy(GeoclusterError, TimeoutError):
 
 class NotComparable(ConfigError):
     """Two maps whose cluster ids need not mean the same land cover (no common reference)."""
+
+
+class InstanceUnavailable(GeoclusterError, RuntimeError):
+    """The Dagster instance (DAGSTER_HOME) cannot be opened: its dagster.yaml or database."""

@@ -23,10 +23,13 @@ class _Run:
         self.exit_code, self.output = done.returncode, done.stdout + done.stderr
 
 
-def _invoke(output: Path, *args: str) -> _Run:
+def _invoke(output: Path, *args: str, env: dict[str, str] | None = None) -> _Run:
     """The command in its own process, as a user runs it (no DAGSTER_HOME: the command keeps
-    its instance under the output root; no registry or catalog: the demo's)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GEOCLUSTER_", "DAGSTER_"))}
+    its instance under the output root; no registry or catalog: the demo's), plus ``env``."""
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("GEOCLUSTER_", "DAGSTER_"))},
+        **(env or {}),
+    }
     command = [sys.executable, "-m", "geocluster_dagster", "--output", str(output), *args]
     return _Run(subprocess.run(command, env=env, capture_output=True, text=True, timeout=600))
 
@@ -127,3 +130,66 @@ def test_verbose_adds_dagster_events_to_the_asset_lines(tmp_path):
     assert result.exit_code == 0, result.output
     assert "STEP_START" in result.output and "RUN_SUCCESS" in result.output
     assert any(line.startswith("  geotiff ") for line in result.output.splitlines())
+
+
+def _bad_instance(tmp_path: Path, case: str) -> tuple[dict[str, str], Path]:
+    """A DAGSTER_HOME broken as ``case`` says, and the output root to pass."""
+    home = tmp_path / "home"
+    if case != "missing home":
+        home.mkdir()
+    if case == "yaml syntax":
+        (home / "dagster.yaml").write_text("storage: [oops\n")
+    elif case == "not a mapping":
+        (home / "dagster.yaml").write_text("garbage\n")
+    elif case == "corrupt database":
+        (home / "history").mkdir()
+        (home / "history" / "runs.db").write_text("not a database")
+    return {"DAGSTER_HOME": str(home)}, tmp_path / "out"
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("missing home", "is not a folder. Create it (mkdir -p "),
+        ("yaml syntax", "dagster.yaml is not valid YAML (expected ',' or ']'"),
+        ("not a mapping", "dagster.yaml to parse to dictionary"),
+        ("corrupt database", "cannot be read (DatabaseError: file is not a database)"),
+    ],
+)
+def test_a_broken_instance_is_one_line_that_names_it_and_the_fix(tmp_path, case, expected):
+    env, out = _bad_instance(tmp_path, case)
+    result = _invoke(out, "sync-aois", env=env)
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1 and expected in errors[0], result.output
+    assert "unset DAGSTER_HOME" in errors[0]
+    assert "Traceback" not in result.output
+
+
+def test_an_output_root_that_cannot_hold_the_instance_is_named(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    result = _invoke(blocker / "out", "sync-aois")
+    assert result.exit_code == 2, result.output
+    assert "cannot create the CLI's Dagster instance in " in result.output
+    assert "choose a writable --output" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "ops: {mosaic: [\n",
+            "is not valid YAML (expected the node content, but found '<stream end>' at line 2, column 1)",
+        ),
+        ("- just\n- a list\n", "holds a list, not a run config"),
+    ],
+)
+def test_a_malformed_run_config_file_is_one_line(tmp_path, text, expected):
+    config = tmp_path / "run.yaml"
+    config.write_text(text)
+    result = _invoke(tmp_path / "out", "materialize", "--aoi", "demo", "--date", "2023-06", "--config", str(config))  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert expected in result.output, result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "out" / "stac_items").exists()
