@@ -28,6 +28,7 @@ from shapely.geometry.base import BaseGeometry
 
 from .bands import BandPlan, Scaling, SensorProfile, asset_scaling, plan_bands, sensor_profile
 from .blocks import CHUNK_SIZE
+from .budget import MAX_GRID_PIXELS, estimate, refuse_runaway
 from .errors import ConfigError, NoOverlap
 from .fields import described
 from .mask import DEFAULT_MASK_FLAGS, MaskFlag, mask_reasons, qa_mask
@@ -84,6 +85,11 @@ class LoadSettings:
     preflight: bool = described(
         True, "Open every asset's header before loading, to fail early with the URL that is broken."
     )
+    max_grid_pixels: int = described(
+        MAX_GRID_PIXELS,
+        "Refuse a partition whose output grid (the AOI's bounding box at the output "
+        "resolution) has more pixels than this; a whole Landsat scene has about 61 million.",
+    )
 
     def __post_init__(self) -> None:
         bands = list(self.bands or ())
@@ -92,6 +98,10 @@ class LoadSettings:
             raise ConfigError(f"`bands` names {twice} more than once: list each band once.")
         if self.resolution is not None and self.resolution <= 0:
             raise ConfigError(f"`resolution` must be positive, got {self.resolution}.")
+        if self.max_grid_pixels < 1:
+            raise ConfigError(
+                f"`max_grid_pixels` must be a positive number of pixels, got {self.max_grid_pixels}."
+            )
         if self.chunk_size < 64:
             raise ConfigError(f"`chunk_size` must be at least 64 pixels, got {self.chunk_size}.")
         if self.resampling not in RESAMPLING_METHODS:
@@ -272,11 +282,6 @@ def load_band_stack(
     slices = group_items(items, plan, settings.groupby)
     group_of = {item.id: index for index, s in enumerate(slices) for item in s.items}
 
-    asset_keys = [*plan.assets.values(), *([plan.qa_asset] if plan.qa_asset else [])]
-    reader = RemoteReader(remote or RemoteReadSettings(), href_signer)
-    if settings.preflight:
-        check_assets(items, asset_keys, aoi, reader)
-
     geobox = odc.stac.output_geobox(
         [],
         crs=crs,
@@ -286,6 +291,21 @@ def load_band_stack(
     )
     if geobox is None:  # odc-stac returns None only when given neither items nor a polygon
         raise NoOverlap(f"No output grid for the AOI {aoi.bounds}: it has no area.")
+    # Measured before any header or pixel is read: a runaway AOI is refused in milliseconds.
+    cost = estimate(
+        geobox,
+        aoi,
+        items,
+        bands=len(plan.assets),
+        with_qa=plan.qa_asset is not None,
+        products_bands=len(plan.assets) + 2,  # + NDVI and LST, the default indices
+    )
+    refuse_runaway(cost, aoi, resolution, settings.max_grid_pixels)
+
+    asset_keys = [*plan.assets.values(), *([plan.qa_asset] if plan.qa_asset else [])]
+    reader = RemoteReader(remote or RemoteReadSettings(), href_signer)
+    if settings.preflight:
+        check_assets(items, asset_keys, aoi, reader)
     pad_rows, pad_cols = tile_aligned_padding(items, plan, geobox, settings.chunk_size)
     raw = odc.stac.load(
         items,
@@ -344,6 +364,7 @@ def load_band_stack(
         qa_kind=plan.profile.qa_kind,
         mask_flags=",".join(settings.mask_flags) if settings.mask_clouds else "",
         bands=",".join(plan.assets),
+        estimate=cost.as_dict(),
     )
     stack: xr.Dataset = out
     return stack

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,10 +76,18 @@ class BandStackRecipe:
         )
 
 
-def write_band_stack(recipe: BandStackRecipe, path: Path) -> xr.Dataset:
+def write_band_stack(
+    recipe: BandStackRecipe,
+    path: Path,
+    validate: Callable[[xr.Dataset], None] | None = None,
+) -> xr.Dataset:
     """Open the stack ``recipe`` describes (every asset's header checked first), then store the
-    recipe at ``path``; returns the lazy stack, whose attributes describe what was found."""
+    recipe at ``path``; returns the lazy stack, whose attributes describe what was found
+    (``estimate``: its size, see :mod:`geocluster_dagster.budget`). ``validate(stack)`` runs
+    before the recipe replaces an earlier one: raising there leaves the earlier one in place."""
     stack = recipe.open(preflight=True)
+    if validate is not None:
+        validate(stack)
     write_json(recipe.to_dict(), path)
     return stack
 

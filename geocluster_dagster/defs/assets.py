@@ -23,6 +23,7 @@ import pystac
 import rasterio
 
 from .. import __version__, plot, progress
+from ..budget import Estimate, refuse_full_disk
 from ..change import (
     CHANGE_MAP,
     CHANGE_PNG,
@@ -320,13 +321,24 @@ def band_stack(
             source=stac.source(),
             remote=stac.read_settings(),
         )
-        stack = write_band_stack(recipe, path)
+        stack = write_band_stack(
+            recipe,
+            path,
+            validate=lambda opened: refuse_full_disk(
+                Estimate(**opened.attrs["estimate"]), outputs.root(), where=window.label
+            ),
+        )
+    cost = Estimate(**stack.attrs["estimate"])
     geobox = stack.odc.geobox
     unit = "m" if geobox.crs.units[0] in ("metre", "meter", "m") else str(geobox.crs.units[0])
     measures = [
         Measure("time_slices", stack.sizes["time"], "dates", "acquisition dates composited"),
         Measure(f"pixel_size_{unit}", abs(geobox.resolution.x), unit, "edge of one output pixel"),
-        Measure("grid_pixels", geobox.shape.y * geobox.shape.x, "px", "the grid's bounding box"),
+        Measure("grid_pixels", cost.grid_pixels, "px", "the grid: the AOI's bounding box"),
+        Measure("covered_pixels", cost.covered_pixels, "px", "AOI pixels some scene covers"),
+        Measure("read_mb", cost.bytes_read / 1e6, "MB", "decoded bytes the mosaic will read"),
+        Measure("products_mb", cost.bytes_written / 1e6, "MB", "uncompressed size of the products"),
+        Measure("disk_needed_mb", cost.disk_needed / 1e6, "MB", "free space the writes need"),
     ]
     yield _written(
         path,

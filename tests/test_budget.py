@@ -1,0 +1,136 @@
+"""A partition's size measured before anything is read, and a runaway refused with numbers."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+import pystac
+import pytest
+import shapely
+from odc.geo.geobox import GeoBox
+
+from geocluster_dagster.budget import (
+    Estimate,
+    estimate,
+    parts_apart_km,
+    refuse_full_disk,
+    refuse_runaway,
+)
+from geocluster_dagster.defs.partitions import partition_key
+from geocluster_dagster.demo import DEMO_MONTH
+from geocluster_dagster.errors import ConfigError, OutputNotWritable
+
+from .test_assets import (  # noqa: F401  (fixtures)
+    _no_outputs,
+    _registry,
+    dask_cluster,
+    demo,
+    failure_message,
+    run,
+)
+
+#: 0.1 x 0.1 degree near the equator, on a 30 m UTM grid.
+BOX = shapely.box(10.0, 0.0, 10.1, 0.1)
+
+
+def _item(footprint: shapely.Geometry, name: str) -> pystac.Item:
+    when = datetime(2023, 6, 10, tzinfo=timezone.utc)
+    return pystac.Item(name, shapely.geometry.mapping(footprint), list(footprint.bounds), when, {})
+
+
+def test_the_estimate_counts_the_aoi_and_what_the_scenes_cover():
+    triangle = shapely.Polygon([(10.0, 0.0), (10.1, 0.0), (10.0, 0.1)])
+    grid = GeoBox.from_bbox(BOX.bounds, crs="EPSG:4326", resolution=0.0005)
+    west_half = _item(shapely.box(10.0, 0.0, 10.05, 0.1), "west")
+    cost = estimate(grid, triangle, [west_half], bands=6, with_qa=True, products_bands=8)
+    assert cost.grid_pixels == 200 * 200
+    assert cost.aoi_pixels == pytest.approx(20_000, rel=0.01)  # half the box
+    # The western half of the triangle is three quarters of it.
+    assert cost.covered_pixels == pytest.approx(15_000, rel=0.01)
+    assert cost.bytes_read == cost.covered_pixels * 7 * 2  # uint16 DN, bands + QA
+    assert cost.bytes_written == 40_000 * 4 * 14 + 40_000
+    assert cost.disk_needed == cost.bytes_written + 40_000 * 4 * 8
+
+
+def test_a_continent_is_refused_with_its_size_and_the_settings_to_change():
+    africa = shapely.box(-17.0, -35.0, 51.0, 37.0)
+    grid = GeoBox.from_bbox(africa.bounds, crs="EPSG:4326", resolution=30 / 111_000)
+    cost = estimate(grid, africa, [], bands=7, with_qa=True, products_bands=9)
+    with pytest.raises(ConfigError) as refused:
+        refuse_runaway(cost, africa, 30.0, 250_000_000)
+    message = str(refused.value)
+    assert f"{cost.grid_pixels:,} pixels" in message and "Landsat scenes" in message
+    assert "max_grid_pixels=250,000,000" in message and "coarser resolution" in message
+    assert "split it" not in message  # one polygon: nothing to split
+
+
+def test_far_apart_parts_of_a_multipolygon_are_named():
+    near = shapely.box(-84.08, 34.96, -83.92, 35.04)
+    far = shapely.box(-72.08, 34.96, -71.92, 35.04)  # 12 degrees of longitude east
+    both = shapely.MultiPolygon([near, far])
+    assert parts_apart_km(both) == pytest.approx(1080, rel=0.02)
+    assert parts_apart_km(near) is None
+    cost = Estimate(2_000_000_000, 120_000, 120_000, 0, 8 * 10**12, 10**13)
+    with pytest.raises(
+        ConfigError, match="lie up to 1,0[0-9]{2} km apart.*split it into separate AOIs"
+    ):
+        refuse_runaway(cost, both, 30.0, 250_000_000)
+
+
+def test_a_disk_too_small_for_the_products_is_refused_with_both_sizes(tmp_path):
+    cost = Estimate(1, 1, 1, 1, 10**18, 10**18)
+    with pytest.raises(OutputNotWritable, match=r"need about 1,000,000\.0 TB free .* free\. Free"):
+        refuse_full_disk(cost, tmp_path / "not" / "yet", where="Partition x|2023-06-01")
+    refuse_full_disk(Estimate(1, 1, 1, 1, 1, 1), tmp_path, where="fine")
+
+
+def test_a_multipolygon_with_a_far_part_fails_fast_and_writes_nothing_after_the_search(
+    demo,  # noqa: F811
+    dask_cluster,  # noqa: F811
+    tmp_path,
+):
+    aoi = json.loads(demo.aoi_registry.read_text())["features"][0]["geometry"]
+    far = [[[x + 12.0, y] for x, y in aoi["coordinates"][0]]]
+    geometry = {"type": "MultiPolygon", "coordinates": [aoi["coordinates"], far]}
+    out = tmp_path / "out"
+    result = run(
+        out,
+        registry=_registry(tmp_path, geometry),
+        catalog=str(demo.catalog),
+        dask_cluster=dask_cluster,
+        aoi_ids=("bad",),
+        key=partition_key("bad", DEMO_MONTH),
+    )
+    message = failure_message(result)
+    assert "polygons lie up to 1,0" in message and "split it into separate AOIs" in message
+    assert not (out / "band_stack").exists() and not (out / "mosaic").exists()
+
+
+def test_the_band_stack_records_its_estimate(demo, dask_cluster, tmp_path):  # noqa: F811
+    result = run(
+        tmp_path / "out",
+        registry=demo.aoi_registry,
+        catalog=str(demo.catalog),
+        dask_cluster=dask_cluster,
+        selection=["stac_items", "band_stack"],
+    )
+    assert result.success
+    stack = next(
+        e.event_specific_data.materialization.metadata
+        for e in result.get_asset_materialization_events()
+        if e.event_specific_data.materialization.asset_key.to_user_string() == "band_stack"
+    )
+    assert stack["grid_pixels"].value == 265 * 468
+    assert 0 < stack["covered_pixels"].value <= stack["grid_pixels"].value
+    assert stack["read_mb"].value > 0 and stack["disk_needed_mb"].value > stack["products_mb"].value
+
+
+def test_near_parts_of_a_multipolygon_are_fine():
+    islands = shapely.MultiPolygon(
+        [shapely.box(10.0, 0.0, 10.1, 0.1), shapely.box(10.3, 0.0, 10.4, 0.1)]
+    )
+    grid = GeoBox.from_bbox(islands.bounds, crs="EPSG:4326", resolution=0.001)
+    cost = estimate(grid, islands, [], bands=6, with_qa=True, products_bands=8)
+    assert parts_apart_km(islands) == pytest.approx(22, rel=0.05)
+    refuse_runaway(cost, islands, 30.0, 250_000_000)  # 22 km apart: one AOI is fine
