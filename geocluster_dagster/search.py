@@ -10,6 +10,7 @@ by (datetime, id), asset hrefs are absolute and NOT signed: signing happens at r
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -20,6 +21,7 @@ from urllib.parse import urlparse
 
 import pystac
 import shapely
+from pystac.stac_io import DefaultStacIO
 from pystac.utils import is_absolute_href, make_absolute_href
 from pystac_client import Client
 from pystac_client.conformance import ConformanceClasses
@@ -45,6 +47,35 @@ _STATIC_CATALOG_NAMES = ("catalog.json", "collection.json")
 _DIAGNOSIS_LIMIT = 500
 #: What pystac-client raises when an API cannot answer a request (beyond its own retries).
 _SEARCH_ERRORS = (APIError, NotImplementedError, ValueError, pystac.STACError)
+
+log = logging.getLogger(__name__)
+
+
+class _LoggedRetry(Retry):
+    """urllib3's retry policy, logging each retry (which request, why, which attempt, the wait)
+    through this package's logger, which a run's log shows (urllib3 logs them at DEBUG only)."""
+
+    def increment(  # type: ignore[override]  # the same parameters, typed loosely
+        self,
+        method: str | None = None,
+        url: str | None = None,
+        response: Any = None,
+        error: Exception | None = None,
+        _pool: Any = None,
+        _stacktrace: Any = None,
+    ) -> Retry:
+        retry = super().increment(method, url, response, error, _pool, _stacktrace)
+        why = (
+            f"HTTP {response.status}"
+            if response is not None
+            else f"{type(error).__name__}: {error}"
+        )
+        attempt = len(retry.history)
+        log.warning(
+            f"STAC request {method} {url} failed ({why}): retry {attempt} of "
+            f"{attempt + (retry.total or 0)} in {retry.get_backoff_time():.1f} s"
+        )
+        return retry
 
 
 #: The collection searched when none is configured (run config, sensor and demo alike).
@@ -96,7 +127,8 @@ class StacSource:
     backoff_factor: float = 0.5
     """Exponential backoff between retries, in seconds (urllib3 ``Retry.backoff_factor``)."""
     timeout_s: float = 60.0
-    """Timeout per API request (connect and read), in seconds."""
+    """Timeout per request (connect and read), in seconds: a source that never answers fails
+    after at most :attr:`give_up_after_s` seconds."""
     page_size: int = 100
     """Items requested per API page (``limit``)."""
 
@@ -113,10 +145,36 @@ class StacSource:
             raise ConfigError("StacSource.timeout_s must be > 0 and page_size >= 1.")
 
     @property
+    def give_up_after_s(self) -> float:
+        """The longest a request to a source that never answers takes to fail: every attempt
+        times out, with urllib3's backoff between them (the first retry waits none)."""
+        waits = sum(
+            min(self.backoff_factor * 2 ** (n - 1), 120.0) for n in range(2, self.max_retries + 1)
+        )
+        return float((self.max_retries + 1) * self.timeout_s + waits)
+
+    def retry(self) -> Retry:
+        """The retry policy of every request to the source (searches are POSTs that change
+        nothing on the server, so they are retried too)."""
+        return _LoggedRetry(
+            total=self.max_retries,
+            backoff_factor=self.backoff_factor,
+            status_forcelist=_RETRY_STATUSES,
+            allowed_methods=frozenset({"GET", "POST"}),
+            respect_retry_after_header=True,
+            raise_on_status=False,  # hand the last error response on, with its body
+        )
+
+    @property
     def kind(self) -> SourceKind:
-        """ "api" for http(s) URLs; else "static_catalog" or "item_collection" by file content."""
-        if urlparse(self.url).scheme in ("http", "https"):
-            return "api"
+        """ "api" for http(s) URLs but those of a JSON document (a static catalog or an
+        ItemCollection served over HTTP); else "static_catalog" or "item_collection" by content."""
+        parsed = urlparse(self.url)
+        if parsed.scheme in ("http", "https"):
+            if not parsed.path.endswith(".json"):
+                return "api"
+            name = Path(parsed.path).name
+            return "static_catalog" if name in _STATIC_CATALOG_NAMES else "item_collection"
         path = self.local_path
         if path.name in _STATIC_CATALOG_NAMES:
             return "static_catalog"
@@ -213,15 +271,24 @@ class _LocalCatalog:
     """A static catalog or ItemCollection file read once and filtered in memory with shapely."""
 
     def __init__(self, source: StacSource) -> None:
-        path = source.local_path.resolve()
-        self.location = str(path)
+        remote = is_url(source.url) and urlparse(source.url).scheme != "file"
+        location = source.url if remote else str(source.local_path.resolve())
+        self.location = location
+        stac_io = _BoundedStacIO(source)
         try:
-            document = json.loads(path.read_text(encoding="utf-8"))
-            self.entries, collections = _read_local_document(document, path)
+            document = json.loads(stac_io.read_text(location))
+            self.entries, collections = _read_local_document(document, location, stac_io)
         except (OSError, ValueError, KeyError, TypeError, pystac.STACError) as err:
+            where = "STAC document" if remote else "local STAC source"
+            bound = (
+                f" (each request retried {source.max_retries} times with a {source.timeout_s:g} s "
+                f"timeout: at most {source.give_up_after_s:.0f} s)"
+                if remote
+                else ""
+            )
             raise AssetReadError(
-                f"Cannot read the local STAC source {path}: {type(err).__name__}: {err}. Tried to "
-                "read it as a STAC catalog/collection or an ItemCollection JSON file; give an "
+                f"Cannot read the {where} {location}{bound}: {type(err).__name__}: {err}. Tried "
+                "to read it as a STAC catalog/collection or an ItemCollection JSON file; give an "
                 "existing catalog.json, collection.json or FeatureCollection of STAC Items."
             ) from err
         self._collections = sorted(collections | {c for c, _ in self.entries if c})
@@ -253,7 +320,8 @@ class _ApiCatalog:
             raise AssetReadError(
                 f"STAC search at {self.source.url} failed ({type(err).__name__}: {err}); tried "
                 f"POST /search for collection {query.collection!r} with "
-                f"{self.source.max_retries} retries: check that the URL is a STAC API root with "
+                f"{self.source.max_retries} retries (at most {self.source.give_up_after_s:.0f} s "
+                "in all): check that the URL is a STAC API root with "
                 "item search, or raise StacSource.max_retries / timeout_s."
             ) from err
         # The server's datetime interval is closed; re-checking applies the exclusive end.
@@ -276,16 +344,7 @@ class _ApiCatalog:
 
 
 def _open_api_client(source: StacSource) -> Client:
-    # Search is a POST; it is safe to retry because it does not change server state.
-    retry = Retry(
-        total=source.max_retries,
-        backoff_factor=source.backoff_factor,
-        status_forcelist=_RETRY_STATUSES,
-        allowed_methods=frozenset({"GET", "POST"}),
-        respect_retry_after_header=True,
-        raise_on_status=False,  # hand the last error response to pystac-client, with its body
-    )
-    stac_io = StacApiIO(max_retries=retry, timeout=source.timeout_s)
+    stac_io = StacApiIO(max_retries=source.retry(), timeout=source.timeout_s)
     try:
         # Client.open resets the stac_io timeout to its own argument, so pass it here too.
         client = Client.open(source.url, stac_io=stac_io, timeout=source.timeout_s)
@@ -293,7 +352,8 @@ def _open_api_client(source: StacSource) -> Client:
         raise AssetReadError(
             f"Cannot open the STAC API at {source.url} ({type(err).__name__}: {err}); tried GET "
             f"of the landing page with {source.max_retries} retries (backoff "
-            f"{source.backoff_factor} s) and a {source.timeout_s} s timeout: check the URL and "
+            f"{source.backoff_factor} s) and a {source.timeout_s} s timeout, giving up after at "
+            f"most {source.give_up_after_s:.0f} s: check the URL and "
             "the network or proxy, or use a local static catalog / ItemCollection file."
         ) from err
     _recognise_later_api_versions(client)
@@ -352,13 +412,37 @@ def _api_search_parameters(
     return parameters
 
 
+class _BoundedStacIO(DefaultStacIO):
+    """pystac's reader, with the source's timeout and logged retries for documents over HTTP
+    (pystac's own waits for ever on a server that never answers)."""
+
+    def __init__(self, source: StacSource) -> None:
+        super().__init__()
+        self._source = source
+
+    def read_text_from_href(self, href: str) -> str:
+        if urlparse(href).scheme not in ("http", "https"):
+            return super().read_text_from_href(href)
+        import urllib3
+
+        http = urllib3.PoolManager(retries=self._source.retry(), timeout=self._source.timeout_s)
+        try:
+            response = http.request("GET", href, headers={"User-Agent": "geocluster_dagster"})
+        except urllib3.exceptions.HTTPError as err:
+            raise OSError(f"GET {href} failed: {err}") from err
+        if response.status >= 400:
+            raise OSError(f"GET {href} answered HTTP {response.status}")
+        return str(response.data.decode("utf-8"))
+
+
 def _read_local_document(
-    document: Any, path: Path
+    document: Any, path: str, stac_io: pystac.StacIO
 ) -> tuple[list[tuple[str | None, pystac.Item]], set[str]]:
-    """(collection id, item) pairs and the collection ids of a local STAC JSON document."""
+    """(collection id, item) pairs and the collection ids of a STAC JSON document read from
+    ``path`` (a file, or a URL)."""
     document_type = document.get("type") if isinstance(document, dict) else None
     if document_type in ("Catalog", "Collection"):
-        return _read_static_catalog(path)
+        return _read_static_catalog(path, stac_io)
     if document_type == "FeatureCollection":
         items = pystac.ItemCollection.from_dict(document, preserve_dict=False).items
     elif document_type == "Feature":
@@ -373,8 +457,10 @@ def _read_local_document(
     return [(item.collection_id, item) for item in items], set()
 
 
-def _read_static_catalog(path: Path) -> tuple[list[tuple[str | None, pystac.Item]], set[str]]:
-    root = pystac.read_file(str(path))
+def _read_static_catalog(
+    path: str, stac_io: pystac.StacIO
+) -> tuple[list[tuple[str | None, pystac.Item]], set[str]]:
+    root = pystac.read_file(path, stac_io=stac_io)
     if not isinstance(root, pystac.Catalog):
         raise ValueError(f"{path} is a {type(root).__name__}, not a Catalog or Collection")
     entries: list[tuple[str | None, pystac.Item]] = []

@@ -86,8 +86,8 @@ class AssetLines(logging.Handler):
         event, step = meta.get("dagster_event"), meta.get("step_key") or ""
         if event is None:
             message = meta.get("orig_message", record.getMessage())
-            if record.levelno >= logging.WARNING:
-                self._later(step, f"    warning: {message}")
+            if record.levelno >= logging.WARNING:  # now: a retry or a wait is news while it lasts
+                echo(f"    warning ({step or 'run'}): {message}")
             elif step:
                 self._said.setdefault(step, message)  # why a step wrote nothing, if it did not
             return

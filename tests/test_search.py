@@ -572,3 +572,10 @@ def test_max_items_sorts_server_side_when_the_api_can(tmp_path: Path) -> None:
     assert [order["field"] for order in parameters["sortby"]] == ["properties.datetime", "id"]
     assert parameters["max_items"] == 5
     assert client.search(**parameters).get_parameters()["limit"] == 5
+
+
+def test_a_source_gives_up_after_a_documented_bound():
+    """Every attempt times out, with urllib3's backoff between retries (none before the first)."""
+    default = StacSource(url="https://example.test/stac")
+    assert default.give_up_after_s == 6 * 60.0 + (2 + 4 + 8 + 16) * 0.5  # 375 s
+    assert StacSource(url="x.json", max_retries=0, timeout_s=10).give_up_after_s == 10.0

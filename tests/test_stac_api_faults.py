@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import time
 from datetime import datetime
 
 import pytest
@@ -137,3 +139,50 @@ def _demo_items(demo):
     for i in items:
         i.make_asset_hrefs_absolute()
     return items
+
+
+# --- a static catalog over HTTP, and a source that never answers -------------------------------
+
+DEMO_WINDOW = {"start": datetime(2023, 6, 1), "end": datetime(2023, 7, 1)}
+
+
+def _demo_search(url: str, served_folder, **source):
+    aoi = json.loads(served_folder.demo.aoi_registry.read_text())["features"][0]["geometry"]
+    return search_items(
+        StacSource(url=url, **source),
+        collection="landsat-c2-l2",
+        geometry=shapely.geometry.shape(aoi),
+        **DEMO_WINDOW,
+    )
+
+
+def test_a_static_catalog_over_http_finds_what_the_local_one_finds(nginx_shared, served_folder):
+    local = _demo_search(str(served_folder.demo.catalog), served_folder)
+    url = nginx_shared.url(served_folder.relative(served_folder.demo.catalog))
+    assert StacSource(url=url).kind == "static_catalog"
+    served = _demo_search(url, served_folder)
+    assert [i.id for i in served] == [i.id for i in local] and len(served) == 4
+    href = next(iter(served[0].assets.values())).href
+    assert href.startswith(nginx_shared.base_url + "/demo/")  # resolved against the served URL
+
+
+def test_a_source_that_never_answers_fails_within_its_bound_and_logs_each_retry(
+    nginx_shared, served_folder, caplog
+):
+    with FaultProxy(nginx_shared.base_url) as proxy:
+        proxy.add(Fault.delay(60, times=None, path="catalog.json"))
+        url = proxy.url(served_folder.relative(served_folder.demo.catalog))
+        source = {"timeout_s": 1.0, "max_retries": 2, "backoff_factor": 0.1}
+        bound = StacSource(url=url, **source).give_up_after_s
+        assert bound == pytest.approx(3 * 1.0 + 0.2)
+        started = time.monotonic()
+        with caplog.at_level(logging.WARNING, logger="geocluster_dagster"):
+            with pytest.raises(AssetReadError) as err:
+                _demo_search(url, served_folder, **source)
+        elapsed = time.monotonic() - started
+    assert elapsed < bound + 2.0, elapsed
+    assert f"at most {bound:.0f} s" in str(err.value) and url in str(err.value)
+    retries = [r.getMessage() for r in caplog.records if "STAC request GET" in r.getMessage()]
+    assert len(retries) == 2, retries
+    assert "retry 1 of 2" in retries[0] and "retry 2 of 2" in retries[1]
+    assert "ReadTimeoutError" in retries[0]
