@@ -89,8 +89,15 @@ def parse_geometry(
     return _parse_geometry(geojson_geometry, where=f"AOI {aoi_id!r}", auto_orient=auto_orient)
 
 
-def load_registry(path: str | Path, *, auto_orient: bool = False) -> dict[str, AOI]:
-    """Read every AOI in a folder of GeoJSON files, or in one FeatureCollection file, by id."""
+def load_registry(
+    path: str | Path, *, auto_orient: bool = False, invalid: dict[str, InvalidAOI] | None = None
+) -> dict[str, AOI]:
+    """Read every AOI in a folder of GeoJSON files, or in one FeatureCollection file, by id.
+
+    A malformed entry raises, unless ``invalid`` is given: its error is then put there, under
+    the entry's id as far as it can be told (else the file name), and the others are read, so
+    that one broken AOI does not stop the partitions of every other.
+    """
     path = Path(path)
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in _REGISTRY_SUFFIXES)
@@ -104,12 +111,17 @@ def load_registry(path: str | Path, *, auto_orient: bool = False) -> dict[str, A
     registry: dict[str, AOI] = {}
     origin: dict[str, Path] = {}
     for file in files:
-        for aoi in _read_aoi_file(file, auto_orient=auto_orient):
-            if aoi.id in registry:
-                raise InvalidAOI(
-                    f"AOI id {aoi.id!r} is defined twice, in {origin[aoi.id]} and in {file}: "
-                    "ids must be unique across the registry; rename one of them."
+        for aoi in _read_aoi_file(file, auto_orient=auto_orient, invalid=invalid):
+            if aoi.id in registry or (invalid is not None and aoi.id in invalid):
+                twice = InvalidAOI(
+                    f"AOI id {aoi.id!r} is defined twice, in {origin.get(aoi.id, 'an entry')} "
+                    f"and in {file}: ids must be unique across the registry; rename one of them."
                 )
+                if invalid is None:
+                    raise twice
+                registry.pop(aoi.id, None)
+                invalid[aoi.id] = twice
+                continue
             registry[aoi.id] = aoi
             origin[aoi.id] = file
     return registry
@@ -128,7 +140,41 @@ def load_aoi(path: str | Path, aoi_id: str, *, auto_orient: bool = False) -> AOI
     return registry[aoi_id]
 
 
-def _read_aoi_file(file: Path, *, auto_orient: bool) -> Iterator[AOI]:
+def _read_aoi_file(
+    file: Path, *, auto_orient: bool, invalid: dict[str, InvalidAOI] | None = None
+) -> Iterator[AOI]:
+    """The AOIs of one file; with ``invalid``, malformed ones are put there instead of raised."""
+    try:
+        features = _features_of(file)
+    except InvalidAOI as err:
+        if invalid is None:
+            raise
+        invalid[file.stem] = err
+        return
+    single = len(features) == 1
+    for index, feature in enumerate(features):
+        try:
+            yield _feature_to_aoi(
+                feature, file=file, index=index, stem_id=single, auto_orient=auto_orient
+            )
+        except InvalidAOI as err:
+            if invalid is None:
+                raise
+            invalid[_probable_id(feature, file, index, single)] = err
+
+
+def _probable_id(feature: Any, file: Path, index: int, single: bool) -> str:
+    """The id a malformed feature was meant to have, as far as it can be told."""
+    if isinstance(feature, dict):
+        properties = feature.get("properties")
+        properties = properties if isinstance(properties, dict) else {}
+        raw = feature.get("id", properties.get("id", properties.get("aoi_id")))
+        if raw is not None:
+            return str(raw)
+    return file.stem if single else f"{file.name}#{index}"
+
+
+def _features_of(file: Path) -> list[Any]:
     try:
         document = json.loads(file.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
@@ -159,11 +205,7 @@ def _read_aoi_file(file: Path, *, auto_orient: bool) -> Iterator[AOI]:
         features = [document]
     else:  # a bare geometry; _parse_geometry explains a wrong or missing type
         features = [{"type": "Feature", "geometry": document, "properties": {}}]
-    single = len(features) == 1
-    for index, feature in enumerate(features):
-        yield _feature_to_aoi(
-            feature, file=file, index=index, stem_id=single, auto_orient=auto_orient
-        )
+    return list(features)
 
 
 def _feature_to_aoi(
@@ -305,6 +347,13 @@ def _check_lon_lat(polygons: Sequence[Any], *, where: str) -> None:
     positions = [pos for rings in polygons for ring in rings for pos in ring]
     xs = [abs(pos[0]) for pos in positions]
     ys = [abs(pos[1]) for pos in positions]
+    if max(xs) > 180 and max(xs) <= 360 and max(ys) <= 90:
+        example = positions[xs.index(max(xs))]
+        raise InvalidAOI(
+            f"{where} has longitude {example[0]} (position {example}), beyond +/-180: it looks "
+            "like the 0..360 convention; GeoJSON longitudes are -180..180: subtract 360 from "
+            "every longitude above 180."
+        )
     if max(xs) > 180 or max(ys) > 180:
         example = positions[max(range(len(positions)), key=lambda i: max(xs[i], ys[i]))]
         raise InvalidAOI(
@@ -357,11 +406,21 @@ def _oriented(
             if not polygon.exterior.is_ccw
             else f"hole {holes_ccw.index(True)} is counter-clockwise"
         )
+        # Swapping the axes mirrors a ring, so [lat, lon] positions of a counter-clockwise ring
+        # read as clockwise: say where the AOI lies as given, so a swap is seen for what it is.
+        centre = polygon.centroid
+        swapped = (
+            f" As given ([lon, lat]) it lies at lon {centre.x:.2f}, lat {centre.y:.2f}; if its "
+            f"positions are [lat, lon] (it belongs at lon {centre.y:.2f}, lat {centre.x:.2f}), "
+            "swap each position to [lon, lat] instead: that also fixes the winding."
+            if not polygon.exterior.is_ccw and abs(centre.x) <= 90
+            else ""
+        )
         raise InvalidAOI(
             f"{where}{part} has the wrong winding: {problem}. RFC 7946 requires exterior rings "
             "counter-clockwise and holes clockwise: reverse the ring's positions, or set "
             "`auto_orient: true` on the aoi_registry resource (load_registry(..., "
-            "auto_orient=True)) to re-orient silently."
+            f"auto_orient=True)) to re-orient silently.{swapped}"
         )
     return geometry
 

@@ -552,6 +552,11 @@ def _explain_empty(
 
 
 def _diagnose(catalog: _Catalog, query: _Query) -> str:
+    if isinstance(catalog, _LocalCatalog) and not catalog.entries:
+        return (
+            f"{catalog.location} holds no STAC items at all: point the STAC source "
+            "(GEOCLUSTER_STAC_URL, resource stac.url) at a catalog or ItemCollection with items"
+        )
     if not catalog.has_collection(query.collection):
         available = ", ".join(catalog.collection_ids()) or "(none)"
         return (
@@ -581,6 +586,21 @@ def _diagnose(catalog: _Catalog, query: _Query) -> str:
     anywhere = catalog.find(replace(any_cloud, geometry=None), _DIAGNOSIS_LIMIT)
     if anywhere:
         footprints = [f for f in (_footprint(item) for item in anywhere) if f is not None]
+        if not footprints:
+            return (
+                f"{_count(anywhere)} item(s) are in the window but none has a footprint "
+                "(geometry), so none can intersect the AOI: the catalog's items need their "
+                "geometry"
+            )
+        if query.geometry is not None:
+            swapped = shapely.transform(query.geometry, lambda xy: xy[:, ::-1])
+            mirrored = catalog.find(replace(any_cloud, geometry=swapped), _DIAGNOSIS_LIMIT)
+            if mirrored:
+                return (
+                    f"{_count(anywhere)} item(s) are in the window but none intersect the AOI, "
+                    f"while {_count(mirrored)} intersect it with its axes swapped: its "
+                    "positions look like [lat, lon]; write each as [lon, lat] (RFC 7946)"
+                )
         lon0, lat0, lon1, lat1 = shapely.union_all(footprints).bounds
         return (
             f"{_count(anywhere)} item(s) are in the window but none intersect the AOI (they "

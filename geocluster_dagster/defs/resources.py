@@ -98,13 +98,18 @@ class AOIRegistry(dg.ConfigurableResource):  # type: ignore[type-arg]
         return load_registry(self.resolved_path(), auto_orient=self.auto_orient)
 
     def get(self, aoi_id: str) -> AOI:
-        aois = self.load()
-        if aoi_id not in aois:
-            raise InvalidAOI(
-                f"AOI {aoi_id!r} is a partition but is not in the registry {self.resolved_path()} "
-                f"(it has {sorted(aois)}). Restore it there, or delete the partition."
-            )
-        return aois[aoi_id]
+        """The AOI ``aoi_id``; a malformed other entry of the registry does not stop it."""
+        invalid: dict[str, InvalidAOI] = {}
+        aois = load_registry(self.resolved_path(), auto_orient=self.auto_orient, invalid=invalid)
+        if aoi_id in aois:
+            return aois[aoi_id]
+        if aoi_id in invalid:
+            raise invalid[aoi_id]
+        broken = f"; malformed entries: {', '.join(sorted(invalid))}" if invalid else ""
+        raise InvalidAOI(
+            f"AOI {aoi_id!r} is a partition but is not in the registry {self.resolved_path()} "
+            f"(it has {sorted(aois)}{broken}). Restore it there, or delete the partition."
+        )
 
 
 class StacCatalog(dg.ConfigurableResource):  # type: ignore[type-arg]
