@@ -63,6 +63,7 @@ def _open_instance(home: Path) -> dg.DagsterInstance:
     import dagster as dg
     import yaml
 
+    from .defs.run_health import RUN_PID_TAG, mark_dead_runs
     from .storage import exclusive_lock
 
     fix = (
@@ -83,7 +84,15 @@ def _open_instance(home: Path) -> dg.DagsterInstance:
             timeout_s=120,
             on_wait=lambda _: None,
         ):
-            return dg.DagsterInstance.get()
+            instance = dg.DagsterInstance.get()
+            for run in mark_dead_runs(instance):
+                click.echo(
+                    f"Run {run.run_id[:8]} ({run.job_name}, {run.tags.get('dagster/partition', '')}) "
+                    f"was STARTED but its process (pid {run.tags.get(RUN_PID_TAG)}) is gone: "
+                    "marked failed.",
+                    err=True,
+                )
+            return instance
     except yaml.YAMLError as err:
         where = getattr(err, "problem_mark", None)
         at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""

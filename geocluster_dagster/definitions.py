@@ -8,6 +8,7 @@ from .defs.assets import ASSETS
 from .defs.jobs import pipeline_job, reference_job
 from .defs.outputs import OutputStore
 from .defs.resources import AOIRegistry, DaskCluster, StacCatalog
+from .defs.run_health import dead_run_sensor
 from .defs.schedules import weekly_refresh_schedule
 from .defs.sensors import ImageryWatch, aoi_registry_sensor, new_imagery_sensor
 
@@ -29,7 +30,7 @@ defs = dg.Definitions(
     assets=ASSETS,
     jobs=[pipeline_job, reference_job],
     schedules=[weekly_refresh_schedule],
-    sensors=[aoi_registry_sensor, new_imagery_sensor],
+    sensors=[aoi_registry_sensor, new_imagery_sensor, dead_run_sensor],
     resources=build_resources(),
     executor=dg.in_process_executor,
 )

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -193,3 +195,48 @@ def test_a_malformed_run_config_file_is_one_line(tmp_path, text, expected):
     assert expected in result.output, result.output
     assert "Traceback" not in result.output
     assert not (tmp_path / "out" / "stac_items").exists()
+
+
+def _killed_run(tmp_path: Path) -> None:
+    """Start `geocluster demo` and SIGKILL it once its run is under way."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GEOCLUSTER_", "DAGSTER_"))}
+    command = [sys.executable, "-m", "geocluster_dagster", "--output", str(tmp_path), "demo"]
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    written = tmp_path / "band_stack" / "demo" / f"{DEMO_MONTH}.json"
+    written.unlink(missing_ok=True)  # wait for this run's own
+    deadline = time.monotonic() + 300
+    while not written.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+
+def _runs(home: Path):
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        return instance.get_runs()
+
+
+def test_a_killed_run_is_marked_failed_by_the_sensor_and_by_the_next_command(tmp_path):
+    import dagster as dg
+
+    from geocluster_dagster.defs.run_health import dead_run_sensor
+
+    home = tmp_path / ".dagster_home"
+    _killed_run(tmp_path)
+    (started,) = [run for run in _runs(home) if run.status == dg.DagsterRunStatus.STARTED]
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        verdict = dead_run_sensor(dg.build_sensor_context(instance=instance))
+        assert f"Marked 1 run(s) failed, their process gone: {started.run_id[:8]}" in str(verdict)
+        assert instance.get_run_by_id(started.run_id).status == dg.DagsterRunStatus.FAILURE
+    # Killed again: the next command marks it before it does anything else.
+    _killed_run(tmp_path)
+    (again,) = [run for run in _runs(home) if run.status == dg.DagsterRunStatus.STARTED]
+    result = _invoke(tmp_path, "sync-aois")
+    assert result.exit_code == 0, result.output
+    assert f"Run {again.run_id[:8]} (geocluster_pipeline, demo|{DEMO_MONTH})" in result.output
+    assert "is gone: marked failed." in result.output
+    assert {run.status for run in _runs(home)} == {dg.DagsterRunStatus.FAILURE}

@@ -26,6 +26,7 @@ from ..blocks import CHUNK_SIZE
 from ..storage import exclusive_lock, expand_path, recover_interrupted
 from .partitions import PartitionWindow, date_partitions, split_key
 from .resources import output_root
+from .run_health import tag_this_process
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,8 @@ class OutputStore(dg.ConfigurableResource):  # type: ignore[type-arg]
     @contextlib.contextmanager
     def yield_for_execution(self, context: dg.InitResourceContext) -> Iterator[OutputStore]:
         run = context.run
+        if run is not None and context.instance is not None:
+            tag_this_process(context.instance, run.run_id)  # see run_health: killed runs
         key = run.tags.get(PARTITION_TAG) if run is not None else None
         if run is None or key is None:  # not a run of one partition
             yield self
