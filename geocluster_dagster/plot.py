@@ -8,9 +8,7 @@ rasters take decimated previews (see ``read_preview``), never full-resolution sc
 
 from __future__ import annotations
 
-import base64
 import colorsys
-import io
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -640,39 +638,3 @@ def plot_red_nir_density(
         title="Cluster",
     )
     return _save(fig, path)
-
-
-# --------------------------------------------------------------------------------------------
-# Thumbnails for Dagster metadata
-# --------------------------------------------------------------------------------------------
-
-
-def thumbnail_markdown(png_path: PathLike, max_px: int = 320, max_chars: int = 40_000) -> str:
-    """A small re-encoded copy of a PNG as a markdown data-URI image for Dagster metadata.
-
-    The longer side is at most ``max_px``; the image shrinks further until the markdown is at
-    most ``max_chars`` long, because it is stored in the event log of every materialisation.
-    """
-    from PIL import Image  # Pillow ships with matplotlib
-
-    png_path = Path(png_path)
-    try:
-        with Image.open(png_path) as image:
-            image = image.convert("RGBA")
-    except OSError as exc:
-        raise AssetReadError(f"cannot read the plot {png_path} for a thumbnail: {exc}.") from exc
-    flat = Image.new("RGB", image.size, "white")
-    flat.paste(image, mask=image.getchannel("A"))
-    size = max_px
-    while True:
-        small = flat.copy()
-        small.thumbnail((size, size), Image.Resampling.LANCZOS)
-        # A 64-colour palette keeps a noisy map to ~30 kB without visible banding.
-        small = small.quantize(colors=64, method=Image.Quantize.MEDIANCUT)
-        buffer = io.BytesIO()
-        small.save(buffer, format="PNG", optimize=True)
-        encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
-        markdown = f"![{png_path.stem}](data:image/png;base64,{encoded})"
-        if len(markdown) <= max_chars or size <= 32:
-            return markdown
-        size = int(size * 0.8)

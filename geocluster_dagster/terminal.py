@@ -98,6 +98,8 @@ class AssetLines(logging.Handler):
             materialization = event.step_materialization_data.materialization
             metadata = materialization.metadata
             self.written[materialization.asset_key.to_user_string()] = metadata
+            if "not_compared" in metadata:
+                self._said[step] = f"nothing compared: {metadata['not_compared'].value}"
             if "no_imagery" in metadata:
                 self._later(step, f"    no imagery: {metadata['no_imagery'].value}")
         elif kind == DagsterEventType.ASSET_CHECK_EVALUATION:
@@ -128,6 +130,8 @@ class AssetLines(logging.Handler):
         path = self.written.get(step, {}).get(OUTPUT_PATH)
         if path is not None:
             where = f"-> {getattr(path, 'value', path)}"
+        elif step in self._said and not failed and step in self.written:
+            where = self._said[step]
         elif not failed:
             where = f"not built: {self._said.get(step, 'it wrote nothing')}"
         else:

@@ -196,6 +196,9 @@ def test_the_demo_partition_writes_every_output(demo_run):
         "cluster_sizes.png",
         "red_nir_density.png",
     }
+    change = _materialization(result, "cluster_change").metadata  # recorded, not left missing
+    assert "is the first date of AOI demo" in change["not_compared"].value
+    assert not (out / "cluster_change").exists()
     meta = _materialization(result, "diagnostics").metadata
     assert -1 <= meta["silhouette"].value <= 1 and meta["davies_bouldin"].value > 0
     assert meta["preview_cluster_map"].value.startswith("![")

@@ -48,7 +48,7 @@ def test_demo_materializes_every_asset_and_prints_where_and_the_scores(tmp_path)
             result.output,
         )
     skipped = next(line for line in lines if line.startswith("  cluster_change "))
-    assert "not built: demo|2023-06-01 is the first date of AOI demo" in skipped
+    assert "nothing compared: demo|2023-06-01 is the first date of AOI demo" in skipped
     # Quiet by default: none of Dagster's own event stream, which -v adds.
     assert "STEP_START" not in result.output and " - DEBUG - " not in result.output
     assert len(lines) < 20, result.output

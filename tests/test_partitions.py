@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import os
 import re
 import subprocess
@@ -91,10 +92,10 @@ def test_half_months_of_one_aoi_share_ids_through_its_reference_model(tmp_path):
     for date in dates:
         out = cli("materialize", "--aoi", "demo", "--date", date)
     # Fitted alone, the two maps' ids need not match: no change is computed, and it says why.
-    assert "cluster_change skipped: Cannot compare 2023-06-01 with 2023-06-16" in out
+    assert "cluster_change not computed: Cannot compare 2023-06-01 with 2023-06-16" in out
     assert not (tmp_path / "cluster_change" / "demo" / "2023-06-16").exists()
     assert "Pooling 2 date partitions of demo: 2023-06-01, 2023-06-16" in cli(
-        "reference", "--aoi", "demo"
+        "-v", "reference", "--aoi", "demo"  # the run's log, which -v prints
     )
     config = tmp_path / "reference.yaml"
     config.write_text(yaml.safe_dump({"ops": {"clusters": {"config": {"model": "aoi_reference"}}}}))
@@ -113,3 +114,12 @@ def test_half_months_of_one_aoi_share_ids_through_its_reference_model(tmp_path):
     assert change["from_date"] == "2023-06-01" and change["compared_pixels"] == both.sum()
     assert change["changed_share"] < 0.01  # one landscape seen twice
     assert not (tmp_path / "cluster_change" / "demo" / "2023-06-01").exists()  # nothing earlier
+    # Without the reference, its map fitted alone again, 06-16 no longer compares with 06-01:
+    # the change product of the earlier run goes, so that neither the STAC Item nor the report
+    # publishes it.
+    shutil.rmtree(tmp_path / "cluster_model" / "demo")
+    out = cli("materialize", "--aoi", "demo", "--date", "2023-06-16")
+    assert "cluster_change not computed: Cannot compare" in out
+    assert not (tmp_path / "cluster_change" / "demo" / "2023-06-16").exists()
+    item = json.loads((tmp_path / "stac" / "outputs" / "demo" / "2023-06-16.json").read_text())
+    assert not any("change" in key for key in item["assets"]), item["assets"]

@@ -30,6 +30,7 @@ from geocluster_dagster.evaluate import (
     score_clustering,
     silhouette_sample,
 )
+from geocluster_dagster.preview import figure_markdown
 from tests.test_cluster import REFLECTANCE, STACK_2002, landsat7_dataset
 
 K = 5
@@ -221,7 +222,7 @@ def test_thumbnail_is_a_small_png_data_uri(tmp_path):
     path = plot.plot_cluster_map(
         noisy, (0, 1, 0, 1), tmp_path / "noisy.png", title="t", crs_label=None, n_clusters=5
     )
-    markdown = plot.thumbnail_markdown(path, max_px=320, max_chars=40_000)
+    markdown = figure_markdown(path, max_px=320, max_chars=40_000)
     match = re.fullmatch(r"!\[noisy\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)", markdown)
     assert match is not None
     assert len(markdown) <= 40_000

@@ -22,12 +22,13 @@ import pandas as pd
 import pystac
 import rasterio
 
-from .. import __version__, plot, progress
+from .. import __version__, progress
 from ..budget import Estimate, refuse_full_disk
 from ..change import (
     CHANGE_MAP,
     CHANGE_PNG,
     TRANSITIONS,
+    TRANSITIONS_PNG,
     ChangeSettings,
     DatedMap,
     comparable,
@@ -43,6 +44,7 @@ from ..export import CogSettings, open_geotiff, write_cog
 from ..indices import IndexSettings, add_indices
 from ..load import LoadSettings
 from ..naming import NamingSettings
+from ..preview import class_map_markdown, figure_markdown
 from ..quality import (
     ClusterQuality,
     Judgement,
@@ -61,7 +63,7 @@ from ..report import ReportInputs, checks_file, write_report
 from ..search import SearchSettings, read_items, search_items, write_items
 from ..stac_product import CATALOG_DIR, PartitionProducts, write_item
 from ..stack_recipe import BandStackRecipe, open_band_stack, write_band_stack
-from ..storage import write_json
+from ..storage import remove_quietly, write_json
 from .config import (
     BandStackConfig,
     ChangeConfig,
@@ -603,6 +605,7 @@ def clusters(
             **matched,
             "algorithm": facts.summary["algorithm"],
             "features": ", ".join(facts.features),
+            "preview_cluster_map": dg.MetadataValue.md(class_map_markdown(folder / CLUSTER_MAP)),
             "cluster_map_path": dg.MetadataValue.path(str(folder / CLUSTER_MAP)),
             "signatures_path": dg.MetadataValue.path(str(folder / SIGNATURES_CSV)),
             "cluster_sizes": dg.MetadataValue.md(_markdown_table(sizes)),
@@ -678,10 +681,9 @@ def diagnostics(
         ]
         metadata: dict[str, Any] = as_metadata(measures)
         metadata["k_advice"] = k_advice(stored.model.n_clusters, facts.knee, facts.silhouette_best)
-        for name in PREVIEWS:
-            if name in facts.figures:
-                thumbnail = plot.thumbnail_markdown(facts.figures[name])
-                metadata[f"preview_{name}"] = dg.MetadataValue.md(thumbnail)
+        # Every figure, legible in the UI (one click on the entry opens it at 1000 px).
+        for name in sorted(facts.figures, key=_figure_order):
+            metadata[f"preview_{name}"] = dg.MetadataValue.md(figure_markdown(facts.figures[name]))
     for name, png in facts.figures.items():
         metadata[f"plot_{name}"] = dg.MetadataValue.path(str(png))
     separation = to_settings(SeparationQuality, config)
@@ -734,10 +736,12 @@ def cluster_change(
         settings = to_settings(ChangeSettings, config)
         earlier = settings.earlier(outputs.dates_with(CLUSTERS, window.aoi_id), window.date_key)
         if earlier is None:
-            context.log.info(
+            reason = (
                 f"{window.key} is the first date of AOI {window.aoi_id} with a map: there is "
-                "nothing earlier to compare with, so cluster_change is skipped."
+                "nothing earlier to compare with."
             )
+            context.log.info(reason)
+            yield _not_compared(folder, reason)
             return
         before, after = (
             _dated_map(outputs.path(CLUSTERS, window_of(f"{window.aoi_id}|{date}")), date)
@@ -747,7 +751,8 @@ def cluster_change(
             comparable(before, after)
         except NotComparable as err:
             # Not a failure of this run: the maps exist, they just cannot be compared yet.
-            context.log.warning(f"cluster_change skipped: {err}")
+            context.log.warning(f"cluster_change not computed: {err}")
+            yield _not_compared(folder, str(err), earlier)
             yield dg.AssetCheckResult(
                 check_name="comparable_ids",
                 passed=False,
@@ -801,7 +806,8 @@ def cluster_change(
             ),
             "class_area_deltas_ha": dg.MetadataValue.md(_markdown_table(areas.round(2))),
             "transitions_top10": dg.MetadataValue.md(_markdown_table(moves.round(2))),
-            "preview_change_map": dg.MetadataValue.md(plot.thumbnail_markdown(folder / CHANGE_PNG)),
+            "preview_change_map": dg.MetadataValue.md(figure_markdown(folder / CHANGE_PNG)),
+            "preview_transitions": dg.MetadataValue.md(figure_markdown(folder / TRANSITIONS_PNG)),
             "change_map_path": dg.MetadataValue.path(str(folder / CHANGE_MAP)),
             "transitions_path": dg.MetadataValue.path(str(folder / TRANSITIONS)),
         },
@@ -810,6 +816,28 @@ def cluster_change(
             judge_overlap(summary["overlap"], settings.min_overlap, (earlier, window.date_key)),
         ],
     )
+
+
+def _not_compared(folder: Path, reason: str, earlier: str | None = None) -> dg.MaterializeResult:
+    """The partition's change, recorded as "not compared" rather than left unmaterialized: a
+    backfill counts an asset a run did not materialize as failed, and the map of a first date
+    has nothing to fail at. A change product an earlier run left (of maps since remade) is
+    removed, so that nothing downstream (the STAC Item, the report) publishes it."""
+    if folder.exists():
+        retired = folder.with_name(f".{folder.name}.retired")
+        folder.rename(retired)
+        remove_quietly(retired)
+    return dg.MaterializeResult(
+        metadata={
+            "not_compared": reason,
+            "compared_with": earlier or "none",
+        }
+    )
+
+
+def _figure_order(name: str) -> tuple[int, str]:
+    """The maps and the signatures first (PREVIEWS), then the other figures by name."""
+    return (PREVIEWS.index(name) if name in PREVIEWS else len(PREVIEWS), name)
 
 
 def _dated_map(folder: Path, date: str) -> DatedMap:

@@ -1,0 +1,93 @@
+"""Figures and maps as images the Dagster UI shows: markdown data-URI PNGs of a bounded size.
+
+The UI opens a markdown metadata entry in a modal that draws its image at the image's own
+pixel size (up to 80 % of the window), so an entry must carry the figure at a size that can be
+read: :data:`UI_IMAGE_PX` on the longer side. Each entry is stored in the event log of every
+materialization, so it is quantized to a 64-colour palette (a plot or a class map loses nothing
+visible) and shrunk further if it would pass :data:`UI_IMAGE_CHARS`.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import rasterio
+from rasterio.enums import Resampling
+
+from .errors import AssetReadError
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+#: Longer side, in pixels, of every image the UI shows (it fits the modal of a 1600 px window).
+UI_IMAGE_PX = 1000
+#: Longest markdown entry of one image, in characters (~110 kB of PNG).
+UI_IMAGE_CHARS = 150_000
+
+
+def figure_markdown(
+    png_path: Path | str, max_px: int = UI_IMAGE_PX, max_chars: int = UI_IMAGE_CHARS
+) -> str:
+    """A PNG figure as a markdown data-URI image of at most ``max_px`` and ``max_chars``."""
+    from PIL import Image  # Pillow ships with matplotlib
+
+    png_path = Path(png_path)
+    try:
+        with Image.open(png_path) as image:
+            rgba = image.convert("RGBA")
+    except OSError as exc:
+        raise AssetReadError(f"cannot read the plot {png_path} for the UI: {exc}.") from exc
+    flat = Image.new("RGB", rgba.size, "white")
+    flat.paste(rgba, mask=rgba.getchannel("A"))
+    return _markdown(flat, png_path.stem, max_px, max_chars, smooth=True)
+
+
+def class_map_markdown(
+    tif_path: Path | str, max_px: int = UI_IMAGE_PX, max_chars: int = UI_IMAGE_CHARS
+) -> str:
+    """A single-band class map (a GeoTIFF with a colour table) as a markdown image, drawn in
+    its own colours from its overviews (never at full resolution); nodata is white."""
+    from PIL import Image
+
+    tif_path = Path(tif_path)
+    try:
+        with rasterio.open(tif_path) as src:
+            scale = max(src.height, src.width) / max_px
+            shape = (max(1, round(src.height / scale)), max(1, round(src.width / scale)))
+            if scale <= 1:
+                shape = (src.height, src.width)
+            labels = src.read(1, out_shape=shape, resampling=Resampling.nearest)
+            try:
+                table = src.colormap(1)
+            except ValueError as err:  # no colour table
+                raise AssetReadError(f"{tif_path} has no colour table to draw it with.") from err
+    except rasterio.errors.RasterioIOError as exc:
+        raise AssetReadError(f"cannot read the map {tif_path} for the UI: {exc}.") from exc
+    lookup = np.full((256, 3), 255, dtype=np.uint8)
+    for value, (r, g, b, alpha) in table.items():
+        if alpha and 0 <= value < 256:
+            lookup[value] = (r, g, b)
+    image = Image.fromarray(lookup[labels.astype(np.uint8)], mode="RGB")
+    return _markdown(image, tif_path.stem, max_px, max_chars, smooth=False)  # classes: no blending
+
+
+def _markdown(image: Image, alt: str, max_px: int, max_chars: int, *, smooth: bool) -> str:
+    from PIL import Image as PILImage
+
+    resample = PILImage.Resampling.LANCZOS if smooth else PILImage.Resampling.NEAREST
+    size = max_px
+    while True:
+        small = image.copy()
+        small.thumbnail((size, size), resample)
+        small = small.quantize(colors=64, method=PILImage.Quantize.MEDIANCUT)
+        buffer = io.BytesIO()
+        small.save(buffer, format="PNG", optimize=True)
+        encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
+        markdown = f"![{alt}](data:image/png;base64,{encoded})"
+        if len(markdown) <= max_chars or size <= 32:
+            return markdown
+        size = int(size * 0.8)
