@@ -56,10 +56,9 @@ def class_map_markdown(
     tif_path = Path(tif_path)
     try:
         with rasterio.open(tif_path) as src:
+            # A small AOI is drawn larger (each pixel a block), a scene smaller (from overviews).
             scale = max(src.height, src.width) / max_px
             shape = (max(1, round(src.height / scale)), max(1, round(src.width / scale)))
-            if scale <= 1:
-                shape = (src.height, src.width)
             labels = src.read(1, out_shape=shape, resampling=Resampling.nearest)
             try:
                 table = src.colormap(1)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-import shutil
 import os
 import re
+import shutil
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -95,7 +95,10 @@ def test_half_months_of_one_aoi_share_ids_through_its_reference_model(tmp_path):
     assert "cluster_change not computed: Cannot compare 2023-06-01 with 2023-06-16" in out
     assert not (tmp_path / "cluster_change" / "demo" / "2023-06-16").exists()
     assert "Pooling 2 date partitions of demo: 2023-06-01, 2023-06-16" in cli(
-        "-v", "reference", "--aoi", "demo"  # the run's log, which -v prints
+        "-v",
+        "reference",
+        "--aoi",
+        "demo",  # the run's log, which -v prints
     )
     config = tmp_path / "reference.yaml"
     config.write_text(yaml.safe_dump({"ops": {"clusters": {"config": {"model": "aoi_reference"}}}}))
