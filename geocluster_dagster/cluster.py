@@ -11,7 +11,7 @@ import dataclasses
 import functools
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import dask.array as da
 import numpy as np
@@ -19,11 +19,6 @@ import pandas as pd
 import pyproj
 import rioxarray  # noqa: F401  (registers the .rio accessor used by pixel_area_m2)
 import xarray as xr
-from sklearn.cluster import BisectingKMeans, KMeans, MiniBatchKMeans
-from sklearn.decomposition import PCA
-from sklearn.mixture import GaussianMixture
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
 
 from geocluster_dagster.bands import REFLECTANCE_BANDS
 from geocluster_dagster.blocks import iter_blocks
@@ -35,6 +30,9 @@ from geocluster_dagster.errors import (
 )
 from geocluster_dagster.fields import described
 from geocluster_dagster.progress import tracked
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 Algorithm = Literal["minibatch_kmeans", "kmeans", "bisecting_kmeans", "gaussian_mixture"]
 ALGORITHMS: tuple[str, ...] = get_args(Algorithm)
@@ -439,6 +437,10 @@ class FittedClusterer:
 
 
 def _make_estimator(settings: ClusterSettings) -> Any:
+    # scikit-learn takes a second to import: only the steps that fit a model pay for it.
+    from sklearn.cluster import BisectingKMeans, KMeans, MiniBatchKMeans
+    from sklearn.mixture import GaussianMixture
+
     k, seed = settings.k, settings.seed
     if settings.algorithm == "minibatch_kmeans":
         return MiniBatchKMeans(n_clusters=k, n_init=3, batch_size=4096, random_state=seed)
@@ -472,6 +474,10 @@ def fit_clusterer(
             f"({n_distinct} distinct spectra): lower n_clusters or enlarge the AOI / date range "
             "so that more clear pixels are available."
         )
+    from sklearn.decomposition import PCA
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
     steps: list[tuple[str, object]] = [("scale", StandardScaler())]
     if settings.pca_components is not None:
         if settings.pca_components > min(len(features), len(samples)):
@@ -489,6 +495,8 @@ def _as_plain_model(
     pipeline: Pipeline, features: tuple[str, ...], settings: ClusterSettings
 ) -> FittedClusterer:
     """The fitted pipeline's parameters, clusters reordered darkest first."""
+    from sklearn.mixture import GaussianMixture
+
     scaler, estimator = pipeline.named_steps["scale"], pipeline[-1]
     pca = pipeline.named_steps.get("pca")
     is_mixture = isinstance(estimator, GaussianMixture)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import xarray as xr
 
-from . import evaluate, plot
+from . import evaluate
 from .bands import WAVELENGTH_UM
 from .cluster_product import ELBOW, StoredClusters
 from .errors import ConfigError
@@ -138,6 +138,8 @@ def write_diagnostics(
             density = evaluate.red_nir_density(
                 geotiff, clusters.cluster_map, bins=settings.density_bins, n_clusters=model.max_id
             )
+    from . import plot  # matplotlib loads only for the step that draws
+
     source = Path(geotiff.attrs["source_path"])
     crs_label = str(geotiff.rio.crs)
     names = list(geotiff.data_vars)

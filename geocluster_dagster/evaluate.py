@@ -18,14 +18,6 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 from scipy.optimize import linear_sum_assignment
-from sklearn import config_context
-from sklearn.metrics import (
-    calinski_harabasz_score,
-    davies_bouldin_score,
-    mutual_info_score,
-    silhouette_samples,
-    silhouette_score,
-)
 
 from geocluster_dagster.cluster import (
     NODATA_LABEL,
@@ -114,6 +106,9 @@ def _silhouette_defined(labels: np.ndarray) -> bool:
 def _mean_silhouette(Z: np.ndarray, labels: np.ndarray) -> float:
     if not _silhouette_defined(labels):
         return float("nan")
+    from sklearn import config_context
+    from sklearn.metrics import silhouette_score  # sklearn loads only for the steps that score
+
     with config_context(working_memory=SILHOUETTE_WORKING_MEMORY_MB):
         return float(silhouette_score(Z, labels))
 
@@ -136,6 +131,8 @@ def score_clustering(
     Z, labels = model.transform(samples), model.predict(samples)
     n_populated = len(np.unique(labels))
     if 2 <= n_populated <= len(labels) - 1:
+        from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score
+
         calinski = float(calinski_harabasz_score(Z, labels))
         davies = float(davies_bouldin_score(Z, labels))
     else:
@@ -167,6 +164,9 @@ def silhouette_sample(
     Z, labels = _silhouette_input(model, samples, max_samples, seed)
     if not _silhouette_defined(labels):
         return np.full(len(labels), np.nan), labels
+    from sklearn import config_context
+    from sklearn.metrics import silhouette_samples
+
     with config_context(working_memory=SILHOUETTE_WORKING_MEMORY_MB):
         return silhouette_samples(Z, labels), labels
 
@@ -346,6 +346,8 @@ def _normalized_mutual_info_from_table(table: np.ndarray) -> float:
     """NMI with the arithmetic-mean normaliser, as sklearn's default."""
     if table.shape[0] == table.shape[1] == 1:
         return 1.0
+    from sklearn.metrics import mutual_info_score
+
     mutual_info = mutual_info_score(None, None, contingency=table)
     if mutual_info == 0:
         return 0.0

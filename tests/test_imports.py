@@ -40,3 +40,19 @@ def test_plain_modules_do_not_import_dagster_or_matplotlib():
         ).stdout
     )
     assert heavy == []
+
+
+def test_the_code_location_loads_without_scikit_learn_or_matplotlib():
+    """Every run, every UI reload and every CLI command imports the definitions: scikit-learn
+    (about 1 s) and matplotlib load only in the steps that fit, score or draw."""
+    code = (
+        "import json, sys\n"
+        "import geocluster_dagster.definitions\n"
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & {'sklearn', 'matplotlib', 'kneed'})))\n"
+    )
+    heavy = json.loads(
+        subprocess.run(
+            [sys.executable, "-c", code], check=True, capture_output=True, text=True
+        ).stdout
+    )
+    assert heavy == []
