@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -272,7 +273,8 @@ class _LocalCatalog:
 
     def __init__(self, source: StacSource) -> None:
         remote = is_url(source.url) and urlparse(source.url).scheme != "file"
-        location = source.url if remote else str(source.local_path.resolve())
+        # abspath, not resolve(): the demo catalog is a folder product (a link to its version)
+        location = source.url if remote else os.path.abspath(source.local_path)
         self.location = location
         stac_io = _BoundedStacIO(source)
         try:

@@ -109,7 +109,10 @@ def remove_stale_temporaries(target: Path) -> list[Path]:
     """
     recover_interrupted(target)
     removed = []
+    live = current_version(target)
     for sibling in _dead_siblings(target):
+        if live is not None and sibling == live:
+            continue  # the version the product's link points to, written by a finished run
         remove_quietly(sibling)
         removed.append(sibling)
     return removed
@@ -141,23 +144,56 @@ def recover_interrupted(target: Path) -> Path | None:
 
 
 def _replace(tmp: Path, target: Path) -> None:
-    if not tmp.is_dir() or not target.exists():
+    if not tmp.is_dir():
         os.replace(tmp, target)
         return
-    # Directories cannot be swapped atomically: move the old one aside, then drop it (or put
-    # it back if the new one cannot take its place).
-    old = target.with_name(f".{target.name}.{_owner()}-{uuid.uuid4().hex[:8]}.old")
-    os.replace(target, old)
+    # Two folders cannot be swapped in one rename, but two links can: a folder product is a
+    # link to a hidden version folder beside it, and replacing it renames a new link over the
+    # old one. A kill at any moment leaves the earlier version or the new one, never neither.
+    version = target.with_name(f".{target.name}.{_owner()}-{uuid.uuid4().hex[:8]}.v")
+    os.replace(tmp, version)
+    link = target.with_name(f".{target.name}.{_owner()}-{uuid.uuid4().hex[:8]}.link")
+    os.symlink(version.name, link)
+    previous = current_version(target)
     try:
-        os.replace(tmp, target)
+        if target.exists() and not target.is_symlink():
+            # A folder written before products were links: it moves aside once (the last
+            # two-rename swap it will need), then the link takes its place.
+            old = target.with_name(f".{target.name}.{_owner()}-{uuid.uuid4().hex[:8]}.old")
+            os.replace(target, old)
+            try:
+                os.replace(link, target)
+            except OSError:
+                os.replace(old, target)
+                raise
+            remove_quietly(old)
+        else:
+            os.replace(link, target)
     except OSError:
-        os.replace(old, target)
+        remove_quietly(link)
+        remove_quietly(version)
         raise
-    remove_quietly(old)
+    if previous is not None:
+        remove_quietly(previous)
+
+
+def current_version(target: Path) -> Path | None:
+    """The version folder a folder product's link points to (None: not a link)."""
+    if not target.is_symlink():
+        return None
+    return target.parent / os.readlink(target)
 
 
 def remove_quietly(path: Path) -> None:
-    """Best-effort cleanup: it must never mask the error that made cleanup necessary."""
+    """Best-effort cleanup: it must never mask the error that made cleanup necessary. A folder
+    product's link goes with the version folder it points to."""
+    if path.is_symlink():
+        version = current_version(path)
+        with contextlib.suppress(OSError):
+            path.unlink()
+        if version is not None and version.parent == path.parent:
+            shutil.rmtree(version, ignore_errors=True)
+        return
     if path.is_dir():
         shutil.rmtree(path, ignore_errors=True)
     else:
@@ -196,7 +232,9 @@ def expand_path(text: str, setting: str) -> Path:
             f"{setting}={text!r} names an environment variable that is not set "
             f"(left: {expanded!r}): set it, or write the path out in full."
         )
-    return Path(expanded).resolve()
+    # Absolute, but not resolved: a folder product is a link to its current version, and a path
+    # resolved through it would name a version the next write removes.
+    return Path(os.path.abspath(expanded))
 
 
 @contextlib.contextmanager

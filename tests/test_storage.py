@@ -9,7 +9,7 @@ import pytest
 
 from geocluster_dagster import storage
 from geocluster_dagster.errors import OutputNotWritable, PartitionBusy
-from geocluster_dagster.storage import atomic_path
+from geocluster_dagster.storage import atomic_path, current_version
 
 
 def _folder(path, text: str) -> None:
@@ -25,7 +25,45 @@ def test_a_folder_is_replaced_whole(tmp_path):
         _folder(tmp, "new")
     assert sorted(p.name for p in target.iterdir()) == ["a.txt"]
     assert (target / "a.txt").read_text() == "new"
-    assert [p.name for p in tmp_path.iterdir()] == ["clusters"]  # no temporaries left
+    # The product is a link to its one version folder; the earlier folder and the temporaries
+    # are gone.
+    assert target.is_symlink() and current_version(target).is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["clusters", current_version(target).name]
+    )
+    with atomic_path(target) as tmp:  # replaced again: one rename of the link
+        _folder(tmp, "newer")
+    assert (target / "a.txt").read_text() == "newer"
+    assert len(list(tmp_path.iterdir())) == 2
+
+
+def test_a_kill_at_any_moment_of_a_folder_swap_leaves_a_whole_product(tmp_path, monkeypatch):
+    """Every rename of the swap, interrupted in turn: the product is there, old or new."""
+    import os as os_module
+
+    from geocluster_dagster import storage
+
+    target = tmp_path / "clusters"
+    with atomic_path(target) as tmp:
+        _folder(tmp, "old")
+    real_replace = os_module.replace
+    for step in range(1, 4):
+        calls = {"n": 0}
+
+        def dies(src, dst, _step=step, _calls=calls):
+            _calls["n"] += 1
+            if _calls["n"] == _step:
+                raise KeyboardInterrupt  # the process stops here; nothing after runs
+            return real_replace(src, dst)
+
+        monkeypatch.setattr(storage.os, "replace", dies)
+        try:
+            with atomic_path(target) as tmp:
+                _folder(tmp, "new")
+        except KeyboardInterrupt:
+            pass
+        monkeypatch.setattr(storage.os, "replace", real_replace)
+        assert (target / "a.txt").read_text() in ("old", "new"), step
 
 
 def test_keep_existing_discards_the_new_copy(tmp_path):
@@ -145,7 +183,8 @@ def test_a_folder_swap_killed_between_its_renames_gets_its_earlier_copy_back(tmp
     dead_pid = int(gone.stdout)
     target = tmp_path / "clusters" / "2023-06-01"
     target.parent.mkdir(parents=True)
-    # What a kill between "old aside" and "new in" leaves: no target, a complete old copy and
+    # What a kill between "old aside" and "new in" of a real folder (as products were before
+    # they were links, and still are until their first rewrite) leaves: no target, a complete old copy and
     # the complete new one, both named after the dead writer.
     old = target.with_name(f".{target.name}.{socket.gethostname()}.{dead_pid}-abcd1234.old")
     new = target.with_name(f".{target.name}.{socket.gethostname()}.{dead_pid}-abcd1234.tmp")
@@ -157,4 +196,7 @@ def test_a_folder_swap_killed_between_its_renames_gets_its_earlier_copy_back(tmp
         tmp.mkdir()
         (tmp / "model.json").write_text("next")
     assert (target / "model.json").read_text() == "next"
-    assert sorted(p.name for p in target.parent.iterdir()) == [target.name]
+    # what a folder written before products were links leaves: now a link and its version
+    assert sorted(p.name for p in target.parent.iterdir()) == sorted(
+        [target.name, current_version(target).name]
+    )

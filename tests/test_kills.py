@@ -1,0 +1,116 @@
+"""Ten SIGKILLs at seeded random moments of a partition's run, folder swaps included.
+
+After each kill every product of the partition is whole (the earlier version or the new one,
+never a missing or torn one); the run after them writes what an unkilled run wrote, leaves no
+temporaries, and the killed runs are marked failed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import rasterio
+from PIL import Image
+from rasterio.windows import Window
+
+from geocluster_dagster.demo import DEMO_MONTH
+
+pytestmark = pytest.mark.slow
+
+KILLS = 10
+PART = f"demo/{DEMO_MONTH}"
+
+
+def _command(out: Path) -> list[str]:
+    return [sys.executable, "-m", "geocluster_dagster", "--output", str(out), "demo"]
+
+
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith(("GEOCLUSTER_", "DAGSTER_"))}
+
+
+def _raster_whole(path: Path) -> str:
+    """Opens, its last block reads; returns a digest of its pixels."""
+    with rasterio.open(path) as src:
+        last = Window(src.width - 1, src.height - 1, 1, 1)
+        src.read(window=last)
+        return hashlib.sha256(src.read().tobytes()).hexdigest()
+
+
+def _whole(out: Path) -> dict[str, str]:
+    """Every product of the partition, checked whole; a digest of what each holds."""
+    digests = {}
+    for name in ("stac_items", "band_stack"):
+        json.loads((out / name / f"{PART}.json").read_text())
+    for name in ("mosaic", "geotiff"):
+        digests[name] = _raster_whole(out / name / f"{PART}.tif")
+    clusters = out / "clusters" / PART
+    digests["cluster_map"] = _raster_whole(clusters / "cluster_map.tif")
+    digests["model"] = hashlib.sha256((clusters / "model.json").read_bytes()).hexdigest()
+    json.loads((clusters / "summary.json").read_text())
+    digests["signatures"] = hashlib.sha256((clusters / "signatures.csv").read_bytes()).hexdigest()
+    diagnostics = out / "diagnostics" / PART
+    pngs = sorted(diagnostics.glob("*.png"))
+    assert len(pngs) == 8, pngs
+    for png in pngs:
+        with Image.open(png) as image:
+            image.verify()
+    digests["scores"] = json.dumps(json.loads((diagnostics / "scores.json").read_text()))
+    json.loads((out / "stac" / "outputs" / f"{PART}.json").read_text())
+    assert (out / "report" / f"{PART}.html").read_text().rstrip().endswith("</html>")
+    return digests
+
+
+def test_ten_kills_at_random_moments_leave_every_product_whole(tmp_path):
+    out = tmp_path / "out"
+    started = time.monotonic()
+    first = subprocess.run(_command(out), env=_env(), capture_output=True, text=True)
+    wall = time.monotonic() - started
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    expected = _whole(out)
+
+    moments, finished = [], 0
+    rng = random.Random(20261201)
+    for _ in range(KILLS):
+        # The first run also built the demo catalog: the later ones take about 80 % as long.
+        moment = rng.uniform(0.5, 0.8 * wall)
+        process = subprocess.Popen(
+            _command(out), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        time.sleep(moment)
+        process.send_signal(signal.SIGKILL)
+        finished += process.wait() == 0  # done before the kill came: it counts as a run
+        moments.append(round(moment, 2))
+        # Whatever the moment, every product is whole and holds what a full run writes (the
+        # same inputs and settings: the earlier version and the new one are the same).
+        assert _whole(out) == expected, moments
+
+    last = subprocess.run(_command(out), env=_env(), capture_output=True, text=True)
+    assert last.returncode == 0, last.stdout[-2000:] + last.stderr[-2000:]
+    assert _whole(out) == expected
+    leftovers = [
+        p
+        for p in out.rglob(".*")
+        if p.name.endswith((".tmp", ".old", ".link", ".tiled.tif"))
+        and ".dagster_home" not in p.parts
+    ]
+    assert leftovers == []
+    for folder in ("clusters", "diagnostics"):
+        versions = [p for p in (out / folder / "demo").iterdir() if p.name.startswith(".")]
+        assert len(versions) == 1, versions  # the one the product's link points to
+    with dg.DagsterInstance.from_config(str(out / ".dagster_home")) as instance:
+        statuses = [run.status for run in instance.get_runs()]
+    # The kills that came after the run started left a STARTED run: all are marked failed.
+    assert dg.DagsterRunStatus.STARTED not in statuses
+    assert statuses.count(dg.DagsterRunStatus.SUCCESS) == 2 + finished
+    assert finished <= KILLS // 2, moments  # most kills landed inside a run
