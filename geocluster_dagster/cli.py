@@ -190,9 +190,13 @@ def _run_job(
             run_config={**(run_config or {}), "loggers": _logger_config(loggers)},
             raise_on_error=False,
         )
-    selected = [key.to_user_string() for key in job.asset_layer.selected_asset_keys]
+    from .defs.assets import ASSETS
+
+    in_order = [key.to_user_string() for asset in ASSETS for key in asset.keys]
+    chosen = {key.to_user_string() for key in job.asset_layer.selected_asset_keys}
+    selected = [asset for asset in in_order if asset in chosen]
     skipped = [asset for asset in selected if asset not in lines.ended]  # never started
-    if skipped and result.success:
+    if skipped:
         echo(f"  not built: {', '.join(sorted(skipped, key=selected.index))}")
     if not result.success:
         if not lines.failures:  # a failure outside any step (e.g. a resource that cannot start)

@@ -14,7 +14,7 @@ from pathlib import Path
 import xarray as xr
 
 from . import evaluate
-from .bands import WAVELENGTH_UM
+from .bands import REFLECTANCE_BANDS, WAVELENGTH_UM
 from .cluster_product import ELBOW, StoredClusters
 from .errors import ConfigError
 from .fields import described
@@ -169,7 +169,13 @@ def write_diagnostics(
                     title=f"{title}, {label}",
                     crs_label=crs_label,
                 )
-        bands = [b for b in clusters.summary["features"] if b in WAVELENGTH_UM]
+        # The clustered reflectance bands; clustered on indices alone, every reflectance band
+        # the signatures measured (a thermal band, in kelvin, has no place on the axis).
+        bands = [b for b in clusters.summary["features"] if b in WAVELENGTH_UM] or [
+            b
+            for b in WAVELENGTH_UM
+            if b in REFLECTANCE_BANDS and f"{b}_mean" in clusters.signatures.columns
+        ]
         plot.plot_spectral_signatures(
             clusters.signatures, bands, tmp / "signatures.png", wavelengths=WAVELENGTH_UM
         )

@@ -278,6 +278,15 @@ def load_band_stack(
     bands = settings.bands or default_bands(profile)
     plan = plan_bands(items, bands, with_qa=settings.mask_clouds)
     crs = _grid_crs(items, aoi, settings.crs)
+    if crs.is_geographic and settings.resolution is None:
+        native = profile.native_resolution
+        raise ConfigError(
+            f"`crs` {settings.crs!r} is geographic (degrees) and `resolution` is unset: the "
+            f"sensor's native {native:g} m would become {native:g} degrees per pixel. Set "
+            f"`resolution` in degrees (about {native / 111_320:.6f} for {native:g} m at the "
+            "equator; less east-west away from it), or leave `crs` unset for the scenes' UTM "
+            "grid (band_stack)."
+        )
     resolution = settings.resolution or profile.native_resolution
     slices = group_items(items, plan, settings.groupby)
     group_of = {item.id: index for index, s in enumerate(slices) for item in s.items}
@@ -321,6 +330,8 @@ def load_band_stack(
         driver=RetryingRioDriver(reader),  # signs and retries in each dask task
         fail_on_error=True,
     )
+    # odc-stac names the axes of a geographic grid latitude/longitude: every stage uses y/x.
+    raw = raw.rename({k: v for k, v in (("latitude", "y"), ("longitude", "x")) if k in raw.dims})
     raw = raw.isel(y=slice(pad_rows, None), x=slice(pad_cols, None))
     if raw.sizes["time"] != len(slices):
         raise RuntimeError(

@@ -86,6 +86,8 @@ class AssetLines(logging.Handler):
         event, step = meta.get("dagster_event"), meta.get("step_key") or ""
         if event is None:
             message = meta.get("orig_message", record.getMessage())
+            if message.startswith(_SAID_BY_THE_SUMMARY):
+                return
             if record.levelno >= logging.WARNING:  # now: a retry or a wait is news while it lasts
                 echo(f"    warning ({step or 'run'}): {message}")
             elif step:
@@ -111,9 +113,7 @@ class AssetLines(logging.Handler):
         elif kind == DagsterEventType.STEP_SUCCESS:
             self._step_line(step, record.created)
         elif kind == DagsterEventType.STEP_FAILURE:
-            error = event.step_failure_data.error
-            message = error.message.strip() if error else "(no error recorded)"
-            self.failures.append(f"FAILED {step}: {message}")
+            self.failures.append(f"FAILED {step}: {failure_text(event.step_failure_data)}")
             self._step_line(step, record.created, failed=True)
             echo(self.failures[-1], err=True)
 
@@ -140,6 +140,24 @@ class AssetLines(logging.Handler):
         echo(f"  {step:<14} {state}{seconds:6.1f} s  {where}".rstrip())
         for line in self._pending.pop(step, []):
             echo(line)
+
+
+#: Dagster's own warnings that the end of the summary says better ("not built: ...").
+_SAID_BY_THE_SUMMARY = ("Dependencies for step ",)
+
+
+def failure_text(data: Any) -> str:
+    """A step failure in the package's words: a Failure's description, else the innermost
+    error of the chain (Dagster's outer one only says which op failed)."""
+    user = getattr(data, "user_failure_data", None)
+    if user is not None and user.description:
+        return str(user.description)
+    error = getattr(data, "error", None)
+    if error is None:
+        return "(no error recorded)"
+    while error.cause is not None:
+        error = error.cause
+    return str(error.message).strip()
 
 
 def run_loggers(lines: AssetLines, verbose: bool) -> dict[str, dg.LoggerDefinition]:

@@ -164,3 +164,15 @@ def test_a_month_without_imagery_is_skipped_not_failed(demo, dask_cluster, tmp_p
     for asset in ("mosaic", "geotiff", "clusters", "diagnostics"):
         _materialization(june, asset)
     assert not may.asset_materializations_for_node("band_stack")
+
+
+def test_an_unexpected_error_is_a_failure_that_names_it():
+    from geocluster_dagster.defs.assets import unexpected_failures
+    from geocluster_dagster.errors import NoClearPixels
+
+    with pytest.raises(dg.Failure, match=r"^Unexpected ValueError: boom\. This is not a setting"):
+        with unexpected_failures():
+            raise ValueError("boom")
+    with pytest.raises(NoClearPixels):  # the package's own errors keep their own words
+        with unexpected_failures():
+            raise NoClearPixels("all masked")

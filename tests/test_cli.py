@@ -240,3 +240,42 @@ def test_a_killed_run_is_marked_failed_by_the_sensor_and_by_the_next_command(tmp
     assert f"Run {again.run_id[:8]} (geocluster_pipeline, demo|{DEMO_MONTH})" in result.output
     assert "is gone: marked failed." in result.output
     assert {run.status for run in _runs(home)} == {dg.DagsterRunStatus.FAILURE}
+
+
+def _digest(path: Path) -> str:
+    import hashlib
+
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    return hashlib.sha256(b"".join(p.read_bytes() for p in files)).hexdigest()
+
+
+def test_settings_that_used_to_crash_are_refused_or_work(tmp_path):
+    """crs EPSG:4326 crashed in xarray ("Dimensions {'x', 'y'} do not exist"); clustering on
+    indices alone crashed the signature plot. Now: refused in the user's terms with the earlier
+    products untouched, and a geographic grid or index features work."""
+    assert _invoke(tmp_path, "demo").exit_code == 0
+    products = {
+        name: tmp_path / name / "demo" / f"{DEMO_MONTH}{suffix}"
+        for name, suffix in (("mosaic", ".tif"), ("geotiff", ".tif"), ("clusters", ""))
+    }
+    before = {name: _digest(path) for name, path in products.items()}
+
+    def materialize(ops: dict) -> _Run:
+        config = tmp_path / "run.yaml"
+        config.write_text(yaml.safe_dump({"ops": ops}))
+        return _invoke(tmp_path, "materialize", "--aoi", "demo", "--date", "2023-06", "--config", str(config))  # fmt: skip
+
+    refused = materialize({"band_stack": {"config": {"crs": "EPSG:4326"}}})
+    assert refused.exit_code == 1
+    failed = next(line for line in refused.output.splitlines() if line.startswith("FAILED"))
+    assert failed.startswith("FAILED band_stack: `crs` 'EPSG:4326' is geographic (degrees)")
+    assert "Set `resolution` in degrees (about 0.000269" in failed
+    assert (
+        "Error occurred while executing" not in refused.output and "Traceback" not in refused.output
+    )
+    assert "  not built: mosaic, geotiff, clusters, " in refused.output
+    assert {name: _digest(path) for name, path in products.items()} == before
+
+    indices = materialize({"clusters": {"config": {"features": ["lst", "ndvi"]}}})
+    assert indices.exit_code == 0, indices.output
+    assert (tmp_path / "diagnostics" / "demo" / DEMO_MONTH / "signatures.png").exists()

@@ -110,7 +110,7 @@ def _step(compute: Callable[..., Any]) -> Callable[..., Any]:
         with explained_failures():
             check_settings(context.run.run_config)
         log = progress.Throttled(lambda update: context.log.info(update.describe()))
-        with progress.listening(log):
+        with progress.listening(log), unexpected_failures():
             yield
 
     if inspect.isgeneratorfunction(compute):
@@ -137,6 +137,23 @@ def explained_failures() -> Iterator[None]:
         yield
     except GeoclusterError as err:
         raise dg.Failure(description=str(err), metadata={"error": type(err).__name__}) from err
+
+
+@contextlib.contextmanager
+def unexpected_failures() -> Iterator[None]:
+    """Any other error, as a failure whose message is the error itself (Dagster would show only
+    "Error occurred while executing op"), saying it is not the user's to fix."""
+    try:
+        yield
+    except (dg.Failure, dg.DagsterError, GeoclusterError):
+        raise
+    except Exception as err:
+        raise dg.Failure(
+            description=f"Unexpected {type(err).__name__}: {err}. This is not a setting to "
+            "change but a defect of geocluster_dagster or a library it uses: please report it "
+            "with the run config and the stack trace below.",
+            metadata={"error": type(err).__name__},
+        ) from err
 
 
 def _asset(
