@@ -174,7 +174,7 @@ def _run_job(
     (progress bars while a step runs), then the scores; Dagster's own events only with -v."""
     from .definitions import defs
     from .progress import listening
-    from .terminal import AssetLines, Bars, echo, run_loggers
+    from .terminal import AssetLines, Bars, echo, error_text, run_loggers
 
     job = defs.resolve_job_def(name)
     _check_run_config(job, run_config or {})
@@ -200,10 +200,11 @@ def _run_job(
         echo(f"  not built: {', '.join(sorted(skipped, key=selected.index))}")
     if not result.success:
         if not lines.failures:  # a failure outside any step (e.g. a resource that cannot start)
-            for event in result.all_events:
-                if event.is_failure and event.event_specific_data is not None:
-                    error = getattr(event.event_specific_data, "error", None)
-                    echo(f"FAILED: {error.message.strip() if error else event.message}", err=True)
+            errors = [
+                getattr(event.event_specific_data, "error", None) for event in result.all_events
+            ]
+            for error in [e for e in errors if e is not None][:1]:
+                echo(f"FAILED: {error_text(error)}", err=True)
         sys.exit(1)
     scores = {
         key: value.value  # rounded as the UI shows them (defs/readable.py)

@@ -145,6 +145,11 @@ def recover_interrupted(target: Path) -> Path | None:
 
 def _replace(tmp: Path, target: Path) -> None:
     if not tmp.is_dir():
+        if target.is_dir() and not target.is_symlink():
+            raise OutputNotWritable(
+                f"{target} is a folder, where this output is a file: move or delete the folder "
+                "(nothing in it was touched), then run again."
+            )
         os.replace(tmp, target)
         return
     # Two folders cannot be swapped in one rename, but two links can: a folder product is a

@@ -153,11 +153,20 @@ def failure_text(data: Any) -> str:
     if user is not None and user.description:
         return str(user.description)
     error = getattr(data, "error", None)
-    if error is None:
-        return "(no error recorded)"
-    while error.cause is not None:
-        error = error.cause
-    return str(error.message).strip()
+    return error_text(error) if error is not None else "(no error recorded)"
+
+
+def error_text(error: Any) -> str:
+    """The package's own error in a serialized chain, without its class path (its message
+    says what and how to fix); else the innermost error (Dagster's outer ones only say where)."""
+    chain = [error]
+    while chain[-1].cause is not None:
+        chain.append(chain[-1].cause)
+    for link in chain:
+        prefix, _, rest = str(link.message).strip().partition(": ")
+        if prefix.startswith("geocluster_dagster.") and rest:
+            return rest
+    return str(chain[-1].message).strip()
 
 
 def run_loggers(lines: AssetLines, verbose: bool) -> dict[str, dg.LoggerDefinition]:

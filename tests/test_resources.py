@@ -108,3 +108,24 @@ def test_the_cli_output_root_expands_home(clean_env, tmp_path, monkeypatch):
     assert "demo" in result.output
     assert (tmp_path / "home" / "out" / "demo_catalog").is_dir()
     assert not (tmp_path / "~").exists()
+
+
+def test_an_unreachable_dask_scheduler_fails_in_its_own_words(monkeypatch):
+    import dagster as dg
+
+    from geocluster_dagster.defs import resources
+
+    from .servers.ports import free_port
+
+    monkeypatch.setattr(resources, "DASK_CONNECT_TIMEOUT_S", 2)
+    address = f"tcp://127.0.0.1:{free_port()}"  # nothing listens there
+    with pytest.raises(dg.DagsterResourceFunctionError) as failed:
+        with dg.build_resources({"dask": resources.DaskCluster(scheduler_address=address)}):
+            pass
+    cause = failed.value.__cause__
+    assert isinstance(cause, ConfigError), cause
+    assert (
+        f"Cannot reach the Dask scheduler {address} (set by resource dask.scheduler_address) within 2 s"
+        in str(cause)
+    )
+    assert "unset it to compute in the run's own process" in str(cause)

@@ -200,3 +200,18 @@ def test_a_folder_swap_killed_between_its_renames_gets_its_earlier_copy_back(tmp
     assert sorted(p.name for p in target.parent.iterdir()) == sorted(
         [target.name, current_version(target).name]
     )
+
+
+def test_a_folder_where_a_file_goes_is_named_and_left_alone(tmp_path):
+    from geocluster_dagster.errors import OutputNotWritable
+
+    target = tmp_path / "2023-06-01.tif"
+    target.mkdir()
+    (target / "keep.txt").write_text("mine")
+    with pytest.raises(
+        OutputNotWritable, match=r"2023-06-01\.tif is a folder, where this output is a file"
+    ):
+        with atomic_path(target) as tmp:
+            tmp.write_text("pixels")
+    assert (target / "keep.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["2023-06-01.tif"]  # no temporary left

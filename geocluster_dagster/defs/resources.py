@@ -21,7 +21,7 @@ import dagster as dg
 from pydantic import Field
 
 from ..aoi import AOI, load_registry
-from ..errors import InvalidAOI
+from ..errors import ConfigError, InvalidAOI
 from ..remote import RemoteReadSettings
 from ..search import StacSource, is_url
 from ..storage import expand_path
@@ -181,6 +181,10 @@ class StacCatalog(dg.ConfigurableResource):  # type: ignore[type-arg]
         )
 
 
+#: How long a run waits for the Dask scheduler it is pointed at before it fails, seconds.
+DASK_CONNECT_TIMEOUT_S = 30
+
+
 class DaskCluster(dg.ConfigurableResource):  # type: ignore[type-arg]
     """The Dask scheduler all lazy raster work runs on while an asset (or its IO) executes.
 
@@ -239,7 +243,21 @@ class DaskCluster(dg.ConfigurableResource):  # type: ignore[type-arg]
         if address:
             from distributed import Client
 
-            with Client(address, timeout="30s") as client:
+            where = (
+                "resource dask.scheduler_address"
+                if self.scheduler_address
+                else f"env {ENV_DASK_SCHEDULER}"
+            )
+            try:
+                client = Client(address, timeout=f"{DASK_CONNECT_TIMEOUT_S}s")
+            except (OSError, TimeoutError) as err:
+                raise ConfigError(
+                    f"Cannot reach the Dask scheduler {address} (set by {where}) within "
+                    f"{DASK_CONNECT_TIMEOUT_S} s ({type(err).__name__}: {err}): start it "
+                    "(`dask scheduler`, then `dask worker <address>`), correct the address, or "
+                    f"unset it to compute in the run's own process."
+                ) from err
+            with client:
                 say(
                     f"Dask: using scheduler {address} ({len(client.scheduler_info()['workers'])} workers)"
                 )
