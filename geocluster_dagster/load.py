@@ -34,7 +34,7 @@ from .fields import described
 from .mask import DEFAULT_MASK_FLAGS, MaskFlag, mask_reasons, qa_mask
 from .preflight import check_assets
 from .remote import RemoteReader, RemoteReadSettings, RetryingRioDriver
-from .search import acquired
+from .search import acquired, cloud_cover
 
 log = logging.getLogger(__name__)
 
@@ -417,6 +417,5 @@ def _per_time(
 
 
 def _mean_cloud_cover(items: Sequence[pystac.Item]) -> float:
-    found = [i.properties.get("eo:cloud_cover") for i in items]
-    values = [float(v) for v in found if v is not None]
+    values = [v for v in map(cloud_cover, items) if v is not None]
     return float(np.mean(values)) if values else float("nan")

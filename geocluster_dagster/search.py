@@ -497,10 +497,25 @@ def _matches(item: pystac.Item, collection: str | None, query: _Query) -> bool:
         if span is None or not (span[0] < query.end and span[1] >= query.start):
             return False
     if query.max_cloud_cover is not None:
-        cloud_cover = item.properties.get("eo:cloud_cover")
-        if cloud_cover is not None and cloud_cover > query.max_cloud_cover:
+        cover = item.properties.get("eo:cloud_cover")
+        if cover is not None and cloud_cover(item) is None:
+            raise AssetReadError(
+                f"Item {item.id!r} has eo:cloud_cover {cover!r}, which is not a number (the eo "
+                "extension makes it a percentage, 0-100), so the cloud filter cannot judge it: "
+                "fix the catalog, or search without the filter (stac_items max_cloud_cover: null)."
+            )
+        value = cloud_cover(item)
+        if value is not None and value > query.max_cloud_cover:
             return False
     return True
+
+
+def cloud_cover(item: pystac.Item) -> float | None:
+    """The item's eo:cloud_cover as a number; None when it has none or it is not a number."""
+    value = item.properties.get("eo:cloud_cover")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
 
 
 def _footprint(item: pystac.Item) -> BaseGeometry | None:
@@ -568,7 +583,7 @@ def _diagnose(catalog: _Catalog, query: _Query) -> str:
     any_cloud = replace(query, max_cloud_cover=None)
     if query.max_cloud_cover is not None:
         cloudy = catalog.find(any_cloud, _DIAGNOSIS_LIMIT)
-        covers = [c for c in (i.properties.get("eo:cloud_cover") for i in cloudy) if c is not None]
+        covers = [c for c in map(cloud_cover, cloudy) if c is not None]
         if covers:
             least = min(covers)  # printed in full: a rounded-down limit would still exclude it
             return (

@@ -12,7 +12,7 @@ import shapely
 from geocluster_dagster.aoi import load_registry, parse_geometry
 from geocluster_dagster.defs.resources import AOIRegistry
 from geocluster_dagster.demo import build_demo
-from geocluster_dagster.errors import InvalidAOI, NoItemsFound
+from geocluster_dagster.errors import AssetReadError, InvalidAOI, NoItemsFound
 from geocluster_dagster.search import StacSource, search_items
 
 JUNE = {"start": datetime(2023, 6, 1), "end": datetime(2023, 7, 1)}
@@ -109,3 +109,25 @@ def test_one_malformed_aoi_does_not_stop_the_others(tmp_path, demo):
         resource.get("broken")
     with pytest.raises(InvalidAOI, match=r"malformed entries: bad, broken"):
         resource.get("elsewhere")
+
+
+def test_a_cloud_cover_that_is_not_a_number_is_named_with_the_item(tmp_path, demo):
+    documents = []
+    for item in pystac.read_file(str(demo.catalog)).get_items(recursive=True):
+        item.make_asset_hrefs_absolute()
+        document = item.to_dict(include_self_link=False)
+        document["properties"]["eo:cloud_cover"] = "12.5"
+        documents.append(document)
+    strings = tmp_path / "strings.json"
+    strings.write_text(json.dumps({"type": "FeatureCollection", "features": documents}))
+    aoi = shapely.Polygon(_demo_ring(demo))
+    source = StacSource(str(strings))
+    with pytest.raises(
+        AssetReadError,
+        match=r"eo:cloud_cover '12\.5', which is not a number.*max_cloud_cover: null",
+    ):
+        search_items(source, collection="landsat-c2-l2", geometry=aoi, max_cloud_cover=60, **JUNE)
+    found = search_items(
+        source, collection="landsat-c2-l2", geometry=aoi, max_cloud_cover=None, **JUNE
+    )
+    assert len(found) == 4

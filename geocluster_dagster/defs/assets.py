@@ -60,7 +60,7 @@ from ..quality import (
 from ..reference import ModelSettings, PoolSettings
 from ..reference_product import model_plan, write_reference_model
 from ..report import ReportInputs, checks_file, write_report
-from ..search import SearchSettings, read_items, search_items, write_items
+from ..search import SearchSettings, cloud_cover, read_items, search_items, write_items
 from ..stac_product import CATALOG_DIR, PartitionProducts, write_item
 from ..stack_recipe import BandStackRecipe, open_band_stack, write_band_stack
 from ..storage import remove_quietly, write_json
@@ -283,8 +283,7 @@ def stac_items(
         for i in items
     ]
     table = "| item | acquired (UTC) | cloud % |\n|---|---|---|\n" + "\n".join(rows)
-    covers = [i.properties.get("eo:cloud_cover") for i in items]
-    clouds = [float(c) for c in covers if isinstance(c, int | float) and not isinstance(c, bool)]
+    clouds = [c for c in map(cloud_cover, items) if c is not None]
     measures = [
         Measure("item_count", len(items), "scenes", "scenes in the window that passed the filters"),
         Measure(
@@ -304,7 +303,7 @@ def stac_items(
             **({"no_imagery": no_imagery} if no_imagery else {}),
             "items": dg.MetadataValue.md(table),
         },
-        [judge_scenes(len(items), [i.properties.get("eo:cloud_cover") for i in items], no_imagery)],
+        [judge_scenes(len(items), clouds, no_imagery)],
     )
 
 
