@@ -941,6 +941,12 @@ def _markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join([header, rule, *rows])
 
 
+#: Each AOI x date asset's product, by asset name.
+PRODUCTS = {
+    p.asset: p
+    for p in (STAC_ITEMS, BAND_STACK, MOSAIC, GEOTIFF, CLUSTERS, DIAGNOSTICS, CLUSTER_CHANGE)
+}
+
 #: The graph one AOI x date partition runs (the geocluster_pipeline job).
 PIPELINE_ASSETS = [
     stac_items,
