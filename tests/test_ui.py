@@ -55,6 +55,9 @@ mutation($p: ExecutionParams!) { launchRun(executionParams: $p) {
   __typename ... on LaunchRunSuccess { run { runId } } ... on PythonError { message }
 }}"""
 STATUS = "query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }"
+LOGS = """
+query($id: ID!) { logsForRun(runId: $id) { __typename
+  ... on EventConnection { events { __typename ... on MessageEvent { message stepKey } } } } }"""
 
 
 @pytest.fixture(scope="module")
@@ -197,13 +200,22 @@ def test_a_ui_run_takes_what_the_cli_took_and_logs_its_progress(ui):
     launched = _graphql(base, LAUNCH, {"p": params})["data"]["launchRun"]
     assert launched["__typename"] == "LaunchRunSuccess", launched
     run_id = launched["run"]["runId"]
-    status = "QUEUED"
+    status, seen_running = "QUEUED", []
     while status not in ("SUCCESS", "FAILURE", "CANCELED") and time.monotonic() - started < 300:
         time.sleep(0.2)
         status = _graphql(base, STATUS, {"id": run_id})["data"]["runOrError"]["status"]
+        if status == "STARTED" and not seen_running:
+            # What the run's log in the UI shows while the run is still going.
+            events = _graphql(base, LOGS, {"id": run_id})["data"]["logsForRun"]["events"]
+            seen_running = [
+                e["message"]
+                for e in events
+                if " done, " in e.get("message", "") and e.get("stepKey")
+            ]
     ui_s = time.monotonic() - started
     assert status == "SUCCESS"
     (ARTIFACTS / "run_times.json").write_text(json.dumps({"cli_s": cli_s, "ui_s": ui_s}))
+    assert seen_running, "no progress line in the run's log while it ran"
     # The whole command against launch-to-success; a little slack for a loaded CI machine.
     assert ui_s <= 1.2 * cli_s + 3.0, (ui_s, cli_s)
 
