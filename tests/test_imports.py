@@ -28,31 +28,24 @@ PLAIN = [
 ]
 
 
-def test_plain_modules_do_not_import_dagster_or_matplotlib():
+def _loaded(imports: str, heavy: set[str]) -> list[str]:
+    """Which of the ``heavy`` top-level packages a fresh interpreter has loaded after ``imports``."""
     code = (
-        "import importlib, json, sys\n"
-        f"for name in {PLAIN!r}: importlib.import_module('geocluster_dagster.' + name)\n"
-        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & {'dagster', 'matplotlib', 'dagster_webserver'})))\n"
+        f"import json, sys\n{imports}\n"
+        f"print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & set({sorted(heavy)!r}))))\n"
     )
-    heavy = json.loads(
-        subprocess.run(
-            [sys.executable, "-c", code], check=True, capture_output=True, text=True
-        ).stdout
-    )
-    assert heavy == []
+    done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    loaded: list[str] = json.loads(done.stdout)
+    return loaded
+
+
+def test_plain_modules_do_not_import_dagster_or_matplotlib():
+    imports = "\n".join(f"import geocluster_dagster.{name}" for name in PLAIN)
+    assert _loaded(imports, {"dagster", "matplotlib", "dagster_webserver"}) == []
 
 
 def test_the_code_location_loads_without_scikit_learn_or_matplotlib():
     """Every run, every UI reload and every CLI command imports the definitions: scikit-learn
     (about 1 s) and matplotlib load only in the steps that fit, score or draw."""
-    code = (
-        "import json, sys\n"
-        "import geocluster_dagster.definitions\n"
-        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & {'sklearn', 'matplotlib', 'kneed'})))\n"
-    )
-    heavy = json.loads(
-        subprocess.run(
-            [sys.executable, "-c", code], check=True, capture_output=True, text=True
-        ).stdout
-    )
-    assert heavy == []
+    imports = "import geocluster_dagster.definitions"
+    assert _loaded(imports, {"sklearn", "matplotlib", "kneed"}) == []

@@ -7,6 +7,7 @@ the progress of its passes. Screenshots go to test-artifacts/ui/ (kept by CI).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -15,7 +16,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -112,12 +115,22 @@ def ui(tmp_path_factory):
             server.wait()
 
 
-def _browser():
+@contextlib.contextmanager
+def _page(url: str) -> Iterator[Any]:
+    """Headless Chromium at ``url``, past Dagster's first-visit dialog."""
     from playwright.sync_api import sync_playwright
 
     chromium = shutil.which("chromium")
     assert chromium, "chromium is missing: install Debian's chromium (scripts/test.sh does)"
-    return sync_playwright(), chromium
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        page.goto(url)
+        _dismiss_welcome(page)
+        try:
+            yield page
+        finally:
+            browser.close()
 
 
 def _dismiss_welcome(page) -> None:
@@ -152,12 +165,7 @@ def _open_figure(page, base: str, asset: str, entry: str, shot: str) -> dict:
 
 def test_every_figure_opens_legibly_from_the_asset_page(ui):
     base, out, _ = ui
-    manager, chromium = _browser()
-    with manager as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1600, "height": 1000})
-        page.goto(f"{base}/assets/diagnostics")
-        _dismiss_welcome(page)
+    with _page(f"{base}/assets/diagnostics") as page:
         figures = sorted(p.stem for p in (out / "diagnostics" / "demo" / DEMO_MONTH).glob("*.png"))
         assert len(figures) == 8
         sizes = {
@@ -172,7 +180,6 @@ def test_every_figure_opens_legibly_from_the_asset_page(ui):
         page.goto(f"{base}/assets/diagnostics?view=partitions&partition={KEY.replace('|', '%7C')}")
         page.wait_for_timeout(2000)
         page.screenshot(path=str(ARTIFACTS / "diagnostics_partition.png"), full_page=True)
-        browser.close()
     (ARTIFACTS / "figure_sizes.json").write_text(json.dumps(sizes, indent=2))
     for name, size in sizes.items():
         # 1000 px on the longer side, drawn at (nearly) its own size: the legend can be read.
@@ -219,14 +226,8 @@ def test_a_ui_run_takes_what_the_cli_took_and_logs_its_progress(ui):
     # The whole command against launch-to-success; a little slack for a loaded CI machine.
     assert ui_s <= 1.2 * cli_s + 3.0, (ui_s, cli_s)
 
-    manager, chromium = _browser()
-    with manager as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1600, "height": 1000})
-        page.goto(f"{base}/runs/{run_id}")
-        _dismiss_welcome(page)
+    with _page(f"{base}/runs/{run_id}") as page:
         progress = page.get_by_text("fitting the elbow curve: done, 11/11 k").first
         progress.wait_for(timeout=120_000)
         progress.scroll_into_view_if_needed()
         page.screenshot(path=str(ARTIFACTS / "run_log.png"))
-        browser.close()
