@@ -205,7 +205,6 @@ def _run_job(
             ]
             for error in [e for e in errors if e is not None][:1]:
                 echo(f"FAILED: {error_text(error)}", err=True)
-        _say_what_is_stale(key, label, selected, set(lines.written))
         sys.exit(1)
     scores = {
         key: value.value  # rounded as the UI shows them (defs/readable.py)
@@ -221,34 +220,6 @@ def _run_job(
         f"GEOCLUSTER_OUTPUT={os.environ['GEOCLUSTER_OUTPUT']} "
         "dagster dev -m geocluster_dagster.definitions"
     )
-
-
-def _say_what_is_stale(
-    key: str | dg.MultiPartitionKey, label: str, selected: list[str], written: set[str]
-) -> None:
-    """After a failed run: which of the partition's products are still an earlier run's, now
-    beside this run's newer ones (Dagster shows each asset's own last materialization)."""
-    from .defs.assets import PRODUCTS
-    from .defs.outputs import OutputStore
-    from .defs.partitions import window_of
-    from .terminal import echo
-
-    if "|" not in str(key):  # an AOI's reference model: one product, kept whole
-        return
-    outputs, window = OutputStore(), window_of(str(key))
-    earlier = [
-        a
-        for a in selected
-        if a not in written and a in PRODUCTS and outputs.path(PRODUCTS[a], window).exists()
-    ]
-    rewritten = [a for a in selected if a in written]
-    if earlier and rewritten:
-        echo(
-            f"  stale: {', '.join(earlier)} of {label} are still an earlier run's and may not "
-            f"match what this run rewrote ({', '.join(rewritten)}); materialize the partition "
-            "again once the failure is fixed.",
-            err=True,
-        )
 
 
 def _logger_config(loggers: dict[str, Any]) -> dict[str, Any]:

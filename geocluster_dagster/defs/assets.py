@@ -110,8 +110,12 @@ def _step(compute: Callable[..., Any]) -> Callable[..., Any]:
         with explained_failures():
             check_settings(context.run.run_config)
         log = progress.Throttled(lambda update: context.log.info(update.describe()))
-        with progress.listening(log), unexpected_failures():
-            yield
+        try:
+            with progress.listening(log), unexpected_failures():
+                yield
+        except Exception:
+            _warn_stale(context)
+            raise
 
     if inspect.isgeneratorfunction(compute):
 
@@ -128,6 +132,36 @@ def _step(compute: Callable[..., Any]) -> Callable[..., Any]:
             return compute(context, *args, **kwargs)
 
     return call
+
+
+def _warn_stale(context: dg.AssetExecutionContext) -> None:
+    """A step failed after others of its run rewrote their products: say, in the run's log (the
+    UI's and the CLI's), which products of the partition are still an earlier run's."""
+    key = context.partition_key if context.has_partition_key else None
+    if key is None or "|" not in str(key):
+        return
+    window, outputs = window_of(str(key)), context.resources.outputs
+    from dagster._core.events import DagsterEventType
+
+    records = context.instance.get_records_for_run(
+        context.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION
+    ).records
+    rewritten = sorted(
+        {r.event_log_entry.dagster_event.asset_key.to_user_string() for r in records}
+        & set(PRODUCTS),
+        key=list(PRODUCTS).index,
+    )
+    failed = context.op_def.name
+    after = list(PRODUCTS)[list(PRODUCTS).index(failed) :] if failed in PRODUCTS else []
+    earlier = [
+        a for a in after if a not in rewritten and outputs.path(PRODUCTS[a], window).exists()
+    ]
+    if rewritten and earlier:
+        context.log.warning(
+            f"stale: {', '.join(earlier)} of {window.label} are still an earlier run's and may "
+            f"not match what this run rewrote ({', '.join(rewritten)}); materialize the "
+            "partition again once the failure is fixed."
+        )
 
 
 @contextlib.contextmanager
