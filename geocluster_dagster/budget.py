@@ -10,12 +10,14 @@ partition is refused with the numbers and the settings that change them.
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pystac
 import shapely
 from odc.geo.geobox import GeoBox
@@ -23,6 +25,7 @@ from odc.geo.geom import Geometry
 from shapely.geometry.base import BaseGeometry
 
 from .errors import ConfigError, OutputNotWritable
+from .storage import write_text_atomically
 
 #: A whole Landsat scene is about 7,800 x 7,800 = 61 million 30 m pixels.
 LANDSAT_SCENE_PX = 61_000_000
@@ -58,9 +61,17 @@ class Estimate:
     disk_needed: int
     """Free space the writes need at their peak: the products, plus the geotiff's
     uncompressed intermediate beside the finished COG."""
+    time_slices: int = 1
+    """Acquisition dates composited: the pixel work is the grid times these."""
+
+    @property
+    def work_mpx(self) -> float:
+        """Million grid pixels times dates: what a run's time grows with."""
+        return self.grid_pixels * self.time_slices / 1e6
 
     def as_dict(self) -> dict[str, int]:
         return {
+            "time_slices": self.time_slices,
             "grid_pixels": self.grid_pixels,
             "aoi_pixels": self.aoi_pixels,
             "covered_pixels": self.covered_pixels,
@@ -78,6 +89,7 @@ def estimate(
     bands: int,
     with_qa: bool,
     products_bands: int,
+    time_slices: int = 1,
 ) -> Estimate:
     """The cost of loading ``items`` (``bands`` each, plus QA) on ``geobox`` for ``aoi`` (lon/lat),
     writing products of ``products_bands`` float bands (bands + indices) on the same grid."""
@@ -111,6 +123,7 @@ def estimate(
         bytes_read=bytes_read,
         bytes_written=products,
         disk_needed=products + intermediate,
+        time_slices=time_slices,
     )
 
 
@@ -197,3 +210,50 @@ def _size(n_bytes: float) -> str:
             return f"{n_bytes:,.0f} {unit}" if unit == "B" else f"{n_bytes:,.1f} {unit}"
         n_bytes /= 1000
     raise AssertionError("unreachable")
+
+
+#: A partition's seconds on the 2-core reference machine: a fixed part (imports, instance,
+#: diagnostics' elbow and figures: the demo partition's run) plus a part per million grid
+#: pixels x dates (8000² px x 2 dates in 71.6 s; README, Benchmark). Used until this machine
+#: has timed runs of its own.
+REFERENCE_FIXED_S = 12.0
+REFERENCE_S_PER_MPX = 0.5
+
+#: Runs of this machine the estimate is fitted on (the latest).
+TIMED_RUNS = 50
+
+
+def record_run(timings: Path, work_mpx: float, seconds: float) -> None:
+    """Append a finished run's size and time to this machine's timings (``timings`` is a
+    JSON-lines file under the output root); the oldest lines beyond TIMED_RUNS are dropped."""
+    lines = timings.read_text().splitlines() if timings.exists() else []
+    lines = [*lines, json.dumps({"work_mpx": round(work_mpx, 6), "seconds": round(seconds, 2)})]
+    timings.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomically(timings, "\n".join(lines[-TIMED_RUNS:]) + "\n")
+
+
+def estimate_seconds(timings: Path, work_mpx: float) -> tuple[float, str]:
+    """Seconds a run of ``work_mpx`` should take on this machine, and how that was found: a
+    line through its timed runs when they span sizes (at least 2x apart), their fixed part
+    with the reference rate when they are all of one size, the reference machine's otherwise."""
+    runs = []
+    if timings.exists():
+        for line in timings.read_text().splitlines():
+            try:
+                run = json.loads(line)
+                runs.append((float(run["work_mpx"]), float(run["seconds"])))
+            except (ValueError, KeyError, TypeError):
+                continue  # a line torn by a kill
+    if not runs:
+        seconds = REFERENCE_FIXED_S + REFERENCE_S_PER_MPX * work_mpx
+        return seconds, "the reference machine's rate: this machine has no timed run yet"
+    sizes = [w for w, _ in runs]
+    if len(runs) >= 2 and max(sizes) >= 2 * max(min(sizes), 1e-9):
+        slope, fixed = np.polyfit(sizes, [t for _, t in runs], 1)
+        slope, fixed = max(float(slope), 0.0), max(float(fixed), 0.0)
+        how = f"a line through this machine's last {len(runs)} timed runs"
+    else:
+        slope = REFERENCE_S_PER_MPX
+        fixed = max(0.0, float(np.median([t - slope * w for w, t in runs])))
+        how = f"this machine's last {len(runs)} runs of one size, with the reference rate"
+    return fixed + slope * work_mpx, how

@@ -308,6 +308,7 @@ def load_band_stack(
         bands=len(plan.assets),
         with_qa=plan.qa_asset is not None,
         products_bands=len(plan.assets) + 2,  # + NDVI and LST, the default indices
+        time_slices=len(slices),
     )
     refuse_runaway(cost, aoi, resolution, settings.max_grid_pixels)
 

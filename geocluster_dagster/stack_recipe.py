@@ -88,7 +88,8 @@ def write_band_stack(
     stack = recipe.open(preflight=True)
     if validate is not None:
         validate(stack)
-    write_json(recipe.to_dict(), path)
+    # The partition's measured size goes with the recipe, for the record (budget.Estimate).
+    write_json({**recipe.to_dict(), "estimate": stack.attrs.get("estimate")}, path)
     return stack
 
 

@@ -220,9 +220,15 @@ def _not_writable(target: Path, err: OSError, *, full: bool = False) -> OutputNo
 
 
 def write_json(obj: object, target: Path | str) -> Path:
+    return write_text_atomically(
+        Path(target), json.dumps(obj, indent=2, sort_keys=True, default=str)
+    )
+
+
+def write_text_atomically(target: Path, text: str) -> Path:
     with atomic_path(target) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
-    return Path(target)
+        tmp.write_text(text)
+    return target
 
 
 def expand_path(text: str, setting: str) -> Path:

@@ -11,9 +11,14 @@ import shapely
 from odc.geo.geobox import GeoBox
 
 from geocluster_dagster.budget import (
+    REFERENCE_FIXED_S,
+    REFERENCE_S_PER_MPX,
+    TIMED_RUNS,
     Estimate,
     estimate,
+    estimate_seconds,
     parts_apart_km,
+    record_run,
     refuse_full_disk,
     refuse_runaway,
 )
@@ -124,6 +129,7 @@ def test_the_band_stack_records_its_estimate(demo, dask_cluster, tmp_path):  # n
     assert stack["grid_pixels"].value == 265 * 468
     assert 0 < stack["covered_pixels"].value <= stack["grid_pixels"].value
     assert stack["read_mb"].value > 0 and stack["disk_needed_mb"].value > stack["products_mb"].value
+    assert stack["estimated_run_s"].value > 0
 
 
 def test_near_parts_of_a_multipolygon_are_fine():
@@ -134,3 +140,22 @@ def test_near_parts_of_a_multipolygon_are_fine():
     cost = estimate(grid, islands, [], bands=6, with_qa=True, products_bands=8)
     assert parts_apart_km(islands) == pytest.approx(22, rel=0.05)
     refuse_runaway(cost, islands, 30.0, 250_000_000)  # 22 km apart: one AOI is fine
+
+
+def test_the_time_estimate_learns_this_machines_rate(tmp_path):
+    timings = tmp_path / ".timings.jsonl"
+    seconds, how = estimate_seconds(timings, 100.0)
+    assert seconds == REFERENCE_FIXED_S + 100 * REFERENCE_S_PER_MPX and "no timed run" in how
+    for _ in range(3):
+        record_run(timings, 0.25, 8.0)  # small partitions: the fixed part
+    seconds, how = estimate_seconds(timings, 100.0)
+    assert seconds == pytest.approx(8.0 - 0.25 * REFERENCE_S_PER_MPX + 100 * REFERENCE_S_PER_MPX)
+    assert "runs of one size" in how
+    record_run(timings, 128.0, 8.0 + 128 * 0.3)  # a whole scene: this machine's own rate
+    with timings.open("a") as torn:
+        torn.write('{"work_mpx": 1')  # a kill mid-line
+    seconds, how = estimate_seconds(timings, 64.0)
+    assert seconds == pytest.approx(8.0 + 64 * 0.3, rel=0.01) and "a line through" in how
+    for _ in range(TIMED_RUNS + 5):
+        record_run(timings, 1.0, 9.0)
+    assert len(timings.read_text().splitlines()) == TIMED_RUNS

@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import inspect
 import json
+import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -23,7 +24,7 @@ import pystac
 import rasterio
 
 from .. import __version__, progress
-from ..budget import Estimate, refuse_full_disk
+from ..budget import Estimate, estimate_seconds, record_run, refuse_full_disk
 from ..change import (
     CHANGE_MAP,
     CHANGE_PNG,
@@ -77,7 +78,14 @@ from .config import (
     to_settings,
 )
 from .outputs import OutputStore, Product
-from .partitions import AOI_PARTITIONS, aoi_partitions, partition_window, partitions, window_of
+from .partitions import (
+    AOI_PARTITIONS,
+    PartitionWindow,
+    aoi_partitions,
+    partition_window,
+    partitions,
+    window_of,
+)
 from .readable import DENOMINATORS, Measure, as_metadata, rounded, share
 from .resources import AOIRegistry, DaskCluster, StacCatalog
 
@@ -381,6 +389,11 @@ def band_stack(
             ),
         )
     cost = Estimate(**stack.attrs["estimate"])
+    seconds, how = estimate_seconds(outputs.root() / TIMINGS, cost.work_mpx)
+    context.log.info(
+        f"{window.key}: {cost.grid_pixels:,} px x {cost.time_slices} date(s), "
+        f"{cost.bytes_read / 1e6:,.0f} MB to read: about {seconds:,.0f} s ({how})"
+    )
     geobox = stack.odc.geobox
     unit = "m" if geobox.crs.units[0] in ("metre", "meter", "m") else str(geobox.crs.units[0])
     measures = [
@@ -391,6 +404,7 @@ def band_stack(
         Measure("read_mb", cost.bytes_read / 1e6, "MB", "decoded bytes the mosaic will read"),
         Measure("products_mb", cost.bytes_written / 1e6, "MB", "uncompressed size of the products"),
         Measure("disk_needed_mb", cost.disk_needed / 1e6, "MB", "free space the writes need"),
+        Measure("estimated_run_s", seconds, "s", f"the partition's whole run, from {how}"),
     ]
     yield _written(
         path,
@@ -957,6 +971,7 @@ def stac_item(
         )
         path = write_item(products, outputs.root())
     document = json.loads(path.read_text())
+    _time_the_run(context, outputs, window)
     return _written(
         path,
         {
@@ -966,6 +981,25 @@ def stac_item(
             "derived_from": len([k for k in document["links"] if k["rel"] == "derived_from"]),
         },
     )
+
+
+#: This machine's timed runs (size, seconds), under the output root: the estimates' rate.
+TIMINGS = ".timings.jsonl"
+
+
+def _time_the_run(
+    context: dg.AssetExecutionContext, outputs: OutputStore, window: PartitionWindow
+) -> None:
+    """The partition's run, from its start to its last asset, recorded for later estimates."""
+    record = context.instance.get_run_record_by_id(context.run_id)
+    estimate = json.loads(outputs.existing(BAND_STACK, window).read_text()).get("estimate")
+    if record is None or record.start_time is None or not estimate:
+        return  # a run of the last assets alone says nothing about a partition's time
+    selection = context.run.asset_selection  # None or empty: every asset of the job
+    if selection and dg.AssetKey(BAND_STACK.asset) not in selection:
+        return
+    seconds = time.time() - record.start_time
+    record_run(outputs.root() / TIMINGS, Estimate(**estimate).work_mpx, seconds)
 
 
 def _markdown_table(frame: pd.DataFrame) -> str:
