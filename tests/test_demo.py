@@ -31,6 +31,7 @@ from geocluster_dagster.demo import (
 )
 from geocluster_dagster.demo import catalog as demo_catalog
 from geocluster_dagster.errors import ConfigError, OutputNotWritable
+from geocluster_dagster.storage import current_version
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 REAL_QA = (
@@ -146,7 +147,10 @@ def test_rebuilds_are_deterministic_and_repair_a_damaged_demo(built, tmp_path) -
     build_demo(root, overwrite=True)
     after = tree_state(root)
     assert all(after[name][0] != before[name][0] for name in before)  # every file rewritten
-    assert [p.name for p in tmp_path.iterdir()] == ["again"]  # no staging leftovers
+    # no staging leftovers: the demo (a folder product: a link) and the one version it names
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["again", current_version(root).name]
+    )
 
 
 def test_a_failed_build_leaves_no_half_built_demo(tmp_path, monkeypatch) -> None:
@@ -174,7 +178,9 @@ def test_a_failed_build_leaves_no_half_built_demo(tmp_path, monkeypatch) -> None
     with pytest.raises(OutputNotWritable):
         build_demo(root, overwrite=True)
     assert tree_state(root) == before
-    assert [p.name for p in tmp_path.iterdir()] == ["kept"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["kept", current_version(root).name]
+    )
 
 
 def test_refuses_to_replace_a_directory_that_is_not_a_demo(tmp_path) -> None:
