@@ -139,7 +139,8 @@ def propose_name(means: Mapping[str, float]) -> tuple[str, str, dict[str, float]
     def get(band: str) -> float:
         return float(means.get(band, math.nan))
 
-    visible = float(np.nanmean([get("blue"), get("green"), get("red")]))
+    seen = [v for v in (get("blue"), get("green"), get("red")) if math.isfinite(v)]
+    visible = float(np.mean(seen)) if seen else math.nan  # no visible band measured: unknown
     reflectances = [get(b) for b in _REFLECTANCES if b in means]
     brightness = float(np.mean(reflectances)) if reflectances else math.nan
     hot = get("blue") - 0.5 * get("red") - 0.08
