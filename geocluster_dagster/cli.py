@@ -1,6 +1,6 @@
 """`geocluster`: run the asset graph from a terminal, with the same definitions the UI uses.
 
-geocluster demo                      # build the embedded demo and materialize all six assets
+geocluster demo                      # build the embedded demo and materialize the whole graph
 geocluster materialize --aoi ID --date 2023-06 [--config run_config.yaml]   # or --month
 geocluster aois                      # list (and validate) the AOI registry
 geocluster sync-aois                 # add every registry AOI as a partition
@@ -337,7 +337,7 @@ def main(output: Path, verbose: bool) -> None:
 
 @main.command()
 def demo() -> None:
-    """Build the embedded demo (synthetic scene, real spectra) and materialize all six assets."""
+    """Build the embedded demo (synthetic scene, real spectra) and materialize the whole graph."""
     from .defs.resources import demo_paths
 
     paths = demo_paths()
