@@ -152,7 +152,7 @@ def _warn_stale(context: dg.AssetExecutionContext) -> None:
     from dagster._core.events import DagsterEventType
 
     records = context.instance.get_records_for_run(
-        context.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION
+        context.run.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION
     ).records
     rewritten = sorted(
         {r.event_log_entry.dagster_event.asset_key.to_user_string() for r in records}
@@ -991,7 +991,7 @@ def _time_the_run(
     context: dg.AssetExecutionContext, outputs: OutputStore, window: PartitionWindow
 ) -> None:
     """The partition's run, from its start to its last asset, recorded for later estimates."""
-    record = context.instance.get_run_record_by_id(context.run_id)
+    record = context.instance.get_run_record_by_id(context.run.run_id)
     estimate = json.loads(outputs.existing(BAND_STACK, window).read_text()).get("estimate")
     if record is None or record.start_time is None or not estimate:
         return  # a run of the last assets alone says nothing about a partition's time
