@@ -94,11 +94,8 @@ def _open_instance(home: Path) -> dg.DagsterInstance:
                 )
             return instance
     except yaml.YAMLError as err:
-        where = getattr(err, "problem_mark", None)
-        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise InstanceUnavailable(
-            f"{home / 'dagster.yaml'} is not valid YAML ({problem}{at}). {fix}"
+            f"{home / 'dagster.yaml'} is not valid YAML ({_yaml_problem(err)}). {fix}"
         ) from err
     except dg.DagsterInvalidConfigError as err:
         problems = "; ".join(e.message for e in err.errors) or str(err).splitlines()[0]
@@ -120,6 +117,13 @@ def _open_instance(home: Path) -> dg.DagsterInstance:
         raise InstanceUnavailable(
             f"the Dagster instance {home} cannot be opened: {reason}. {fix}"
         ) from err
+
+
+def _yaml_problem(err: Exception) -> str:
+    """What a YAML parser refused, and where: "expected ... at line 2, column 1"."""
+    where = getattr(err, "problem_mark", None)
+    at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+    return f"{getattr(err, 'problem', None) or str(err).splitlines()[0]}{at}"
 
 
 def _first_line(err: BaseException) -> str:
@@ -274,11 +278,8 @@ def _run_config(config_file: str | None) -> dict[str, Any] | None:
     try:
         run_config = yaml.safe_load(Path(config_file).read_text())
     except yaml.YAMLError as err:
-        where = getattr(err, "problem_mark", None)
-        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise click.UsageError(
-            f"--config {config_file} is not valid YAML ({problem}{at}). It holds e.g. "
+            f"--config {config_file} is not valid YAML ({_yaml_problem(err)}). It holds e.g. "
             "'ops: {clusters: {config: {n_clusters: 8}}}'."
         ) from err
     if run_config is None:

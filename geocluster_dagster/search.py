@@ -419,17 +419,19 @@ class _BoundedStacIO(DefaultStacIO):
     (pystac's own waits for ever on a server that never answers)."""
 
     def __init__(self, source: StacSource) -> None:
+        import urllib3
+
         super().__init__()
-        self._source = source
+        # One pool for the catalog's every document: its connections are reused.
+        self._http = urllib3.PoolManager(retries=source.retry(), timeout=source.timeout_s)
 
     def read_text_from_href(self, href: str) -> str:
         if urlparse(href).scheme not in ("http", "https"):
             return super().read_text_from_href(href)
         import urllib3
 
-        http = urllib3.PoolManager(retries=self._source.retry(), timeout=self._source.timeout_s)
         try:
-            response = http.request("GET", href, headers={"User-Agent": "geocluster_dagster"})
+            response = self._http.request("GET", href, headers={"User-Agent": "geocluster_dagster"})
         except urllib3.exceptions.HTTPError as err:
             raise OSError(f"GET {href} failed: {err}") from err
         if response.status >= 400:

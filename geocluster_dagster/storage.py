@@ -90,7 +90,8 @@ def _owner() -> str:
     return f"{socket.gethostname()}.{os.getpid()}"
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host exists (another user's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -125,7 +126,7 @@ def _dead_siblings(target: Path) -> list[Path]:
     for sibling in sorted(target.parent.glob(f".{glob.escape(target.name)}.*")):
         rest = sibling.name[len(prefix) :] if sibling.name.startswith(prefix) else ""
         pid = rest.split("-", 1)[0]
-        if pid.isdigit() and not _pid_alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             dead.append(sibling)
     return dead
 

@@ -259,6 +259,20 @@ def test_same_seed_same_map_and_masking_matters(demo, demo_run, dask_cluster, tm
 # --- bad input: a clear failure, no partial output, earlier outputs intact ---------------------
 
 
+def run_refused_aoi(demo, dask_cluster, tmp_path: Path, geometry: dict) -> tuple[Path, str]:
+    """The demo partition of an AOI 'bad' with ``geometry``: the output root and the failure."""
+    out = tmp_path / "out"
+    result = run(
+        out,
+        registry=_registry(tmp_path, geometry),
+        catalog=str(demo.catalog),
+        dask_cluster=dask_cluster,
+        aoi_ids=("bad",),
+        key=partition_key("bad", DEMO_MONTH),
+    )
+    return out, failure_message(result)
+
+
 def _registry(tmp_path: Path, geometry: dict, aoi_id: str = "bad") -> Path:
     path = tmp_path / "aois.geojson"
     path.write_text(
@@ -346,16 +360,7 @@ def _no_outputs(out: Path) -> bool:
     ],
 )
 def test_bad_aoi_geometry_fails_with_the_fix(demo, dask_cluster, tmp_path, geometry, expected):
-    out = tmp_path / "out"
-    result = run(
-        out,
-        registry=_registry(tmp_path, geometry),
-        catalog=str(demo.catalog),
-        dask_cluster=dask_cluster,
-        aoi_ids=("bad",),
-        key=partition_key("bad", DEMO_MONTH),
-    )
-    message = failure_message(result)
+    out, message = run_refused_aoi(demo, dask_cluster, tmp_path, geometry)
     assert "bad" in message and expected.lower() in message.lower()
     if expected == "clockwise":
         assert "auto_orient: true" in message

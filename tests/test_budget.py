@@ -22,17 +22,14 @@ from geocluster_dagster.budget import (
     refuse_full_disk,
     refuse_runaway,
 )
-from geocluster_dagster.defs.partitions import partition_key
-from geocluster_dagster.demo import DEMO_MONTH
 from geocluster_dagster.errors import ConfigError, OutputNotWritable
 
 from .test_assets import (  # noqa: F401  (fixtures)
-    _no_outputs,
-    _registry,
+    _materialization,
     dask_cluster,
     demo,
-    failure_message,
     run,
+    run_refused_aoi,
 )
 
 #: 0.1 x 0.1 degree near the equator, on a 30 m UTM grid.
@@ -98,16 +95,7 @@ def test_a_multipolygon_with_a_far_part_fails_fast_and_writes_nothing_after_the_
     aoi = json.loads(demo.aoi_registry.read_text())["features"][0]["geometry"]
     far = [[[x + 12.0, y] for x, y in aoi["coordinates"][0]]]
     geometry = {"type": "MultiPolygon", "coordinates": [aoi["coordinates"], far]}
-    out = tmp_path / "out"
-    result = run(
-        out,
-        registry=_registry(tmp_path, geometry),
-        catalog=str(demo.catalog),
-        dask_cluster=dask_cluster,
-        aoi_ids=("bad",),
-        key=partition_key("bad", DEMO_MONTH),
-    )
-    message = failure_message(result)
+    out, message = run_refused_aoi(demo, dask_cluster, tmp_path, geometry)
     assert "polygons lie up to 1,0" in message and "split it into separate AOIs" in message
     assert not (out / "band_stack").exists() and not (out / "mosaic").exists()
 
@@ -121,11 +109,7 @@ def test_the_band_stack_records_its_estimate(demo, dask_cluster, tmp_path):  # n
         selection=["stac_items", "band_stack"],
     )
     assert result.success
-    stack = next(
-        e.event_specific_data.materialization.metadata
-        for e in result.get_asset_materialization_events()
-        if e.event_specific_data.materialization.asset_key.to_user_string() == "band_stack"
-    )
+    stack = _materialization(result, "band_stack").metadata
     assert stack["grid_pixels"].value == 265 * 468
     assert 0 < stack["covered_pixels"].value <= stack["grid_pixels"].value
     assert stack["read_mb"].value > 0 and stack["disk_needed_mb"].value > stack["products_mb"].value

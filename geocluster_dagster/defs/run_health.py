@@ -16,6 +16,8 @@ import socket
 
 import dagster as dg
 
+from ..storage import pid_alive
+
 RUN_HOST_TAG = "geocluster/host"
 RUN_PID_TAG = "geocluster/pid"
 
@@ -25,16 +27,6 @@ def tag_this_process(instance: dg.DagsterInstance, run_id: str) -> None:
     instance.add_run_tags(
         run_id, {RUN_HOST_TAG: socket.gethostname(), RUN_PID_TAG: str(os.getpid())}
     )
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process: it exists
-        return True
-    return True
 
 
 def dead_runs(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
@@ -48,7 +40,7 @@ def dead_runs(instance: dg.DagsterInstance) -> list[dg.DagsterRun]:
     return [
         run
         for run in runs
-        if run.tags.get(RUN_PID_TAG, "").isdigit() and not _alive(int(run.tags[RUN_PID_TAG]))
+        if run.tags.get(RUN_PID_TAG, "").isdigit() and not pid_alive(int(run.tags[RUN_PID_TAG]))
     ]
 
 
