@@ -11,7 +11,9 @@ geocluster demo-scene                # add a new synthetic scene for the new-ima
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -107,16 +109,39 @@ def _open_instance(home: Path) -> dg.DagsterInstance:
             f"the Dagster instance {home} cannot be written: {err.strerror or err}. {fix}"
         ) from err
     except Exception as err:  # sqlalchemy, Dagster's checks: any other reason, in one line
-        reason = _first_line(err)
-        if "database" in reason.lower() or type(err).__module__.startswith("sqlalchemy"):
-            raise InstanceUnavailable(
-                f"the run database of the Dagster instance {home} cannot be read ({reason}): "
-                f"it is corrupt or not a database. Move {home}/history and {home}/storage "
-                "aside to start a new history, or unset DAGSTER_HOME."
-            ) from err
+        if _database_error(err):
+            raise _database_fault(home, err, "cannot be read") from err
         raise InstanceUnavailable(
-            f"the Dagster instance {home} cannot be opened: {reason}. {fix}"
+            f"the Dagster instance {home} cannot be opened: {_first_line(err)}. {fix}"
         ) from err
+
+
+def _database_error(err: BaseException) -> bool:
+    return type(err).__module__.startswith(("sqlalchemy", "sqlite3")) or (
+        "database" in _first_line(err).lower()
+    )
+
+
+def _database_fault(home: Path, err: BaseException, doing: str) -> InstanceUnavailable:
+    """One line for a run database that failed: a full disk (SQLite says "database or disk is
+    full" or "disk I/O error") is named as such, with the room left; anything else is a corrupt
+    database."""
+    from .storage import disk_full
+
+    reason = _first_line(err)
+    if disk_full(home / "history") or "disk is full" in reason or "disk I/O" in reason:
+        free = shutil.disk_usage(home).free
+        return InstanceUnavailable(
+            f"the run database of the Dagster instance {home} {doing}: the disk holding it is "
+            f"full ({free / 1e6:.1f} MB free; {reason}). Free space there, or set DAGSTER_HOME "
+            "to a folder on another disk (by default the CLI keeps its instance under the "
+            "output root, --output / env GEOCLUSTER_OUTPUT)."
+        )
+    return InstanceUnavailable(
+        f"the run database of the Dagster instance {home} {doing} ({reason}): it is corrupt or "
+        f"not a database. Move {home}/history and {home}/storage aside to start a new history, "
+        "or unset DAGSTER_HOME."
+    )
 
 
 def _yaml_problem(err: Exception) -> str:
@@ -187,13 +212,22 @@ def _run_job(
     lines = AssetLines()
     loggers = run_loggers(lines, _verbose())
     bars = Bars()
-    with listening(bars), contextlib.closing(bars):
-        result = job.with_logger_defs(loggers).execute_in_process(
-            partition_key=key,
-            instance=instance,
-            run_config={**(run_config or {}), "loggers": _logger_config(loggers)},
-            raise_on_error=False,
-        )
+    try:
+        with listening(bars), contextlib.closing(bars):
+            result = job.with_logger_defs(loggers).execute_in_process(
+                partition_key=key,
+                instance=instance,
+                run_config={**(run_config or {}), "loggers": _logger_config(loggers)},
+                raise_on_error=False,
+            )
+    except Exception as err:
+        # The instance itself failed mid-run (its SQLite on a full disk): the products written
+        # so far are whole (each is swapped in atomically), but the run's record is not.
+        if not _database_error(err):
+            raise
+        raise _database_fault(
+            Path(os.environ["DAGSTER_HOME"]), err, f"could not record the run of {label}"
+        ) from err
     from .defs.assets import ASSETS
 
     in_order = [key.to_user_string() for asset in ASSETS for key in asset.keys]
@@ -241,7 +275,6 @@ def _quiet_skipped_check_gates() -> None:
     """Dagster warns that a blocking check "emitted no result" when its asset was skipped (no
     imagery) and says the downstream step "will proceed": it is skipped too, which the summary
     says. The warning would only mislead here."""
-    import logging
 
     class _SkippedGate(logging.Filter):
         def filter(self, record: logging.LogRecord) -> bool:

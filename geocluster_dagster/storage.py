@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .errors import ConfigError, OutputNotWritable, PartitionBusy
+from .errors import ConfigError, GeoclusterError, OutputNotWritable, PartitionBusy
 
 
 @contextlib.contextmanager
@@ -56,6 +56,17 @@ def atomic_path(
         if storage_problem:
             raise _not_writable(target, err, full=full) from err
         raise
+    except GeoclusterError:
+        remove_quietly(tmp)
+        raise
+    except Exception as err:
+        # GDAL's own write errors (rasterio's CPLE_*: "TIFFAppendToStrip:Seek error") are not
+        # OSErrors and carry no errno: a disk with no block left is what they mean.
+        full = disk_full(target)
+        remove_quietly(tmp)
+        if full:
+            raise _not_writable(target, OSError(errno.ENOSPC, str(err)), full=True) from err
+        raise
     except BaseException:
         remove_quietly(tmp)
         raise
@@ -78,11 +89,17 @@ def _is_storage_problem(err: OSError, target: Path) -> bool:
     return disk_full(target)
 
 
+#: Less free than this after a failed write means the disk is full: the write that failed was
+#: a block or a tile (GDAL writes up to a few hundred kB at once), not the last byte.
+FULL_BELOW_BYTES = 2 * 1024 * 1024
+
+
 def disk_full(target: Path) -> bool:
     try:
-        return os.statvfs(target.parent).f_bavail == 0
+        stats = os.statvfs(target.parent)
     except OSError:
         return False
+    return stats.f_bavail * stats.f_frsize < FULL_BELOW_BYTES
 
 
 def _owner() -> str:

@@ -178,6 +178,40 @@ def test_an_output_root_that_cannot_hold_the_instance_is_named(tmp_path):
 
 
 @pytest.mark.parametrize(
+    ("filled", "size"),
+    [
+        # The run database fills while the run records its events (products on another disk).
+        ("instance", "1200k"),
+        # The output root fills while the demo catalog is written (GDAL's own write error).
+        ("demo catalog", "4m"),
+    ],
+)
+def test_a_disk_that_fills_is_one_line_that_names_it(tmp_path, filled, size):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(disk)], check=True)
+    try:
+        if filled == "instance":
+            result = _invoke(tmp_path / "out", "demo", env={"DAGSTER_HOME": str(disk)})
+        else:
+            result = _invoke(disk / "out", "demo")
+            leftovers = [p.name for p in (disk / "out").iterdir()]
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output, result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("Error: ") and str(disk) in last, result.output
+    if filled == "instance":
+        assert "the disk holding it is full" in last and "set DAGSTER_HOME" in last
+    else:
+        assert "the disk is full" in last and "GEOCLUSTER_OUTPUT" in last
+        # Before it, libtiff's own lines ("_tiffWriteProc: No space left on device."), which it
+        # prints to the terminal itself, below Python and GDAL's error handlers.
+        assert leftovers == []  # the half-written catalog is gone
+
+
+@pytest.mark.parametrize(
     ("text", "expected"),
     [
         (
