@@ -312,6 +312,15 @@ def test_settings_that_used_to_crash_are_refused_or_work(tmp_path):
     stale = next(line for line in refused.output.splitlines() if "stale: " in line)
     assert "stale: band_stack, mosaic, geotiff, clusters, diagnostics of AOI 'demo'" in stale
     assert "may not match what this run rewrote (stac_items)" in stale
+    # And each stale asset's own page in the UI: an observation on its partition.
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(tmp_path / ".dagster_home")) as instance:
+        for name in ("band_stack", "diagnostics"):
+            (record,) = instance.fetch_observations(dg.AssetKey(name), limit=1).records
+            observation = record.asset_observation
+            assert observation is not None and observation.partition == f"demo|{DEMO_MONTH}"
+            assert stale.endswith(observation.metadata["stale"].value)
     assert {name: _digest(path) for name, path in products.items()} == before
 
     indices = materialize({"clusters": {"config": {"features": ["lst", "ndvi"]}}})

@@ -165,11 +165,24 @@ def _warn_stale(context: dg.AssetExecutionContext) -> None:
         a for a in after if a not in rewritten and outputs.path(PRODUCTS[a], window).exists()
     ]
     if rewritten and earlier:
-        context.log.warning(
+        why = (
             f"stale: {', '.join(earlier)} of {window.label} are still an earlier run's and may "
             f"not match what this run rewrote ({', '.join(rewritten)}); materialize the "
             "partition again once the failure is fixed."
         )
+        context.log.warning(why)
+        # On each stale asset's own page too (its events and the partition's latest event).
+        for name in earlier:
+            context.log_event(
+                dg.AssetObservation(
+                    asset_key=name,
+                    partition=str(key),
+                    metadata={
+                        "stale": dg.MetadataValue.text(why),
+                        "failed_run": dg.MetadataValue.dagster_run(context.run.run_id),
+                    },
+                )
+            )
 
 
 @contextlib.contextmanager
