@@ -58,14 +58,18 @@ def size_entry(size: int, inputs: Inputs, measurements: Sequence[Measurement]) -
     }
 
 
-def build_report(command: str, entries: list[dict[str, Any]]) -> dict[str, Any]:
-    """The whole report: when, how (``command``), the definitions, the machine and the sizes."""
+def build_report(
+    command: str, entries: list[dict[str, Any]], backfill: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The whole report: when, how (``command``), the definitions, the machine, the sizes and
+    the backfill of many small AOIs (``benchmarks.backfill``)."""
     return {
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": command,
         "definitions": DEFINITIONS,
         "machine": machine_info(),
         "sizes": entries,
+        "backfill": backfill,
     }
 
 
@@ -202,6 +206,7 @@ def render_markdown(report: dict[str, Any]) -> str:
                 f"* {size}²: {detail['cog_copy_s']} s ({detail['cog_copy_settings']}, "
                 f"{detail['cog_copy_mb']:.0f} MB) = {ratios['cog_copy_over_floor']} x the floor"
             )
+    lines += _backfill_lines(report.get("backfill"))
     machine = report["machine"]
     versions = ", ".join(f"{k} {v}" for k, v in machine["versions"].items() if v)
     lines += [
@@ -220,3 +225,43 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+#: The parts of a backfill run's time, as the report names them (benchmarks.backfill).
+_RUN_PHASES = {
+    "slot_wait_s": "a run slot free until the daemon launched the next run",
+    "launch_s": "launch: new process, imports, code location, instance (RUN_STARTING to RUN_START)",
+    "run_setup_s": "run start to its first step (resources, executor)",
+    "steps_s": "first step start to last step end",
+    "run_end_s": "last step end to the run's end",
+    "run_s": "the whole run (RUN_STARTING to its end)",
+}
+
+
+def _backfill_lines(backfill: dict[str, Any] | None) -> list[str]:
+    """The many-small-AOIs table: throughput, where a run's time went, each asset's step."""
+    if not backfill:
+        return []
+    lines = [
+        "",
+        f"Backfill of {backfill['aois']} AOIs of {backfill['aoi_px']} px (one month, two scenes "
+        f"each) through the Dagster daemon on PostgreSQL, `deploy/dagster.yaml` "
+        f"({backfill['concurrent_runs']} runs at a time):",
+        "",
+        "| partitions | succeeded | wall s | s per partition | partitions per min |",
+        "|---:|---:|---:|---:|---:|",
+        f"| {backfill['partitions']} | {backfill['succeeded']} | {backfill['wall_s']} | "
+        f"{backfill['s_per_partition']} | {backfill['partitions_per_min']} |",
+        "",
+        f"*wall s*: from `dagster job backfill` (which took {backfill['submit_s']} s to submit "
+        "the runs) to the last run's end. Median per run:",
+        "",
+    ]
+    lines += [
+        f"* {what}: {backfill['median_run'][key]} s"
+        for key, what in _RUN_PHASES.items()
+        if key in backfill["median_run"]
+    ]
+    assets = ", ".join(f"{k} {v}" for k, v in backfill["median_asset_s"].items())
+    lines += ["", f"Median seconds per asset step: {assets}."]
+    return lines

@@ -93,20 +93,31 @@ def _run_benchmark(argv: list[str]) -> int:
     work = args.work.resolve()
     limits = Limits(timeout_s=args.timeout, guard_mb=args.memory_guard_mb)
     entries = []
-    for size in args.sizes:
+    scene_steps = [step for step in args.steps if step in STEPS]
+    for size in args.sizes if scene_steps else []:
         print(f"== {size} x {size} px", flush=True)
         inputs = build_inputs(work, size, args.seed, args.jobs)
         measured = run_size(
             size,
             inputs,
-            args.steps,
+            scene_steps,
             work,
             limits,
             threads=args.threads,
             keep_outputs=args.keep_outputs,
         )
         entries.append(size_entry(size, inputs, measured))
-    report = build_report("python benchmarks/run_benchmark.py " + " ".join(argv), entries)
+    backfill = None
+    if "backfill" in args.steps:
+        from benchmarks.backfill import run_backfill
+
+        print(
+            f"== backfill: {args.backfill_aois} AOIs of 1000² px in the {args.backfill_size}² scene"
+        )
+        inputs = build_inputs(work, args.backfill_size, args.seed, args.jobs)
+        backfill = run_backfill(inputs, args.backfill_size, work, count=args.backfill_aois)
+        print(f"  {backfill['s_per_partition']} s per partition", flush=True)
+    report = build_report("python benchmarks/run_benchmark.py " + " ".join(argv), entries, backfill)
     print(write_report(args.out, report))
     return 0
 
@@ -125,7 +136,18 @@ def _parser() -> argparse.ArgumentParser:
         / "geocluster_benchmark",
         help="Generated inputs (cached across runs), step outputs and logs; GBs at full size.",
     )
-    parser.add_argument("--steps", nargs="+", choices=STEPS, default=list(STEPS))
+    parser.add_argument(
+        "--steps",
+        nargs="+",
+        choices=(*STEPS, "backfill"),
+        default=[*STEPS, "backfill"],
+        help="floor, baseline and project run at every --sizes; backfill once (many small AOIs "
+        "through the daemon on PostgreSQL: benchmarks/backfill.py).",
+    )
+    parser.add_argument(
+        "--backfill-size", type=int, default=8000, help="Scene the backfill's AOIs lie in."
+    )
+    parser.add_argument("--backfill-aois", type=int, default=20, help="AOIs the backfill runs.")
     parser.add_argument("--timeout", type=float, default=1800.0, help="Per step, seconds.")
     parser.add_argument(
         "--memory-guard-mb",

@@ -32,6 +32,7 @@ from geocluster_dagster.evaluate import (
     red_nir_density,
     score_clustering,
     silhouette_sample,
+    subsample_index,
 )
 from tests.test_cluster import (
     DATA,
@@ -216,6 +217,12 @@ def test_elbow_curve_fits_each_k_once_in_order(samples_1999):
     features = [f"feature_{i}" for i in range(samples_1999.shape[1])]
     alone = fit_clusterer(samples_1999, features, dataclasses.replace(settings, n_clusters=4))
     assert curve.set_index("k").loc[4, "inertia"] == alone.inertia(samples_1999)
+    # its silhouette comes from the distance matrix all k share: the same as from the features
+    from sklearn.metrics import silhouette_score
+
+    rows = samples_1999[subsample_index(len(samples_1999), 1_000, settings.seed)]
+    direct = silhouette_score(alone.transform(rows).astype(np.float64), alone.predict(rows))
+    assert curve.set_index("k").loc[4, "silhouette"] == pytest.approx(direct, rel=1e-12)
 
 
 def _curve(inertia, silhouette):
