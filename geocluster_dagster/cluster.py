@@ -618,10 +618,14 @@ def _label_stats_block(labels: np.ndarray, *values: np.ndarray, n_bins: int) -> 
     for i, value in enumerate(values, start=1):
         x = value.ravel().astype(np.float64)
         finite = np.isfinite(x)
-        lab, x = labels[finite], x[finite]
-        out[i, 0] = np.bincount(lab, minlength=n_bins)
+        if finite.all():  # most blocks of a clear scene: no copies of the finite pixels
+            lab, out[i, 0] = labels, out[0, 0]
+        else:
+            lab, x = labels[finite], x[finite]
+            out[i, 0] = np.bincount(lab, minlength=n_bins)
         out[i, 1] = np.bincount(lab, weights=x, minlength=n_bins)
-        out[i, 2] = np.bincount(lab, weights=x * x, minlength=n_bins)
+        np.multiply(x, x, out=x)
+        out[i, 2] = np.bincount(lab, weights=x, minlength=n_bins)
     return out
 
 
