@@ -112,10 +112,13 @@ def _run_benchmark(argv: list[str]) -> int:
         from benchmarks.backfill import run_backfill
 
         print(
-            f"== backfill: {args.backfill_aois} AOIs of 1000² px in the {args.backfill_size}² scene"
+            f"== backfill: {args.backfill_aois} AOIs of {args.backfill_aoi_px}² px in the "
+            f"{args.backfill_size}² scene"
         )
         inputs = build_inputs(work, args.backfill_size, args.seed, args.jobs)
-        backfill = run_backfill(inputs, args.backfill_size, work, count=args.backfill_aois)
+        backfill = run_backfill(
+            inputs, args.backfill_size, work, count=args.backfill_aois, side_px=args.backfill_aoi_px
+        )
         print(f"  {backfill['s_per_partition']} s per partition", flush=True)
     report = build_report("python benchmarks/run_benchmark.py " + " ".join(argv), entries, backfill)
     print(write_report(args.out, report))
@@ -148,6 +151,9 @@ def _parser() -> argparse.ArgumentParser:
         "--backfill-size", type=int, default=8000, help="Scene the backfill's AOIs lie in."
     )
     parser.add_argument("--backfill-aois", type=int, default=20, help="AOIs the backfill runs.")
+    parser.add_argument(
+        "--backfill-aoi-px", type=int, default=1000, help="Side of each backfill AOI, pixels."
+    )
     parser.add_argument("--timeout", type=float, default=1800.0, help="Per step, seconds.")
     parser.add_argument(
         "--memory-guard-mb",

@@ -29,7 +29,7 @@ def _run(*args: str) -> subprocess.CompletedProcess:
 def test_benchmark_end_to_end(tmp_path: Path) -> None:
     out, work = tmp_path / "results", tmp_path / "work"
     common = ["--sizes", str(SIZE), "--out", str(out), "--work", str(work), "--jobs", "1"]
-    run = _run(*common)
+    run = _run(*common, "--steps", "floor", "baseline", "project")
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
 
     report = json.loads((out / "results.json").read_text())
@@ -75,6 +75,31 @@ def test_benchmark_end_to_end(tmp_path: Path) -> None:
     again = _run(*common, "--steps", "floor")
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert f"[inputs {SIZE}] reusing" in again.stdout
+
+
+@pytest.mark.servers
+def test_the_backfill_step_runs_small_aois_through_the_daemon_on_postgres(tmp_path: Path) -> None:
+    from tests.servers.postgres import require_postgres
+
+    require_postgres()
+    out, work = tmp_path / "results", tmp_path / "work"
+    run = _run(
+        *("--steps", "backfill", "--backfill-size", str(SIZE), "--backfill-aois", "3"),
+        *("--backfill-aoi-px", "150", "--out", str(out), "--work", str(work), "--jobs", "1"),
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    report = json.loads((out / "results.json").read_text())
+    backfill = report["backfill"]
+    assert report["sizes"] == []
+    assert backfill["partitions"] == backfill["succeeded"] == backfill["aois"] == 3
+    assert backfill["s_per_partition"] == round(backfill["wall_s"] / 3, 2)
+    assert backfill["concurrent_runs"] == 2  # deploy/dagster.yaml's limit
+    run_parts = backfill["median_run"]
+    assert 0 < run_parts["launch_s"] < run_parts["run_s"]
+    assert 0 < run_parts["steps_s"] < run_parts["run_s"]
+    assert set(backfill["median_asset_s"]) >= {"stac_items", "mosaic", "clusters", "diagnostics"}
+    table = (out / "results.md").read_text()
+    assert f"| 3 | 3 | {backfill['wall_s']} | {backfill['s_per_partition']} |" in table
 
 
 def _check_inputs(root: Path) -> None:
