@@ -50,6 +50,12 @@ class DiagnosticsSettings:
         1024, "Longest side in pixels of map previews (read from overviews)."
     )
     density_bins: int = described(256, "Bins per axis of the red-vs-NIR density scatter.")
+    figures: bool = described(
+        True,
+        "Draw the eight figures (and their previews in the UI). false: the scores, the elbow "
+        "curve and the silhouette check only, several seconds less per partition (README, "
+        "Benchmark), e.g. for a backfill of many AOIs.",
+    )
 
     def __post_init__(self) -> None:
         if self.elbow_sample_size < 1:
@@ -132,6 +138,14 @@ def write_diagnostics(
         elbow_rows = evaluate.subsample_index(len(sample), settings.elbow_sample_size, seed)
         elbow = evaluate.elbow_curve(sample[elbow_rows], settings.elbow_k_values, model.settings)
     knee, silhouette_best = evaluate.k_candidates(elbow)
+    if not settings.figures:
+        with atomic_path(folder) as tmp:
+            tmp.mkdir()
+            write_json(scores.as_dict(), tmp / SCORES)
+            elbow.to_csv(tmp / ELBOW, index=False)
+        return DiagnosticsFacts(
+            scores=scores, figures={}, knee=knee, silhouette_best=silhouette_best
+        )
     density = None
     if {"red", "nir"} <= set(geotiff.data_vars):
         with heartbeat("counting the red-vs-NIR density"):

@@ -740,3 +740,34 @@ def test_a_setting_that_cannot_work_fails_before_anything_is_rewritten(
     assert failed == ["stac_items"]  # the first step: nothing after it ran
     after = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and ".locks" not in p.parts}
     assert after == before
+
+
+def test_diagnostics_without_figures_score_the_same_and_draw_nothing(
+    demo_run, demo, dask_cluster, tmp_path
+):
+    """figures: false (for backfills of many AOIs) keeps the scores, the elbow and the check,
+    and leaves the figures out of the product, its metadata, the STAC Item and the report."""
+    drawn, _ = demo_run
+    out = tmp_path / "out"
+    shutil.copytree(drawn, out, symlinks=True)
+    result = run(
+        out,
+        registry=demo.aoi_registry,
+        catalog=str(demo.catalog),
+        dask_cluster=dask_cluster,
+        selection=["diagnostics", "stac_item"],
+        run_config={"ops": {"diagnostics": {"config": {"figures": False}}}},
+    )
+    assert result.success
+    part = Path("demo") / DEMO_MONTH
+    folder = out / "diagnostics" / part
+    assert sorted(p.name for p in folder.iterdir()) == ["elbow.csv", "scores.json"]
+    for name in ("elbow.csv", "scores.json"):  # the same numbers as the run that drew
+        assert (folder / name).read_bytes() == (drawn / "diagnostics" / part / name).read_bytes()
+    metadata = _materialization(result, "diagnostics").metadata
+    assert metadata["figures"].value == "not drawn (ops.diagnostics.config.figures is false)"
+    assert not [key for key in metadata if key.startswith(("preview_", "plot_"))]
+    checks = [e for e in result.get_asset_check_evaluations() if e.check_name == "silhouette"]
+    assert len(checks) == 1
+    item = json.loads((out / "stac" / "outputs" / part.with_suffix(".json")).read_text())
+    assert not [a for a in item["assets"].values() if a["href"].endswith(".png")]

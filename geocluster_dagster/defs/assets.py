@@ -763,6 +763,8 @@ def diagnostics(
             metadata[f"preview_{name}"] = dg.MetadataValue.md(figure_markdown(facts.figures[name]))
     for name, png in facts.figures.items():
         metadata[f"plot_{name}"] = dg.MetadataValue.path(str(png))
+    if not facts.figures:
+        metadata["figures"] = "not drawn (ops.diagnostics.config.figures is false)"
     separation = to_settings(SeparationQuality, config)
     return _written(folder, metadata, [judge_silhouette(facts.scores.silhouette, separation)])
 

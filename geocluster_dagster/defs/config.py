@@ -161,6 +161,7 @@ class DiagnosticsConfig(dg.Config):
     silhouette_sample_size: int = setting(DiagnosticsSettings, "silhouette_sample_size")
     preview_size: int = setting(DiagnosticsSettings, "preview_size")
     density_bins: int = setting(DiagnosticsSettings, "density_bins")
+    figures: bool = setting(DiagnosticsSettings, "figures")
     min_silhouette: float = setting(SeparationQuality, "min_silhouette")
 
 
