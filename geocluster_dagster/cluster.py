@@ -467,7 +467,7 @@ def fit_clusterer(
             "samples contain NaN or infinite values; draw them with sample_valid_pixels."
         )
     k = settings.k
-    n_distinct = len(np.unique(samples, axis=0)) if len(samples) >= k else len(samples)
+    n_distinct = _distinct_rows(samples, at_least=k) if len(samples) >= k else len(samples)
     if n_distinct < k:
         raise TooFewPixels(
             f"cannot form n_clusters={k} clusters from {len(samples)} valid pixels "
@@ -489,6 +489,17 @@ def fit_clusterer(
     steps.append(("cluster", _make_estimator(settings)))
     pipeline = Pipeline(steps).fit(samples)
     return _as_plain_model(pipeline, features, settings)
+
+
+def _distinct_rows(samples: np.ndarray, *, at_least: int) -> int:
+    """How many distinct rows ``samples`` has, or any number >= ``at_least`` once that many are
+    found in its head: the fit only needs to know that k clusters can be formed, and counting
+    every distinct row of 200,000 took 0.19 s per fit (np.unique with axis=0)."""
+    # +0.0 makes -0.0 equal to 0.0 before rows are compared as bytes.
+    rows = np.ascontiguousarray(samples + 0.0)
+    as_bytes = rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel()
+    head = len(np.unique(as_bytes[: 100 * at_least]))
+    return head if head >= at_least else len(np.unique(as_bytes))
 
 
 def _as_plain_model(

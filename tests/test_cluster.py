@@ -180,6 +180,11 @@ def test_more_clusters_than_distinct_spectra_raises_too_few_pixels():
     samples = np.tile(np.array([[0.1, 0.3], [0.2, 0.1]], dtype=np.float32), (50, 1))
     with pytest.raises(TooFewPixels, match="2 distinct"):
         fit_clusterer(samples, ["red", "nir"], ClusterSettings(n_clusters=3))
+    # -0.0 is the same spectrum as 0.0, however far down the sample the third one comes
+    late = np.vstack([samples, np.tile([[0.1, -0.0], [0.1, 0.0]], (400, 1))]).astype(np.float32)
+    with pytest.raises(TooFewPixels, match="3 distinct"):
+        fit_clusterer(late, ["red", "nir"], ClusterSettings(n_clusters=4))
+    assert fit_clusterer(late, ["red", "nir"], ClusterSettings(n_clusters=3)).n_clusters == 3
 
 
 @pytest.mark.parametrize(
