@@ -154,6 +154,12 @@ def _open_figure(page, base: str, asset: str, entry: str, shot: str) -> dict:
     image = page.locator("[role=dialog] img").first
     image.wait_for(timeout=60_000)
     page.wait_for_function("i => i.complete && i.naturalWidth > 0", arg=image.element_handle())
+    # The modal fades in: the screenshot waits until it and every parent are fully opaque.
+    page.wait_for_function(
+        "i => { for (let e = i; e; e = e.parentElement) "
+        "{ if (parseFloat(getComputedStyle(e).opacity) < 1) return false; } return true; }",
+        arg=image.element_handle(),
+    )
     page.screenshot(path=str(ARTIFACTS / shot))
     size = image.evaluate(
         "i => ({natural: i.naturalWidth, shown: Math.round(i.getBoundingClientRect().width)})"
