@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -89,9 +88,7 @@ def aoi_grid(inputs: Inputs, size: int, count: int, side_px: int, path: Path) ->
 def deployment(work: Path, inputs: Inputs, registry: Path) -> Iterator[dict[str, str]]:
     """PostgreSQL, a DAGSTER_HOME with the shipped dagster.yaml, and the daemon; the env."""
     sys.path.insert(0, str(ROOT))
-    import psutil
-    import psycopg
-
+    from tests.servers.dagster_daemon import dagster_database, running_daemon
     from tests.servers.postgres import PostgresServer
 
     home, output = work / "dagster_home", work / "output"
@@ -100,43 +97,19 @@ def deployment(work: Path, inputs: Inputs, registry: Path) -> Iterator[dict[str,
         folder.mkdir(parents=True)
     shutil.copy(ROOT / "deploy" / "dagster.yaml", home / "dagster.yaml")
     with PostgresServer() as pg:
-        with psycopg.connect(pg.dsn, autocommit=True) as conn:
-            conn.execute("CREATE DATABASE dagster")
-        url = pg.dsn.replace("/postgres?", "/dagster?").replace(
-            "postgresql://", "postgresql+psycopg2://"
-        )
         env = {
             **{
                 k: v for k, v in os.environ.items() if not k.startswith(("GEOCLUSTER_", "DAGSTER_"))
             },
             "DAGSTER_HOME": str(home),
-            "DAGSTER_POSTGRES_URL": url,
+            "DAGSTER_POSTGRES_URL": dagster_database(pg),
             "GEOCLUSTER_OUTPUT": str(output),
             "GEOCLUSTER_AOI_REGISTRY": str(registry),
             "GEOCLUSTER_STAC_URL": str(inputs.catalog),
             "GEOCLUSTER_STAC_SIGN": "none",
         }
-        subprocess.run([BIN / "geocluster", "sync-aois"], env=env, check=True, capture_output=True)
-        log = (work / "daemon.log").open("w")
-        daemon = subprocess.Popen(
-            [BIN / "dagster-daemon", "run", "-m", "geocluster_dagster.definitions"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=work,
-        )
-        try:
+        with running_daemon(env, work, work / "daemon.log", owned_by=str(home)):
             yield env
-        finally:
-            daemon.send_signal(signal.SIGINT)
-            try:
-                daemon.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                daemon.kill()
-            for proc in psutil.process_iter(["cmdline"]):
-                if any(str(home) in part for part in proc.info["cmdline"] or []):
-                    proc.kill()
-            log.close()
 
 
 def run_backfill(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -13,7 +12,6 @@ from pathlib import Path
 
 import dagster as dg
 import numpy as np
-import psutil
 import psycopg
 import pytest
 import rasterio
@@ -22,6 +20,7 @@ from shapely.geometry.polygon import orient
 
 from geocluster_dagster.demo import DEMO_MONTH, build_demo
 
+from .servers.dagster_daemon import dagster_database, running_daemon
 from .servers.postgres import PostgresServer
 
 pytestmark = pytest.mark.servers
@@ -91,16 +90,11 @@ def _wait(predicate, timeout: float, what: str, every: float = 2.0):
 def deployment(tmp_path):
     """PostgreSQL, a DAGSTER_HOME using it, the environment of the code location, and the daemon."""
     with PostgresServer() as pg:
-        with psycopg.connect(pg.dsn, autocommit=True) as conn:
-            conn.execute("CREATE DATABASE dagster")
-        # Name the driver: SQLAlchemy 2.1 maps plain postgresql:// to psycopg 3 (installed for pgstac),
-        # whose placeholders break dagster-postgres's queries.
-        url = pg.dsn.replace("/postgres?", "/dagster?")
-        dagster_url = url.replace("postgresql://", "postgresql+psycopg2://")
+        url = dagster_database(pg)
         home = tmp_path / "dagster_home"
         home.mkdir()
         (home / "dagster.yaml").write_text(
-            DAGSTER_YAML.format(url=dagster_url, max_runs=MAX_CONCURRENT_RUNS)
+            DAGSTER_YAML.format(url=url, max_runs=MAX_CONCURRENT_RUNS)
         )
         demo = build_demo(tmp_path / "demo")
         aois = _grid_registry(demo, tmp_path / "aois.geojson")
@@ -111,34 +105,15 @@ def deployment(tmp_path):
             "GEOCLUSTER_AOI_REGISTRY": str(tmp_path / "aois.geojson"),
             "GEOCLUSTER_STAC_URL": str(demo.catalog),
         }
-        subprocess.run([BIN / "geocluster", "sync-aois"], env=env, check=True, capture_output=True)
-        daemon_log = (tmp_path / "daemon.log").open("w")
-        daemon = subprocess.Popen(
-            [BIN / "dagster-daemon", "run", "-m", "geocluster_dagster.definitions"],
-            env=env,
-            stdout=daemon_log,
-            stderr=subprocess.STDOUT,
-            cwd=tmp_path,
-        )
-        try:
+        with running_daemon(env, tmp_path, tmp_path / "daemon.log", owned_by=str(tmp_path)):
             yield {
                 "env": env,
-                "url": url,
+                "url": url.replace("postgresql+psycopg2://", "postgresql://"),
                 "aois": aois,
                 "out": tmp_path / "out",
                 "home": home,
                 "daemon_log": tmp_path / "daemon.log",
             }
-        finally:
-            daemon.send_signal(signal.SIGINT)
-            try:
-                daemon.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                daemon.kill()
-            # Run workers and the daemon's code server can outlive it: end everything of this test.
-            for proc in psutil.process_iter(["cmdline"]):
-                if any(str(tmp_path) in part for part in proc.info["cmdline"] or []):
-                    proc.kill()
 
 
 def _instance(home: Path) -> dg.DagsterInstance:
