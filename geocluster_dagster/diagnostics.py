@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import xarray as xr
 
 from . import evaluate
@@ -138,14 +140,47 @@ def write_diagnostics(
         elbow_rows = evaluate.subsample_index(len(sample), settings.elbow_sample_size, seed)
         elbow = evaluate.elbow_curve(sample[elbow_rows], settings.elbow_k_values, model.settings)
     knee, silhouette_best = evaluate.k_candidates(elbow)
-    if not settings.figures:
-        with atomic_path(folder) as tmp:
-            tmp.mkdir()
-            write_json(scores.as_dict(), tmp / SCORES)
-            elbow.to_csv(tmp / ELBOW, index=False)
-        return DiagnosticsFacts(
-            scores=scores, figures={}, knee=knee, silhouette_best=silhouette_best
-        )
+    with atomic_path(folder) as tmp:
+        tmp.mkdir()
+        if settings.figures:
+            _draw_figures(
+                tmp,
+                geotiff,
+                clusters,
+                settings,
+                label,
+                (silhouettes, labels),
+                scores,
+                elbow,
+                k_candidates=(knee, silhouette_best),
+            )
+        write_json(scores.as_dict(), tmp / SCORES)
+        elbow.to_csv(tmp / ELBOW, index=False)
+        drawn = sorted(p.name for p in tmp.glob("*.png"))
+    return DiagnosticsFacts(
+        scores=scores,
+        figures={Path(name).stem: folder / name for name in drawn},
+        knee=knee,
+        silhouette_best=silhouette_best,
+    )
+
+
+def _draw_figures(
+    tmp: Path,
+    geotiff: xr.Dataset,
+    clusters: StoredClusters,
+    settings: DiagnosticsSettings,
+    label: str,
+    silhouette_values: tuple[np.ndarray, np.ndarray],
+    scores: evaluate.ClusterScores,
+    elbow: pd.DataFrame,
+    *,
+    k_candidates: tuple[int | None, int],
+) -> None:
+    """The eight figures of :func:`write_diagnostics`, into the folder being written."""
+    model = clusters.model
+    silhouettes, labels = silhouette_values
+    knee, silhouette_best = k_candidates
     density = None
     if {"red", "nir"} <= set(geotiff.data_vars):
         with heartbeat("counting the red-vs-NIR density"):
@@ -157,8 +192,7 @@ def write_diagnostics(
     source = Path(geotiff.attrs["source_path"])
     crs_label = str(geotiff.rio.crs)
     names = list(geotiff.data_vars)
-    with atomic_path(folder) as tmp, heartbeat("drawing the figures"):
-        tmp.mkdir()
+    with heartbeat("drawing the figures"):
         labels_preview, extent = plot.read_preview(
             clusters.cluster_map_path, max_size=settings.preview_size
         )
@@ -206,12 +240,3 @@ def write_diagnostics(
             plot.plot_red_nir_density(
                 *density, tmp / "red_nir_density.png", names=plot.names_of(clusters.signatures)
             )
-        write_json(scores.as_dict(), tmp / SCORES)
-        elbow.to_csv(tmp / ELBOW, index=False)
-        drawn = sorted(p.name for p in tmp.glob("*.png"))
-    return DiagnosticsFacts(
-        scores=scores,
-        figures={Path(name).stem: folder / name for name in drawn},
-        knee=knee,
-        silhouette_best=silhouette_best,
-    )
