@@ -24,6 +24,8 @@ from odc.geo.geom import Geometry
 from shapely.geometry.base import BaseGeometry
 
 from .bands import spectral_order
+from .encoding import STACK_ATTR as ENCODING_ATTR
+from .encoding import DnEncoding
 from .errors import ConfigError, NoClearPixels, NoOverlap
 from .export import RasterStats, write_geotiff
 from .fields import described
@@ -337,7 +339,8 @@ def write_mosaic(
     The stack is read once, while the composite is written. A partition whose AOI covers no
     pixel, or has no clear pixel, is refused (NoOverlap, NoClearPixels) before its file
     replaces an earlier one; ``where`` names the partition in those messages. The file's tags
-    are the stack's provenance, ``tags``, the source items and the method.
+    are the stack's provenance, ``tags``, the source items and the method. Bands the inputs
+    encode alike are stored in that uint16 DN encoding (:mod:`geocluster_dagster.encoding`).
     """
     inside = aoi_mask(stack, aoi, all_touched=settings.all_touched)
     aoi_pixels = aoi_pixel_count(inside, where=where)
@@ -349,12 +352,17 @@ def write_mosaic(
         counted.append(written_coverage(stack, inside, aoi_pixels, clear, where=where))
 
     provenance = {
-        **{key: value for key, value in stack.attrs.items() if isinstance(value, str)},
+        **{
+            key: value
+            for key, value in stack.attrs.items()
+            if isinstance(value, str) and key != ENCODING_ATTR  # GDAL's scale/offset say it
+        },
         **(tags or {}),
         "source_items": ",".join(stack.item_ids.values.tolist()),
         "composite": settings.method,
     }
-    # A working file the geotiff stage reads once: fast lossless compression beats small size.
+    # A working file the geotiff stage reads once: fast lossless compression beats small size,
+    # and the inputs' own uint16 DN encoding halves what is compressed and decoded.
     stats = write_geotiff(
         image,
         path,
@@ -363,5 +371,6 @@ def write_mosaic(
         compress_level=1,
         validate=refuse_unclear,
         task="compositing the mosaic",
+        encoding=DnEncoding.for_bands(stack.attrs, [str(b) for b in image.data_vars]),
     )
     return MosaicFacts(coverage=counted[0], stats=stats)

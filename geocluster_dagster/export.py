@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import functools
 import json
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ from rasterio.windows import Window
 
 from .bands import band_unit
 from .blocks import CHUNK_SIZE, iter_blocks
+from .encoding import DN_DTYPE, DN_NODATA, DnEncoding
 from .errors import AssetReadError, ConfigError
 from .fields import described
 from .progress import heartbeat, tracked
@@ -89,6 +91,11 @@ def block_summary(block: np.ndarray, nodata: float | None) -> np.ndarray:
 
 def _with_summary(block: np.ndarray, nodata: float | None) -> tuple[np.ndarray, np.ndarray]:
     return block, block_summary(block, nodata)
+
+
+def _encoded_with_summary(block: np.ndarray, dn: DnEncoding) -> tuple[np.ndarray, np.ndarray]:
+    encoded = dn.encode(block)
+    return encoded, dn.physical_summary(block_summary(encoded, DN_NODATA))
 
 
 def _as_band_array(
@@ -160,6 +167,7 @@ def write_geotiff(
     colormap: Mapping[int, tuple[int, int, int, int]] | None = None,
     units: Mapping[str, str] | None = None,
     task: str | None = None,
+    encoding: DnEncoding | None = None,
 ) -> RasterStats:
     """Write (band, y, x) to a tiled GeoTIFF, or a Cloud-Optimized GeoTIFF with ``cog=True``.
 
@@ -169,6 +177,9 @@ def write_geotiff(
 
     ``validate(stats)`` runs once every block is written and before the file replaces
     ``target``: raising there leaves an earlier output in place.
+
+    ``encoding`` stores float bands as uint16 DN with a per-band GDAL scale/offset
+    (:mod:`geocluster_dagster.encoding`); the statistics stay in physical units.
 
     ``colormap`` (value -> RGBA) is the colour table of a single-band class map; ``units``
     (band name -> unit) are set as GDAL band units. ``task`` names the write in the progress
@@ -186,6 +197,10 @@ def write_geotiff(
     task = task or f"writing {target.name}"
     names, array = _as_band_array(ds, bands)
     dtype = np.dtype(array.dtype)
+    if encoding is not None:
+        if blocks is not None:
+            raise ValueError("encoding applies to the blocks computed here, not to given blocks")
+        dtype, nodata = DN_DTYPE, DN_NODATA
     if nodata is None and np.issubdtype(dtype, np.floating):
         nodata = float("nan")
     geobox = ds.odc.geobox
@@ -220,6 +235,8 @@ def write_geotiff(
             with rasterio.open(tiled_tmp, "w", **profile) as dst:
                 if colormap is not None:
                     dst.write_colormap(1, dict(colormap))
+                if encoding is not None:
+                    dst.scales, dst.offsets = encoding.scales, encoding.offsets
                 for index, name in enumerate(names, start=1):
                     dst.set_band_description(index, name)
                     if units and name in units:
@@ -241,7 +258,9 @@ def write_geotiff(
                     else iter_blocks(
                         array,
                         in_flight=blocks_in_flight,
-                        apply=functools.partial(_with_summary, nodata=nodata),
+                        apply=functools.partial(_with_summary, nodata=nodata)
+                        if encoding is None
+                        else functools.partial(_encoded_with_summary, dn=encoding),
                     )
                 )
                 n_blocks = int(np.prod(array.numblocks[1:]))
@@ -362,12 +381,14 @@ def _windows(pieces: Iterable[tuple[tuple[slice, ...], T]]) -> Iterator[tuple[Wi
 
 
 def open_geotiff(path: Path | str, *, chunks: int = CHUNK_SIZE) -> xr.Dataset:
-    """A GeoTIFF as a lazy Dataset, one float variable per band named by its description."""
+    """A GeoTIFF as a lazy Dataset, one float variable per band named by its description,
+    in physical units (GDAL's per-band scale/offset applied, as the loader applies the inputs')."""
     path = Path(path)
     try:
         with rasterio.open(path) as src:
             names = [d or f"band_{i}" for i, d in enumerate(src.descriptions, start=1)]
             tags, nodata = src.tags(), src.nodata
+            scaling = list(zip(src.scales, src.offsets, strict=True))
         # Every band of a window in one read: GDAL decompresses a pixel-interleaved tile once
         # for all its bands, where one read per band would decompress it once per band.
         arr = _open_lazily(path, chunks={"band": -1, "y": chunks, "x": chunks}, masked=False)
@@ -376,10 +397,21 @@ def open_geotiff(path: Path | str, *, chunks: int = CHUNK_SIZE) -> xr.Dataset:
     arr = arr.astype("float32")
     if nodata is not None and not np.isnan(nodata):
         arr = arr.where(arr != nodata)
-    ds = xr.Dataset({name: arr.isel(band=i, drop=True) for i, name in enumerate(names)})
+    ds = xr.Dataset(
+        {name: _physical(arr.isel(band=i, drop=True), *scaling[i]) for i, name in enumerate(names)}
+    )
     ds.attrs.update(tags)
     ds.attrs["source_path"] = str(path)  # provenance for what is made of it downstream
     return ds
+
+
+def _physical(band: xr.DataArray, scale: float, offset: float) -> xr.DataArray:
+    """``DN * scale + offset`` in float32, the loader's own arithmetic: a first-clear value
+    comes back bit for bit as it was loaded."""
+    if scale == 1 and offset == 0:
+        return band
+    physical: xr.DataArray = band * np.float32(scale) + np.float32(offset)
+    return physical
 
 
 def open_single_band(path: Path | str, *, chunks: int = CHUNK_SIZE) -> xr.DataArray:
@@ -394,7 +426,11 @@ def open_single_band(path: Path | str, *, chunks: int = CHUNK_SIZE) -> xr.DataAr
 
 def _open_lazily(path: Path | str, **options: Any) -> xr.DataArray:
     """rioxarray's dask-backed (band, y, x) array of a GeoTIFF (one file is one DataArray)."""
-    arr = rioxarray.open_rasterio(path, lock=False, **options)
+    with warnings.catch_warnings():
+        # Per-band scale/offset (an encoded mosaic) is read by open_geotiff from the file;
+        # rioxarray's note that it cannot make them one attribute is not the user's concern.
+        warnings.filterwarnings("ignore", r"(Offsets|Scales) differ across bands")
+        arr = rioxarray.open_rasterio(path, lock=False, **options)
     if not isinstance(arr, xr.DataArray):
         raise AssetReadError(f"{path} holds several subdatasets; expected one GeoTIFF raster.")
     return arr

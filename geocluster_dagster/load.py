@@ -26,6 +26,7 @@ from odc.geo.geom import Geometry
 from pyproj import CRS
 from shapely.geometry.base import BaseGeometry
 
+from . import encoding
 from .bands import BandPlan, Scaling, SensorProfile, asset_scaling, plan_bands, sensor_profile
 from .blocks import CHUNK_SIZE
 from .budget import MAX_GRID_PIXELS, estimate, refuse_runaway
@@ -341,9 +342,14 @@ def load_band_stack(
 
     has_data = None
     physical: dict[str, xr.DataArray] = {}
+    shared: dict[str, tuple[float, float]] = {}  # bands every slice encodes alike
     for band, key in plan.assets.items():
         dn = raw[key]
         scale, offset, nodata = _per_time(slices, band, dn.time)
+        pairs = {(float(s), float(o)) for s, o in zip(scale.values, offset.values, strict=True)}
+        if plan.profile.band_dtype == encoding.DN_DTYPE and nodata == encoding.DN_NODATA:
+            if len(pairs) == 1:
+                shared[band] = pairs.pop()
         valid = dn != nodata if nodata is not None else xr.ones_like(dn, dtype=bool)
         has_data = valid if has_data is None else has_data & valid
         physical[band] = (dn.astype("float32") * scale + offset).astype("float32")
@@ -378,6 +384,7 @@ def load_band_stack(
         bands=",".join(plan.assets),
         estimate=cost.as_dict(),
     )
+    out.attrs[encoding.STACK_ATTR] = encoding.stack_attr(shared)
     stack: xr.Dataset = out
     return stack
 
