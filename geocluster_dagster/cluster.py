@@ -22,6 +22,7 @@ import xarray as xr
 
 from geocluster_dagster.bands import REFLECTANCE_BANDS
 from geocluster_dagster.blocks import iter_blocks
+from geocluster_dagster.density import DensityGrid, block_counts
 from geocluster_dagster.errors import (
     BandNotFound,
     ConfigError,
@@ -705,10 +706,19 @@ def _signature_table(
 
 
 def _labels_and_stats(
-    block: np.ndarray, *, model: FittedClusterer, feature_rows: Sequence[int], n_bins: int
-) -> tuple[np.ndarray, np.ndarray]:
+    block: np.ndarray,
+    *,
+    model: FittedClusterer,
+    feature_rows: Sequence[int],
+    n_bins: int,
+    density: tuple[DensityGrid, int, int] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     labels = _predict_block(block[list(feature_rows)], model)
-    return labels, _label_stats_block(labels, *block, n_bins=n_bins)
+    counts = None
+    if density is not None:
+        grid, red, nir = density
+        counts = block_counts(labels, block[red], block[nir], grid=grid, k=model.max_id)
+    return labels, _label_stats_block(labels, *block, n_bins=n_bins), counts
 
 
 class LabelledBlocks:
@@ -720,33 +730,61 @@ class LabelledBlocks:
     block also sums every variable of ``ds`` per label, so writing the map and computing
     :meth:`signatures` read and predict each pixel once, where :func:`predict_map` followed by
     :func:`cluster_signatures` does both twice. Labels equal :func:`predict_map`'s.
+
+    With ``density`` (and red and NIR among ``ds``'s variables) the same task also counts the
+    red-vs-NIR density per cluster (:meth:`red_nir_density`), equal to
+    :func:`geocluster_dagster.evaluate.red_nir_density` of the written map.
     """
 
-    def __init__(self, ds: xr.Dataset, model: FittedClusterer, *, in_flight: int = 4) -> None:
+    def __init__(
+        self,
+        ds: xr.Dataset,
+        model: FittedClusterer,
+        *,
+        in_flight: int = 4,
+        density: DensityGrid | None = None,
+    ) -> None:
         _feature_stack(ds, model.features)  # names a missing or misshapen feature band
         self.names = [str(name) for name in ds.data_vars]
         self.model = model
         self._stack, template = _feature_stack(ds, self.names)
         #: The map's grid, name and dtype, for the writer; its pixels are never computed.
         self.grid = xr.zeros_like(template, dtype=np.uint8).rename("cluster")
+        self.density_grid = density if {"red", "nir"} <= set(self.names) else None
         self._apply = functools.partial(
             _labels_and_stats,
             model=model,
             feature_rows=[self.names.index(name) for name in model.features],
             n_bins=model.max_id + 1,
+            density=(self.density_grid, self.names.index("red"), self.names.index("nir"))
+            if self.density_grid is not None
+            else None,
         )
         self._in_flight = in_flight
         self._sums: np.ndarray | None = None
+        self._density: np.ndarray | None = None
 
     def __iter__(self) -> Iterator[tuple[tuple[slice, ...], np.ndarray]]:
-        self._sums = None
+        self._sums = self._density = None
         sums = np.zeros((1 + len(self.names), 3, self.model.max_id + 1))
-        for index, (labels, stats) in iter_blocks(
+        density = None
+        for index, (labels, stats, counts) in iter_blocks(
             self._stack, in_flight=self._in_flight, apply=self._apply
         ):
             sums += stats
+            if counts is not None:
+                density = counts if density is None else density + counts
             yield (slice(0, 1), *index[1:]), labels[np.newaxis]
-        self._sums = sums
+        self._sums, self._density = sums, density
+
+    def red_nir_density(self) -> np.ndarray | None:
+        """The (k, bins, bins) red-vs-NIR counts, once every block has been iterated; None
+        without a density grid or without red and NIR bands."""
+        if self._sums is None:
+            raise RuntimeError(
+                "the density is counted while the blocks are iterated: write them first"
+            )
+        return self._density
 
     def signatures(self, pixel_area_m2: float | None) -> pd.DataFrame:
         """The :func:`cluster_signatures` table, once every block has been iterated."""

@@ -31,6 +31,7 @@ from .cluster import (
     pixel_area_m2,
     sample_valid_pixels,
 )
+from .density import DensityGrid
 from .errors import AssetReadError
 from .evaluate import ELBOW_SAMPLE_SIZE, KChoice, choose_k, elbow_curve, subsample_index
 from .export import open_single_band, write_geotiff
@@ -50,6 +51,8 @@ SAMPLE = "fit_sample.npy"
 SUMMARY = "summary.json"
 #: The elbow curve n_clusters: auto chose k from (only then), which diagnostics reuse.
 ELBOW = "elbow.csv"
+#: The red-vs-NIR density per cluster, counted while the map is labelled (diagnostics plot it).
+DENSITY = "red_nir_density.npz"
 
 
 @dataclass(frozen=True)
@@ -139,7 +142,7 @@ def write_clusters(
         if plan.how == "match":
             assert plan.reference is not None
             model, matches = match_to_reference(model, plan.reference, plan.max_distance)
-    labelled = LabelledBlocks(geotiff, model)
+    labelled = LabelledBlocks(geotiff, model, density=DensityGrid())
     summary = {
         "aoi_id": aoi_id,
         "features": list(features),
@@ -152,6 +155,7 @@ def write_clusters(
         "source": geotiff.attrs.get("source_path", ""),
         "k_choice": choice.as_dict() if choice else None,
         "elbow_sample_size": ELBOW_SAMPLE_SIZE if curve is not None else None,
+        "red_nir_density": labelled.density_grid.as_dict() if labelled.density_grid else None,
         "model": {
             "how": plan.how,
             "reference": plan.source or None,
@@ -214,6 +218,9 @@ def write_clusters(
         signatures.to_csv(tmp / SIGNATURES_CSV, index=False)
         write_json(json.loads(signatures.to_json(orient="records")), tmp / SIGNATURES_JSON)
         np.save(tmp / SAMPLE, sample)
+        density = labelled.red_nir_density()
+        if density is not None:
+            np.savez_compressed(tmp / DENSITY, counts=density)
         write_json(summary, tmp / SUMMARY)
         if curve is not None:
             curve.to_csv(tmp / ELBOW, index=False)
@@ -241,6 +248,8 @@ class StoredClusters:
     summary: dict[str, Any]
     elbow: pd.DataFrame | None = None
     """The elbow curve k was chosen from (n_clusters: auto), else None."""
+    density: np.ndarray | None = None
+    """The (k, bins, bins) red-vs-NIR counts of the map, on the summary's density grid."""
 
     @property
     def cluster_map_path(self) -> Path:
@@ -252,6 +261,14 @@ class StoredClusters:
         if self.elbow is None or self.summary.get("elbow_sample_size") != sample_size:
             return None
         return self.elbow if [int(k) for k in self.elbow["k"]] == list(k_values) else None
+
+    def density_for(self, grid: DensityGrid) -> np.ndarray | None:
+        """The stored red-vs-NIR counts if they were counted on ``grid`` for this map's model
+        (else None: the caller counts them from the GeoTIFF)."""
+        stored = self.summary.get("red_nir_density")
+        if self.density is None or stored != grid.as_dict():
+            return None
+        return self.density if self.density.shape[0] == self.model.max_id else None
 
 
 def open_clusters(folder: Path, *, chunks: int = CHUNK_SIZE) -> StoredClusters:
@@ -270,4 +287,13 @@ def open_clusters(folder: Path, *, chunks: int = CHUNK_SIZE) -> StoredClusters:
         sample=np.load(folder / SAMPLE),
         summary=json.loads((folder / SUMMARY).read_text()),
         elbow=pd.read_csv(folder / ELBOW) if (folder / ELBOW).exists() else None,
+        density=_load_density(folder / DENSITY),
     )
+
+
+def _load_density(path: Path) -> np.ndarray | None:
+    if not path.exists():
+        return None
+    with np.load(path, allow_pickle=False) as stored:  # plain arrays: nothing in it runs code
+        counts: np.ndarray = stored["counts"]
+    return counts

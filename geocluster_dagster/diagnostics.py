@@ -18,6 +18,7 @@ import xarray as xr
 from . import evaluate
 from .bands import REFLECTANCE_BANDS, WAVELENGTH_UM
 from .cluster_product import ELBOW, StoredClusters
+from .density import DENSITY_BINS, DensityGrid
 from .errors import ConfigError
 from .fields import described
 from .progress import heartbeat
@@ -51,7 +52,11 @@ class DiagnosticsSettings:
     preview_size: int = described(
         1024, "Longest side in pixels of map previews (read from overviews)."
     )
-    density_bins: int = described(256, "Bins per axis of the red-vs-NIR density scatter.")
+    density_bins: int = described(
+        DENSITY_BINS,
+        "Bins per axis of the red-vs-NIR density scatter (the default's counts come with the "
+        "clusters product; another number counts them again from the GeoTIFF).",
+    )
     figures: bool = described(
         True,
         "Draw the eight figures (and their previews in the UI). false: the scores, the elbow "
@@ -183,10 +188,15 @@ def _draw_figures(
     knee, silhouette_best = k_candidates
     density = None
     if {"red", "nir"} <= set(geotiff.data_vars):
-        with heartbeat("counting the red-vs-NIR density"):
-            density = evaluate.red_nir_density(
-                geotiff, clusters.cluster_map, bins=settings.density_bins, n_clusters=model.max_id
-            )
+        grid = DensityGrid(bins=settings.density_bins)
+        counted = clusters.density_for(grid)  # counted while the map was labelled
+        if counted is not None:
+            density = counted, grid.red_edges, grid.nir_edges
+        else:
+            with heartbeat("counting the red-vs-NIR density"):
+                density = evaluate.red_nir_density(
+                    geotiff, clusters.cluster_map, bins=grid.bins, n_clusters=model.max_id
+                )
     from . import plot  # matplotlib loads only for the step that draws
 
     source = Path(geotiff.attrs["source_path"])

@@ -7,6 +7,7 @@ the whole raster for map-level statistics.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from collections.abc import Sequence
@@ -27,6 +28,13 @@ from geocluster_dagster.cluster import (
     fit_clusterer,
     n_clusters_of_map,
     sum_over_blocks,
+)
+from geocluster_dagster.density import (
+    DENSITY_BINS,
+    NIR_RANGE,
+    RED_RANGE,
+    DensityGrid,
+    block_counts,
 )
 from geocluster_dagster.errors import BandNotFound, ConfigError
 from geocluster_dagster.progress import tracked
@@ -423,16 +431,17 @@ def red_nir_density(
     ds: xr.Dataset,
     cluster_map: xr.DataArray,
     *,
-    bins: int = 256,
-    red_range: tuple[float, float] = (0.0, 0.5),
-    nir_range: tuple[float, float] = (0.0, 0.8),
+    bins: int = DENSITY_BINS,
+    red_range: tuple[float, float] = RED_RANGE,
+    nir_range: tuple[float, float] = NIR_RANGE,
     n_clusters: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """2-D histogram of (red, nir) per cluster over all valid pixels, block by block.
 
     Returns ``counts`` of shape (k, bins, bins) where ``counts[c - 1, i, j]`` is the number of
     pixels of cluster c with red in bin i and nir in bin j, plus the red and nir bin edges.
-    Pixels outside the ranges, with NaN red/nir or cluster 0 are not counted.
+    Pixels outside the ranges, with NaN red/nir or cluster 0 are not counted
+    (:func:`geocluster_dagster.density.block_counts`).
     """
     for band in ("red", "nir"):
         if band not in ds.data_vars:
@@ -446,30 +455,9 @@ def red_nir_density(
             "ranges with low < high."
         )
     k = n_clusters_of_map(cluster_map, n_clusters)
-    red_edges = np.linspace(red_range[0], red_range[1], bins + 1)
-    nir_edges = np.linspace(nir_range[0], nir_range[1], bins + 1)
-
-    def block_counts(labels: np.ndarray, red: np.ndarray, nir: np.ndarray) -> np.ndarray:
-        labels, red, nir = labels.ravel().astype(np.int64), red.ravel(), nir.ravel()
-        keep = (
-            (labels >= 1)
-            & (labels <= k)
-            & (red >= red_range[0])
-            & (red <= red_range[1])
-            & (nir >= nir_range[0])
-            & (nir <= nir_range[1])
-        )  # NaN compares False, so NaN pixels drop out here
-        red_bin = _bin_index(red[keep], red_edges)
-        nir_bin = _bin_index(nir[keep], nir_edges)
-        flat = ((labels[keep] - 1) * bins + red_bin) * bins + nir_bin
-        return np.bincount(flat, minlength=k * bins * bins).reshape(k, bins, bins)
-
+    grid = DensityGrid(bins, red_range, nir_range)
     arrays = [cluster_map, *(ds[band].transpose(*cluster_map.dims) for band in ("red", "nir"))]
-    counts = sum_over_blocks(block_counts, arrays, (k, bins, bins), np.int64)
-    return counts, red_edges, nir_edges
-
-
-def _bin_index(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """Bin of each value as np.histogram assigns it: half-open bins, the last one closed."""
-    index = np.searchsorted(edges, values, side="right") - 1
-    return np.clip(index, 0, len(edges) - 2)
+    counts = sum_over_blocks(
+        functools.partial(block_counts, grid=grid, k=k), arrays, (k, bins, bins), np.int64
+    )
+    return counts, grid.red_edges, grid.nir_edges

@@ -29,12 +29,15 @@ from geocluster_dagster.demo import (
     build_demo,
     demo_truth,
 )
+from geocluster_dagster.density import DensityGrid
 from geocluster_dagster.evaluate import (
     ELBOW_SAMPLE_SIZE,
     elbow_curve,
     label_agreement,
+    red_nir_density,
     subsample_index,
 )
+from geocluster_dagster.export import open_geotiff
 from geocluster_dagster.mask import DEFAULT_MASK_FLAGS
 
 from .conftest import S2_29RKH
@@ -184,6 +187,12 @@ def test_the_demo_partition_writes_every_output(demo_run):
         signatures[0]["pixel_count"] * 0.09
     )  # 30 m pixels
     assert (cluster_dir / "model.json").stat().st_size > 0
+    # The red-vs-NIR density the diagnostics plot was counted while the map was labelled.
+    stored = open_clusters(cluster_dir)
+    counted, _, _ = red_nir_density(
+        open_geotiff(out / "geotiff" / f"{part}.tif"), stored.cluster_map, n_clusters=5
+    )
+    assert np.array_equal(stored.density_for(DensityGrid()), counted) and counted.sum() > 0
 
     plots = {p.name for p in (out / "diagnostics" / part).glob("*.png")}
     assert plots == {

@@ -25,12 +25,14 @@ from geocluster_dagster.cluster import (
     predict_map,
     sample_valid_pixels,
 )
+from geocluster_dagster.density import DensityGrid
 from geocluster_dagster.errors import (
     BandNotFound,
     ConfigError,
     NoClearPixels,
     TooFewPixels,
 )
+from geocluster_dagster.evaluate import red_nir_density
 
 from .conftest import SHARED_DATA
 
@@ -342,7 +344,7 @@ def test_labelled_blocks_give_predict_maps_labels_and_the_signatures_in_one_read
     counted_ds = ds_2002_masked.map(
         lambda var: var.copy(data=var.data.map_blocks(counted, meta=np.array((), var.dtype)))
     )
-    labelled = LabelledBlocks(counted_ds, model_1999)
+    labelled = LabelledBlocks(counted_ds, model_1999, density=DensityGrid(bins=64))
     with pytest.raises(RuntimeError, match="write them first"):
         labelled.signatures(900.0)
     expected_map = predict_map(ds_2002_masked, model_1999)
@@ -357,6 +359,12 @@ def test_labelled_blocks_give_predict_maps_labels_and_the_signatures_in_one_read
     got = labelled.signatures(900.0)
     assert list(got.columns) == list(expected.columns)
     np.testing.assert_allclose(got.to_numpy(float), expected.to_numpy(float), rtol=1e-9)
+    # The red-vs-NIR density came from the same reads: the counts of the written map.
+    density, _, _ = red_nir_density(
+        ds_2002_masked, expected_map, bins=64, n_clusters=model_1999.max_id
+    )
+    assert density.sum() > 0.5 * np.isfinite(ds_2002_masked["red"].values).sum()
+    np.testing.assert_array_equal(labelled.red_nir_density(), density)
 
 
 def test_labelled_blocks_name_a_missing_feature(ds_2002_masked, model_1999):
