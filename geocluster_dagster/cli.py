@@ -48,16 +48,38 @@ def _instance() -> dg.DagsterInstance:
     return _open_instance(Path(os.environ["DAGSTER_HOME"]))
 
 
+#: The run queue of the CLI's own instance, which `dagster dev` also uses (the README's UI
+#: command): deploy/dagster.yaml's, which tests/test_deploy.py checks it against. Dagster's
+#: default queue is looked at every 5 s, so a run launched from the UI waited 2.5 s on average
+#: before it started; and two runs of one AOI must never run at once (same outputs).
+RUN_QUEUE = """\
+run_coordinator:
+  module: dagster._core.run_coordinator
+  class: QueuedRunCoordinator
+  config:
+    max_concurrent_runs: 2
+    dequeue_interval_seconds: 1
+    tag_concurrency_limits:
+      - key: dagster/partition/aoi
+        value:
+          applyLimitPerUniqueValue: true
+        limit: 1
+"""
+
+_OWN_INSTANCE = (
+    # Read retries and token renewals are logged by `geocluster_dagster`: show them.
+    "python_logs:\n  managed_python_loggers:\n    - geocluster_dagster\n"
+    # A terminal tool's own instance: no usage statistics, and no banner about them.
+    "telemetry:\n  enabled: false\n"
+)
+
+
 def _create_own_instance(home: Path) -> None:
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
-    if not config.exists():
-        # Read retries and token renewals are logged by `geocluster_dagster`: show them.
-        config.write_text(
-            "python_logs:\n  managed_python_loggers:\n    - geocluster_dagster\n"
-            # A terminal tool's own instance: no usage statistics, and no banner about them.
-            "telemetry:\n  enabled: false\n"
-        )
+    # An instance an earlier version made (its file unchanged) gets the run queue too.
+    if not config.exists() or config.read_text() == _OWN_INSTANCE:
+        config.write_text(_OWN_INSTANCE + RUN_QUEUE)
 
 
 def _open_instance(home: Path) -> dg.DagsterInstance:

@@ -24,6 +24,7 @@ from dagster._utils.tags import TagConcurrencyLimitsCounter
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from geocluster_dagster.cli import _OWN_INSTANCE, RUN_QUEUE, _create_own_instance
 from geocluster_dagster.defs.partitions import AOI_PARTITIONS, partitions
 from geocluster_dagster.defs.resources import ENV_DASK_SCHEDULER, ENV_OUTPUT
 
@@ -187,6 +188,35 @@ def test_deploy_dagster_yaml_makes_a_real_instance_with_its_run_queue_limits(
         assert instance.run_monitoring_enabled
         assert instance.run_monitoring_max_runtime_seconds == 21600
         assert "geocluster_dagster" in instance.managed_python_loggers
+
+
+def test_the_clis_own_instance_queues_runs_as_the_deployment_does(tmp_path):
+    """`dagster dev` on the CLI's instance (the README's UI command) dequeues every second,
+    two runs at a time and never two of one AOI: deploy/dagster.yaml's queue, and a real
+    instance made from the file the CLI writes (an earlier version's file is upgraded)."""
+    deployed = yaml.safe_load(DAGSTER_YAML.read_text())["run_coordinator"]
+    assert yaml.safe_load(RUN_QUEUE)["run_coordinator"] == deployed
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(_OWN_INSTANCE)  # as an earlier version left it
+    _create_own_instance(home)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert isinstance(instance.run_coordinator, QueuedRunCoordinator)
+        assert instance.run_coordinator.dequeue_interval_seconds == 1
+        queue = instance.get_concurrency_config().run_queue_config
+        assert queue is not None and queue.max_concurrent_runs == 2
+        assert [dict(limit) for limit in queue.tag_concurrency_limits] == [
+            {
+                "key": get_multidimensional_partition_tag(AOI_PARTITIONS),
+                "value": {"applyLimitPerUniqueValue": True},
+                "limit": 1,
+            }
+        ]
+        assert "geocluster_dagster" in instance.managed_python_loggers
+    edited = "telemetry:\n  enabled: true\n"  # a user's own file is left as it is
+    (home / "dagster.yaml").write_text(edited)
+    _create_own_instance(home)
+    assert (home / "dagster.yaml").read_text() == edited
 
 
 def _conda_name(spec: str) -> str:

@@ -67,9 +67,18 @@ query($id: ID!) { logsForRun(runId: $id) { __typename
 def ui(tmp_path_factory):
     """The demo partition materialized by the CLI (timed), then `dagster dev` on its instance."""
     out = tmp_path_factory.mktemp("ui")
+    demo = subprocess.run(
+        [str(BIN / "geocluster"), "demo"], env=_env(out, home=False), capture_output=True, text=True
+    )
+    assert demo.returncode == 0, demo.stdout[-2000:] + demo.stderr[-2000:]
+    # The CLI's time for the partition: the whole command (imports, instance, every step),
+    # rewriting what the demo wrote, as the UI's run then does.
     started = time.monotonic()
     cli = subprocess.run(
-        [str(BIN / "geocluster"), "demo"], env=_env(out, home=False), capture_output=True, text=True
+        [str(BIN / "geocluster"), "materialize", "--aoi", "demo", "--month", DEMO_MONTH[:7]],
+        env=_env(out, home=False),
+        capture_output=True,
+        text=True,
     )
     cli_s = time.monotonic() - started
     assert cli.returncode == 0, cli.stdout[-2000:] + cli.stderr[-2000:]
@@ -229,8 +238,8 @@ def test_a_ui_run_takes_what_the_cli_took_and_logs_its_progress(ui):
     assert status == "SUCCESS"
     (ARTIFACTS / "run_times.json").write_text(json.dumps({"cli_s": cli_s, "ui_s": ui_s}))
     assert seen_running, "no progress line in the run's log while it ran"
-    # The whole command against launch-to-success; a little slack for a loaded CI machine.
-    assert ui_s <= 1.2 * cli_s + 3.0, (ui_s, cli_s)
+    # The CLI's whole command against the UI's launch-to-success: within 20 %.
+    assert ui_s <= 1.2 * cli_s, (ui_s, cli_s)
 
     with _page(f"{base}/runs/{run_id}") as page:
         progress = page.get_by_text("fitting the elbow curve: done, 11/11 k").first
