@@ -14,8 +14,9 @@ cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 # postgresql-15 + postgresql-15-postgis-3: pgstac's database and the Dagster instance on PostgreSQL;
 # nginx-light: the byte-range file server; gdal-bin: the tests read class maps back with
-# gdalinfo, as GDAL (and QGIS) see them; chromium: they open the HTML report in a real browser.
-PACKAGES=(postgresql-15 postgresql-15-postgis-3 nginx-light gdal-bin chromium)
+# gdalinfo, as GDAL (and QGIS) see them; chromium: they open the HTML report in a real browser;
+# python3-venv: the .venv below (Debian's python3 comes without it).
+PACKAGES=(python3 python3-venv postgresql-15 postgresql-15-postgis-3 nginx-light gdal-bin chromium)
 
 if [ ! -d ../shared/data ]; then
     echo "scripts/test.sh: the real test data is missing: expected $(cd .. && pwd)/shared/data (the shared/ folder beside this checkout)" >&2
@@ -36,7 +37,7 @@ else
     echo "scripts/test.sh: not root (uid $(id -u)): not installing the Debian packages ${PACKAGES[*]}." >&2
     echo "  The tests that mount tmpfs file systems (full and read-only disks) will be reported as skipped: 'needs the right to mount file systems'." >&2
     if [ "${#missing[@]}" -gt 0 ]; then
-        echo "  Missing here: ${missing[*]}. Tests that start PostgreSQL 15 + PostGIS or nginx will be reported as skipped ('needs ...: run scripts/test.sh as root'); those that need gdalinfo or chromium fail naming the package." >&2
+        echo "  Missing here: ${missing[*]}. Tests that start PostgreSQL 15 + PostGIS or nginx, or run gdalinfo or chromium, will be reported as skipped ('needs ...: run scripts/test.sh as root')." >&2
     fi
     echo "  Run scripts/test.sh as root for the whole suite." >&2
 fi

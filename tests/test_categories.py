@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 
 import rasterio
@@ -14,6 +13,7 @@ from geocluster_dagster.change import CHANGE_MAP, DatedMap, compare_maps
 from geocluster_dagster.cluster import ClusterSettings
 from geocluster_dagster.cluster_product import CLUSTER_MAP, ModelPlan, open_clusters, write_clusters
 
+from .servers.ports import installed
 from .test_cluster import STACK_1999, STACK_2002, landsat7_dataset
 
 BANDS = ["blue", "green", "red", "nir", "swir16", "swir22"]
@@ -21,8 +21,7 @@ BANDS = ["blue", "green", "red", "nir", "swir16", "swir22"]
 
 def gdalinfo(path) -> dict:
     """What GDAL itself reports (Debian gdal-bin, as .ci/run installs it)."""
-    tool = shutil.which("gdalinfo")
-    assert tool, "gdalinfo is missing: install Debian's gdal-bin (the README's test command does)"
+    tool = installed("gdalinfo", "gdal-bin")
     return json.loads(subprocess.run([tool, "-json", str(path)], check=True, capture_output=True, text=True).stdout)  # fmt: skip
 
 

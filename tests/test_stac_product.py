@@ -16,6 +16,7 @@ from pystac.validation import JsonSchemaSTACValidator
 from geocluster_dagster import __version__
 from geocluster_dagster.demo import DEMO_MONTH
 
+from .servers.ports import installed
 from .test_assets import dask_cluster, demo, run  # noqa: F401
 
 
@@ -88,7 +89,6 @@ def test_odc_stac_loads_the_geotiff_back_unchanged(outputs):
 
 
 def test_the_report_holds_every_figure_and_check_and_renders_in_a_browser(outputs, tmp_path):
-    import shutil
 
     from playwright.sync_api import sync_playwright
 
@@ -100,10 +100,7 @@ def test_the_report_holds_every_figure_and_check_and_renders_in_a_browser(output
         assert f"<td>{check}</td>" in text
     item = pystac.Item.from_file(str(outputs / "stac" / "outputs" / "demo" / f"{DEMO_MONTH}.json"))
     assert item.assets["report"].href.endswith(f"report/demo/{DEMO_MONTH}.html")
-    browser_path = shutil.which("chromium")
-    assert browser_path, (
-        "chromium is missing: install Debian's chromium (the README's test command does)"
-    )
+    browser_path = installed("chromium", "chromium")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=browser_path, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1200, "height": 900})

@@ -24,7 +24,7 @@ import pytest
 
 from geocluster_dagster.demo import DEMO_MONTH
 
-from .servers.ports import free_port, wait_for_port
+from .servers.ports import free_port, installed, wait_for_port
 
 pytestmark = pytest.mark.servers
 
@@ -129,8 +129,7 @@ def _page(url: str) -> Iterator[Any]:
     """Headless Chromium at ``url``, past Dagster's first-visit dialog."""
     from playwright.sync_api import sync_playwright
 
-    chromium = shutil.which("chromium")
-    assert chromium, "chromium is missing: install Debian's chromium (scripts/test.sh does)"
+    chromium = installed("chromium", "chromium")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1600, "height": 1000})

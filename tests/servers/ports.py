@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
 import subprocess
 import time
@@ -12,6 +13,14 @@ class ServerUnavailable(RuntimeError):
 
     def __init__(self, needs: str) -> None:
         super().__init__(f"needs {needs}: run scripts/test.sh as root")
+
+
+def installed(program: str, package: str) -> str:
+    """The path of ``program``, or a skip naming the Debian ``package`` that provides it."""
+    path = shutil.which(program)
+    if not path:
+        raise ServerUnavailable(f"{program} (Debian's {package})")
+    return path
 
 
 def free_port() -> int:
