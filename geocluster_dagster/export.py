@@ -65,7 +65,10 @@ class RasterStats:
         return {
             name: {
                 "valid_pixels": self.count[name],
-                "valid_fraction": round(self.count[name] / self.pixels, 6) if self.pixels else 0.0,
+                # Of the whole grid (the AOI's bounding box), not of the AOI: readable.DENOMINATORS.
+                "valid_share_of_grid": round(self.count[name] / self.pixels, 6)
+                if self.pixels
+                else 0.0,
                 "min": self.minimum.get(name, float("nan")),
                 "max": self.maximum.get(name, float("nan")),
                 "mean": self.mean(name),

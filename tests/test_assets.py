@@ -21,6 +21,7 @@ from geocluster_dagster.definitions import defs
 from geocluster_dagster.defs.assets import PIPELINE_ASSETS
 from geocluster_dagster.defs.outputs import OutputStore
 from geocluster_dagster.defs.partitions import partition_key
+from geocluster_dagster.defs.readable import DENOMINATORS
 from geocluster_dagster.defs.resources import AOIRegistry, DaskCluster, StacCatalog
 from geocluster_dagster.demo import (
     DEMO_CLASSES,
@@ -212,6 +213,15 @@ def test_the_demo_partition_writes_every_output(demo_run):
     assert -1 <= meta["silhouette"].value <= 1 and meta["davies_bouldin"].value > 0
     assert meta["preview_cluster_map"].value.startswith("![")
     assert [p for p in out.rglob("*") if ".tmp" in p.name] == []
+    # Every product's numbers in a table with units (a first date has no change to tabulate).
+    for asset in ("stac_items", "band_stack", "mosaic", "geotiff", "clusters", "diagnostics"):
+        summary = _materialization(result, asset).metadata["summary"].value
+        assert summary.startswith("| measure | value | unit | how to read it |"), asset
+    geotiff_summary = _materialization(result, "geotiff").metadata["summary"].value
+    assert "| `ndvi_mean` |" in geotiff_summary and DENOMINATORS["grid"] in geotiff_summary
+    assert "| `derived_from` | 4 | scenes |" in (
+        _materialization(result, "stac_item").metadata["summary"].value
+    )
 
 
 def test_the_cluster_map_recovers_the_demo_land_cover(demo_run):

@@ -24,6 +24,7 @@ import pystac
 import rasterio
 
 from .. import __version__, progress
+from ..bands import band_unit
 from ..budget import Estimate, estimate_seconds, record_run, refuse_full_disk
 from ..change import (
     CHANGE_MAP,
@@ -529,14 +530,33 @@ def geotiff(
             }
         )
         stats = write_cog(image, path, to_settings(CogSettings, config), tags=provenance)
+    band_stats = stats.as_dict()
+    measures = [
+        Measure("band_count", len(image.data_vars), "bands", "spectral bands plus indices"),
+        Measure("file_mb", path.stat().st_size / 1e6, "MB", "the COG on disk, with overviews"),
+    ]
+    for band, values in band_stats.items():
+        unit = band_unit(band)
+        measures.append(
+            Measure(
+                f"{band}_mean",
+                values["mean"],
+                unit,
+                f"mean over valid pixels (range {values['min']:.4g} .. {values['max']:.4g} "
+                f"{unit}); valid: {values['valid_share_of_grid']:.4g} of the "
+                f"{DENOMINATORS['grid']}",
+                trend=False,
+            )
+        )
     return _written(
         path,
         {
+            **as_metadata(measures),
             "bands": ", ".join(map(str, image.data_vars)),
             "indices": ", ".join(names) or "none",
-            "band_statistics": dg.MetadataValue.json(rounded(stats.as_dict())),
+            "band_statistics": dg.MetadataValue.json(rounded(band_stats)),
         },
-        judge_cog(path, [str(b) for b in image.data_vars], stats.as_dict()),
+        judge_cog(path, [str(b) for b in image.data_vars], band_stats),
     )
 
 
@@ -578,10 +598,19 @@ def cluster_model(
             aoi_id=aoi_id,
             naming=to_settings(NamingSettings, config),
         )
+    pooled = sum(facts.pixels_per_date.values())
+    measures = [
+        Measure("n_clusters", facts.model.n_clusters, "clusters", "k of the reference model"),
+        Measure("date_count", len(dates), "dates", "date partitions pooled"),
+        Measure("pooled_pixels", pooled, "px", "sampled pixels the model was fitted on"),
+        Measure(
+            "feature_count", len(facts.model.features), "features", ", ".join(facts.model.features)
+        ),
+    ]
     return _written(
         folder,
         {
-            "n_clusters": facts.model.n_clusters,
+            **as_metadata(measures),
             **_k_choice_metadata(context, facts.k_choice, facts.model.n_clusters),
             "dates_pooled": ", ".join(dates),
             "pixels_per_date": dg.MetadataValue.json(facts.pixels_per_date),
@@ -990,10 +1019,23 @@ def stac_item(
     return _written(
         path,
         {
+            **as_metadata(
+                [
+                    Measure(
+                        "asset_count", len(document["assets"]), "files", "products in the Item"
+                    ),
+                    Measure(
+                        "derived_from",
+                        len([k for k in document["links"] if k["rel"] == "derived_from"]),
+                        "scenes",
+                        "source scenes the Item links to (derived_from)",
+                    ),
+                    Measure("report_mb", report.stat().st_size / 1e6, "MB", "the HTML report"),
+                ]
+            ),
             "catalog": dg.MetadataValue.path(str(outputs.root() / CATALOG_DIR / "catalog.json")),
             "report": dg.MetadataValue.path(str(report)),
             "assets": ", ".join(document["assets"]),
-            "derived_from": len([k for k in document["links"] if k["rel"] == "derived_from"]),
         },
     )
 

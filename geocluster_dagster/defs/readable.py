@@ -5,7 +5,9 @@ Shares are named after what they are a share of, one name per denominator:
 
 * ``..._share_of_aoi``: of the pixels whose centre lies inside the AOI polygon;
 * ``..._share_of_map``: of the pixels the cluster map labels (clear pixels of the AOI);
-* ``..._share_of_compared``: of the pixels both dates' maps label (cluster_change).
+* ``..._share_of_compared``: of the pixels both dates' maps label (cluster_change);
+* ``..._share_of_grid``: of the pixels of the output grid, the AOI's bounding box (a band's
+  valid pixels in the geotiff).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ DENOMINATORS = {
     "aoi": "pixels whose centre lies inside the AOI polygon",
     "map": "pixels the cluster map labels (the clear pixels of the AOI)",
     "compared": "pixels both dates' maps label",
+    "grid": "pixels of the output grid (the AOI's bounding box)",
 }
 
 
