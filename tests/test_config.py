@@ -5,13 +5,14 @@ from __future__ import annotations
 import dataclasses
 import enum
 import typing
-from pathlib import Path
 
 import dagster as dg
 import pytest
 
+from geocluster_dagster.change import ChangeSettings
 from geocluster_dagster.definitions import defs
-from geocluster_dagster.defs.config import SETTINGS_OF, MaskFlagChoice, to_settings
+from geocluster_dagster.defs.config import SETTINGS_OF, SHOWN_FOR_NONE, MaskFlagChoice, to_settings
+from geocluster_dagster.load import LoadSettings
 from geocluster_dagster.mask import MASKABLE_FLAGS
 
 #: Settings the plain modules take that a run has no business changing.
@@ -62,8 +63,13 @@ def test_every_config_class_has_exactly_the_fields_of_its_settings():
 @pytest.mark.parametrize(("config_class", "field"), CASES, ids=lambda c: getattr(c, "name", ""))
 def test_config_defaults_descriptions_and_choices_come_from_the_settings(config_class, field):
     config_field = config_class.model_fields[field.name]
-    assert config_field.description == field.metadata["description"]
-    assert _plain(getattr(config_class(), field.name)) == _plain(field.default)
+    if field.default is None:
+        # Shown as the value that stands for None, which the description explains.
+        assert config_field.description.startswith(field.metadata["description"] + " (")
+        assert getattr(config_class(), field.name) == SHOWN_FOR_NONE[field.name]
+    else:
+        assert config_field.description == field.metadata["description"]
+        assert _plain(getattr(config_class(), field.name)) == _plain(field.default)
     settings_class = next(s for s in SETTINGS_OF[config_class] if field in dataclasses.fields(s))
     hints = typing.get_type_hints(settings_class)
     if field.name in UNTYPED_IN_RUN_CONFIG:
@@ -120,10 +126,11 @@ def test_a_valid_choice_passes_validation():
 
 
 @pytest.mark.parametrize("job_name", ["geocluster_pipeline", "geocluster_reference"])
-def test_the_launchpad_scaffolds_every_field_that_has_a_value_as_its_default(job_name):
-    """The launchpad opens with the YAML Dagster derives from the job's config schema: every
-    field with a default value is in it, lists included. A null default is not (Dagster drops
-    None from that YAML), so the README lists those fields and their meaning."""
+def test_the_launchpad_scaffolds_every_field_with_its_default(job_name):
+    """The launchpad opens with the YAML Dagster derives from the job's config schema. Dagster
+    drops a null default from it, so a setting whose plain default is None is shown as the
+    value that stands for it (crs: native, pca_components: 0, ...), and that value reaches the
+    asset as the plain default: every field appears, and the scaffold changes nothing."""
     import yaml
     from dagster._core.snap import JobSnap
     from dagster._core.snap.snap_to_yaml import default_values_yaml_from_type_snap
@@ -135,12 +142,25 @@ def test_the_launchpad_scaffolds_every_field_that_has_a_value_as_its_default(job
     root = schema.get_config_snap(snap.mode_def_snaps[0].root_config_key)
     scaffold = yaml.safe_load(default_values_yaml_from_type_snap(schema, root))["ops"]
     assert scaffold
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
     for asset, values in scaffold.items():
         config_class = CONFIG_OF[asset]
         for name, field in config_class.model_fields.items():
-            if field.default is None:
-                assert f"{name}: null" in readme, f"{asset}.{name}: a null default the README omits"
-                continue
+            assert field.default is not None, f"{asset}.{name} has a null default"
             assert name in values["config"], f"{asset}.{name} is missing from the launchpad"
             assert _plain(values["config"][name]) == _plain(field.default), (asset, name)
+        scaffolded = config_class(**values["config"])
+        for settings_class in SETTINGS_OF[config_class]:
+            assert to_settings(settings_class, scaffolded) == settings_class(), (
+                asset,
+                settings_class,
+            )
+
+
+def test_a_null_typed_in_still_means_the_plain_default():
+    from geocluster_dagster.defs.config import BandStackConfig, ChangeConfig
+
+    assert to_settings(LoadSettings, BandStackConfig(crs=None, resolution=None)) == LoadSettings()
+    assert to_settings(ChangeSettings, ChangeConfig(compare_with=None)) == ChangeSettings()
+    # ... and any other value is the user's: 30 m, an EPSG code, a date.
+    chosen = to_settings(LoadSettings, BandStackConfig(crs="EPSG:32633", resolution=30.0))
+    assert (chosen.crs, chosen.resolution) == ("EPSG:32633", 30.0)

@@ -47,31 +47,75 @@ class MaskFlagChoice(enum.Enum):
     dark_area = "dark_area"
 
 
+#: The launchpad's value of each setting whose plain default is None ("not set": the native
+#: CRS, no PCA, the previous date, ...). Dagster leaves a null default out of the config it
+#: scaffolds, so the field would not appear at all; with one of these values it does, and
+#: :func:`to_settings` turns the value back into None. A null typed in still works.
+SHOWN_FOR_NONE: dict[str, object] = {
+    "max_items": 0,
+    "resolution": 0.0,
+    "crs": "native",
+    "indices": ["ndvi", "lst"],
+    "pca_components": 0,
+    "class_names": {},
+    "first_date": "",
+    "last_date": "",
+    "sample_per_date": 0,
+    "compare_with": "previous",
+}
+
+#: What the launchpad's value stands for, added to the field's description.
+_SHOWN_MEANS = {
+    "max_items": "0 = no limit",
+    "resolution": "0 = the bands' native resolution",
+    "crs": "native = the scenes' own CRS",
+    "indices": "[ndvi, lst] = NDVI, plus LST when a thermal band is loaded",
+    "pca_components": "0 = no PCA",
+    "class_names": "{} = every name from the index rules",
+    "first_date": "empty = no bound",
+    "last_date": "empty = no bound",
+    "sample_per_date": "0 = an equal share of sample_size",
+    "compare_with": "previous = the AOI's previous date with a map",
+}
+
+
 def setting(settings_class: type, name: str) -> Any:
     """A config field with the default and description of ``settings_class``'s field ``name``.
 
     Tuples (the dataclasses' immutable defaults) become lists, the form run config takes, given
     as a value rather than a factory: Dagster shows only a value in the launchpad's defaults
-    (pydantic copies a list default for each config, so it is never shared).
+    (pydantic copies a list default for each config, so it is never shared). A None default is
+    shown as its :data:`SHOWN_FOR_NONE` value.
     """
     spec = {f.name: f for f in dataclasses.fields(settings_class)}[name]
     description = spec.metadata["description"]
     default = spec.default
+    if default is None and name in SHOWN_FOR_NONE:
+        return Field(
+            default=SHOWN_FOR_NONE[name], description=f"{description} ({_SHOWN_MEANS[name]})"
+        )
     if isinstance(default, tuple):
         return Field(default=list(default), description=description)
     return Field(default=default, description=description)
 
 
 def to_settings(settings_class: type[S], config: dg.Config) -> S:
-    """``settings_class`` with every field the config has (lists as tuples)."""
+    """``settings_class`` with every field the config has (lists as tuples; a launchpad value
+    that stands for None, as None)."""
     names = {f.name for f in dataclasses.fields(settings_class)}  # type: ignore[arg-type]
     return settings_class(
         **{
-            name: _plain(getattr(config, name))
+            name: _setting_value(name, getattr(config, name))
             for name in type(config).model_fields
             if name in names
         }
     )
+
+
+def _setting_value(name: str, value: object) -> object:
+    if name in SHOWN_FOR_NONE and value == SHOWN_FOR_NONE[name]:
+        return None
+    return _plain(value)
 
 
 def _plain(value: object) -> object:
