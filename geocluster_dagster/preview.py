@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import io
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -47,10 +48,17 @@ def figure_markdown(
 
 
 def class_map_markdown(
-    tif_path: Path | str, max_px: int = UI_IMAGE_PX, max_chars: int = UI_IMAGE_CHARS
+    tif_path: Path | str,
+    max_px: int = UI_IMAGE_PX,
+    max_chars: int = UI_IMAGE_CHARS,
+    *,
+    legend: Sequence[tuple[int, str, float]] = (),
 ) -> str:
     """A single-band class map (a GeoTIFF with a colour table) as a markdown image, drawn in
-    its own colours from its overviews (never at full resolution); nodata is white."""
+    its own colours from its overviews (never at full resolution); nodata is white.
+
+    ``legend`` rows (class value, name, share of the map) follow the image as a table, each
+    with a swatch of the class's colour, so the map can be read without leaving the UI."""
     from PIL import Image
 
     tif_path = Path(tif_path)
@@ -71,7 +79,24 @@ def class_map_markdown(
         if alpha and 0 <= value < 256:
             lookup[value] = (r, g, b)
     image = Image.fromarray(lookup[labels.astype(np.uint8)], mode="RGB")
-    return _markdown(image, tif_path.stem, max_px, max_chars, smooth=False)  # classes: no blending
+    markdown = _markdown(image, tif_path.stem, max_px, max_chars, smooth=False)  # no blending
+    if not legend:
+        return markdown
+    rows = ["| colour | class | name | share of the map |", "|---|---|---|---|"]
+    rows += [
+        f"| {_swatch(lookup[value])} | {value} | {name} | {share:.1%} |"
+        for value, name, share in legend
+    ]
+    return markdown + "\n\n" + "\n".join(rows)
+
+
+def _swatch(rgb: np.ndarray, px: int = 18) -> str:
+    """A ``px`` square of one colour as a markdown data-URI image (about 100 characters)."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (px, px), tuple(int(c) for c in rgb)).save(buffer, format="PNG")
+    return f"![](data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode('ascii')})"
 
 
 def _markdown(image: Image, alt: str, max_px: int, max_chars: int, *, smooth: bool) -> str:

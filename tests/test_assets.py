@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import re
 import shutil
@@ -11,6 +13,7 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 import pandas as pd
+import PIL.Image
 import pystac
 import pytest
 import rasterio
@@ -188,6 +191,19 @@ def test_the_demo_partition_writes_every_output(demo_run):
         signatures[0]["pixel_count"] * 0.09
     )  # 30 m pixels
     assert (cluster_dir / "model.json").stat().st_size > 0
+    # The map in the UI carries its legend: a swatch of each class's colour, its name, its share.
+    preview = _materialization(result, "clusters").metadata["preview_cluster_map"].value
+    legend = preview.split("\n\n", 1)[1].splitlines()
+    assert legend[0] == "| colour | class | name | share of the map |" and len(legend) == 2 + 5
+    with rasterio.open(cluster_dir / "cluster_map.tif") as src:
+        colours = src.colormap(1)
+    for row, signature in zip(legend[2:], signatures, strict=True):
+        swatch, value, name, share_shown = (cell.strip() for cell in row.strip("|").split("|"))
+        assert (int(value), name) == (signature["cluster"], signature["name"])
+        assert share_shown == f"{signature['fraction']:.1%}"
+        png = base64.b64decode(swatch.split("base64,", 1)[1].rstrip(")"))
+        with PIL.Image.open(io.BytesIO(png)) as image:
+            assert image.getpixel((0, 0)) == colours[int(value)][:3]
     # The red-vs-NIR density the diagnostics plot was counted while the map was labelled.
     stored = open_clusters(cluster_dir)
     counted, _, _ = red_nir_density(

@@ -711,7 +711,15 @@ def clusters(
             **matched,
             "algorithm": facts.summary["algorithm"],
             "features": ", ".join(facts.features),
-            "preview_cluster_map": dg.MetadataValue.md(class_map_markdown(folder / CLUSTER_MAP)),
+            "preview_cluster_map": dg.MetadataValue.md(
+                class_map_markdown(
+                    folder / CLUSTER_MAP,
+                    legend=[
+                        (int(row.cluster), str(row.name), float(row.fraction))
+                        for row in facts.signatures.itertuples()
+                    ],
+                )
+            ),
             "cluster_map_path": dg.MetadataValue.path(str(folder / CLUSTER_MAP)),
             "signatures_path": dg.MetadataValue.path(str(folder / SIGNATURES_CSV)),
             "cluster_sizes": dg.MetadataValue.md(_markdown_table(sizes)),
