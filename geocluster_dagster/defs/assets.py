@@ -714,10 +714,14 @@ def clusters(
             "preview_cluster_map": dg.MetadataValue.md(
                 class_map_markdown(
                     folder / CLUSTER_MAP,
-                    legend=[
-                        (int(row.cluster), str(row.name), float(row.fraction))
-                        for row in facts.signatures.itertuples()
-                    ],
+                    legend=list(
+                        zip(
+                            facts.signatures["cluster"].astype(int).tolist(),
+                            facts.signatures["name"].astype(str).tolist(),
+                            facts.signatures["fraction"].astype(float).tolist(),
+                            strict=True,
+                        )
+                    ),
                 )
             ),
             "cluster_map_path": dg.MetadataValue.path(str(folder / CLUSTER_MAP)),
