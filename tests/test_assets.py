@@ -342,6 +342,28 @@ def _no_outputs(out: Path) -> bool:
     return not any(p.is_file() and p not in locks for p in out.rglob("*"))
 
 
+def test_a_partition_added_in_the_ui_for_an_aoi_the_registry_lacks_is_refused(
+    demo, dask_cluster, tmp_path
+):
+    """The launch dialog's "Add a partition" can create any AOI key: its run stops at the first
+    step, says which registry lacks it and what to do, and writes nothing."""
+    result = run(
+        tmp_path / "out",
+        registry=demo.aoi_registry,
+        catalog=str(demo.catalog),
+        dask_cluster=dask_cluster,
+        aoi_ids=("demo", "ghost"),
+        key=partition_key("ghost", DEMO_MONTH),
+    )
+    message = failure_message(result)
+    assert "AOI 'ghost' is a partition but is not in the registry" in message
+    assert "['demo']" in message and "Restore it there, or delete the partition" in message
+    failed = [e.step_key for e in result.all_events if e.is_step_failure]
+    assert failed == ["stac_items"]
+    # No product of it (only the run's lock file, under .locks/).
+    assert [p for p in (tmp_path / "out").rglob("ghost*") if ".locks" not in p.parts] == []
+
+
 @pytest.mark.parametrize(
     ("geometry", "expected"),
     [
