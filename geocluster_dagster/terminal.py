@@ -78,6 +78,7 @@ class AssetLines(logging.Handler):
         self.ended: list[str] = []
         self._pending: dict[str, list[str]] = {}
         self._said: dict[str, str] = {}
+        self._warned: dict[str, list[str]] = {}  # what each step's warnings already printed
 
     def emit(self, record: logging.LogRecord) -> None:
         meta = getattr(record, "dagster_meta", None)
@@ -90,6 +91,7 @@ class AssetLines(logging.Handler):
                 return
             if record.levelno >= logging.WARNING:  # now: a retry or a wait is news while it lasts
                 echo(f"    warning ({step or 'run'}): {message}")
+                self._warned.setdefault(step, []).append(message)
             elif step:
                 self._said.setdefault(step, message)  # why a step wrote nothing, if it did not
             return
@@ -136,9 +138,18 @@ class AssetLines(logging.Handler):
             where = f"not built: {self._said.get(step, 'it wrote nothing')}"
         else:
             where = ""
+        # A reason a warning of this step already printed is not printed again (a change not
+        # computed said it in its warning, its step line and its check: once is enough).
+        warned = self._warned.pop(step, [])
+        reason = where.partition(": ")[2]
+        if reason and any(reason in message for message in warned):
+            where = f"{where.partition(': ')[0]} (why: the warning above)"
         state = "failed after" if failed else ""
         echo(f"  {step:<14} {state}{seconds:6.1f} s  {where}".rstrip())
         for line in self._pending.pop(step, []):
+            told = line.partition(": ")[2]
+            if told and any(told in message for message in warned):
+                continue
             echo(line)
 
 

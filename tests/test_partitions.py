@@ -93,6 +93,9 @@ def test_half_months_of_one_aoi_share_ids_through_its_reference_model(tmp_path):
         out = cli("materialize", "--aoi", "demo", "--date", date)
     # Fitted alone, the two maps' ids need not match: no change is computed, and it says why.
     assert "cluster_change not computed: Cannot compare 2023-06-01 with 2023-06-16" in out
+    # ... once: not again in the step's line nor in its check's line.
+    assert out.count("Cannot compare 2023-06-01 with 2023-06-16") == 1, out
+    assert "nothing compared (why: the warning above)" in out
     assert not (tmp_path / "cluster_change" / "demo" / "2023-06-16").exists()
     assert "Pooling 2 date partitions of demo: 2023-06-01, 2023-06-16" in cli(
         "-v",
