@@ -66,10 +66,7 @@ class DnEncoding:
         """(band, y, x) physical float block -> uint16 DN, NaN -> :data:`DN_NODATA`."""
         scales, offsets = self._columns()
         dn = np.rint((block - offsets) / scales)
-        valid = np.isfinite(dn)
-        return np.where(valid, np.clip(dn, 1, _DN_MAX, where=valid, out=dn), DN_NODATA).astype(
-            DN_DTYPE
-        )
+        return np.where(np.isfinite(dn), np.clip(dn, 1, _DN_MAX), DN_NODATA).astype(DN_DTYPE)
 
     def physical_summary(self, summary: np.ndarray) -> np.ndarray:
         """A (band, 4) count/sum/min/max summary of DN blocks, in physical units."""

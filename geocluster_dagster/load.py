@@ -346,8 +346,8 @@ def load_band_stack(
     for band, key in plan.assets.items():
         dn = raw[key]
         scale, offset, nodata = _per_time(slices, band, dn.time)
-        pairs = {(float(s), float(o)) for s, o in zip(scale.values, offset.values, strict=True)}
         if plan.profile.band_dtype == encoding.DN_DTYPE and nodata == encoding.DN_NODATA:
+            pairs = {(float(s), float(o)) for s, o in zip(scale.values, offset.values, strict=True)}
             if len(pairs) == 1:
                 shared[band] = pairs.pop()
         valid = dn != nodata if nodata is not None else xr.ones_like(dn, dtype=bool)

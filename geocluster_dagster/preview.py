@@ -94,9 +94,14 @@ def _swatch(rgb: np.ndarray, px: int = 18) -> str:
     """A ``px`` square of one colour as a markdown data-URI image (about 100 characters)."""
     from PIL import Image
 
+    return _png_markdown(Image.new("RGB", (px, px), tuple(int(c) for c in rgb)), "")
+
+
+def _png_markdown(image: Image, alt: str, *, optimize: bool = False) -> str:
+    """``image`` as a markdown image of a PNG data URI."""
     buffer = io.BytesIO()
-    Image.new("RGB", (px, px), tuple(int(c) for c in rgb)).save(buffer, format="PNG")
-    return f"![](data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode('ascii')})"
+    image.save(buffer, format="PNG", optimize=optimize)
+    return f"![{alt}](data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode('ascii')})"
 
 
 def _markdown(image: Image, alt: str, max_px: int, max_chars: int, *, smooth: bool) -> str:
@@ -108,10 +113,7 @@ def _markdown(image: Image, alt: str, max_px: int, max_chars: int, *, smooth: bo
         small = image.copy()
         small.thumbnail((size, size), resample)
         small = small.quantize(colors=64, method=PILImage.Quantize.MEDIANCUT)
-        buffer = io.BytesIO()
-        small.save(buffer, format="PNG", optimize=True)
-        encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
-        markdown = f"![{alt}](data:image/png;base64,{encoded})"
+        markdown = _png_markdown(small, alt, optimize=True)
         if len(markdown) <= max_chars or size <= 32:
             return markdown
         size = int(size * 0.8)

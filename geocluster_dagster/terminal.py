@@ -141,9 +141,9 @@ class AssetLines(logging.Handler):
         # A reason a warning of this step already printed is not printed again (a change not
         # computed said it in its warning, its step line and its check: once is enough).
         warned = self._warned.pop(step, [])
-        reason = where.partition(": ")[2]
+        what, _, reason = where.partition(": ")
         if reason and any(reason in message for message in warned):
-            where = f"{where.partition(': ')[0]} (why: the warning above)"
+            where = f"{what} (why: the warning above)"
         state = "failed after" if failed else ""
         echo(f"  {step:<14} {state}{seconds:6.1f} s  {where}".rstrip())
         for line in self._pending.pop(step, []):

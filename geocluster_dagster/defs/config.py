@@ -51,31 +51,18 @@ class MaskFlagChoice(enum.Enum):
 #: CRS, no PCA, the previous date, ...). Dagster leaves a null default out of the config it
 #: scaffolds, so the field would not appear at all; with one of these values it does, and
 #: :func:`to_settings` turns the value back into None. A null typed in still works.
-SHOWN_FOR_NONE: dict[str, object] = {
-    "max_items": 0,
-    "resolution": 0.0,
-    "crs": "native",
-    "indices": ["ndvi", "lst"],
-    "pca_components": 0,
-    "class_names": {},
-    "first_date": "",
-    "last_date": "",
-    "sample_per_date": 0,
-    "compare_with": "previous",
-}
-
-#: What the launchpad's value stands for, added to the field's description.
-_SHOWN_MEANS = {
-    "max_items": "0 = no limit",
-    "resolution": "0 = the bands' native resolution",
-    "crs": "native = the scenes' own CRS",
-    "indices": "[ndvi, lst] = NDVI, plus LST when a thermal band is loaded",
-    "pca_components": "0 = no PCA",
-    "class_names": "{} = every name from the index rules",
-    "first_date": "empty = no bound",
-    "last_date": "empty = no bound",
-    "sample_per_date": "0 = an equal share of sample_size",
-    "compare_with": "previous = the AOI's previous date with a map",
+SHOWN_FOR_NONE: dict[str, tuple[object, str]] = {
+    # name: (the launchpad's value, what it stands for: added to the field's description)
+    "max_items": (0, "0 = no limit"),
+    "resolution": (0.0, "0 = the bands' native resolution"),
+    "crs": ("native", "native = the scenes' own CRS"),
+    "indices": (["ndvi", "lst"], "[ndvi, lst] = NDVI, plus LST when a thermal band is loaded"),
+    "pca_components": (0, "0 = no PCA"),
+    "class_names": ({}, "{} = every name from the index rules"),
+    "first_date": ("", "empty = no bound"),
+    "last_date": ("", "empty = no bound"),
+    "sample_per_date": (0, "0 = an equal share of sample_size"),
+    "compare_with": ("previous", "previous = the AOI's previous date with a map"),
 }
 
 
@@ -91,9 +78,8 @@ def setting(settings_class: type, name: str) -> Any:
     description = spec.metadata["description"]
     default = spec.default
     if default is None and name in SHOWN_FOR_NONE:
-        return Field(
-            default=SHOWN_FOR_NONE[name], description=f"{description} ({_SHOWN_MEANS[name]})"
-        )
+        shown, meaning = SHOWN_FOR_NONE[name]
+        return Field(default=shown, description=f"{description} ({meaning})")
     if isinstance(default, tuple):
         return Field(default=list(default), description=description)
     return Field(default=default, description=description)
@@ -113,7 +99,7 @@ def to_settings(settings_class: type[S], config: dg.Config) -> S:
 
 
 def _setting_value(name: str, value: object) -> object:
-    if name in SHOWN_FOR_NONE and value == SHOWN_FOR_NONE[name]:
+    if name in SHOWN_FOR_NONE and value == SHOWN_FOR_NONE[name][0]:
         return None
     return _plain(value)
 
