@@ -122,8 +122,8 @@ def write_diagnostics(
 ) -> DiagnosticsFacts:
     """Score the clustering, draw every figure and write them to ``folder``.
 
-    ``geotiff`` is the opened GeoTIFF the clusters were fitted on (its ``source_path``
-    attribute names the file the colour composites are read from); ``label`` names the
+    ``geotiff`` is the opened geotiff product the clusters were fitted on (its ``source_path``
+    attribute names the file of bands the colour composites are read from); ``label`` names the
     partition in the titles.
     """
     model, sample = clusters.model, clusters.sample
@@ -199,9 +199,9 @@ def _draw_figures(
                 )
     from . import plot  # matplotlib loads only for the step that draws
 
-    source = Path(geotiff.attrs["source_path"])
+    source = Path(geotiff.attrs["source_path"])  # the file of the spectral bands
     crs_label = str(geotiff.rio.crs)
-    names = list(geotiff.data_vars)
+    names = plot.band_names(source)
     with heartbeat("drawing the figures"):
         labels_preview, extent = plot.read_preview(
             clusters.cluster_map_path, max_size=settings.preview_size

@@ -27,9 +27,8 @@ import xarray as xr
 from rasterio.enums import Resampling
 from rasterio.windows import Window
 
-from .bands import band_unit
 from .blocks import CHUNK_SIZE, iter_blocks
-from .encoding import DN_DTYPE, DN_NODATA, DnEncoding
+from .encoding import DN_DTYPE, DN_NODATA, STACK_ATTR, DnEncoding, stack_attr
 from .errors import AssetReadError, ConfigError
 from .fields import described
 from .progress import heartbeat, tracked
@@ -60,6 +59,16 @@ class RasterStats:
                 self.total[name] = self.total.get(name, 0.0) + float(total)
                 self.minimum[name] = min(self.minimum.get(name, np.inf), float(low))
                 self.maximum[name] = max(self.maximum.get(name, -np.inf), float(high))
+
+    def merge(self, other: RasterStats) -> None:
+        """Take in the statistics of other bands of the same grid (another file of a product)."""
+        if self.pixels and other.pixels != self.pixels:
+            raise ValueError(f"grids differ: {self.pixels} and {other.pixels} pixels")
+        self.pixels = other.pixels
+        self.count.update(other.count)
+        self.minimum.update(other.minimum)
+        self.maximum.update(other.maximum)
+        self.total.update(other.total)
 
     def as_dict(self) -> dict[str, dict[str, float]]:
         return {
@@ -293,28 +302,6 @@ def write_geotiff(
     return stats
 
 
-def write_cog(
-    ds: xr.Dataset,
-    target: Path | str,
-    settings: CogSettings = CogSettings(),
-    *,
-    tags: Mapping[str, object] | None = None,
-    task: str = "writing the geotiff (bands and indices)",
-) -> RasterStats:
-    """A deliverable Cloud-Optimized GeoTIFF of every variable of ``ds`` (NaN nodata,
-    averaged overviews), compressed as ``settings`` say; returns the written pixels' statistics."""
-    return write_geotiff(
-        ds,
-        target,
-        cog=True,
-        tags=tags,
-        compress=settings.compress,
-        compress_level=settings.compress_level,
-        units={str(name): band_unit(str(name)) for name in ds.data_vars},
-        task=task,
-    )
-
-
 #: GDAL block cache (MB) while building overviews and the COG: bounded, so that the COG of a
 #: whole scene does not take GDAL's default 5% of RAM. The intermediate is band-sequential,
 #: so each band's overviews come from that band's blocks alone: within this cache, a
@@ -390,7 +377,7 @@ def open_geotiff(path: Path | str, *, chunks: int = CHUNK_SIZE) -> xr.Dataset:
     try:
         with rasterio.open(path) as src:
             names = [d or f"band_{i}" for i, d in enumerate(src.descriptions, start=1)]
-            tags, nodata = src.tags(), src.nodata
+            tags, nodata, dtype = src.tags(), src.nodata, np.dtype(src.dtypes[0])
             scaling = list(zip(src.scales, src.offsets, strict=True))
         # Every band of a window in one read: GDAL decompresses a pixel-interleaved tile once
         # for all its bands, where one read per band would decompress it once per band.
@@ -405,6 +392,11 @@ def open_geotiff(path: Path | str, *, chunks: int = CHUNK_SIZE) -> xr.Dataset:
     )
     ds.attrs.update(tags)
     ds.attrs["source_path"] = str(path)  # provenance for what is made of it downstream
+    if dtype == DN_DTYPE and nodata == DN_NODATA:
+        # Stored as DN: a product made of these bands can store them so again.
+        ds.attrs[STACK_ATTR] = stack_attr(
+            {name: pair for name, pair in zip(names, scaling, strict=True) if pair != (1, 0)}
+        )
     return ds
 
 

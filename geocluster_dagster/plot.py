@@ -145,6 +145,15 @@ def _legend_columns(n_entries: int) -> int:
 # --------------------------------------------------------------------------------------------
 
 
+def band_names(path: PathLike) -> list[str]:
+    """The band descriptions of a GeoTIFF, in band order (band i + 1 is ``names[i]``)."""
+    try:
+        with rasterio.open(path) as src:
+            return [d or f"band_{i}" for i, d in enumerate(src.descriptions, start=1)]
+    except rasterio.errors.RasterioIOError as exc:
+        raise AssetReadError(f"cannot read the bands of {path}: {exc}.") from exc
+
+
 def read_preview(
     path: PathLike,
     bands: Sequence[int] | None = None,
@@ -155,7 +164,8 @@ def read_preview(
 
     The longer side is at most ``max_size`` pixels; rasterio reads through the overviews when
     the file has them, so the full-resolution raster is never held. Float rasters get NaN for
-    their nodata value; integer rasters are returned as stored (cluster maps keep 0 = nodata).
+    their nodata value, and so do DN rasters with a scale/offset, returned as physical float32;
+    other integer rasters are returned as stored (cluster maps keep 0 = nodata).
     Use ``resampling="nearest"`` (or "mode") for labels and "average" for reflectance.
     """
     try:
@@ -185,12 +195,24 @@ def read_preview(
             )
             nodata = src.nodata
             bounds = src.bounds
+            scaling = [(src.scales[i - 1], src.offsets[i - 1]) for i in indexes]
     except rasterio.errors.RasterioIOError as exc:
         raise AssetReadError(
             f"cannot read a preview of {path}: {exc}. Check that the GeoTIFF exists and is "
             "complete."
         ) from exc
-    if np.issubdtype(array.dtype, np.floating) and nodata is not None and not np.isnan(nodata):
+    if any(pair != (1, 0) for pair in scaling):
+        # Stored as DN with a scale/offset (a geotiff's bands): the physical values, NaN nodata.
+        stored = array
+        array = np.stack(
+            [
+                band * np.float32(scale) + np.float32(offset)
+                for band, (scale, offset) in zip(stored, scaling, strict=True)
+            ]
+        ).astype("float32")
+        if nodata is not None:
+            array[stored == nodata] = np.nan
+    elif np.issubdtype(array.dtype, np.floating) and nodata is not None and not np.isnan(nodata):
         array[array == nodata] = np.nan
     return array, (bounds.left, bounds.right, bounds.bottom, bounds.top)
 

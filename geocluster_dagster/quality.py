@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .bands import REFLECTANCE_BANDS
+from .encoding import DN_DTYPE
 from .errors import ConfigError
 from .fields import described
 from .naming import UNLABELLED
@@ -141,46 +142,63 @@ def judge_clear_fraction(clear_fraction: float, aoi_pixels: int, q: MosaicQualit
     return Judgement("clear_fraction", True, "error", share, metadata)
 
 
-def judge_cog(
-    path: Path, expected_bands: Sequence[str], stats: Mapping[str, Any]
-) -> list[Judgement]:
-    """The GeoTIFF is a valid COG (rio-cogeo's validator), its bands are named as promised with
-    NaN nodata, and its reflectances stay in :data:`REFLECTANCE_RANGE`."""
+def judge_cog(files: Mapping[Path, Sequence[str]], stats: Mapping[str, Any]) -> list[Judgement]:
+    """Each file (path -> the bands it promises) is a valid COG (rio-cogeo's validator) with
+    its bands named as promised and the nodata of its type (0 for uint16 DN with a scale, NaN
+    for float), and the reflectances stay in :data:`REFLECTANCE_RANGE`."""
     import rasterio
     from rio_cogeo.cogeo import cog_validate
 
-    try:
-        valid, errors, warnings = cog_validate(str(path), quiet=True)
-        if valid:
-            _read_last_tiles(path)
-    except Exception as err:  # rio-cogeo and rasterio raise their own errors for broken files
-        valid, errors, warnings = False, [f"Error: {type(err).__name__}: {err}"], []
+    errors: list[str] = []
+    warnings: list[str] = []
+    for path in files:
+        try:
+            valid, found, cautions = cog_validate(str(path), quiet=True)
+            if valid:
+                _read_last_tiles(path)
+        except Exception as err:  # rio-cogeo and rasterio raise their own errors for broken files
+            valid, found, cautions = False, [f"Error: {type(err).__name__}: {err}"], []
+        errors += [f"{path.name}: {e}" for e in found] or (
+            [] if valid else [f"{path.name}: invalid"]
+        )
+        warnings += [f"{path.name}: {w}" for w in cautions]
     judgements = [
         Judgement(
             "valid_cog",
-            bool(valid),
+            not errors,
             "error",
-            "A valid Cloud-Optimized GeoTIFF"
-            if valid
+            "Valid Cloud-Optimized GeoTIFFs: " + ", ".join(p.name for p in files)
+            if not errors
             else f"Not a valid COG ({'; '.join(errors)}): materialize geotiff again.",
-            {"errors": list(errors), "warnings": list(warnings)},
+            {"errors": errors, "warnings": warnings},
         )
     ]
-    if not valid and errors and "Error" in errors[0]:
+    if any(": Error" in e for e in errors):
         return judgements  # unreadable: nothing more to look at
-    with rasterio.open(path) as src:
-        names = list(src.descriptions)
-        nodata = src.nodata
-    promised = list(expected_bands)
-    named = names == promised and nodata is not None and math.isnan(nodata)
+    found_bands: dict[str, list[str]] = {}
+    wrong: list[str] = []
+    for path, promised in files.items():
+        with rasterio.open(path) as src:
+            names, nodata, dtype = list(src.descriptions), src.nodata, src.dtypes[0]
+        found_bands[path.name] = names
+        expected_nodata = 0 if dtype == DN_DTYPE else float("nan")
+        nodata_ok = nodata is not None and (
+            nodata == expected_nodata or (math.isnan(nodata) and math.isnan(expected_nodata))
+        )
+        if names != list(promised) or not nodata_ok:
+            wrong.append(
+                f"{path.name} holds {names} ({dtype}, nodata {nodata}): expected {list(promised)} "
+                f"with nodata {expected_nodata}"
+            )
     judgements.append(
         Judgement(
             "bands_as_promised",
-            named,
+            not wrong,
             "error",
-            f"Bands {names}, nodata {nodata}"
-            + ("" if named else f": expected bands {promised} with NaN nodata"),
-            {"bands": names, "nodata": str(nodata)},
+            "; ".join(f"{name}: {', '.join(names)}" for name, names in found_bands.items())
+            if not wrong
+            else "; ".join(wrong),
+            {"bands": found_bands},
         )
     )
     low, high = REFLECTANCE_RANGE

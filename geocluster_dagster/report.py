@@ -18,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 
+from .geotiff_product import BANDS, INDICES
 from .storage import atomic_path
 
 #: The figures, in the order an analyst reads them, with their captions.
@@ -174,7 +175,8 @@ def write_report(inputs: ReportInputs, target: Path) -> Path:
             if png.exists():
                 parts += [f"<h3>{caption}</h3>", _png(png)]
     files = [
-        (inputs.geotiff, "GeoTIFF (bands and indices)"),
+        (inputs.geotiff / BANDS, "GeoTIFF of the spectral bands"),
+        (inputs.geotiff / INDICES, "GeoTIFF of the spectral indices"),
         (inputs.clusters / "cluster_map.tif", "cluster map"),
         (inputs.clusters / "signatures.csv", "signatures"),
         (inputs.clusters / "model.json", "model"),

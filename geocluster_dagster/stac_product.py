@@ -4,7 +4,7 @@ Layout under the output root: ``stac/catalog.json`` -> ``stac/outputs/collection
 Item per AOI x date partition, ``stac/outputs/<aoi>/<date>.json``, with every product of the
 partition as an asset (hrefs relative to the Item, so the output root can be moved or served
 as it is). Each Item carries the grid (``proj:``), the window (``start_datetime``/
-``end_datetime``), per-band names, types, nodata, units and statistics (STAC 1.1 ``bands``,
+``end_datetime``), per-band names, types, nodata, scale/offset, units and statistics (STAC 1.1 ``bands``,
 and ``eo:bands``/``raster:bands``, which odc-stac reads), the cluster map's classes
 (``classification:classes``), how it was made (``processing:``), ``file:checksum``/``file:size``
 of every asset, and links to the scenes it was derived from.
@@ -28,6 +28,7 @@ import shapely.geometry
 from shapely.geometry.base import BaseGeometry
 
 from . import __version__
+from .geotiff_product import BANDS, INDICES
 from .storage import exclusive_lock, write_json
 
 CATALOG_DIR = "stac"
@@ -56,6 +57,7 @@ class PartitionProducts:
     end: datetime
     aoi: BaseGeometry
     geotiff: Path
+    """The geotiff product's folder (:mod:`geocluster_dagster.geotiff_product`)."""
     clusters: Path
     diagnostics: Path | None = None
     change: Path | None = None
@@ -102,20 +104,24 @@ def _raster_bands(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         for index in src.indexes:
             name = src.descriptions[index - 1] or f"band_{index}"
             nodata = src.nodata
+            scale, offset = src.scales[index - 1], src.offsets[index - 1]
             band: dict[str, Any] = {
                 "name": name,
                 "data_type": src.dtypes[index - 1],
                 "nodata": "nan" if nodata is not None and nodata != nodata else nodata,
             }
+            if (scale, offset) != (1, 0):  # stored as DN: value = DN * scale + offset
+                band.update({"raster:scale": scale, "raster:offset": offset})
             if src.units[index - 1]:
                 band["unit"] = src.units[index - 1]
             try:
                 (stats,) = src.stats(indexes=[index], approx=True)
+                # GDAL's statistics are of the stored DN; the unit is of the physical values.
                 band["statistics"] = {
-                    "minimum": stats.min,
-                    "maximum": stats.max,
-                    "mean": stats.mean,
-                    "stddev": stats.std,
+                    "minimum": stats.min * scale + offset,
+                    "maximum": stats.max * scale + offset,
+                    "mean": stats.mean * scale + offset,
+                    "stddev": stats.std * scale,
                 }
             except rasterio.errors.RasterioError:  # an all-nodata band has none
                 pass
@@ -142,7 +148,11 @@ def _band_fields(bands: list[dict[str, Any]]) -> dict[str, Any]:
         for b in bands
     ]
     raster = [
-        {k: v for k, v in b.items() if k in ("data_type", "nodata", "unit", "statistics")}
+        {
+            k.removeprefix("raster:"): v
+            for k, v in b.items()
+            if k in ("data_type", "nodata", "unit", "statistics", "raster:scale", "raster:offset")
+        }
         for b in bands
     ]
     return {"bands": bands, "eo:bands": eo, "raster:bands": raster}
@@ -153,7 +163,7 @@ _COMMON = {"coastal", "blue", "green", "red", "nir", "swir16", "swir22", "lwir"}
 
 def build_item(products: PartitionProducts, item_path: Path) -> pystac.Item:
     """The STAC Item of one partition, its asset hrefs relative to ``item_path``."""
-    grid, bands = _raster_bands(products.geotiff)
+    grid, _ = _raster_bands(products.geotiff / BANDS)
     geometry = shapely.geometry.mapping(products.aoi)
     item = pystac.Item(
         id=f"{products.aoi_id}_{products.date_key}",
@@ -172,17 +182,18 @@ def build_item(products: PartitionProducts, item_path: Path) -> pystac.Item:
         },
         stac_extensions=sorted(EXTENSIONS.values()),
     )
-    item.add_asset(
-        "geotiff",
-        _asset(
-            item_path,
-            products.geotiff,
-            "Bands and indices (COG)",
-            ["data"],
-            _COG,
-            **_band_fields(bands),
-        ),
-    )
+    for key, name, title in (
+        ("bands", BANDS, "Spectral bands (COG)"),
+        ("indices", INDICES, "Spectral indices (COG)"),
+    ):
+        if (products.geotiff / name).exists():
+            _, bands = _raster_bands(products.geotiff / name)
+            item.add_asset(
+                key,
+                _asset(
+                    item_path, products.geotiff / name, title, ["data"], _COG, **_band_fields(bands)
+                ),
+            )
     _cluster_assets(item, item_path, products)
     if products.diagnostics is not None:
         for png in sorted(products.diagnostics.glob("*.png")):

@@ -42,6 +42,7 @@ from geocluster_dagster.evaluate import (
     subsample_index,
 )
 from geocluster_dagster.export import open_geotiff
+from geocluster_dagster.geotiff_product import open_image
 from geocluster_dagster.mask import DEFAULT_MASK_FLAGS
 
 from .conftest import S2_29RKH
@@ -152,22 +153,27 @@ def test_the_demo_partition_writes_every_output(demo_run):
     assert 0 < clear <= aoi_pixels
     assert coverage["clear_share_of_aoi"].value == pytest.approx(clear / aoi_pixels, rel=1e-3)
     assert "| `clear_share_of_aoi` |" in coverage["summary"].value  # with what it is a share of
-    with rasterio.open(out / "geotiff" / f"{part}.tif") as src:
-        assert src.descriptions == (
-            "blue",
-            "green",
-            "red",
-            "nir",
-            "swir16",
-            "swir22",
-            "lwir",
-            "ndvi",
-            "lst",
-        )
+    geotiff_dir = out / "geotiff" / part
+    with rasterio.open(geotiff_dir / "bands.tif") as src:
+        bands = ("blue", "green", "red", "nir", "swir16", "swir22", "lwir")
+        assert src.descriptions == bands
+        # the inputs' own DN encoding (Collection 2 Level-2 scale/offset), nodata 0
+        assert set(src.dtypes) == {"uint16"} and src.nodata == 0
+        assert src.scales[2] == pytest.approx(2.75e-05) and src.offsets[2] == pytest.approx(-0.2)
         tags = src.tags()
         assert src.overviews(1) or max(src.shape) <= 512
         geotiff_grid = (src.crs, src.transform, src.shape)
-        ndvi = src.read(8)
+    with rasterio.open(geotiff_dir / "indices.tif") as src:
+        assert src.descriptions == ("ndvi", "lst") and src.dtypes[0] == "float32"
+        assert (src.crs, src.transform, src.shape) == geotiff_grid
+        assert src.tags()["aoi_id"] == "demo"  # each file says what it is, opened alone
+        ndvi = src.read(1)
+    # the bands read back as the mosaic holds them, bit for bit, beside the indices
+    image = open_image(geotiff_dir)
+    assert list(image.data_vars) == [*bands, "ndvi", "lst"]
+    composite = open_geotiff(out / "mosaic" / f"{part}.tif")
+    for band in bands:
+        np.testing.assert_array_equal(image[band].values, composite[band].values)
     assert tags["aoi_id"] == "demo" and tags["time_window"] == "2023-06-01/2023-07-01"
     assert set(tags["source_items"].split(",")) >= {i.id for i in items}
     assert tags["package"].startswith("geocluster_dagster") and "config" in tags
@@ -207,7 +213,7 @@ def test_the_demo_partition_writes_every_output(demo_run):
     # The red-vs-NIR density the diagnostics plot was counted while the map was labelled.
     stored = open_clusters(cluster_dir)
     counted, _, _ = red_nir_density(
-        open_geotiff(out / "geotiff" / f"{part}.tif"), stored.cluster_map, n_clusters=5
+        open_image(out / "geotiff" / part), stored.cluster_map, n_clusters=5
     )
     assert np.array_equal(stored.density_for(DensityGrid()), counted) and counted.sum() > 0
 
@@ -632,7 +638,7 @@ def test_unwritable_output_keeps_the_earlier_materialization(
 ):
     out, _ = demo_run
     folder = out / "geotiff" / "demo"
-    before = (folder / f"{DEMO_MONTH}.tif").read_bytes()
+    before = _contents(folder / DEMO_MONTH)
     subprocess.run(["mount", "--bind", str(folder), str(folder)], check=True)
     try:
         subprocess.run(["mount", "-o", "remount,ro,bind", str(folder)], check=True)
@@ -648,11 +654,20 @@ def test_unwritable_output_keeps_the_earlier_materialization(
         assert "not writable" in message and "GEOCLUSTER_OUTPUT" in message
     finally:
         subprocess.run(["umount", str(folder)], check=True)
-    assert (folder / f"{DEMO_MONTH}.tif").read_bytes() == before
-    assert sorted(p.name for p in folder.iterdir()) == [
-        f"{DEMO_MONTH}.tif",
-        f"{DEMO_MONTH}.tif.checks.json",
-    ]
+    assert _contents(folder / DEMO_MONTH) == before
+    assert _listing(folder) == [DEMO_MONTH, f"{DEMO_MONTH}.checks.json"]
+
+
+def _contents(folder: Path) -> dict[str, bytes]:
+    """Every file of a product folder, by name."""
+    return {path.name: path.read_bytes() for path in sorted(folder.iterdir())}
+
+
+def _listing(folder: Path) -> list[str]:
+    """What a user sees in an AOI's folder of products, after checking that no temporary is
+    left (a folder product is a link to the hidden folder of its current version)."""
+    assert not [p.name for p in folder.iterdir() if p.name.endswith(".tmp")]
+    return sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
 
 
 def test_a_real_sentinel2_tile_through_the_whole_graph(s2_29rkh_item, dask_cluster, tmp_path):
@@ -686,9 +701,11 @@ def test_a_real_sentinel2_tile_through_the_whole_graph(s2_29rkh_item, dask_clust
         },
     )
     assert result.success
-    with rasterio.open(out / "geotiff" / "western_sahara" / "2020-02-01.tif") as src:
-        assert src.descriptions == ("blue", "green", "red", "nir", "ndvi")  # no lwir, so no lst
-        red = src.read(3)
+    geotiff_dir = out / "geotiff" / "western_sahara" / "2020-02-01"
+    image = open_image(geotiff_dir)
+    assert list(image.data_vars) == ["blue", "green", "red", "nir", "ndvi"]  # no lwir, no lst
+    red = image["red"].values
+    with rasterio.open(geotiff_dir / "bands.tif") as src:
         rows, cols = np.indices(red.shape)
         xs, ys = rasterio.transform.xy(src.transform, rows.ravel(), cols.ravel())
     xs, ys = np.asarray(xs).reshape(red.shape), np.asarray(ys).reshape(red.shape)
@@ -737,9 +754,9 @@ def test_disk_full_fails_cleanly_and_keeps_the_earlier_geotiff(demo, dask_cluste
             selection=["geotiff"],
         )
         assert first.success
-        before = (folder / f"{DEMO_MONTH}.tif").read_bytes()
-        # Now shrink the disk: room for the COG there and half the next intermediate.
-        tight_kib = (len(before) + 13 * band_bytes // 2) // 1024
+        before = _contents(folder / DEMO_MONTH)
+        # Now shrink the disk: room for the COGs there and half the next intermediates.
+        tight_kib = (sum(map(len, before.values())) + 13 * band_bytes // 2) // 1024
         subprocess.run(["mount", "-o", f"remount,size={tight_kib}k", str(folder)], check=True)
         bigger = {
             "ops": {
@@ -756,11 +773,8 @@ def test_disk_full_fails_cleanly_and_keeps_the_earlier_geotiff(demo, dask_cluste
         )
         message = failure_message(second)
         assert "disk is full" in message and str(folder) in message
-        assert (folder / f"{DEMO_MONTH}.tif").read_bytes() == before
-        assert sorted(p.name for p in folder.iterdir()) == [
-            f"{DEMO_MONTH}.tif",
-            f"{DEMO_MONTH}.tif.checks.json",
-        ]
+        assert _contents(folder / DEMO_MONTH) == before
+        assert _listing(folder) == [DEMO_MONTH, f"{DEMO_MONTH}.checks.json"]
     finally:
         subprocess.run(["umount", str(folder)], check=True)
 

@@ -82,14 +82,15 @@ def test_backfill_of_several_aoi_partitions(tmp_path):
             "stac_items/{a}/{m}.json",
             "band_stack/{a}/{m}.json",
             "mosaic/{a}/{m}.tif",
-            "geotiff/{a}/{m}.tif",
+            "geotiff/{a}/{m}/bands.tif",
+            "geotiff/{a}/{m}/indices.tif",
             "clusters/{a}/{m}/cluster_map.tif",
             "clusters/{a}/{m}/signatures.csv",
             "diagnostics/{a}/{m}/scores.json",
             "diagnostics/{a}/{m}/cluster_map.png",
         ):
             assert (out / relative.format(a=aoi, m=DEMO_MONTH)).exists(), (aoi, relative)
-        geotiff = out / "geotiff" / aoi / f"{DEMO_MONTH}.tif"
+        geotiff = out / "geotiff" / aoi / DEMO_MONTH / "bands.tif"
         digests.add(hashlib.sha256(geotiff.read_bytes()).hexdigest())
         with rasterio.open(geotiff) as src:
             assert src.tags()["aoi_id"] == aoi

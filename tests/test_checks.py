@@ -58,17 +58,36 @@ def test_a_corrupted_cog_fails_the_cog_check(tmp_path):
         dst.write(data)
         dst.set_band_description(1, "red")
     stats = {"red": {"min": 0.0, "max": 0.5}}
-    assert all(j.passed for j in judge_cog(good, ["red"], stats))
+    assert all(j.passed for j in judge_cog({good: ["red"]}, stats))
     broken = tmp_path / "broken.tif"
     broken.write_bytes(good.read_bytes()[: good.stat().st_size // 3])
-    cog = judge_cog(broken, ["red"], stats)[0]
+    cog = judge_cog({good: ["red"], broken: ["nir"]}, stats)[0]
     assert cog.name == "valid_cog" and not cog.passed and cog.severity == "error"
+    assert "broken.tif" in cog.description and "good.tif" not in cog.description
     striped = tmp_path / "striped.tif"
     with rasterio.open(striped, "w", **{**profile, "driver": "GTiff"}) as dst:
         dst.write(data)
-    assert not judge_cog(striped, ["red"], stats)[0].passed  # a plain GeoTIFF is not a COG
-    wrong = {j.name: j for j in judge_cog(good, ["nir"], {"red": {"min": -0.5, "max": 0.5}})}
+    assert not judge_cog({striped: ["red"]}, stats)[0].passed  # a plain GeoTIFF is not a COG
+    wrong = {j.name: j for j in judge_cog({good: ["nir"]}, {"red": {"min": -0.5, "max": 0.5}})}
     assert not wrong["bands_as_promised"].passed and not wrong["physical_reflectance"].passed
+    assert "good.tif holds ['red']" in wrong["bands_as_promised"].description
+
+
+def test_the_cog_check_wants_nodata_0_for_dn_and_nan_for_float(tmp_path):
+    profile = dict(driver="COG", width=64, height=64, count=1, crs="EPSG:32623",
+                   transform=rasterio.transform.from_origin(0, 0, 30, 30))  # fmt: skip
+    cases = {"dn.tif": ("uint16", 0), "dn_nan.tif": ("uint16", None), "float.tif": ("float32", 0)}
+    for name, (dtype, nodata) in cases.items():
+        with rasterio.open(tmp_path / name, "w", **profile, dtype=dtype, nodata=nodata) as dst:
+            dst.write(np.ones((1, 64, 64), dtype=dtype))
+            dst.set_band_description(1, "red")
+    verdicts = {
+        name: {j.name: j for j in judge_cog({tmp_path / name: ["red"]}, {})}["bands_as_promised"]
+        for name in cases
+    }
+    assert verdicts["dn.tif"].passed
+    assert not verdicts["dn_nan.tif"].passed and not verdicts["float.tif"].passed
+    assert "expected ['red'] with nodata nan" in verdicts["float.tif"].description
 
 
 def test_cluster_checks_name_empty_small_and_unnamed_clusters():

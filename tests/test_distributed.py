@@ -113,7 +113,8 @@ def test_a_partition_on_scheduler_and_two_workers_equals_the_local_run(dask_proc
 
     for relative in (
         f"mosaic/demo/{DEMO_MONTH}.tif",
-        f"geotiff/demo/{DEMO_MONTH}.tif",
+        f"geotiff/demo/{DEMO_MONTH}/bands.tif",
+        f"geotiff/demo/{DEMO_MONTH}/indices.tif",
         f"clusters/demo/{DEMO_MONTH}/cluster_map.tif",
     ):
         with (

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import rasterio
 import shapely
-import xarray as xr
 
 from geocluster_dagster.composite import composite
 from geocluster_dagster.errors import AssetReadError, OutputNotWritable
@@ -140,19 +139,3 @@ def test_temporaries_of_killed_runs_are_removed_by_the_next_write(mosaic, tmp_pa
         assert os.path.exists(busy)
     finally:
         alive.kill()
-
-
-def test_the_cog_states_each_bands_unit(tmp_path):
-    import rioxarray  # noqa: F401
-
-    from geocluster_dagster.export import write_cog
-
-    names = ["red", "nir", "lwir", "ndvi", "lst"]
-    ds = xr.Dataset(
-        {b: (("y", "x"), np.full((64, 64), 0.25, dtype="float32")) for b in names},
-        coords={"x": np.arange(64) * 30.0 + 15, "y": -np.arange(64) * 30.0 - 15},
-    ).rio.write_crs("EPSG:32623")
-    write_cog(ds, tmp_path / "units.tif")
-    with rasterio.open(tmp_path / "units.tif") as src:
-        assert src.descriptions == tuple(names)
-        assert src.units == ("reflectance", "reflectance", "K", "index", "degree_Celsius")

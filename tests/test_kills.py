@@ -52,8 +52,9 @@ def _whole(out: Path) -> dict[str, str]:
     digests = {}
     for name in ("stac_items", "band_stack"):
         json.loads((out / name / f"{PART}.json").read_text())
-    for name in ("mosaic", "geotiff"):
-        digests[name] = _raster_whole(out / name / f"{PART}.tif")
+    digests["mosaic"] = _raster_whole(out / "mosaic" / f"{PART}.tif")
+    for name in ("bands", "indices"):
+        digests[name] = _raster_whole(out / "geotiff" / PART / f"{name}.tif")
     clusters = out / "clusters" / PART
     digests["cluster_map"] = _raster_whole(clusters / "cluster_map.tif")
     digests["model"] = hashlib.sha256((clusters / "model.json").read_bytes()).hexdigest()

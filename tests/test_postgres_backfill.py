@@ -207,8 +207,8 @@ def test_backfill_of_twenty_one_aois_on_postgres(deployment):
         assert materializations == (len(built) + 1) * len(keys)
 
     # Kill a run in the middle of writing its GeoTIFF, then retry: no corrupt or stray files.
-    target = out / "geotiff" / WHOLE / f"{DEMO_MONTH}.tif"
-    before = target.read_bytes()
+    target = out / "geotiff" / WHOLE / DEMO_MONTH  # the product's folder, swapped whole
+    before = {path.name: path.read_bytes() for path in sorted(target.iterdir())}
     stray = lambda: [p for p in target.parent.iterdir() if p.name.startswith(f".{target.name}.")]  # noqa: E731
     materialize = [
         str(BIN / "geocluster"),
@@ -235,11 +235,14 @@ def test_backfill_of_twenty_one_aois_on_postgres(deployment):
         worker.wait()  # it finished before it could be caught mid-write: try again
     else:
         pytest.fail("never caught the run in the middle of writing its GeoTIFF")
-    assert target.read_bytes() == before  # the earlier output was not touched
+    # the earlier output was not touched
+    assert {path.name: path.read_bytes() for path in sorted(target.iterdir())} == before
     assert stray()  # SIGKILL left its temporary behind ...
 
     retry = subprocess.run(materialize, env=env, capture_output=True, text=True)
     assert retry.returncode == 0, retry.stderr[-2000:]
     assert stray() == []  # ... and the retry removed it
-    with rasterio.open(target) as src:
-        assert src.count == 9 and np.isfinite(src.read(8)).any()
+    with rasterio.open(target / "bands.tif") as src:
+        assert src.count == 7 and (src.read(3) > 0).any()
+    with rasterio.open(target / "indices.tif") as src:
+        assert src.descriptions == ("ndvi", "lst") and np.isfinite(src.read(1)).any()

@@ -73,13 +73,18 @@ def test_a_run_logs_the_progress_of_its_passes(demo, dask_cluster, tmp_path, mon
             lines.setdefault(entry.step_key, []).append(entry.user_message)
     expected = {
         "mosaic": "compositing the mosaic: done, ",
-        "geotiff": "writing the geotiff (bands and indices): done, ",
+        "geotiff": "writing the geotiff's bands: done, ",
         "clusters": "labelling the cluster map: done, ",
         "diagnostics": "fitting the elbow curve: done, 11/11 k (100 %)",
     }
     for step, start in expected.items():
         assert any(line.startswith(start) for line in lines[step]), (step, lines[step])
-    geotiff = next(line for line in lines["geotiff"] if line.startswith("writing the geotiff"))
-    assert " blocks (100 %), " in geotiff
+    for part in ("bands", "indices"):
+        written = next(
+            line
+            for line in lines["geotiff"]
+            if line.startswith(f"writing the geotiff's {part}: done")
+        )
+        assert " blocks (100 %), " in written
     assert any(line.startswith("sampling pixels: done, ") for line in lines["clusters"])
     assert any("compressing into the COG layout: done" in line for line in lines["geotiff"])

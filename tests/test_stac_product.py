@@ -47,19 +47,34 @@ def test_every_document_is_valid_stac(outputs):
 def test_the_item_describes_every_product_and_where_it_came_from(outputs, demo):  # noqa: F811
     item = pystac.Item.from_file(str(outputs / "stac" / "outputs" / "demo" / f"{DEMO_MONTH}.json"))
     props = item.properties
-    with rasterio.open(outputs / "geotiff" / "demo" / f"{DEMO_MONTH}.tif") as src:
+    geotiff = outputs / "geotiff" / "demo" / DEMO_MONTH
+    with rasterio.open(geotiff / "bands.tif") as src:
         assert props["proj:code"] == f"EPSG:{src.crs.to_epsg()}"
         assert props["proj:shape"] == [src.height, src.width]
         assert props["proj:transform"] == list(src.transform)[:6]
-        names = list(src.descriptions)
+        names = {"bands": list(src.descriptions)}
+        scaling = dict(
+            zip(src.descriptions, zip(src.scales, src.offsets, strict=True), strict=True)
+        )
+    with rasterio.open(geotiff / "indices.tif") as src:
+        names["indices"] = list(src.descriptions)
     assert props["start_datetime"].startswith(DEMO_MONTH) and item.datetime is None
     assert props["processing:software"]["geocluster_dagster"] == __version__
     assert "fill,dilated_cloud,cirrus,cloud,cloud_shadow" in props["processing:lineage"]
-    bands = item.assets["geotiff"].extra_fields["bands"]
-    assert [b["name"] for b in bands] == names
-    units = {b["name"]: b.get("unit") for b in bands}
+    bands = {key: item.assets[key].extra_fields["bands"] for key in ("bands", "indices")}
+    assert {key: [b["name"] for b in found] for key, found in bands.items()} == names
+    units = {b["name"]: b.get("unit") for b in bands["bands"] + bands["indices"]}
     assert units["red"] == "reflectance" and units["ndvi"] == "index" and units["lwir"] == "K"
-    assert all(b["nodata"] == "nan" and "statistics" in b for b in bands)
+    assert all(b["nodata"] == "nan" and "statistics" in b for b in bands["indices"])
+    # DN bands: nodata 0, the file's scale/offset, statistics in physical units
+    raster = item.assets["bands"].extra_fields["raster:bands"]
+    for band, described in zip(bands["bands"], raster, strict=True):
+        scale, offset = scaling[band["name"]]
+        assert band["nodata"] == 0 and band["data_type"] == "uint16"
+        assert (band["raster:scale"], band["raster:offset"]) == (scale, offset)
+        assert (described["scale"], described["offset"]) == (scale, offset)
+    red = next(b for b in bands["bands"] if b["name"] == "red")["statistics"]
+    assert 0 < red["minimum"] < red["mean"] < red["maximum"] < 1  # reflectance, not DN
     classes = item.assets["cluster_map"].extra_fields["classification:classes"]
     summary = json.loads((outputs / "clusters" / "demo" / DEMO_MONTH / "summary.json").read_text())
     assert [(c["value"], c["name"]) for c in classes] == [
@@ -82,10 +97,11 @@ def test_the_item_describes_every_product_and_where_it_came_from(outputs, demo):
 def test_odc_stac_loads_the_geotiff_back_unchanged(outputs):
     item = pystac.Item.from_file(str(outputs / "stac" / "outputs" / "demo" / f"{DEMO_MONTH}.json"))
     loaded = odc.stac.load([item], bands=["red", "nir", "ndvi"], chunks={}).isel(time=0)
-    with rasterio.open(outputs / "geotiff" / "demo" / f"{DEMO_MONTH}.tif") as src:
-        for band in ("red", "nir", "ndvi"):
+    folder = outputs / "geotiff" / "demo" / DEMO_MONTH
+    for band, name in (("red", "bands.tif"), ("nir", "bands.tif"), ("ndvi", "indices.tif")):
+        with rasterio.open(folder / name) as src:
             stored = src.read(list(src.descriptions).index(band) + 1)
-            np.testing.assert_array_equal(loaded[band].values, stored)
+        np.testing.assert_array_equal(loaded[band].values, stored)
 
 
 def test_the_report_holds_every_figure_and_check_and_renders_in_a_browser(outputs, tmp_path):

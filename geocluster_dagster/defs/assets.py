@@ -42,7 +42,8 @@ from ..composite import CompositeSettings, write_mosaic
 from ..diagnostics import PREVIEWS, DiagnosticsSettings, k_advice, write_diagnostics
 from ..errors import GeoclusterError, NoItemsFound, NotComparable
 from ..evaluate import SCORE_GUIDE, KChoice
-from ..export import CogSettings, open_geotiff, write_cog
+from ..export import CogSettings, open_geotiff
+from ..geotiff_product import BANDS, INDICES, open_image, provenance, write_image
 from ..indices import IndexSettings, add_indices
 from ..load import LoadSettings
 from ..naming import NamingSettings
@@ -95,7 +96,7 @@ GROUP = "geocluster"
 STAC_ITEMS = Product("stac_items", ".json")
 BAND_STACK = Product("band_stack", ".json")
 MOSAIC = Product("mosaic", ".tif")
-GEOTIFF = Product("geotiff", ".tif")
+GEOTIFF = Product("geotiff", "")
 CLUSTERS = Product("clusters", "")
 DIAGNOSTICS = Product("diagnostics", "")
 CLUSTER_MODEL = Product("cluster_model", "")
@@ -500,12 +501,21 @@ def mosaic(
 @_asset(
     GEOTIFF,
     checks=[
-        ("valid_cog", True, "The file is a valid Cloud-Optimized GeoTIFF (rio-cogeo's validator)."),
-        ("bands_as_promised", True, "Band names are the bands and indices, nodata is NaN."),
+        (
+            "valid_cog",
+            True,
+            "Both files are valid Cloud-Optimized GeoTIFFs (rio-cogeo's validator).",
+        ),
+        (
+            "bands_as_promised",
+            True,
+            "The files hold the bands and the indices by name; nodata is 0 for DN, NaN for float.",
+        ),
         ("physical_reflectance", False, "Reflectance bands stay within -0.2 .. 1.6 (WARN)."),
     ],
     deps=[mosaic],
-    description="Multi-band Cloud-Optimized GeoTIFF: spectral bands plus indices, with provenance tags.",
+    description="The spectral bands (uint16 DN with scale/offset, as the inputs) and the indices "
+    "(float32): a folder of two Cloud-Optimized GeoTIFFs with provenance tags.",
     kinds={"geotiff"},
 )
 def geotiff(
@@ -515,13 +525,14 @@ def geotiff(
     outputs: OutputStore,
 ) -> dg.MaterializeResult:
     window = partition_window(context)
-    path = outputs.path(GEOTIFF, window)
+    folder = outputs.path(GEOTIFF, window)
     with explained_failures():
         composite = open_geotiff(outputs.existing(MOSAIC, window), chunks=outputs.chunk_size)
         names = to_settings(IndexSettings, config).names_for(composite)
         image = add_indices(composite, names)
-        provenance = {key: value for key, value in composite.attrs.items() if key != "source_path"}
-        provenance.update(
+        indices = [str(name) for name in image.data_vars if name not in composite.data_vars]
+        tags = provenance(composite.attrs)
+        tags.update(
             {
                 "aoi_id": window.aoi_id,
                 "package": f"geocluster_dagster {__version__}",
@@ -529,11 +540,17 @@ def geotiff(
                 "config": json.dumps(config.model_dump()),
             }
         )
-        stats = write_cog(image, path, to_settings(CogSettings, config), tags=provenance)
-    band_stats = stats.as_dict()
+        facts = write_image(image, folder, indices, to_settings(CogSettings, config), tags=tags)
+    band_stats = facts.stats.as_dict()
+    files = {name: folder / name for name in facts.files}
     measures = [
         Measure("band_count", len(image.data_vars), "bands", "spectral bands plus indices"),
-        Measure("file_mb", path.stat().st_size / 1e6, "MB", "the COG on disk, with overviews"),
+        Measure(
+            "file_mb",
+            sum(path.stat().st_size for path in files.values()) / 1e6,
+            "MB",
+            "the COGs on disk, with overviews",
+        ),
     ]
     for band, values in band_stats.items():
         unit = band_unit(band)
@@ -549,14 +566,21 @@ def geotiff(
             )
         )
     return _written(
-        path,
+        folder,
         {
             **as_metadata(measures),
-            "bands": ", ".join(map(str, image.data_vars)),
+            "bands": ", ".join(facts.files[BANDS]),
             "indices": ", ".join(names) or "none",
+            "storage": f"{BANDS}: "
+            + ("uint16 DN with scale/offset, nodata 0" if facts.encoded else "float32, NaN nodata")
+            + (f"; {INDICES}: float32, NaN nodata" if INDICES in facts.files else ""),
+            **{
+                f"path_{name.removesuffix('.tif')}": dg.MetadataValue.path(str(path))
+                for name, path in files.items()
+            },
             "band_statistics": dg.MetadataValue.json(rounded(band_stats)),
         },
-        judge_cog(path, [str(b) for b in image.data_vars], band_stats),
+        judge_cog({files[name]: bands for name, bands in facts.files.items()}, band_stats),
     )
 
 
@@ -585,7 +609,7 @@ def cluster_model(
         dates = pool.select(outputs.dates_with(GEOTIFF, aoi_id), aoi_id)
         context.log.info(f"Pooling {len(dates)} date partitions of {aoi_id}: {', '.join(dates)}")
         images = {
-            date: open_geotiff(
+            date: open_image(
                 outputs.path(GEOTIFF, window_of(f"{aoi_id}|{date}")), chunks=outputs.chunk_size
             )
             for date in dates
@@ -664,7 +688,7 @@ def clusters(
             lambda aoi: outputs.of_aoi(CLUSTER_MODEL, aoi),
         )
         context.log.info(f"Model: {plan.describe()}")
-        image = open_geotiff(outputs.existing(GEOTIFF, window), chunks=outputs.chunk_size)
+        image = open_image(outputs.existing(GEOTIFF, window), chunks=outputs.chunk_size)
         facts = write_clusters(
             image,
             settings,
@@ -755,7 +779,7 @@ def diagnostics(
     window = partition_window(context)
     folder = outputs.path(DIAGNOSTICS, window)
     with explained_failures():
-        image = open_geotiff(outputs.existing(GEOTIFF, window), chunks=outputs.chunk_size)
+        image = open_image(outputs.existing(GEOTIFF, window), chunks=outputs.chunk_size)
         stored = open_clusters(outputs.existing(CLUSTERS, window), chunks=outputs.chunk_size)
         facts = write_diagnostics(
             image,
@@ -983,7 +1007,7 @@ def stac_item(
     window = partition_window(context)
     with explained_failures():
         geotiff_path = outputs.existing(GEOTIFF, window)
-        with rasterio.open(geotiff_path) as src:
+        with rasterio.open(geotiff_path / BANDS) as src:
             tags = src.tags()
         clusters_summary = json.loads(
             (outputs.existing(CLUSTERS, window) / "summary.json").read_text()

@@ -1,7 +1,7 @@
 """Where every asset's output lives: one file or folder per asset and partition.
 
 Layout: ``<base_dir>/<asset>/<aoi>/<date><suffix>``, e.g.
-``geocluster_output/geotiff/demo/2023-06-01.tif`` or ``.../clusters/demo/2023-06-01/``.
+``geocluster_output/mosaic/demo/2023-06-01.tif`` or ``.../clusters/demo/2023-06-01/``.
 Assets write their own outputs through the plain modules' writers (atomically) and reopen
 their inputs with the plain modules' readers; this resource only says where.
 
