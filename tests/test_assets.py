@@ -71,6 +71,7 @@ def run(
     aoi_ids=("demo",),
     key=KEY,
     instance=None,
+    tags=None,
 ):
     instance = instance or dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("aoi", list(aoi_ids))
@@ -80,6 +81,7 @@ def run(
         partition_key=key,
         instance=instance,
         run_config=run_config or {},
+        tags=tags,
         raise_on_error=False,
         resources={
             "aoi_registry": AOIRegistry(path=str(registry)),
@@ -813,11 +815,24 @@ def test_a_setting_that_cannot_work_fails_before_anything_is_rewritten(
     assert after == before
 
 
+@pytest.mark.parametrize(
+    ("run_config", "tags", "why"),
+    [
+        (
+            {"ops": {"diagnostics": {"config": {"figures": False}}}},
+            None,
+            "ops.diagnostics.config.figures is false",
+        ),
+        # what a backfill's runs get from `dagster job backfill --tags`: no run config of theirs
+        (None, {"geocluster/figures": "false"}, "run tag geocluster/figures=false"),
+    ],
+)
 def test_diagnostics_without_figures_score_the_same_and_draw_nothing(
-    demo_run, demo, dask_cluster, tmp_path
+    demo_run, demo, dask_cluster, tmp_path, run_config, tags, why
 ):
-    """figures: false (for backfills of many AOIs) keeps the scores, the elbow and the check,
-    and leaves the figures out of the product, its metadata, the STAC Item and the report."""
+    """figures: false, or the run tag (for backfills of many AOIs), keeps the scores, the elbow
+    and the check, and leaves the figures out of the product, its metadata, the STAC Item and
+    the report."""
     drawn, _ = demo_run
     out = tmp_path / "out"
     shutil.copytree(drawn, out, symlinks=True)
@@ -827,7 +842,8 @@ def test_diagnostics_without_figures_score_the_same_and_draw_nothing(
         catalog=str(demo.catalog),
         dask_cluster=dask_cluster,
         selection=["diagnostics", "stac_item"],
-        run_config={"ops": {"diagnostics": {"config": {"figures": False}}}},
+        run_config=run_config,
+        tags=tags,
     )
     assert result.success
     part = Path("demo") / DEMO_MONTH
@@ -836,9 +852,30 @@ def test_diagnostics_without_figures_score_the_same_and_draw_nothing(
     for name in ("elbow.csv", "scores.json"):  # the same numbers as the run that drew
         assert (folder / name).read_bytes() == (drawn / "diagnostics" / part / name).read_bytes()
     metadata = _materialization(result, "diagnostics").metadata
-    assert metadata["figures"].value == "not drawn (ops.diagnostics.config.figures is false)"
+    assert metadata["figures"].value == f"not drawn ({why})"
     assert not [key for key in metadata if key.startswith(("preview_", "plot_"))]
     checks = [e for e in result.get_asset_check_evaluations() if e.check_name == "silhouette"]
     assert len(checks) == 1
     item = json.loads((out / "stac" / "outputs" / part.with_suffix(".json")).read_text())
     assert not [a for a in item["assets"].values() if a["href"].endswith(".png")]
+
+
+def test_a_figures_tag_it_cannot_read_fails_the_diagnostics_and_says_what_to_use(
+    demo_run, demo, dask_cluster, tmp_path
+):
+    drawn, _ = demo_run
+    out = tmp_path / "out"
+    shutil.copytree(drawn, out, symlinks=True)
+    before = {p.name: p.read_bytes() for p in (out / "diagnostics" / "demo" / DEMO_MONTH).iterdir()}
+    result = run(
+        out,
+        registry=demo.aoi_registry,
+        catalog=str(demo.catalog),
+        dask_cluster=dask_cluster,
+        selection=["diagnostics"],
+        tags={"geocluster/figures": "no"},
+    )
+    message = failure_message(result)
+    assert "geocluster/figures='no' is not understood: use false" in message
+    after = {p.name: p.read_bytes() for p in (out / "diagnostics" / "demo" / DEMO_MONTH).iterdir()}
+    assert after == before

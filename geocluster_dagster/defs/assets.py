@@ -40,7 +40,7 @@ from ..cluster import ClusterSettings
 from ..cluster_product import CLUSTER_MAP, MODEL, SIGNATURES_CSV, open_clusters, write_clusters
 from ..composite import CompositeSettings, write_mosaic
 from ..diagnostics import PREVIEWS, DiagnosticsSettings, k_advice, write_diagnostics
-from ..errors import GeoclusterError, NoItemsFound, NotComparable
+from ..errors import ConfigError, GeoclusterError, NoItemsFound, NotComparable
 from ..evaluate import SCORE_GUIDE, KChoice
 from ..export import CogSettings, open_geotiff
 from ..geotiff_product import BANDS, INDICES, open_image, provenance, write_image
@@ -781,13 +781,8 @@ def diagnostics(
     with explained_failures():
         image = open_image(outputs.existing(GEOTIFF, window), chunks=outputs.chunk_size)
         stored = open_clusters(outputs.existing(CLUSTERS, window), chunks=outputs.chunk_size)
-        facts = write_diagnostics(
-            image,
-            stored,
-            folder,
-            to_settings(DiagnosticsSettings, config),
-            label=window.label,
-        )
+        settings, not_drawn = _figures_setting(context, to_settings(DiagnosticsSettings, config))
+        facts = write_diagnostics(image, stored, folder, settings, label=window.label)
         scores = facts.scores
         measures = [
             Measure(name, float(getattr(scores, name)), "", f"{better}: {what}", digits=4)
@@ -829,9 +824,32 @@ def diagnostics(
     for name, png in facts.figures.items():
         metadata[f"plot_{name}"] = dg.MetadataValue.path(str(png))
     if not facts.figures:
-        metadata["figures"] = "not drawn (ops.diagnostics.config.figures is false)"
+        metadata["figures"] = f"not drawn ({not_drawn})"
     separation = to_settings(SeparationQuality, config)
     return _written(folder, metadata, [judge_silhouette(facts.scores.silhouette, separation)])
+
+
+#: A run tag that turns the diagnostics' figures off for the runs it is given to, e.g. every
+#: run of a backfill (`dagster job backfill --tags '{"geocluster/figures": "false"}'`, or the
+#: tags of the UI's backfill dialog): Dagster gives a backfill's runs no run config of their own.
+FIGURES_TAG = "geocluster/figures"
+
+
+def _figures_setting(
+    context: dg.AssetExecutionContext, settings: DiagnosticsSettings
+) -> tuple[DiagnosticsSettings, str]:
+    """The settings with the run tag applied (it can only turn figures off, never overrides a
+    config that did), and why figures are not drawn, in the user's terms."""
+    tag = context.run.tags.get(FIGURES_TAG)
+    if tag is None or tag.strip().lower() == "true":
+        return settings, "ops.diagnostics.config.figures is false"
+    if tag.strip().lower() != "false":
+        raise ConfigError(
+            f"Run tag {FIGURES_TAG}={tag!r} is not understood: use false (no figures) or true, "
+            "or remove the tag."
+        )
+    context.log.info(f"Figures not drawn: the run has the tag {FIGURES_TAG}=false.")
+    return dataclasses.replace(settings, figures=False), f"run tag {FIGURES_TAG}=false"
 
 
 _CHANGE_CHECKS = [
