@@ -63,10 +63,20 @@ class DnEncoding:
         )
 
     def encode(self, block: np.ndarray) -> np.ndarray:
-        """(band, y, x) physical float block -> uint16 DN, NaN -> :data:`DN_NODATA`."""
-        scales, offsets = self._columns()
-        dn = np.rint((block - offsets) / scales)
-        return np.where(np.isfinite(dn), np.clip(dn, 1, _DN_MAX), DN_NODATA).astype(DN_DTYPE)
+        """(band, y, x) physical float block -> uint16 DN, NaN and inf -> :data:`DN_NODATA`."""
+        out = np.empty(block.shape, dtype=DN_DTYPE)
+        # Band by band, in place, in float64: a whole block's temporaries cost 3x the time
+        # (their memory is new to the process, block after block).
+        for band, scale, offset in zip(range(len(out)), self.scales, self.offsets, strict=True):
+            dn = block[band].astype("float64")
+            dn -= offset
+            dn /= scale
+            np.rint(dn, out=dn)
+            invalid = ~np.isfinite(dn)
+            np.clip(dn, 1, _DN_MAX, out=dn)
+            dn[invalid] = DN_NODATA
+            out[band] = dn
+        return out
 
     def physical_summary(self, summary: np.ndarray) -> np.ndarray:
         """A (band, 4) count/sum/min/max summary of DN blocks, in physical units."""

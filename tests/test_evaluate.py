@@ -285,3 +285,25 @@ def test_red_nir_density_chunked_equals_histogram2d(ds_1999, samples_1999, dask)
         np.testing.assert_array_equal(counts[cluster - 1], expected)
     in_range = (red <= 0.5) & (nir <= 0.8)
     assert counts.sum() == np.count_nonzero(in_range & (labels > 0))
+
+
+def test_density_bins_are_histograms_bins_at_every_edge():
+    from geocluster_dagster.density import DensityGrid, _bin_index
+
+    edges = DensityGrid().nir_edges
+    float32_edges = edges.astype("float32")
+    # every edge, the values one float32 step either side of it, and the closed last edge
+    values = np.concatenate(
+        [
+            float32_edges,
+            np.nextafter(float32_edges, np.float32(-1)),
+            np.nextafter(float32_edges, np.float32(2)),
+        ]
+    )
+    values = values[(values >= edges[0]) & (values <= edges[-1])]
+    expected, _ = np.histogram(values, bins=edges)
+    assert np.array_equal(
+        np.bincount(_bin_index(values, edges), minlength=len(edges) - 1), expected
+    )
+    per_value = [np.histogram([v], bins=edges)[0].argmax() for v in values]
+    assert np.array_equal(_bin_index(values, edges), per_value)
