@@ -384,12 +384,17 @@ def open_geotiff(path: Path | str, *, chunks: int = CHUNK_SIZE) -> xr.Dataset:
         arr = _open_lazily(path, chunks={"band": -1, "y": chunks, "x": chunks}, masked=False)
     except rasterio.errors.RasterioIOError as err:
         raise AssetReadError(f"Cannot open {path} as a GeoTIFF: {err}") from err
-    arr = arr.astype("float32")
-    if nodata is not None and not np.isnan(nodata):
-        arr = arr.where(arr != nodata)
-    ds = xr.Dataset(
-        {name: _physical(arr.isel(band=i, drop=True), *scaling[i]) for i, name in enumerate(names)}
+    # One task per window turns every band into physical float32: chained xarray operations
+    # would hold four float copies of a window at once (astype, the nodata test, where, scale).
+    arr = arr.copy(
+        data=arr.data.map_blocks(
+            _physical_block,
+            scaling=tuple(scaling),
+            nodata=None if nodata is None or np.isnan(nodata) else nodata,
+            dtype=np.float32,
+        )
     )
+    ds = xr.Dataset({name: arr.isel(band=i, drop=True) for i, name in enumerate(names)})
     ds.attrs.update(tags)
     ds.attrs["source_path"] = str(path)  # provenance for what is made of it downstream
     if dtype == DN_DTYPE and nodata == DN_NODATA:
@@ -400,12 +405,18 @@ def open_geotiff(path: Path | str, *, chunks: int = CHUNK_SIZE) -> xr.Dataset:
     return ds
 
 
-def _physical(band: xr.DataArray, scale: float, offset: float) -> xr.DataArray:
-    """``DN * scale + offset`` in float32, the loader's own arithmetic: a first-clear value
-    comes back bit for bit as it was loaded."""
-    if scale == 1 and offset == 0:
-        return band
-    physical: xr.DataArray = band * np.float32(scale) + np.float32(offset)
+def _physical_block(
+    block: np.ndarray, *, scaling: tuple[tuple[float, float], ...], nodata: float | None
+) -> np.ndarray:
+    """A (band, y, x) window as float32: ``DN * scale + offset`` per band, the loader's own
+    arithmetic (a first-clear value comes back bit for bit as it was loaded), NaN at nodata."""
+    physical = block.astype(np.float32)  # a copy, also of a float32 window: it is changed below
+    for band, (scale, offset) in zip(physical, scaling, strict=True):
+        if (scale, offset) != (1, 0):
+            band *= np.float32(scale)
+            band += np.float32(offset)
+    if nodata is not None:
+        physical[block == nodata] = np.nan
     return physical
 
 
