@@ -60,8 +60,8 @@ class DiagnosticsSettings:
     figures: bool = described(
         True,
         "Draw the eight figures (and their previews in the UI). false: the scores, the elbow "
-        "curve and the silhouette check only, several seconds less per partition (README, "
-        "Benchmark), e.g. for a backfill of many AOIs.",
+        "curve and the silhouette check only, about 2 s less per partition. A backfill's runs "
+        "take the run tag geocluster/figures: false instead (README, Many AOIs).",
     )
 
     def __post_init__(self) -> None:
