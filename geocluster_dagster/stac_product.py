@@ -163,7 +163,12 @@ _COMMON = {"coastal", "blue", "green", "red", "nir", "swir16", "swir22", "lwir"}
 
 def build_item(products: PartitionProducts, item_path: Path) -> pystac.Item:
     """The STAC Item of one partition, its asset hrefs relative to ``item_path``."""
-    grid, _ = _raster_bands(products.geotiff / BANDS)
+    files = {
+        name: _raster_bands(products.geotiff / name)
+        for name in (BANDS, INDICES)
+        if (products.geotiff / name).exists()
+    }
+    grid = files[BANDS][0]  # both files are on one grid
     geometry = shapely.geometry.mapping(products.aoi)
     item = pystac.Item(
         id=f"{products.aoi_id}_{products.date_key}",
@@ -186,8 +191,8 @@ def build_item(products: PartitionProducts, item_path: Path) -> pystac.Item:
         ("bands", BANDS, "Spectral bands (COG)"),
         ("indices", INDICES, "Spectral indices (COG)"),
     ):
-        if (products.geotiff / name).exists():
-            _, bands = _raster_bands(products.geotiff / name)
+        if name in files:
+            _, bands = files[name]
             item.add_asset(
                 key,
                 _asset(

@@ -866,7 +866,7 @@ def test_a_figures_tag_it_cannot_read_fails_the_diagnostics_and_says_what_to_use
     drawn, _ = demo_run
     out = tmp_path / "out"
     shutil.copytree(drawn, out, symlinks=True)
-    before = {p.name: p.read_bytes() for p in (out / "diagnostics" / "demo" / DEMO_MONTH).iterdir()}
+    before = _contents(out / "diagnostics" / "demo" / DEMO_MONTH)
     result = run(
         out,
         registry=demo.aoi_registry,
@@ -877,5 +877,4 @@ def test_a_figures_tag_it_cannot_read_fails_the_diagnostics_and_says_what_to_use
     )
     message = failure_message(result)
     assert "geocluster/figures='no' is not understood: use false" in message
-    after = {p.name: p.read_bytes() for p in (out / "diagnostics" / "demo" / DEMO_MONTH).iterdir()}
-    assert after == before
+    assert _contents(out / "diagnostics" / "demo" / DEMO_MONTH) == before
