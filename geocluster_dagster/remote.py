@@ -7,7 +7,8 @@ Two layers of bounded retries, both logged to the ``geocluster_dagster.remote`` 
    timeouts and connection resets. It does not honour ``Retry-After``. Its "Retrying again"
    warnings arrive through rasterio's logger and are forwarded here.
 2. :class:`RemoteReader` retries a whole read (open + read) for what GDAL does not: a truncated
-   body (GDAL accepts the short answer and libtiff then fails), errors that outlast GDAL's
+   body (GDAL accepts the short answer and libtiff then fails, at times only in GDAL's log:
+   :class:`SwallowedGdalError` turns those into failures), errors that outlast GDAL's
    retries, and a 403 from an expired SAS token. A signed read that fails gets a freshly signed
    URL (a refused block read surfaces only as "Read failed": the 403 stays in GDAL's debug
    output). GDAL caches failures and short bodies per URL for the life of the process, so every
@@ -25,7 +26,8 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlparse
@@ -138,6 +140,61 @@ class PlanetaryComputerSigner:
             sas.TOKEN_CACHE.pop(key, None)
 
 
+class SwallowedGdalError(Exception):
+    """GDAL reported a failed read of bytes in a call that still returned.
+
+    GDAL accepts a body shorter than its Content-Length (a connection dropped mid-answer) and
+    caches it; libtiff then reads a header without its GeoKeys ("IO error during reading of
+    GeoKeyDirectory; tag ignored": a raster without a CRS) or without its strip offsets (a
+    CE_Failure inside a read that returns zeros). rasterio raises for neither: it logs
+    warnings, and CE_Failures at INFO, since some GDAL calls fail inside and still succeed.
+    """
+
+    def __init__(self, messages: list[str]) -> None:
+        more = f" (and {len(messages) - 1} more)" if len(messages) > 1 else ""
+        super().__init__(f"GDAL failed inside the read: {messages[0]}{more}")
+        self.messages = messages
+
+
+#: rasterio's wording for a CE_Failure it did not raise, and libtiff's for a short read.
+_SWALLOWED = ("GDAL signalled an error", "IO error during reading")
+_failures_here = threading.local()
+
+
+class _NoteGdalFailures(logging.Filter):
+    """On rasterio's GDAL loggers: notes each swallowed failure in the thread GDAL signalled it
+    from (the record is made there, holding the GIL), and lets through only what the logger's
+    own level did before it was lowered to INFO to see the CE_Failures."""
+
+    def __init__(self, passes_from: int) -> None:
+        super().__init__()
+        self.passes_from = passes_from
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        noted = getattr(_failures_here, "messages", None)
+        if noted is not None and any(text in record.getMessage() for text in _SWALLOWED):
+            noted.append(_redact(record.getMessage()))
+        return record.levelno >= self.passes_from
+
+
+@contextmanager
+def _gdal_failures() -> Iterator[list[str]]:
+    """The swallowed GDAL failures this thread signals inside the block, as they come."""
+    with _install_lock:
+        for name in ("rasterio._env", "rasterio._err"):
+            gdal_log = logging.getLogger(name)
+            if not any(isinstance(f, _NoteGdalFailures) for f in gdal_log.filters):
+                gdal_log.addFilter(_NoteGdalFailures(gdal_log.getEffectiveLevel()))
+                gdal_log.setLevel(min(gdal_log.getEffectiveLevel(), logging.INFO))
+    outer = getattr(_failures_here, "messages", None)
+    noted: list[str] = []
+    _failures_here.messages = noted
+    try:
+        yield noted
+    finally:
+        _failures_here.messages = outer
+
+
 class RemoteReader:
     """Runs a read of one href with signing at read time and bounded, logged retries."""
 
@@ -160,9 +217,21 @@ class RemoteReader:
             url = self.signer(href) if self.signer else href
             _last_status.value = None
             try:
-                with rasterio.Env(**self._options(url, fresh=attempt > 1)):
-                    return action(url)
-            except rasterio.errors.RasterioError as err:
+                with (
+                    rasterio.Env(**self._options(url, fresh=attempt > 1)),
+                    _gdal_failures() as swallowed,
+                ):
+                    try:
+                        result = action(url)
+                    except Exception as err:
+                        if swallowed and not isinstance(err, rasterio.errors.RasterioError):
+                            # e.g. odc-geo's assertion on a header GDAL read without its CRS
+                            raise SwallowedGdalError(swallowed) from err
+                        raise
+                if swallowed:
+                    raise SwallowedGdalError(swallowed)
+                return result
+            except (rasterio.errors.RasterioError, SwallowedGdalError) as err:
                 status = _http_status(err) or _last_status.value
                 failures.append(_describe(err, status))
                 can_renew = hasattr(self.signer, "renew")

@@ -33,7 +33,8 @@ from geocluster_dagster.defs.partitions import partition_key, window_of
 from geocluster_dagster.defs.resources import AOIRegistry, DaskCluster, StacCatalog
 from geocluster_dagster.errors import AssetReadError, GeoclusterError
 from geocluster_dagster.load import LoadSettings, load_band_stack
-from geocluster_dagster.remote import RemoteReadSettings
+from geocluster_dagster.preflight import check_assets
+from geocluster_dagster.remote import RemoteReader, RemoteReadSettings
 from geocluster_dagster.search import StacSource
 
 from .conftest import L8_008059, L8_008059_PREFIX, S2_29RKH, SHARED_DATA, localize_item
@@ -159,12 +160,23 @@ def test_transient_faults_leave_outputs_identical(case, proxy, clean_l8, clean_s
     assert logged in remote_messages(caplog)
 
 
-def test_a_truncated_header_poisons_gdals_cache_and_is_read_again(proxy, clean_l8, caplog):
+@pytest.mark.parametrize(
+    "keep_fraction",
+    [
+        0.5,  # the header parses; the strips near its end are not there: "Read failed"
+        # Not even the GeoKeys: GDAL opens a raster without a CRS and reads zeros, and rasterio
+        # raises nothing; only the GDAL failures it logs say so.
+        0.02,
+    ],
+)
+def test_a_truncated_header_poisons_gdals_cache_and_is_read_again(
+    keep_fraction, proxy, clean_l8, caplog
+):
     """Without the preflight the header is first read in a dask task. GDAL does not retry a
-    short body, libtiff fails, and GDAL keeps the short bytes for that URL: every other task
-    reading the file fails too. Each is read again with GDAL's cache bypassed."""
+    short body, and keeps the short bytes for that URL: every other task reading the file fails
+    too. Each is read again with GDAL's cache bypassed."""
     item = l8_item()
-    proxy.add(Fault.truncate(times=1, method="GET", path="SR_B4"))
+    proxy.add(Fault.truncate(times=1, method="GET", path="SR_B4", keep_fraction=keep_fraction))
     settings = LoadSettings(resolution=450, chunk_size=128, preflight=False)
     with caplog.at_level(logging.WARNING):
         stack = load_band_stack([served(item, proxy.url)], aoi_of(item), settings, remote=FAST)
@@ -172,6 +184,35 @@ def test_a_truncated_header_poisons_gdals_cache_and_is_read_again(proxy, clean_l
     assert proxy.count("truncate") == 1
     retries = [m for m in remote_messages(caplog).splitlines() if "bypassing GDAL's cache" in m]
     assert retries and all(RED in m and "attempt 2 of 3" in m for m in retries)
+
+
+def test_a_header_truncated_before_its_geokeys_is_read_again_by_the_preflight(proxy, caplog):
+    """Short of its GeoKeys the header opens as a raster without a CRS: the preflight would
+    report the asset as having none, a wrong diagnosis of a dropped connection."""
+    item = served(l8_item(), proxy.url)
+    proxy.add(Fault.truncate(times=1, method="GET", path="SR_B4", keep_fraction=0.02))
+    with caplog.at_level(logging.WARNING):
+        check_assets([item], ["SR_B4.TIF"], aoi_of(item), RemoteReader(FAST))
+    assert proxy.count("truncate") == 1
+    retries = [m for m in remote_messages(caplog).splitlines() if "bypassing GDAL's cache" in m]
+    assert len(retries) == 1 and "IO error during reading" in retries[0], retries
+
+
+def test_a_local_file_cut_short_fails_and_names_it(tmp_path):
+    """A partial download: the header promises strips the file does not hold. GDAL reads them
+    as zeros (nodata) and rasterio raises nothing: the pixels would vanish from the map."""
+    item = l8_item()
+    whole = Path(item.assets["SR_B4.TIF"].href)
+    cut = tmp_path / whole.name
+    cut.write_bytes(whole.read_bytes()[:400])  # the IFD, not its strip offsets or GeoKeys
+    item.assets["SR_B4.TIF"].href = str(cut)
+    for preflight in (True, False):
+        settings = LoadSettings(resolution=450, chunk_size=128, preflight=preflight)
+        with pytest.raises(AssetReadError) as failure:
+            load_band_stack([item], aoi_of(item), settings).compute()
+        message = str(failure.value)
+        assert str(cut) in message and "GDAL failed inside the read" in message
+        assert "not a GeoTIFF/COG" in message
 
 
 # --- permanent faults: bounded, named, nothing written ----------------------------------------
@@ -254,7 +295,7 @@ def test_worker_processes_retry_with_the_same_settings_and_forward_their_logs(
     the workers' logs back to this process, where Dagster captures them."""
     item = served(l8_item(), proxy.url)
     proxy.add(
-        Fault.truncate(times=1, method="GET", skip=1, path="SR_B4"),  # skip: the preflight's
+        Fault.truncate(times=1, method="GET", skip=1, path="SR_B4", keep_fraction=0.02),
         Fault.status(503, times=2, method="GET", skip=1, path="SR_B6"),
     )
     cluster = DaskCluster(mode="local_cluster", n_workers=2, threads_per_worker=1, processes=True)
