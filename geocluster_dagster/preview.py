@@ -97,10 +97,11 @@ def _swatch(rgb: np.ndarray, px: int = 18) -> str:
     return _png_markdown(Image.new("RGB", (px, px), tuple(int(c) for c in rgb)), "")
 
 
-def _png_markdown(image: Image, alt: str, *, optimize: bool = False) -> str:
-    """``image`` as a markdown image of a PNG data URI."""
+def _png_markdown(image: Image, alt: str) -> str:
+    """``image`` as a markdown image of a PNG data URI (zlib's default level: ``optimize``
+    costs 4x the time for 3 % fewer bytes)."""
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", optimize=optimize)
+    image.save(buffer, format="PNG")
     return f"![{alt}](data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode('ascii')})"
 
 
@@ -112,8 +113,10 @@ def _markdown(image: Image, alt: str, max_px: int, max_chars: int, *, smooth: bo
     while True:
         small = image.copy()
         small.thumbnail((size, size), resample)
-        small = small.quantize(colors=64, method=PILImage.Quantize.MEDIANCUT)
-        markdown = _png_markdown(small, alt, optimize=True)
+        # Octree: 20x faster than median cut on a 1000 px figure, and a smaller PNG of it.
+        small = small.quantize(colors=64, method=PILImage.Quantize.FASTOCTREE)
+        markdown = _png_markdown(small, alt)
         if len(markdown) <= max_chars or size <= 32:
             return markdown
-        size = int(size * 0.8)
+        # A PNG's size goes roughly with its area: aim just under the limit in one step.
+        size = max(32, int(size * min(0.8, 0.95 * (max_chars / len(markdown)) ** 0.5)))
