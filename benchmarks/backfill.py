@@ -113,9 +113,16 @@ def deployment(work: Path, inputs: Inputs, registry: Path) -> Iterator[dict[str,
 
 
 def run_backfill(
-    inputs: Inputs, size: int, work: Path, *, count: int = 20, side_px: int = 1000
+    inputs: Inputs,
+    size: int,
+    work: Path,
+    *,
+    count: int = 20,
+    side_px: int = 1000,
+    tags: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Backfill ``count`` small AOIs through the daemon; what it cost, per partition and run."""
+    """Backfill ``count`` small AOIs through the daemon; what it cost, per partition and run.
+    ``tags`` go on every run of the backfill (``dagster job backfill --tags``)."""
     import dagster as dg
 
     work = work / "backfill" / f"{size}"
@@ -127,13 +134,20 @@ def run_backfill(
         started = time.time()
         command = [BIN / "dagster", "job", "backfill", "-m", "geocluster_dagster.definitions"]
         command += ["-j", JOB, "--partitions", ",".join(keys), "--noprompt"]
+        if tags:
+            command += ["--tags", json.dumps(tags)]
         subprocess.run(command, env=env, check=True, capture_output=True, cwd=work)
         submitted = time.time()
         os.environ["DAGSTER_POSTGRES_URL"] = env["DAGSTER_POSTGRES_URL"]  # read by dagster.yaml
         with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
             runs = _wait_for_runs(instance, len(keys), timeout_s=60 * count)
             result = _costs(instance, runs, started, submitted)
-    result.update(aois=count, aoi_px=f"{side_px}²", concurrent_runs=_max_concurrent(work))
+    result.update(
+        aois=count,
+        aoi_px=f"{side_px}²",
+        concurrent_runs=_max_concurrent(work),
+        tags=dict(tags or {}),
+    )
     return result
 
 

@@ -246,7 +246,13 @@ def _backfill_lines(backfill: dict[str, Any] | None) -> list[str]:
         "",
         f"Backfill of {backfill['aois']} AOIs of {backfill['aoi_px']} px (one month, two scenes "
         f"each) through the Dagster daemon on PostgreSQL, `deploy/dagster.yaml` "
-        f"({backfill['concurrent_runs']} runs at a time):",
+        f"({backfill['concurrent_runs']} runs at a time)"
+        + (
+            f", every run tagged {', '.join(f'`{k}: {v}`' for k, v in backfill['tags'].items())}"
+            if backfill.get("tags")
+            else ""
+        )
+        + ":",
         "",
         "| partitions | succeeded | wall s | s per partition | partitions per min |",
         "|---:|---:|---:|---:|---:|",

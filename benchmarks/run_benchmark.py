@@ -117,7 +117,12 @@ def _run_benchmark(argv: list[str]) -> int:
         )
         inputs = build_inputs(work, args.backfill_size, args.seed, args.jobs)
         backfill = run_backfill(
-            inputs, args.backfill_size, work, count=args.backfill_aois, side_px=args.backfill_aoi_px
+            inputs,
+            args.backfill_size,
+            work,
+            count=args.backfill_aois,
+            side_px=args.backfill_aoi_px,
+            tags=args.backfill_tags,
         )
         print(f"  {backfill['s_per_partition']} s per partition", flush=True)
     report = build_report("python benchmarks/run_benchmark.py " + " ".join(argv), entries, backfill)
@@ -153,6 +158,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--backfill-aois", type=int, default=20, help="AOIs the backfill runs.")
     parser.add_argument(
         "--backfill-aoi-px", type=int, default=1000, help="Side of each backfill AOI, pixels."
+    )
+    parser.add_argument(
+        "--backfill-tags",
+        type=json.loads,
+        default={},
+        help='Tags of the backfill\'s runs, as JSON, e.g. \'{"geocluster/figures": "false"}\'.',
     )
     parser.add_argument("--timeout", type=float, default=1800.0, help="Per step, seconds.")
     parser.add_argument(

@@ -86,10 +86,17 @@ def test_the_backfill_step_runs_small_aois_through_the_daemon_on_postgres(tmp_pa
     run = _run(
         *("--steps", "backfill", "--backfill-size", str(SIZE), "--backfill-aois", "3"),
         *("--backfill-aoi-px", "150", "--out", str(out), "--work", str(work), "--jobs", "1"),
+        *("--backfill-tags", json.dumps({"geocluster/figures": "false"})),
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     report = json.loads((out / "results.json").read_text())
     backfill = report["backfill"]
+    # The tag reached every run: diagnostics wrote their scores and no figure.
+    assert backfill["tags"] == {"geocluster/figures": "false"}
+    diagnostics = work / "backfill" / str(SIZE) / "output" / "diagnostics"
+    partitions = list(diagnostics.glob("*/2023-06-01"))  # the product links, not their versions
+    assert len(partitions) == 3 and all((p / "scores.json").is_file() for p in partitions)
+    assert not [png for p in partitions for png in p.glob("*.png")]
     assert report["sizes"] == []
     assert backfill["partitions"] == backfill["succeeded"] == backfill["aois"] == 3
     assert backfill["s_per_partition"] == round(backfill["wall_s"] / 3, 2)
@@ -100,6 +107,7 @@ def test_the_backfill_step_runs_small_aois_through_the_daemon_on_postgres(tmp_pa
     assert set(backfill["median_asset_s"]) >= {"stac_items", "mosaic", "clusters", "diagnostics"}
     table = (out / "results.md").read_text()
     assert f"| 3 | 3 | {backfill['wall_s']} | {backfill['s_per_partition']} |" in table
+    assert "every run tagged `geocluster/figures: false`" in table
 
 
 def _check_inputs(root: Path) -> None:
