@@ -199,8 +199,10 @@ def test_a_header_truncated_before_its_geokeys_is_read_again_by_the_preflight(pr
 
 
 def test_a_local_file_cut_short_fails_and_names_it(tmp_path):
-    """A partial download: the header promises strips the file does not hold. GDAL reads them
-    as zeros (nodata) and rasterio raises nothing: the pixels would vanish from the map."""
+    """A partial download: the header promises GeoKeys and strips the file does not hold.
+    rasterio alone opens it without a CRS and reads zeros; the preflight called it "has no
+    CRS" and odc-geo failed with a bare AssertionError. Both now name the file and GDAL's
+    failure."""
     item = l8_item()
     whole = Path(item.assets["SR_B4.TIF"].href)
     cut = tmp_path / whole.name
