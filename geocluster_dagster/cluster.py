@@ -395,23 +395,6 @@ class FittedClusterer:
             Z = (Z - self.pca.mean) @ self.pca.components.T
         return Z
 
-    def _nearest(self, Z: np.ndarray) -> np.ndarray:
-        """0-based label of each row of model-space ``Z``."""
-        if self.mixture is None:
-            # ||z - c||^2 = ||z||^2 - 2 z.c + ||c||^2; ||z||^2 is the same for every centre.
-            distances = (self.model_centers**2).sum(axis=1) - 2.0 * (Z @ self.model_centers.T)
-            nearest: np.ndarray = np.argmin(distances, axis=1)
-            return nearest
-        # The component of highest weighted log density (sklearn's predict), constants dropped.
-        chol = self.mixture.precisions_cholesky
-        log_det = np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(axis=1)
-        scores = np.empty((len(Z), self.n_clusters))
-        for k in range(self.n_clusters):
-            whitened = Z @ chol[k] - self.model_centers[k] @ chol[k]
-            scores[:, k] = np.log(self.mixture.weights[k]) + log_det[k] - 0.5 * (whitened**2).sum(1)
-        likeliest: np.ndarray = np.argmax(scores, axis=1)
-        return likeliest
-
     @functools.cached_property
     def _centre_distances(self) -> tuple[np.ndarray, np.ndarray]:
         """``W`` (features, k) and ``c0`` (k,) with ``X @ W + c0 = ||z - c||^2 - ||z||^2`` for
@@ -427,17 +410,29 @@ class FittedClusterer:
         C = self.model_centers
         return -2.0 * (A @ C.T), (C**2).sum(axis=1) - 2.0 * (b @ C.T)
 
+    def _nearest(self, X: np.ndarray) -> np.ndarray:
+        """0-based label of each row of ``X`` (original feature units)."""
+        if self.mixture is None:
+            W, c0 = self._centre_distances
+            nearest: np.ndarray = np.argmin(X @ W + c0, axis=1)
+            return nearest
+        # The component of highest weighted log density (sklearn's predict), constants dropped.
+        Z = self.transform(X)
+        chol = self.mixture.precisions_cholesky
+        log_det = np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(axis=1)
+        scores = np.empty((len(Z), self.n_clusters))
+        for k in range(self.n_clusters):
+            whitened = Z @ chol[k] - self.model_centers[k] @ chol[k]
+            scores[:, k] = np.log(self.mixture.weights[k]) + log_det[k] - 0.5 * (whitened**2).sum(1)
+        likeliest: np.ndarray = np.argmax(scores, axis=1)
+        return likeliest
+
     def predict(self, X: np.ndarray) -> np.ndarray:
         """uint8 cluster ids (1..k unless matched, see :attr:`ids`) for rows of finite values."""
         X = self._check(X)
         if len(X) == 0:
             return np.zeros(0, dtype=np.uint8)
-        if self.mixture is None:
-            W, c0 = self._centre_distances
-            nearest = np.argmin(X @ W + c0, axis=1)
-        else:
-            nearest = self._nearest(self.transform(X))
-        labels: np.ndarray = self.ids[nearest]
+        labels: np.ndarray = self.ids[self._nearest(X)]
         return labels
 
     def centers(self) -> np.ndarray:
@@ -450,10 +445,11 @@ class FittedClusterer:
 
     def inertia(self, X: np.ndarray) -> float:
         """Sum of squared distances, in model space, from each row to its assigned centre."""
+        X = self._check(X)
         Z = self.transform(X)
         if len(Z) == 0:
             return 0.0
-        assigned = self.model_centers[self._nearest(Z)]
+        assigned = self.model_centers[self._nearest(X)]
         return float(np.sum((Z - assigned) ** 2, dtype=np.float64))
 
 

@@ -172,20 +172,17 @@ class _NoteGdalFailures(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         noted = getattr(_failures_here, "messages", None)
-        if noted is not None and any(text in record.getMessage() for text in _SWALLOWED):
-            noted.append(_redact(record.getMessage()))
+        if noted is not None:
+            message = record.getMessage()
+            if any(text in message for text in _SWALLOWED):
+                noted.append(_redact(message))
         return record.levelno >= self.passes_from
 
 
 @contextmanager
 def _gdal_failures() -> Iterator[list[str]]:
-    """The swallowed GDAL failures this thread signals inside the block, as they come."""
-    with _install_lock:
-        for name in ("rasterio._env", "rasterio._err"):
-            gdal_log = logging.getLogger(name)
-            if not any(isinstance(f, _NoteGdalFailures) for f in gdal_log.filters):
-                gdal_log.addFilter(_NoteGdalFailures(gdal_log.getEffectiveLevel()))
-                gdal_log.setLevel(min(gdal_log.getEffectiveLevel(), logging.INFO))
+    """The swallowed GDAL failures this thread signals inside the block, as they come (the
+    loggers' filter is installed by :func:`forward_gdal_retry_logs`)."""
     outer = getattr(_failures_here, "messages", None)
     noted: list[str] = []
     _failures_here.messages = noted
@@ -380,12 +377,16 @@ class _RedactQueries(logging.Filter):
 
 
 def forward_gdal_retry_logs() -> None:
-    """Install the forwarding once per process (dask worker processes call this too)."""
+    """Install, once per process (dask worker processes call this too), the forwarding of
+    GDAL's retries and the noting of the failures rasterio swallows (:func:`_gdal_failures`)."""
     with _install_lock:
         for name in ("rasterio._env", "rasterio._err"):  # GDAL messages come through either
             gdal_log = logging.getLogger(name)
             if not any(isinstance(h, _GdalHttpLog) for h in gdal_log.handlers):
                 gdal_log.addHandler(_GdalHttpLog(level=logging.WARNING))
+            if not any(isinstance(f, _NoteGdalFailures) for f in gdal_log.filters):
+                gdal_log.addFilter(_NoteGdalFailures(gdal_log.getEffectiveLevel()))
+                gdal_log.setLevel(min(gdal_log.getEffectiveLevel(), logging.INFO))
         odc_log = logging.getLogger("odc.loader._rio")
         if not any(isinstance(f, _RedactQueries) for f in odc_log.filters):
             odc_log.addFilter(_RedactQueries())
