@@ -1,35 +1,50 @@
 """What changed between two dates of an AOI: from -> to per pixel, in pixels and hectares.
 
-Both maps must use the same cluster ids for the same land cover, which holds when they come
-from the same reference model (applied, or matched to it): maps fitted each on its own number
-their clusters by brightness, and comparing those ids would report change where there is none.
-So the comparison is refused unless both maps name the same reference model.
+Change is only ever counted between two labels of **one model**: k-means fitted on each date
+alone (and even matched to a reference by centres) moves its boundaries a little, so pixels
+near a boundary between two similar clusters flip with no change on the ground (21 % of an
+unchanged landscape did, in the demo). So both dates' GeoTIFFs are classified here by one
+model (:func:`common_model`): the model both maps were made with, when they share one; else
+the AOI's reference model; else one fitted on an equal sample from both dates. Identical
+spectra then always get identical labels.
 
-The maps are read block by block (memory stays bounded on whole scenes) and written as one
+A pixel is **changed** when its land cover changed: two clusters of one cover ("dense
+vegetation (darker)" and "(brighter)", see :func:`geocluster_dagster.naming.cover_of`) are a
+shift within the cover, counted apart. Each label's confidence is its simplified silhouette
+(:meth:`~geocluster_dagster.cluster.FittedClusterer.predict_with_confidence`); the share that
+changed among pixels both dates label confidently, and in areas the user marks as stable, are
+the plausibility checks on the result.
+
+The images are read block by block (memory stays bounded on whole scenes) and written as one
 3-band uint8 COG on their common grid: ``from`` and ``to`` ids (0 where that date has no data)
-and ``change`` (0 unknown: either date has no data, e.g. masked cloud; 1 unchanged; 2 changed).
+and ``change`` (0 unknown: either date has no data, e.g. masked cloud; 1 unchanged; 2 changed
+land cover; 3 another cluster of the same cover).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-import rasterio
-from rasterio.windows import Window
+import xarray as xr
+from affine import Affine
 
+from .blocks import iter_blocks
 from .categories import BandCategories, class_colours, write_pam
-from .cluster import pixel_area_m2
-from .errors import ConfigError, NotComparable
-from .export import open_single_band, write_geotiff
+from .cluster import ClusterSettings, FittedClusterer, _feature_stack, pixel_area_m2
+from .errors import ConfigError, NoClearPixels, NotComparable
+from .export import write_geotiff
 from .fields import described
-from .reference import is_date_key
-from .storage import atomic_path, write_json
+from .model_file import model_digest, save_model
+from .naming import cover_of, name_clusters
+from .reference import check_features, is_date_key, pooled_sample
+from .storage import atomic_path, expand_path, write_json
 
 CHANGE_MAP = "change.tif"
 CHANGE_PNG = "change_map.png"
@@ -37,14 +52,21 @@ TRANSITIONS_PNG = "transitions.png"
 TRANSITIONS = "transitions.csv"
 CLASS_AREAS = "class_areas.csv"
 SUMMARY = "summary.json"
+#: The model both dates were classified with, as a plain-number file.
+MODEL = "model.json"
 
 #: Values of the change map's ``change`` band.
-UNKNOWN, UNCHANGED, CHANGED = 0, 1, 2
+UNKNOWN, UNCHANGED, CHANGED, WITHIN_COVER = 0, 1, 2, 3
+
+#: A label is confident when its simplified silhouette is above 0.25: Kaufman & Rousseeuw
+#: (1990, *Finding Groups in Data*, p. 88) read a silhouette of 0.25 or less as "no substantial
+#: structure", i.e. the pixel sits about as near another cluster as its own.
+CONFIDENT_SILHOUETTE = 0.25
 
 
 @dataclass(frozen=True)
 class ChangeSettings:
-    """Which two dates are compared, and when they overlap too little to say much."""
+    """Which two dates are compared, and when the result deserves a second look."""
 
     compare_with: str | None = described(
         None,
@@ -56,6 +78,23 @@ class ChangeSettings:
         "Warn when less than this share of the later map's pixels also has data in the earlier "
         "one: the change then describes part of the AOI only.",
     )
+    warn_changed_share: float = described(
+        0.2,
+        "Warn when more than this share of the pixels both dates classify confidently changed "
+        "land cover: more than a few weeks or months usually change on most landscapes, so "
+        "check the masks, the dates and the model before trusting it (raise it for a known "
+        "disaster or a long interval).",
+    )
+    stable_areas: str | None = described(
+        None,
+        "A GeoJSON file (WGS84) of areas known not to have changed between the dates (e.g. "
+        "old forest, a city centre); None = none. Change found there is reported and judged "
+        "against warn_stable_change.",
+    )
+    warn_stable_change: float = described(
+        0.1,
+        "Warn when more than this share of the stable_areas' compared pixels changed land cover.",
+    )
 
     def __post_init__(self) -> None:
         if self.compare_with is not None and not is_date_key(self.compare_with):
@@ -63,10 +102,10 @@ class ChangeSettings:
                 f"compare_with={self.compare_with!r} is not a date partition key: write it as "
                 "YYYY-MM-DD (the first day of its window, as the UI shows it), or leave it empty."
             )
-        if not 0 <= self.min_overlap <= 1:
-            raise ConfigError(
-                f"min_overlap={self.min_overlap!r} is invalid: use a share in [0, 1]."
-            )
+        for name in ("min_overlap", "warn_changed_share", "warn_stable_change"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not 0 <= value <= 1:
+                raise ConfigError(f"{name}={value!r} is invalid: use a share in [0, 1].")
 
     def earlier(self, dates: list[str], date: str) -> str | None:
         """The date to compare ``date`` with, among the AOI's ``dates`` with a map."""
@@ -82,15 +121,33 @@ class ChangeSettings:
 
 
 @dataclass(frozen=True)
-class DatedMap:
-    """One date's cluster map, and what its ids mean."""
+class DatedImage:
+    """One date of an AOI: its GeoTIFF (lazy) and the model its clusters map was made with."""
 
     date: str
-    path: Path
-    names: Mapping[int, str]
-    """Cluster id -> land-cover name."""
-    model: str
-    """Which model made the map: its summary's model record (how, reference)."""
+    image: xr.Dataset
+    model: FittedClusterer
+    source: str = ""
+    """Where the map's model came from (a reference's model.json), when not fitted alone."""
+
+
+@dataclass(frozen=True)
+class CommonModel:
+    """The one model both dates are classified with, and why it is that one."""
+
+    model: FittedClusterer
+    how: Literal["shared", "reference", "pooled"]
+    source: str
+    """Where it came from: a model.json, or the two dates it was fitted on."""
+
+    def describe(self) -> str:
+        return {
+            "shared": f"the model both maps were made with ({self.source})",
+            "reference": f"the AOI's reference model {self.source} (the maps were made with "
+            "different models)",
+            "pooled": f"a model fitted on an equal sample of both dates ({self.source}; the AOI "
+            "has no reference model and the maps were fitted each alone)",
+        }[self.how]
 
 
 @dataclass(frozen=True)
@@ -100,184 +157,319 @@ class ChangeFacts:
     transitions: pd.DataFrame
     class_areas: pd.DataFrame
     summary: dict[str, Any]
+    model: CommonModel
 
 
-def comparable(before: DatedMap, after: DatedMap) -> None:
-    """Refuse two maps whose ids need not mean the same land cover: unless both come from one
-    reference model (the same parameters, not just the same path: a reference fitted again
-    keeps its path and changes its ids), the same id may be another cover."""
-    records = [json.loads(m.model) for m in (before, after)]
-    digests = [r.get("reference_digest") for r in records]
-    if None not in digests and digests[0] == digests[1]:
-        return
-    alone = [
-        m.date for m, r in zip((before, after), records, strict=True) if not r.get("reference")
-    ]
-    if alone:
-        why = f"the map(s) of {', '.join(alone)} were fitted alone, so their ids follow brightness"
-    elif records[0]["reference"] == records[1]["reference"]:
-        why = (
-            f"the reference model {records[0]['reference']} was fitted again between them, so "
-            "the same id may be another cover"
+def common_model(
+    before: DatedImage,
+    after: DatedImage,
+    *,
+    reference: FittedClusterer | None = None,
+    reference_source: str = "",
+) -> CommonModel:
+    """The model to classify both dates with: the maps' own when it is one model (same
+    parameters, not just the same path), else ``reference``, else one fitted now on an equal
+    seeded sample of both images with the later map's settings (k, algorithm, seed)."""
+    if model_digest(before.model) == model_digest(after.model):
+        source = after.source or f"model {model_digest(after.model)[:12]}"
+        _check_features(after.model, "the model both maps were made with", before, after)
+        return CommonModel(after.model, "shared", source)
+    if reference is not None:
+        _check_features(reference, f"the reference model {reference_source}", before, after)
+        return CommonModel(reference, "reference", reference_source)
+    settings: ClusterSettings = after.model.settings
+    features = list(after.model.features)
+    _check_features(after.model, f"the map of {after.date}", before, after)
+    from .cluster_product import fit_model  # the fit's imports only when a model is fitted
+
+    images = {before.date: before.image, after.date: after.image}
+    try:
+        sample, _ = pooled_sample(
+            images, features, max(settings.k, settings.sample_size // 2), settings.seed
         )
-    else:
-        why = (
-            f"they come from different reference models ({records[0]['reference']} and "
-            f"{records[1]['reference']})"
-        )
-    raise NotComparable(
-        f"Cannot compare {before.date} with {after.date}: {why}. Fit the AOI's reference model "
-        "(asset cluster_model) once and materialize clusters of both dates again (model: "
-        "partition matches their ids to it, model: aoi_reference applies it)."
+    except NoClearPixels as err:
+        raise NotComparable(f"Cannot compare {before.date} with {after.date}: {err}") from err
+    model, _, _ = fit_model(sample, features, settings)
+    centres = {
+        int(i): dict(zip(model.features, map(float, row), strict=True))
+        for i, row in zip(model.ids, model.centers(), strict=True)
+    }
+    names = {c.id: c.name for c in name_clusters(centres)}
+    return CommonModel(model.with_names(names), "pooled", f"{before.date} and {after.date}")
+
+
+def _check_features(
+    model: FittedClusterer, what: str, before: DatedImage, after: DatedImage
+) -> None:
+    """NotComparable, saying what to do, when a date's geotiff lacks a feature of ``model``."""
+    for dated in (before, after):
+        missing = [f for f in model.features if f not in dated.image.data_vars]
+        if missing:
+            raise NotComparable(
+                f"Cannot compare {before.date} with {after.date}: the geotiff of {dated.date} "
+                f"lacks the features {missing} of {what}. Materialize both dates with the same "
+                "band_stack bands, or set clusters.features to bands both dates have."
+            )
+
+
+def _grid(image: xr.Dataset) -> tuple[Any, ...]:
+    return (image.rio.crs, tuple(image.rio.transform()), image.rio.shape)
+
+
+def _describe_grid(image: xr.Dataset) -> str:
+    t = image.rio.transform()
+    height, width = image.rio.shape
+    return f"{width}x{height} at {t.c:.1f}, {t.f:.1f} in {image.rio.crs}"
+
+
+def _state_table(names: Mapping[int, str]) -> np.ndarray:
+    """(256, 256) change state of every (from, to) pair of ids."""
+    table = np.full((256, 256), CHANGED, dtype=np.uint8)
+    covers = {i: cover_of(n) for i, n in names.items()}
+    for i, a in covers.items():
+        for j, b in covers.items():
+            if a == b:
+                table[i, j] = WITHIN_COVER
+    np.fill_diagonal(table, UNCHANGED)
+    table[0, :] = table[:, 0] = UNKNOWN
+    return table
+
+
+def _pair_counts(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    flat = first.astype(np.int64) * 256 + second
+    counts: np.ndarray = np.bincount(flat.ravel(), minlength=256 * 256).reshape(256, 256)
+    return counts
+
+
+def _classify_both(
+    block: np.ndarray, *, model: FittedClusterer, n_features: int, states: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One block of both images' features stacked (2 x features, h, w): the (3, h, w) layers
+    from, to, change, the counts of every (from, to) pair and of the confidently labelled."""
+    _, height, width = block.shape
+    labels, confident = [], []
+    for part in (block[:n_features], block[n_features:]):
+        X = part.reshape(n_features, -1).T
+        valid = np.isfinite(X).all(axis=1)
+        ids = np.zeros(height * width, dtype=np.uint8)
+        sure = np.zeros(height * width, dtype=bool)
+        if valid.any():
+            ids[valid], score = model.predict_with_confidence(X[valid])
+            sure[valid] = score > CONFIDENT_SILHOUETTE
+        labels.append(ids)
+        confident.append(sure)
+    first, second = labels
+    both = confident[0] & confident[1]
+    layers = np.stack([first, second, states[first, second]]).reshape(3, height, width)
+    return layers, _pair_counts(first, second), _pair_counts(first[both], second[both])
+
+
+@dataclass
+class _Counts:
+    """(256, 256) counts of (from, to) pairs: all, confidently labelled, inside stable areas."""
+
+    all: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((256, 256), np.int64))
+    confident: np.ndarray = dataclasses.field(
+        default_factory=lambda: np.zeros((256, 256), np.int64)
     )
+    stable: np.ndarray | None = None
 
 
-def _blocks(src: rasterio.DatasetReader) -> Iterator[Window]:
-    for _, window in src.block_windows(1):
-        yield window
+def read_stable_areas(path: str, crs: Any) -> Any:
+    """The polygons of the GeoJSON at ``path`` (WGS84), as one shapely geometry in ``crs``."""
+    import shapely
+    from odc.geo.geom import Geometry
+
+    file = expand_path(path, "cluster_change.stable_areas")
+    try:
+        document = json.loads(Path(file).read_text(encoding="utf-8"))
+        features = document.get("features", [document]) if isinstance(document, dict) else []
+        shapes = [
+            shapely.geometry.shape(f.get("geometry", f) if isinstance(f, dict) else f)
+            for f in features
+        ]
+    except (OSError, ValueError, TypeError, AttributeError, shapely.errors.GEOSException) as err:
+        raise ConfigError(
+            f"stable_areas={path!r} is not a readable GeoJSON file of polygons ({err}): give "
+            "the path of a FeatureCollection, Feature or Polygon in WGS84 lon/lat, or leave "
+            "cluster_change.stable_areas empty."
+        ) from err
+    polygons = [g for g in shapes if g.geom_type in ("Polygon", "MultiPolygon") and g.is_valid]
+    if not polygons:
+        raise ConfigError(
+            f"stable_areas={path!r} holds no valid Polygon or MultiPolygon: draw the stable "
+            "areas as polygons in WGS84 lon/lat."
+        )
+    return Geometry(shapely.union_all(polygons), "EPSG:4326").to_crs(crs).geom
 
 
-def _grid(src: rasterio.DatasetReader) -> tuple[Any, ...]:
-    return (src.crs, src.transform, src.width, src.height)
-
-
-def compare_maps(
-    before: DatedMap,
-    after: DatedMap,
+def compare_dates(
+    before: DatedImage,
+    after: DatedImage,
+    common: CommonModel,
     folder: Path,
     *,
+    settings: ChangeSettings | None = None,
     label: str = "",
     preview_size: int = 1024,
 ) -> ChangeFacts:
-    """Compare ``before`` with ``after`` pixel by pixel and write the change product, with its
-    two figures (``label`` names the AOI in their titles). Areas are in hectares when the grid
-    is projected in metres, else NaN."""
+    """Classify ``before`` and ``after`` with ``common``'s model pixel by pixel, count what
+    changed and write the change product, with its model and two figures (``label`` names the
+    AOI in their titles). Areas are in hectares when the grid is projected in metres, else NaN.
+    """
+    from rasterio.features import geometry_mask
+
     from . import plot, plot_change  # matplotlib only when figures are drawn
 
-    comparable(before, after)
-    area = pixel_area_m2(open_single_band(before.path))
+    settings = settings or ChangeSettings()
+    model = common.model
+    if _grid(before.image) != _grid(after.image):
+        raise ConfigError(
+            f"The geotiffs of {before.date} and {after.date} are on different grids "
+            f"({_describe_grid(before.image)} against {_describe_grid(after.image)}): the AOI, "
+            "crs or resolution changed between them. Materialize both dates with the same "
+            "band_stack settings."
+        )
+    for dated in (before, after):
+        check_features(
+            model.features,
+            [f for f in model.features if f in dated.image.data_vars],
+            f"The model both dates are classified with ({common.describe()})",
+        )
+    features = list(model.features)
+    first, template = _feature_stack(before.image, features)
+    second, _ = _feature_stack(after.image, features)
+    import dask.array as da
 
-    with rasterio.open(before.path) as a, rasterio.open(after.path) as b:
-        if _grid(a) != _grid(b):
-            raise ConfigError(
-                f"The maps of {before.date} and {after.date} are on different grids ({a.width}x"
-                f"{a.height} at {a.transform.c:.1f}, {a.transform.f:.1f} in {a.crs} against "
-                f"{b.width}x{b.height} at {b.transform.c:.1f}, {b.transform.f:.1f} in {b.crs}): "
-                "the AOI, crs or resolution changed between them. Materialize both dates with "
-                "the same band_stack settings."
-            )
-        counts = np.zeros((256, 256), dtype=np.int64)
-        profile = {"crs": a.crs, "transform": a.transform, "width": a.width, "height": a.height}
-        windows = list(_blocks(a))
+    stack = da.concatenate([first, second], axis=0).rechunk({0: -1})
+    area = pixel_area_m2(after.image)
+    states = _state_table(model.names_by_id)
+    transform = after.image.rio.transform()
+    stable = None
+    if settings.stable_areas is not None:
+        stable = read_stable_areas(settings.stable_areas, after.image.rio.crs)
+    counts = _Counts(stable=np.zeros((256, 256), np.int64) if stable is not None else None)
+    apply = _ClassifyBoth(model, len(features), states)
 
-        def layers() -> Iterator[tuple[tuple[slice, ...], np.ndarray]]:
-            for window in windows:
-                first = a.read(1, window=window)
-                second = b.read(1, window=window)
-                np.add.at(counts, (first.ravel(), second.ravel()), 1)
-                state = np.where(
-                    (first == 0) | (second == 0),
-                    UNKNOWN,
-                    np.where(first == second, UNCHANGED, CHANGED),
-                ).astype(np.uint8)
-                rows = slice(window.row_off, window.row_off + window.height)
-                cols = slice(window.col_off, window.col_off + window.width)
-                yield (slice(0, 3), rows, cols), np.stack([first, second, state])
+    def layers() -> Iterator[tuple[tuple[slice, ...], np.ndarray]]:
+        for index, (block, pairs, sure) in iter_blocks(stack, apply=apply):
+            counts.all += pairs
+            counts.confident += sure
+            rows, cols = index[1], index[2]
+            if stable is not None and counts.stable is not None:
+                inside = geometry_mask(
+                    [stable],
+                    out_shape=block.shape[1:],
+                    transform=transform * Affine.translation(cols.start, rows.start),
+                    invert=True,
+                )
+                counts.stable += _pair_counts(block[0][inside], block[1][inside])
+            yield (slice(0, 3), rows, cols), block
 
-        with atomic_path(folder) as tmp:
-            tmp.mkdir()
-            _write_change_map(tmp / CHANGE_MAP, profile, layers(), before, after)
-            facts = _tables(counts, before, after, area)
-            _write_categories(tmp / CHANGE_MAP, counts, before, after, area)
-            preview, extent = plot.read_preview(tmp / CHANGE_MAP, max_size=preview_size)
-            title = f"{label}{' ' if label else ''}{before.date} -> {after.date}"
-            plot_change.plot_change_map(
-                preview,
-                extent,
-                tmp / CHANGE_PNG,
-                names=after.names,
-                title=f"Change, {title}",
-                crs_label=str(a.crs),
-            )
-            plot_change.plot_transitions(
-                facts.transitions,
-                tmp / TRANSITIONS_PNG,
-                names_before=before.names,
-                names_after=after.names,
-                title=f"Transitions, {title}",
-            )
-            facts.transitions.to_csv(tmp / TRANSITIONS, index=False)
-            facts.class_areas.to_csv(tmp / CLASS_AREAS, index=False)
-            write_json(facts.summary, tmp / SUMMARY)
+    crs = after.image.rio.crs
+    with atomic_path(folder) as tmp:
+        tmp.mkdir()
+        _write_change_map(tmp / CHANGE_MAP, template, crs, layers(), before.date, after.date)
+        facts = _tables(
+            counts, states, (before.date, after.date), model.names_by_id, area, common,
+            stable_path=settings.stable_areas,
+        )  # fmt: skip
+        _write_categories(tmp / CHANGE_MAP, counts.all, states, model.names_by_id, area)
+        save_model(model, tmp / MODEL)
+        preview, extent = plot.read_preview(tmp / CHANGE_MAP, max_size=preview_size)
+        title = f"{label}{' ' if label else ''}{before.date} -> {after.date}"
+        names = model.names_by_id
+        plot_change.plot_change_map(
+            preview, extent, tmp / CHANGE_PNG, names=names, title=f"Change, {title}",
+            crs_label=str(crs),
+        )  # fmt: skip
+        plot_change.plot_transitions(
+            facts.transitions,
+            tmp / TRANSITIONS_PNG,
+            names_before=names,
+            names_after=names,
+            title=f"Transitions, {title}",
+        )
+        facts.transitions.to_csv(tmp / TRANSITIONS, index=False)
+        facts.class_areas.to_csv(tmp / CLASS_AREAS, index=False)
+        write_json(facts.summary, tmp / SUMMARY)
     return facts
+
+
+@dataclass(frozen=True)
+class _ClassifyBoth:
+    """:func:`_classify_both` with its model bound, as one picklable callable for the workers."""
+
+    model: FittedClusterer
+    n_features: int
+    states: np.ndarray
+
+    def __call__(self, block: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return _classify_both(
+            block, model=self.model, n_features=self.n_features, states=self.states
+        )
 
 
 def _write_change_map(
     path: Path,
-    profile: dict[str, Any],
+    template: xr.DataArray,
+    crs: Any,
     layers: Iterator[tuple[tuple[slice, ...], np.ndarray]],
-    before: DatedMap,
-    after: DatedMap,
+    from_date: str,
+    to_date: str,
 ) -> None:
     """The 3-band COG from the blocks ``layers`` yields; the Dataset only gives the grid."""
     import dask.array as da
     import rioxarray  # noqa: F401  (the .rio accessor)
-    import xarray as xr
 
-    transform, height, width = profile["transform"], profile["height"], profile["width"]
-    coords = {
-        "y": transform.f + transform.e * (np.arange(height) + 0.5),
-        "x": transform.c + transform.a * (np.arange(width) + 0.5),
-    }
-    empty = da.zeros((height, width), dtype=np.uint8, chunks=1024)
+    empty = da.zeros(template.shape, dtype=np.uint8, chunks=1024)
+    coords = {d: template[d].values for d in template.dims}
     grid = xr.Dataset(
-        {name: (("y", "x"), empty) for name in ("from", "to", "change")}, coords=coords
-    ).rio.write_crs(profile["crs"])
+        {name: (template.dims, empty) for name in ("from", "to", "change")}, coords=coords
+    ).rio.write_crs(crs)
     write_geotiff(
         grid,
         path,
         cog=True,
         nodata=0,
         tags={
-            "from_date": before.date,
-            "to_date": after.date,
-            "change_values": f"{UNKNOWN} unknown, {UNCHANGED} unchanged, {CHANGED} changed",
+            "from_date": from_date,
+            "to_date": to_date,
+            "change_values": f"{UNKNOWN} unknown, {UNCHANGED} unchanged, {CHANGED} changed "
+            f"land cover, {WITHIN_COVER} another cluster of the same cover",
         },
         overview_resampling="nearest",  # ids and states are categories
         blocks=layers,
-        task="writing the change map",
+        task="classifying both dates and writing the change map",
     )
 
 
 #: Colours and names of the ``change`` band (unknown stays transparent, like nodata).
-STATE_NAMES = {UNCHANGED: "unchanged", CHANGED: "changed"}
+STATE_NAMES = {
+    UNCHANGED: "unchanged",
+    CHANGED: "changed",
+    WITHIN_COVER: "same cover, other cluster",
+}
 STATE_COLOURS = {
     UNKNOWN: (0, 0, 0, 0),
     UNCHANGED: (220, 220, 220, 255),
     CHANGED: (214, 39, 40, 255),
+    WITHIN_COVER: (160, 160, 160, 255),
 }
 
 
 def _write_categories(
-    tif: Path, counts: np.ndarray, before: DatedMap, after: DatedMap, area: float | None
+    tif: Path, counts: np.ndarray, states: np.ndarray, names: Mapping[int, str], area: float | None
 ) -> None:
     """The colour tables, category names and attribute tables of the three bands."""
-    ids = sorted(set(before.names) | set(after.names))
-    colours = class_colours(ids)
-    known = counts[1:, 1:]
-    changed = int(known.sum() - np.trace(known))
+    colours = class_colours(sorted(names))
+    per_state = {s: int(counts[states == s].sum()) for s in STATE_NAMES}
     write_pam(
         tif,
         [
-            BandCategories(dict(before.names), colours, _totals(counts.sum(axis=1)), area, "from"),
-            BandCategories(dict(after.names), colours, _totals(counts.sum(axis=0)), area, "to"),
-            BandCategories(
-                STATE_NAMES,
-                STATE_COLOURS,
-                {UNCHANGED: int(np.trace(known)), CHANGED: changed},
-                area,
-                "change",
-            ),
+            BandCategories(dict(names), colours, _totals(counts.sum(axis=1)), area, "from"),
+            BandCategories(dict(names), colours, _totals(counts.sum(axis=0)), area, "to"),
+            BandCategories(STATE_NAMES, STATE_COLOURS, per_state, area, "change"),
         ],
     )
 
@@ -290,38 +482,63 @@ def _label(cluster: int, names: Mapping[int, str]) -> str:
     return f"{cluster} {names[cluster]}" if cluster in names else str(cluster)
 
 
+def _share_changed(counts: np.ndarray, states: np.ndarray) -> dict[str, Any]:
+    """Compared and changed (land cover) pixels among ``counts``, and the changed share."""
+    compared = int(counts[1:, 1:].sum())
+    changed = int(counts[states == CHANGED].sum())
+    return {
+        "compared_pixels": compared,
+        "changed_pixels": changed,
+        "changed_share": round(changed / compared, 6) if compared else 0.0,
+    }
+
+
 def _tables(
-    counts: np.ndarray, before: DatedMap, after: DatedMap, pixel_area_m2: float | None
+    counts: _Counts,
+    states: np.ndarray,
+    dates: tuple[str, str],
+    names: Mapping[int, str],
+    pixel_area_m2: float | None,
+    common: CommonModel,
+    *,
+    stable_path: str | None = None,
 ) -> ChangeFacts:
     hectares = (pixel_area_m2 or np.nan) / 10_000.0
-    known = counts[1:, 1:]
+    every = counts.all
+    known = every[1:, 1:]
     rows = []
     for i, j in zip(*np.nonzero(known), strict=True):
+        a, b = int(i + 1), int(j + 1)
         rows.append(
             {
-                "from_id": int(i + 1),
-                "from_name": before.names.get(int(i + 1), ""),
-                "to_id": int(j + 1),
-                "to_name": after.names.get(int(j + 1), ""),
+                "from_id": a,
+                "from_name": names.get(a, ""),
+                "to_id": b,
+                "to_name": names.get(b, ""),
                 "pixels": int(known[i, j]),
                 "hectares": float(known[i, j] * hectares),
-                "changed": bool(i != j),
+                "changed": bool(states[a, b] == CHANGED),
+                "same_cover": bool(states[a, b] == WITHIN_COVER),
             }
         )
     transitions = pd.DataFrame(
-        rows, columns=["from_id", "from_name", "to_id", "to_name", "pixels", "hectares", "changed"]
-    )
+        rows,
+        columns=[
+            "from_id", "from_name", "to_id", "to_name", "pixels", "hectares", "changed",
+            "same_cover",
+        ],
+    )  # fmt: skip
     compared = int(known.sum())
-    changed = int(known.sum() - np.trace(known))
     present = set(np.nonzero(known.sum(1) + known.sum(0))[0] + 1)
-    ids = sorted(set(before.names) | set(after.names) | {int(i) for i in present})
+    ids = sorted(set(names) | {int(i) for i in present})
     area_rows = []
     for cluster in ids:
         px_before, px_after = int(known[cluster - 1].sum()), int(known[:, cluster - 1].sum())
         area_rows.append(
             {
                 "cluster": cluster,
-                "name": after.names.get(cluster, before.names.get(cluster, "")),
+                "name": names.get(cluster, ""),
+                "cover": cover_of(names.get(cluster, "")),
                 "pixels_before": px_before,
                 "pixels_after": px_after,
                 "hectares_before": px_before * hectares,
@@ -333,22 +550,38 @@ def _tables(
     class_areas = pd.DataFrame(area_rows)
     moves = transitions[transitions["changed"]].sort_values("pixels", ascending=False).head(3)
     largest = [
-        f"{_label(r.from_id, before.names)} -> {_label(r.to_id, after.names)}: "
+        f"{_label(r.from_id, names)} -> {_label(r.to_id, names)}: "
         f"{r.pixels} px ({r.hectares:.1f} ha)"
         for r in moves.itertuples()
     ]
-    mapped_after = int(counts[:, 1:].sum())
+    overall = _share_changed(every, states)
+    within = int(every[states == WITHIN_COVER].sum())
+    mapped_after = int(every[:, 1:].sum())
     summary = {
         "overlap": round(compared / mapped_after, 6) if mapped_after else 0.0,
-        "from_date": before.date,
-        "to_date": after.date,
-        "compared_pixels": compared,
-        "changed_pixels": changed,
-        "changed_share": round(changed / compared, 6) if compared else 0.0,
-        "changed_hectares": changed * hectares,
-        "unknown_pixels": int(counts.sum() - counts[0, 0] - compared),
+        "from_date": dates[0],
+        "to_date": dates[1],
+        **overall,
+        "changed_hectares": overall["changed_pixels"] * hectares,
+        "same_cover_pixels": within,
+        "same_cover_share": round(within / compared, 6) if compared else 0.0,
+        "unknown_pixels": int(every.sum() - every[0, 0] - compared),
         "largest_transitions": largest,
         "pixel_area_m2": pixel_area_m2,
-        "reference": json.loads(after.model).get("reference"),
+        "confident": {
+            "silhouette_above": CONFIDENT_SILHOUETTE,
+            **_share_changed(counts.confident, states),
+        },
+        "stable_areas": None
+        if counts.stable is None
+        else {"path": stable_path, **_share_changed(counts.stable, states)},
+        "model": {
+            "how": common.how,
+            "source": common.source,
+            "description": common.describe(),
+            "digest": model_digest(common.model),
+        },
     }
-    return ChangeFacts(transitions=transitions, class_areas=class_areas, summary=summary)
+    return ChangeFacts(
+        transitions=transitions, class_areas=class_areas, summary=summary, model=common
+    )

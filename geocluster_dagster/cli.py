@@ -259,6 +259,11 @@ def _run_job(
     if skipped:
         echo(f"  not built: {', '.join(sorted(skipped, key=selected.index))}")
     if not result.success:
+        full = _instance_full_in_a_step(result)
+        if full is not None:  # the step failed writing its events: the run database's fault
+            raise _database_fault(
+                Path(os.environ["DAGSTER_HOME"]), full, f"could not record the run of {label}"
+            )
         if not lines.failures:  # a failure outside any step (e.g. a resource that cannot start)
             errors = [
                 getattr(event.event_specific_data, "error", None) for event in result.all_events
@@ -280,6 +285,21 @@ def _run_job(
         f"GEOCLUSTER_OUTPUT={os.environ['GEOCLUSTER_OUTPUT']} "
         "dagster dev -m geocluster_dagster.definitions"
     )
+
+
+def _instance_full_in_a_step(result: Any) -> Exception | None:
+    """The error of a step that failed because the run database could not take its events
+    (SQLite's "database or disk is full" raised inside the step), as an exception; else None.
+    Its products are whole (each is swapped in atomically); the run's record is not."""
+    for event in result.all_events:
+        if not event.is_step_failure:
+            continue
+        error = event.step_failure_data.error
+        while error is not None:
+            if error.cls_name == "OperationalError" and "disk is full" in error.message:
+                return RuntimeError(error.message.strip())
+            error = error.cause
+    return None
 
 
 def _logger_config(loggers: dict[str, Any]) -> dict[str, Any]:

@@ -48,10 +48,10 @@ class ClusterSettings:
     """How to cluster the pixels of one composite."""
 
     n_clusters: int | Literal["auto"] = described(
-        6,
-        "Number of clusters k (2..254; labels in the map run 1..k, 0 is nodata), or 'auto': "
-        "k chosen between auto_k_min and auto_k_max from the elbow curve's knee and the "
-        "sampled silhouette.",
+        "auto",
+        "'auto' (default): k chosen between auto_k_min and auto_k_max from the elbow curve's "
+        "knee and the sampled silhouette; or a fixed number of clusters k (2..254; labels in "
+        "the map run 1..k, 0 is nodata).",
     )
     auto_k_min: int = described(2, "With n_clusters: auto, the smallest k tried.")
     auto_k_max: int = described(12, "With n_clusters: auto, the largest k tried.")
@@ -434,6 +434,27 @@ class FittedClusterer:
             return np.zeros(0, dtype=np.uint8)
         labels: np.ndarray = self.ids[self._nearest(X)]
         return labels
+
+    def predict_with_confidence(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 ids and each row's confidence: its simplified silhouette ``1 - a / b``, ``a``
+        the distance to its cluster's centre and ``b`` to the nearest other centre, in model
+        space (Hruschka et al. 2004; Vendramin, Campello & Hruschka 2010). 1 at a centre, 0 on
+        the boundary between two clusters, where a small shift flips the label."""
+        X = self._check(X)
+        if len(X) == 0:
+            return np.zeros(0, dtype=np.uint8), np.zeros(0, dtype=np.float32)
+        rows = self._nearest(X)
+        W, c0 = self._centre_distances
+        squared = X @ W + c0 + (self.transform(X) ** 2).sum(axis=1, keepdims=True)
+        np.maximum(squared, 0.0, out=squared)  # rounding can leave -1e-16
+        own = np.take_along_axis(squared, rows[:, None], axis=1)[:, 0]
+        squared[np.arange(len(rows)), rows] = np.inf
+        other = squared.min(axis=1) if self.n_clusters > 1 else np.full(len(rows), np.inf)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            confidence = 1.0 - np.sqrt(own) / np.sqrt(other)
+        confidence = np.where(np.isfinite(confidence), confidence, 0.0).astype(np.float32)
+        ids: np.ndarray = self.ids[rows]
+        return ids, confidence
 
     def centers(self) -> np.ndarray:
         """(k, n_features) cluster centres in the original feature units, row i = id ``ids[i]``."""

@@ -80,7 +80,7 @@ def fit_model(
     choice = curve = None
     if settings.n_clusters == "auto":
         subset = sample[subsample_index(len(sample), ELBOW_SAMPLE_SIZE, settings.seed)]
-        curve = elbow_curve(subset, settings.auto_k_values, settings)
+        curve = elbow_curve(subset, settings.auto_k_values, settings, features=features)
         choice = choose_k(curve)
         settings = dataclasses.replace(settings, n_clusters=choice.chosen)
     with heartbeat(

@@ -98,10 +98,24 @@ class DiagnosticsFacts:
     """The knee of the elbow curve (None: none found)."""
     silhouette_best: int
     """The k of the elbow curve's highest silhouette."""
+    cover_best: int | None = None
+    """The fewest clusters that separate the land covers (None: no red or NIR band)."""
 
 
-def k_advice(n_clusters: int, knee: int | None, silhouette_best: int) -> str:
+def k_advice(
+    n_clusters: int, knee: int | None, silhouette_best: int, cover_best: int | None = None
+) -> str:
     """What the elbow curve says about the k a map was made with, in one sentence."""
+    if cover_best is not None:
+        others = f"the elbow's knee is at k={knee}, the silhouette is best at k={silhouette_best}"
+        if n_clusters == cover_best:
+            return (
+                f"k={n_clusters} is the fewest clusters that separate the land covers ({others})."
+            )
+        return (
+            f"k={n_clusters} was used; k={cover_best} is the fewest clusters that separate the "
+            f"land covers ({others}): try n_clusters: auto."
+        )
     if knee is None:
         return f"k={n_clusters}; the elbow curve has no knee, the silhouette is best at k={silhouette_best}."
     if n_clusters == knee:
@@ -143,8 +157,11 @@ def write_diagnostics(
     if elbow is None:
         # The fit sample is ordered block by block, so its head is not random: a seeded subset.
         elbow_rows = evaluate.subsample_index(len(sample), settings.elbow_sample_size, seed)
-        elbow = evaluate.elbow_curve(sample[elbow_rows], settings.elbow_k_values, model.settings)
+        elbow = evaluate.elbow_curve(
+            sample[elbow_rows], settings.elbow_k_values, model.settings, features=model.features
+        )
     knee, silhouette_best = evaluate.k_candidates(elbow)
+    cover_best = evaluate.cover_best_k(elbow)
     with atomic_path(folder) as tmp:
         tmp.mkdir()
         if settings.figures:
@@ -167,6 +184,7 @@ def write_diagnostics(
         figures={Path(name).stem: folder / name for name in drawn},
         knee=knee,
         silhouette_best=silhouette_best,
+        cover_best=cover_best,
     )
 
 

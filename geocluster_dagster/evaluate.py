@@ -170,23 +170,47 @@ def elbow_curve(
     settings: ClusterSettings,
     *,
     max_silhouette_samples: int = 5_000,
+    features: Sequence[str] | None = None,
 ) -> pd.DataFrame:
-    """Columns k, inertia, silhouette: one fit per k with the settings' algorithm and seed.
+    """Columns k, inertia, silhouette, cover_agreement: one fit per k with the settings'
+    algorithm and seed.
 
     Inertia is in the standardised feature space, which is the same for every k (the scaler
     depends only on the samples), so the values are comparable along the curve.
+    ``cover_agreement`` (with the band names of the samples' columns as ``features``, NaN
+    without them) is the share of the samples whose cluster has the land cover of the pixel
+    itself: both named by the same index rules (:func:`geocluster_dagster.naming.pixel_covers`),
+    the cluster from its centre.
     """
+    from .naming import cover_of, name_clusters, pixel_covers
+
     samples = np.asarray(samples)
     if len(k_values) == 0:
         raise ConfigError("k_values is empty: pass the cluster counts to try, e.g. range(2, 11).")
-    features = [f"feature_{i}" for i in range(samples.shape[1])]
+    names = list(features) if features else [f"feature_{i}" for i in range(samples.shape[1])]
     distances = _SharedDistances()
+    own = pixel_covers(samples, names) if {"red", "nir"} <= set(names) else None
 
     def point(k: int) -> dict[str, float]:
-        model = fit_clusterer(samples, features, replace(settings, n_clusters=k))
+        model = fit_clusterer(samples, names, replace(settings, n_clusters=k))
         Zs, labels = _silhouette_input(model, samples, max_silhouette_samples, settings.seed)
         mean = distances.mean_silhouette(Zs, labels)
-        return {"k": k, "inertia": model.inertia(samples), "silhouette": mean}
+        agreement = float("nan")
+        if own is not None:
+            centres = {
+                int(i): dict(zip(names, map(float, row), strict=True))
+                for i, row in zip(model.ids, model.centers(), strict=True)
+            }
+            cover = {c.id: cover_of(c.name) for c in name_clusters(centres)}
+            ids = model.predict(samples)
+            lookup = np.array([cover.get(i, "") for i in range(int(ids.max()) + 1)], object)
+            agreement = float(np.mean(lookup[ids] == own))
+        return {
+            "k": k,
+            "inertia": model.inertia(samples),
+            "silhouette": mean,
+            "cover_agreement": agreement,
+        }
 
     # The fits are independent and spend their time in numpy/BLAS, which release the GIL:
     # one thread per core, same numbers as fitting one k after the other (README, Benchmark).
@@ -195,7 +219,9 @@ def elbow_curve(
         rows = list(
             tracked(pool.map(point, ks), "fitting the elbow curve", total=len(ks), unit="k")
         )
-    curve: pd.DataFrame = pd.DataFrame(rows, columns=["k", "inertia", "silhouette"])
+    curve: pd.DataFrame = pd.DataFrame(
+        rows, columns=["k", "inertia", "silhouette", "cover_agreement"]
+    )
     return curve
 
 
@@ -231,6 +257,12 @@ class _SharedDistances:
 ELBOW_SAMPLE_SIZE = 20_000
 
 
+#: How close to the best cover agreement of the curve a k must come to be chosen: one
+#: percentage point, about the sampling error of a share near 0.9 on the elbow's 20,000 pixels
+#: (2 x sqrt(0.9 x 0.1 / 20000) = 0.004) with room for the fits' own variation between k.
+COVER_AGREEMENT_TOLERANCE = 0.01
+
+
 @dataclass(frozen=True)
 class KChoice:
     """The number of clusters n_clusters: auto chose, and why."""
@@ -242,6 +274,9 @@ class KChoice:
     """The k of the highest sampled mean silhouette (the smaller k on a tie)."""
     reason: str
     k_values: tuple[int, ...]
+    cover_best: int | None = None
+    """The smallest k whose clusters agree with their pixels' own land covers within
+    :data:`COVER_AGREEMENT_TOLERANCE` of the best k; None without red and NIR bands."""
 
     @property
     def disagree(self) -> bool:
@@ -269,15 +304,38 @@ def k_candidates(curve: pd.DataFrame) -> tuple[int | None, int]:
     return knee, best
 
 
-def choose_k(curve: pd.DataFrame) -> KChoice:
-    """k from an elbow curve: the knee, which the silhouette should confirm.
+def cover_best_k(curve: pd.DataFrame) -> int | None:
+    """The smallest k whose cover agreement is within :data:`COVER_AGREEMENT_TOLERANCE` of the
+    curve's best; None when the curve has no agreement (no red or NIR band)."""
+    if "cover_agreement" not in curve or curve["cover_agreement"].isna().all():
+        return None
+    curve = curve.dropna(subset=["cover_agreement"]).sort_values("k")
+    good = curve["cover_agreement"] >= curve["cover_agreement"].max() - COVER_AGREEMENT_TOLERANCE
+    return int(curve.loc[good, "k"].iloc[0])
 
-    The knee is the primary criterion (where more clusters stop paying off in inertia); the
-    silhouette alone favours a few well-separated groups (water against the rest) over the
-    land covers an analyst maps. Without a knee, the silhouette decides.
+
+def choose_k(curve: pd.DataFrame) -> KChoice:
+    """k from an elbow curve: the fewest clusters that separate the land covers, else the knee.
+
+    Clusters are named by land cover, and a cluster holding two covers (a rare one, such as a
+    fresh mudflow, inside a common one) hides the rarer one from the map and from change. So k
+    is the smallest k whose clusters agree with the covers of their own pixels (the same index
+    rules, per pixel) about as well as any k tried (:func:`cover_best_k`). The knee (where more
+    clusters stop paying off in inertia) and the silhouette (which favours a few
+    well-separated groups, water against the rest) are recorded beside it; the knee decides
+    when the bands cannot be named (no red or NIR), and the silhouette when there is no knee.
     """
     knee, best = k_candidates(curve)
     ks = tuple(int(k) for k in sorted(curve["k"]))
+    by_cover = cover_best_k(curve)
+    if by_cover is not None:
+        agreement = float(curve.loc[curve["k"] == by_cover, "cover_agreement"].iloc[0])
+        reason = (
+            f"k={by_cover}: the fewest clusters whose land covers agree with their pixels' own "
+            f"({agreement:.1%}) within {COVER_AGREEMENT_TOLERANCE:.0%} of the best k; elbow "
+            f"knee at k={knee}, best silhouette at k={best}"
+        )
+        return KChoice(by_cover, knee, best, reason, ks, by_cover)
     if knee is None:
         return KChoice(best, None, best, "no knee in the elbow curve: highest silhouette", ks)
     if abs(knee - best) <= 1:

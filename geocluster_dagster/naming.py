@@ -30,6 +30,12 @@ from:
    the grassland range).
 9. **unlabelled** otherwise, or when the bands a rule needs are missing.
 
+Two clusters the rules give the same name (two shades of forest, say) are told apart by their
+brightness (mean reflectance): "dense vegetation (darker)" and "dense vegetation (brighter)", so
+no two classes of one map share a name. The part before the qualifier is the cluster's **land
+cover** (:func:`cover_of`): a pixel that moves between two clusters of one cover has not changed
+land cover, and change is reported by cover as well as by cluster.
+
 Known limits: indices alone do not separate bare soil from dense built-up cores (both reflect
 more in SWIR than in NIR; Xu 2008 discusses this), so a city centre with NDVI below 0.2 is
 named bare soil/rock; without a SWIR band, built-up cannot be told from sparse vegetation.
@@ -39,8 +45,12 @@ overridden per cluster id (``class_names``).
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Mapping
+import re
+import warnings
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -114,59 +124,95 @@ class ClassName:
         }
 
 
-def signature_indices(means: Mapping[str, float]) -> dict[str, float]:
-    """The rules' indices (spyndex formulas) of one mean signature; NaN where a band is missing."""
+def _indices(values: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The rules' indices (spyndex formulas) of arrays of reflectances; NaN where a band is
+    missing or the index is undefined."""
     import spyndex  # heavy import, only when clusters are named
 
-    values: dict[str, float] = {}
+    size = len(next(iter(values.values()))) if values else 0
+    result: dict[str, np.ndarray] = {}
     for name in INDICES:
         symbols = spyndex.indices[name].bands
-        if not all(_SYMBOLS.get(s) in means for s in symbols):
-            values[name] = math.nan
+        if not all(_SYMBOLS.get(s) in values for s in symbols):
+            result[name] = np.full(size, np.nan)
             continue
-        params = {s: float(means[_SYMBOLS[s]]) for s in symbols}
+        params = {s: np.asarray(values[_SYMBOLS[s]], dtype=np.float64) for s in symbols}
         with np.errstate(divide="ignore", invalid="ignore"):
-            value = float(spyndex.computeIndex(index=name, params=params))
-        values[name] = value if math.isfinite(value) else math.nan
-    return values
+            index = np.asarray(spyndex.computeIndex(index=name, params=params), dtype=np.float64)
+        result[name] = np.where(np.isfinite(index), index, np.nan)
+    return result
+
+
+def _rules(
+    values: Mapping[str, np.ndarray],
+) -> tuple[list[tuple[str, str, np.ndarray]], dict[str, np.ndarray]]:
+    """Every naming rule in order as (name, rule, where it holds), for arrays of reflectances,
+    and the index arrays; the first rule that holds names a signature (NaN compares False)."""
+    ix = _indices(values)
+    size = len(next(iter(ix.values())))
+    ndvi, ndwi, mndwi, ndsi, ndbi = (ix[k] for k in ("NDVI", "NDWI", "MNDWI", "NDSI", "NDBI"))
+
+    def get(band: str) -> np.ndarray:
+        return np.asarray(values[band], np.float64) if band in values else np.full(size, np.nan)
+
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a mean of no measured band is NaN
+        visible = np.nanmean([get(b) for b in ("blue", "green", "red")], axis=0)
+        brightness = np.nanmean([get(b) for b in _REFLECTANCES], axis=0)
+    hot = get("blue") - 0.5 * get("red") - 0.08
+    no_swir = "; no SWIR band, so built-up cannot be told apart" if np.isnan(ndbi).all() else ""
+    rules = [
+        (
+            SNOW,
+            "NDSI >= 0.4 and NIR > 0.11 (Hall et al. 1995)",
+            (ndsi >= 0.4) & (get("nir") > 0.11),
+        ),
+        (
+            CLOUD,
+            "HOT > 0 and mean visible >= 0.2 (Zhang et al. 2002; Zhu & Woodcock 2012)",
+            (hot > 0) & (visible >= 0.2),
+        ),
+        (WATER, "NDWI > 0 (McFeeters 1996)", ndwi > 0),
+        (WATER, "MNDWI > 0 and NDVI < 0 (Xu 2006)", (mndwi > 0) & (ndvi < 0)),
+        (DARK, "mean reflectance < 0.05, not water", brightness < 0.05),
+        (UNLABELLED, "no red or NIR band: NDVI unknown", np.isnan(ndvi)),
+        (DENSE_VEGETATION, "NDVI >= 0.6 (Weier & Herring 2000)", ndvi >= 0.6),
+        (
+            BUILT_UP,
+            "0.2 <= NDVI < 0.3 and NDBI > 0 (Zha et al. 2003)",
+            (ndvi >= 0.2) & (ndvi < 0.3) & (ndbi > 0),
+        ),
+        (SPARSE_VEGETATION, f"0.2 <= NDVI < 0.6 (Weier & Herring 2000){no_swir}", ndvi >= 0.2),
+        (BARE, "0 <= NDVI < 0.2 (Weier & Herring 2000)", ndvi >= 0),
+        (UNLABELLED, "NDVI < 0 but neither water, snow nor cloud", np.ones(size, dtype=bool)),
+    ]
+    return rules, ix
+
+
+def signature_indices(means: Mapping[str, float]) -> dict[str, float]:
+    """The rules' indices (spyndex formulas) of one mean signature; NaN where a band is missing."""
+    ix = _indices({band: np.array([float(v)]) for band, v in means.items()})
+    return {name: float(values[0]) for name, values in ix.items()}
 
 
 def propose_name(means: Mapping[str, float]) -> tuple[str, str, dict[str, float]]:
     """(name, rule, indices) for a cluster whose mean reflectance per band is ``means``."""
-    ix = signature_indices(means)
-    ndvi, ndwi, mndwi, ndsi, ndbi = (ix[k] for k in ("NDVI", "NDWI", "MNDWI", "NDSI", "NDBI"))
+    rules, ix = _rules({band: np.array([float(v)]) for band, v in means.items()})
+    name, rule = next((name, rule) for name, rule, holds in rules if holds[0])
+    return name, rule, {k: float(v[0]) for k, v in ix.items()}
 
-    def get(band: str) -> float:
-        return float(means.get(band, math.nan))
 
-    seen = [v for v in (get("blue"), get("green"), get("red")) if math.isfinite(v)]
-    visible = float(np.mean(seen)) if seen else math.nan  # no visible band measured: unknown
-    reflectances = [get(b) for b in _REFLECTANCES if b in means]
-    brightness = float(np.mean(reflectances)) if reflectances else math.nan
-    hot = get("blue") - 0.5 * get("red") - 0.08
-
-    if ndsi >= 0.4 and get("nir") > 0.11:
-        return SNOW, "NDSI >= 0.4 and NIR > 0.11 (Hall et al. 1995)", ix
-    if hot > 0 and visible >= 0.2:
-        return CLOUD, "HOT > 0 and mean visible >= 0.2 (Zhang et al. 2002; Zhu & Woodcock 2012)", ix
-    if ndwi > 0:
-        return WATER, "NDWI > 0 (McFeeters 1996)", ix
-    if mndwi > 0 and ndvi < 0:
-        return WATER, "MNDWI > 0 and NDVI < 0 (Xu 2006)", ix
-    if brightness < 0.05:
-        return DARK, "mean reflectance < 0.05, not water", ix
-    if math.isnan(ndvi):
-        return UNLABELLED, "no red or NIR band: NDVI unknown", ix
-    if ndvi >= 0.6:
-        return DENSE_VEGETATION, "NDVI >= 0.6 (Weier & Herring 2000)", ix
-    if 0.2 <= ndvi < 0.3 and ndbi > 0:  # NaN (no SWIR) compares False
-        return BUILT_UP, "0.2 <= NDVI < 0.3 and NDBI > 0 (Zha et al. 2003)", ix
-    if ndvi >= 0.2:
-        note = "" if not math.isnan(ndbi) else "; no SWIR band, so built-up cannot be told apart"
-        return SPARSE_VEGETATION, f"0.2 <= NDVI < 0.6 (Weier & Herring 2000){note}", ix
-    if ndvi >= 0:
-        return BARE, "0 <= NDVI < 0.2 (Weier & Herring 2000)", ix
-    return UNLABELLED, "NDVI < 0 but neither water, snow nor cloud", ix
+def pixel_covers(X: np.ndarray, features: Sequence[str]) -> np.ndarray:
+    """The land cover the rules give each row of ``X`` (reflectances, columns ``features``):
+    the name each pixel would get as a cluster of its own. Object array of names."""
+    values = {band: X[:, i] for i, band in enumerate(features) if band in _REFLECTANCES}
+    rules, _ = _rules(values)
+    names: np.ndarray = np.select(
+        [holds for _, _, holds in rules],
+        np.array([name for name, _, _ in rules], dtype=object),
+        default=UNLABELLED,
+    )
+    return names
 
 
 def name_clusters(
@@ -194,7 +240,57 @@ def name_clusters(
         if overrides and str(cluster_id) in overrides:
             name, rule = overrides[str(cluster_id)], f"set in class_names (proposed: {name})"
         names.append(ClassName(int(cluster_id), name, rule, indices))
-    return names
+    return _distinct(names, {int(i): _brightness(m) for i, m in means_by_id.items()})
+
+
+#: The qualifiers :func:`_distinct` gives clusters of one name, darkest first, by their count.
+_QUALIFIERS = {2: ("darker", "brighter"), 3: ("darkest", "mid-brightness", "brightest")}
+_QUALIFIED = re.compile(
+    r" \((?:darker|brighter|darkest|mid-brightness|brightest|brightness \d+ of \d+)\)$"
+)
+
+
+def _qualifiers(n: int) -> tuple[str, ...]:
+    return _QUALIFIERS.get(n) or tuple(f"brightness {i} of {n}" for i in range(1, n + 1))
+
+
+def cover_of(name: str) -> str:
+    """The land cover of a class name: the name without the brightness qualifier that told two
+    clusters of one cover apart ("dense vegetation (darker)" -> "dense vegetation")."""
+    return _QUALIFIED.sub("", name)
+
+
+def _brightness(means: Mapping[str, float]) -> float:
+    values = [float(means[b]) for b in _REFLECTANCES if b in means and math.isfinite(means[b])]
+    return float(np.mean(values)) if values else math.nan
+
+
+def _distinct(names: list[ClassName], brightness: Mapping[int, float]) -> list[ClassName]:
+    """``names`` with every name that more than one cluster has qualified by brightness, darkest
+    first, so that a legend, a GDAL category or a transition never shows one name twice."""
+    by_name: dict[str, list[ClassName]] = defaultdict(list)
+    for named in names:
+        by_name[named.name].append(named)
+    renamed: dict[int, ClassName] = {}
+    for name, group in by_name.items():
+        if len(group) < 2:
+            continue
+        ordered = sorted(group, key=lambda c: (np.nan_to_num(brightness.get(c.id, 0.0)), c.id))
+        for named, qualifier in zip(ordered, _qualifiers(len(group)), strict=True):
+            renamed[named.id] = ClassName(
+                named.id,
+                f"{name} ({qualifier})",
+                f"{named.rule}; {qualifier} of the {len(group)} clusters so named "
+                "(mean reflectance)",
+                named.indices,
+            )
+    result = [renamed.get(c.id, c) for c in names]
+    taken: set[str] = set()
+    for index, named in enumerate(result):
+        if named.name in taken:  # a qualified name that another class already had, as given
+            result[index] = dataclasses.replace(named, name=f"{named.name} #{named.id}")
+        taken.add(result[index].name)
+    return result
 
 
 def means_of(signatures: Any) -> dict[int, dict[str, float]]:

@@ -489,8 +489,8 @@ def plot_elbow(
     knee: int | None = None,
     silhouette_k: int | None = None,
 ) -> Path:
-    """Inertia against k (silhouette on a second axis when present); the chosen k, the elbow's
-    knee and the silhouette's best k marked."""
+    """Inertia against k (silhouette and cover agreement on a second axis when present); the
+    chosen k, the elbow's knee and the silhouette's best k marked."""
     curve = curve.sort_values("k")
     fig = _new_figure(CHART_SIZE)
     ax = fig.add_subplot()
@@ -511,8 +511,17 @@ def plot_elbow(
             color="tab:orange",
             label="Mean silhouette (sampled)",
         )
-        ax2.set_ylabel("Mean silhouette (−1 … 1, higher = better)", color="tab:orange")
+        ax2.set_ylabel("Mean silhouette (−1 … 1) / cover agreement (0 … 1)", color="tab:orange")
         handles.append(silhouette_line)
+        if "cover_agreement" in curve and np.isfinite(curve["cover_agreement"]).any():
+            (cover_line,) = ax2.plot(
+                curve["k"],
+                curve["cover_agreement"],
+                marker="^",
+                color="tab:purple",
+                label="Cover agreement (share of pixels whose own cover is their cluster's)",
+            )
+            handles.append(cover_line)
         if silhouette_k is not None:
             best = curve[curve["k"] == silhouette_k]
             handles.append(

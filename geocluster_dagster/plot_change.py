@@ -10,7 +10,7 @@ import pandas as pd
 from matplotlib.colors import LogNorm
 from matplotlib.patches import Patch
 
-from .change import CHANGED, UNCHANGED
+from .change import CHANGED, UNCHANGED, WITHIN_COVER
 from .plot import (
     NODATA_COLOR,
     PathLike,
@@ -23,6 +23,7 @@ from .plot import (
 )
 
 UNCHANGED_COLOR = (0.86, 0.86, 0.86, 1.0)
+SAME_COVER_COLOR = (0.63, 0.63, 0.63, 1.0)
 
 
 def plot_change_map(
@@ -34,7 +35,8 @@ def plot_change_map(
     title: str,
     crs_label: str | None,
 ) -> Path:
-    """Changed pixels in the colour of the class they became, unchanged grey, unknown hatched.
+    """Changed pixels in the colour of the class they became, unchanged light grey, another
+    cluster of the same cover darker grey, unknown hatched.
 
     ``layers`` is a (3, h, w) preview of the change COG: from, to, change.
     """
@@ -44,6 +46,7 @@ def plot_change_map(
     lookup = np.array([NODATA_COLOR, *((*c, 1.0) for c in colors)])
     image = np.where((state == CHANGED)[..., None], lookup[to], NODATA_COLOR)
     image[state == UNCHANGED] = UNCHANGED_COLOR
+    image[state == WITHIN_COVER] = SAME_COVER_COLOR
     valid = state > 0
     share = {
         int(c): float(np.mean(to[state == CHANGED] == c)) for c in np.unique(to[state == CHANGED])
@@ -51,7 +54,11 @@ def plot_change_map(
     handles = [
         Patch(
             facecolor=UNCHANGED_COLOR, label=f"unchanged ({np.mean(state[valid] == UNCHANGED):.1%})"
-        )
+        ),
+        Patch(
+            facecolor=SAME_COVER_COLOR,
+            label=f"same cover, other cluster ({np.mean(state[valid] == WITHIN_COVER):.1%})",
+        ),
     ]
     handles += [
         Patch(
@@ -60,7 +67,7 @@ def plot_change_map(
         for c, s in sorted(share.items())
         if c > 0
     ]
-    handles.append(_masked_patch("unknown: no data in either date"))
+    handles.append(_masked_patch("unknown: no data on one date or both"))
     return categorical_map(
         image,
         extent,

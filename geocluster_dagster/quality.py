@@ -310,3 +310,43 @@ def judge_overlap(overlap: float, min_overlap: float, dates: tuple[str, str]) ->
         + ("" if ok else f" (below min_overlap={min_overlap}): the change covers part of the AOI"),
         {"overlap": round(overlap, 4), "from_date": dates[0], "to_date": dates[1]},
     )
+
+
+def judge_plausible_change(
+    summary: Mapping[str, Any], warn_changed_share: float, warn_stable_change: float
+) -> Judgement:
+    """The change is believable: little of what both dates label confidently changed land cover,
+    and little of what the user marked as stable did (the summary of
+    :func:`geocluster_dagster.change.compare_dates`)."""
+    confident = summary["confident"]
+    stable = summary.get("stable_areas")
+    problems = []
+    if confident["changed_share"] > warn_changed_share:
+        problems.append(
+            f"{confident['changed_share']:.1%} of the {confident['compared_pixels']} pixels both "
+            f"dates label confidently changed land cover (above warn_changed_share="
+            f"{warn_changed_share}): check the cloud masks, that both dates are of one season, "
+            "and the change map, before trusting it; raise warn_changed_share for a known event"
+        )
+    if stable and stable["changed_share"] > warn_stable_change:
+        problems.append(
+            f"{stable['changed_share']:.1%} of the {stable['compared_pixels']} compared pixels in "
+            f"the stable_areas changed land cover (above warn_stable_change={warn_stable_change}):"
+            " the change there is the method's, not the ground's"
+        )
+    measured = (
+        f"{confident['changed_share']:.1%} of the confidently labelled pixels changed land cover"
+        + (f"; {stable['changed_share']:.1%} of the stable areas did" if stable else "")
+    )
+    return Judgement(
+        "plausible_change",
+        not problems,
+        "warn",
+        "; ".join(problems) if problems else measured,
+        {
+            "confident_changed_share": confident["changed_share"],
+            "confident_pixels": confident["compared_pixels"],
+            "stable_changed_share": stable["changed_share"] if stable else None,
+            "stable_pixels": stable["compared_pixels"] if stable else None,
+        },
+    )

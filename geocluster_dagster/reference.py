@@ -32,7 +32,7 @@ from .errors import ConfigError, NoClearPixels
 from .fields import described
 
 #: ``model`` values that are not a path or another AOI's reference.
-PARTITION, AOI_REFERENCE = "partition", "aoi_reference"
+AUTO, PARTITION, AOI_REFERENCE = "auto", "partition", "aoi_reference"
 #: ``model: aoi:<id>`` applies the reference model of AOI <id>.
 OTHER_AOI_PREFIX = "aoi:"
 
@@ -43,7 +43,7 @@ OTHER_AOI_PREFIX = "aoi:"
 MATCH_MAX_DISTANCE = 0.5
 
 
-ModelKind = Literal["partition", "aoi_reference", "aoi", "path"]
+ModelKind = Literal["auto", "partition", "aoi_reference", "aoi", "path"]
 
 
 @dataclass(frozen=True)
@@ -51,10 +51,12 @@ class ModelSettings:
     """Which model makes a partition's map, and so where its cluster ids come from."""
 
     model: str = described(
-        PARTITION,
+        AUTO,
+        "auto (default): apply the AOI's reference model (cluster_model) when it has one, so "
+        "every date's ids mean the same cover, else fit this partition alone; "
         "partition: fit this partition alone, then give its clusters the ids of the AOI's "
-        "reference model (cluster_model) by matching centres, when one exists; "
-        "aoi_reference: apply the AOI's reference model (ids identical in every date); "
+        "reference model by matching centres, when one exists; "
+        "aoi_reference: apply the AOI's reference model (it must exist); "
         "aoi:<id>: apply AOI <id>'s reference model; or a path to a model.json to apply.",
     )
     match_max_distance: float = described(
@@ -67,7 +69,7 @@ class ModelSettings:
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model.strip():
             raise ConfigError(
-                "model is empty: use partition, aoi_reference, aoi:<id> or a path to a model.json."
+                "model is empty: use auto, partition, aoi_reference, aoi:<id> or a path to a model.json."
             )
         if self.model.startswith(OTHER_AOI_PREFIX) and not self.model[len(OTHER_AOI_PREFIX) :]:
             raise ConfigError(
@@ -81,6 +83,8 @@ class ModelSettings:
 
     @property
     def kind(self) -> ModelKind:
+        if self.model == AUTO:
+            return "auto"
         if self.model == PARTITION:
             return "partition"
         if self.model == AOI_REFERENCE:

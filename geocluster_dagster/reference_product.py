@@ -117,11 +117,16 @@ def model_plan(
 ) -> ModelPlan:
     """How the partition of ``aoi_id`` gets its model, as ``choice.model`` says.
 
-    ``reference_folder(aoi)`` is where that AOI's reference model is written. With ``partition``
-    a missing reference is fine (ids by brightness, as before any reference was fitted); a
-    reference asked for by name must exist.
+    ``reference_folder(aoi)`` is where that AOI's reference model is written. With ``auto`` and
+    ``partition`` a missing reference is fine (ids by brightness, as before any reference was
+    fitted); a reference asked for by name must exist.
     """
     kind = choice.kind
+    if kind == "auto":
+        file = reference_model_file(reference_folder(aoi_id))
+        if not file.exists():
+            return ModelPlan()
+        return ModelPlan("apply", load_model(file), str(file))
     if kind == "partition":
         file = reference_model_file(reference_folder(aoi_id))
         if not file.exists():
@@ -133,7 +138,7 @@ def model_plan(
         model = open_reference(
             folder,
             fix=f"materialize cluster_model for AOI {other!r} first (in the UI: the cluster_model "
-            f"asset, partition {other}), or set clusters.model: partition.",
+            f"asset, partition {other}), or set clusters.model: auto (fits the partition alone until the AOI has one).",
         )
         return ModelPlan("apply", model, str(reference_model_file(folder)))
     location = expand_path(choice.model, "clusters.model")

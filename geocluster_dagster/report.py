@@ -163,12 +163,35 @@ def write_report(inputs: ReportInputs, target: Path) -> Path:
             parts += [f"<h2>{caption}</h2>", _png(png)]
     if inputs.change is not None and (inputs.change / "summary.json").exists():
         change = json.loads((inputs.change / "summary.json").read_text())
+        confident = change.get("confident") or {}
+        stable = change.get("stable_areas")
+        largest = "; ".join(html.escape(t) for t in change["largest_transitions"])
+        model = (change.get("model") or {}).get("description")
         parts.append(
             f"<h2>Change since {html.escape(str(change['from_date']))}</h2><p>"
-            f"{change['changed_share']:.1%} of the compared pixels changed "
-            f"({change['changed_hectares']:,.1f} ha). Largest transitions: "
-            + "; ".join(html.escape(t) for t in change["largest_transitions"])
-            + ".</p>"
+            + (
+                f"Both dates classified by {html.escape(model)}, so an id means the same "
+                "cluster in both. "
+                if model
+                else ""
+            )
+            + f"{change['changed_share']:.1%} of the compared pixels changed land cover "
+            f"({change['changed_hectares']:,.1f} ha); "
+            f"{change.get('same_cover_share', 0):.1%} moved to another cluster of the same cover "
+            "(not counted as change). "
+            + (
+                f"Among the pixels both dates label confidently, "
+                f"{confident['changed_share']:.1%} changed. "
+                if confident
+                else ""
+            )
+            + (
+                f"In the areas marked stable, {stable['changed_share']:.1%} changed. "
+                if stable
+                else ""
+            )
+            + (f"Largest transitions: {largest}." if largest else "No land cover changed.")
+            + "</p>"
         )
         for stem, caption in CHANGE_FIGURES:
             png = inputs.change / f"{stem}.png"

@@ -27,7 +27,6 @@ from geocluster_dagster.defs.partitions import partition_key
 from geocluster_dagster.defs.readable import DENOMINATORS
 from geocluster_dagster.defs.resources import AOIRegistry, DaskCluster, StacCatalog
 from geocluster_dagster.demo import (
-    DEMO_CLASSES,
     DEMO_MONTH,
     DEMO_QA_CODES,
     build_demo,
@@ -44,6 +43,14 @@ from geocluster_dagster.evaluate import (
 from geocluster_dagster.export import open_geotiff
 from geocluster_dagster.geotiff_product import open_image
 from geocluster_dagster.mask import DEFAULT_MASK_FLAGS
+from geocluster_dagster.naming import (
+    BARE,
+    BUILT_UP,
+    DENSE_VEGETATION,
+    SPARSE_VEGETATION,
+    WATER,
+    cover_of,
+)
 
 from .conftest import S2_29RKH
 
@@ -586,19 +593,36 @@ def test_automatic_k_on_the_demo_is_within_one_of_its_land_covers(demo, dask_clu
     meta = _materialization(result, "clusters").metadata
     choice = meta["k_choice"].value
     k = meta["n_clusters"].value
-    assert abs(k - len(DEMO_CLASSES)) <= 1, choice
-    assert choice["chosen"] == k and choice["k_values"] == list(range(2, 13))
-    assert {"knee", "silhouette_best", "reason", "disagree"} <= set(choice)
+    # k is the fewest clusters whose covers agree with their pixels' own: every cover of the
+    # demo's ground then has a cluster named after it (at the knee, k=4, its water was named
+    # shadow/dark).
+    assert choice["chosen"] == choice["cover_best"] == k and choice["k_values"] == list(
+        range(2, 13)
+    )
+    assert {"knee", "silhouette_best", "cover_best", "reason", "disagree"} <= set(choice)
     summary = json.loads((out / "clusters" / "demo" / DEMO_MONTH / "summary.json").read_text())
     assert summary["n_clusters"] == k and summary["k_choice"] == choice
+    covers = {cover_of(c["name"]) for c in summary["classes"]}
+    # forest, cropland and wetland, the river and lakes; the town is built-up or, in its dense
+    # core, bare soil/rock (naming's documented limit)
+    assert covers >= {WATER, DENSE_VEGETATION, SPARSE_VEGETATION}, summary["classes"]
+    assert covers & {BUILT_UP, BARE}, summary["classes"]
+    names = [c["name"] for c in summary["classes"]]
+    assert len(set(names)) == len(names) == k
     diagnostics = _materialization(result, "diagnostics").metadata
     assert diagnostics["silhouette_best_k"].value >= 2
-    assert diagnostics["k_advice"].value.startswith(f"k={k} is at the elbow's knee")
+    assert diagnostics["k_advice"].value.startswith(f"k={k} is the fewest clusters that separate")
+    assert diagnostics["cover_best_k"].value == k
     # diagnostics reuse the curve k was chosen from: it is what fitting it again gives
     stored = open_clusters(out / "clusters" / "demo" / DEMO_MONTH)
     reused = pd.read_csv(out / "diagnostics" / "demo" / DEMO_MONTH / "elbow.csv")
     rows = subsample_index(len(stored.sample), ELBOW_SAMPLE_SIZE, 0)
-    again = elbow_curve(stored.sample[rows], list(range(2, 13)), stored.model.settings)
+    again = elbow_curve(
+        stored.sample[rows],
+        list(range(2, 13)),
+        stored.model.settings,
+        features=stored.model.features,
+    )
     pd.testing.assert_frame_equal(reused, again, check_dtype=False)
     assert (out / "diagnostics" / "demo" / DEMO_MONTH / "elbow.png").stat().st_size > 0
 

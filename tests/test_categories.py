@@ -9,7 +9,7 @@ import rasterio
 from rio_cogeo.cogeo import cog_validate
 
 from geocluster_dagster.categories import class_colours
-from geocluster_dagster.change import CHANGE_MAP, DatedMap, compare_maps
+from geocluster_dagster.change import CHANGE_MAP, DatedImage, common_model, compare_dates
 from geocluster_dagster.cluster import ClusterSettings
 from geocluster_dagster.cluster_product import CLUSTER_MAP, ModelPlan, open_clusters, write_clusters
 
@@ -58,21 +58,24 @@ def test_the_cluster_map_carries_its_colours_names_and_attribute_table(tmp_path)
 
 def test_the_change_map_names_its_three_bands(tmp_path):
     model = None
-    maps = {}
+    dated = {}
     for date, stack in (("1999-11-01", STACK_1999), ("2002-04-01", STACK_2002)):
         plan = ModelPlan("apply", model, "ref") if model else ModelPlan()
-        write_clusters(landsat7_dataset(stack, mask_clouds=True)[BANDS], ClusterSettings(n_clusters=5), tmp_path / date, aoi_id="l7", plan=plan)  # fmt: skip
+        image = landsat7_dataset(stack, mask_clouds=True)[BANDS]
+        write_clusters(image, ClusterSettings(n_clusters=5), tmp_path / date, aoi_id="l7", plan=plan)  # fmt: skip
         stored = open_clusters(tmp_path / date)
         model = model or stored.model
-        # Both maps hold the 1999 model's ids: record them as one reference, as cluster_model would.
-        record = {**stored.summary["model"], "reference": "ref", "reference_digest": "same"}
-        maps[date] = DatedMap(
-            date, stored.cluster_map_path, stored.model.names_by_id, json.dumps(record)
-        )
-    compare_maps(maps["1999-11-01"], maps["2002-04-01"], tmp_path / "change")
+        dated[date] = DatedImage(date, image, stored.model)
+    before, after = dated["1999-11-01"], dated["2002-04-01"]
+    compare_dates(before, after, common_model(before, after), tmp_path / "change")
     path = tmp_path / "change" / CHANGE_MAP
     assert cog_validate(str(path), quiet=True)[0]
     info = gdalinfo(path)
     assert [b["description"] for b in info["bands"]] == ["from", "to", "change"]
-    assert info["bands"][2]["categories"] == ["", "unchanged", "changed"]
+    assert info["bands"][2]["categories"] == [
+        "",
+        "unchanged",
+        "changed",
+        "same cover, other cluster",
+    ]
     assert info["bands"][1]["categories"][1:] == [model.names_by_id[i] for i in range(1, 6)]

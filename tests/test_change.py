@@ -1,4 +1,6 @@
-"""Change between two dates on real data: the Brumadinho mudflow, and clouds that are unknown."""
+"""Change between two dates on real data: the Brumadinho mudflow, and clouds that are unknown.
+
+Both dates are always classified by one model, so change is never the flicker of two fits."""
 
 from __future__ import annotations
 
@@ -8,20 +10,24 @@ import numpy as np
 import pandas as pd
 import pytest
 import rasterio
+import shapely
 
 from geocluster_dagster.change import (
     CHANGE_MAP,
     CHANGED,
-    UNCHANGED,
+    MODEL,
     UNKNOWN,
     ChangeSettings,
-    DatedMap,
-    compare_maps,
+    DatedImage,
+    common_model,
+    compare_dates,
 )
 from geocluster_dagster.cluster import ClusterSettings
 from geocluster_dagster.cluster_product import ModelPlan, open_clusters, write_clusters
-from geocluster_dagster.errors import ConfigError, NotComparable
-from geocluster_dagster.naming import DENSE_VEGETATION
+from geocluster_dagster.errors import ConfigError
+from geocluster_dagster.model_file import load_model, model_digest
+from geocluster_dagster.naming import DENSE_VEGETATION, cover_of
+from geocluster_dagster.quality import judge_plausible_change
 from geocluster_dagster.reference import PoolSettings
 from geocluster_dagster.reference_product import write_reference_model
 
@@ -30,31 +36,44 @@ from .test_cluster import landsat7_dataset
 from .test_reference import AFTER, BEFORE, _stable_overlap, brumadinho  # noqa: F401
 
 
-def _dated(folder, date):
-    stored = open_clusters(folder)
-    return DatedMap(
-        date, stored.cluster_map_path, stored.model.names_by_id, json.dumps(stored.summary["model"])
-    )
-
-
-def _maps_of(images, root, plan_of):
-    """Each date's cluster map, made as ``plan_of(date)`` says."""
-    maps = {}
+def _dated(images, root, plan_of, settings=None):
+    """Each date's GeoTIFF with the model of its cluster map, made as ``plan_of(date)`` says."""
+    dated = {}
     for date, image in images.items():
-        plan = plan_of(date)
-        write_clusters(image, ClusterSettings(n_clusters=6), root / date, aoi_id="x", plan=plan)
-        maps[date] = _dated(root / date, date)
-    return maps
+        write_clusters(
+            image, settings or ClusterSettings(), root / date, aoi_id="x", plan=plan_of(date)
+        )
+        dated[date] = DatedImage(date, image, open_clusters(root / date).model)
+    return dated
 
 
-def test_the_brumadinho_mudflow_is_vegetation_that_became_something_else(brumadinho, tmp_path):  # noqa: F811
-    root, images = brumadinho
-    reference = write_reference_model(
-        images, ClusterSettings(n_clusters=6), PoolSettings(), tmp_path / "ref", aoi_id="b"
-    ).model
-    source = str(tmp_path / "ref" / "model.json")
-    maps = _maps_of(images, tmp_path, lambda _: ModelPlan("apply", reference, source))
-    facts = compare_maps(maps[BEFORE], maps[AFTER], tmp_path / "change")
+def _read(folder):
+    with rasterio.open(folder / CHANGE_MAP) as src:
+        return src.read()
+
+
+@pytest.mark.parametrize("with_reference", [True, False], ids=["reference", "no_reference"])
+def test_the_brumadinho_mudflow_changes_and_the_stable_land_does_not_under_the_defaults(
+    brumadinho,  # noqa: F811
+    tmp_path,
+    with_reference,
+):
+    """Default settings throughout (k chosen from the data): with the AOI's reference model
+    applied to both dates, and with each date fitted alone (then classified by one model of
+    both dates)."""
+    _, images = brumadinho
+    reference = None
+    if with_reference:
+        reference = write_reference_model(
+            images, ClusterSettings(), PoolSettings(), tmp_path / "ref", aoi_id="b"
+        ).model
+    plan = (
+        (lambda _: ModelPlan("apply", reference, "ref")) if reference else (lambda _: ModelPlan())
+    )
+    dated = _dated(images, tmp_path, plan)
+    common = common_model(dated[BEFORE], dated[AFTER], reference=None)
+    assert common.how == ("shared" if with_reference else "pooled")
+    facts = compare_dates(dated[BEFORE], dated[AFTER], common, tmp_path / "change")
     summary, transitions = facts.summary, facts.transitions
     # The matrix accounts for every compared pixel; 30 m pixels are 0.09 ha.
     assert transitions["pixels"].sum() == summary["compared_pixels"] > 100_000
@@ -63,35 +82,101 @@ def test_the_brumadinho_mudflow_is_vegetation_that_became_something_else(brumadi
     areas = facts.class_areas
     assert areas["hectares_before"].sum() == pytest.approx(summary["compared_pixels"] * 0.09)
     assert areas["delta_hectares"].sum() == pytest.approx(0, abs=1e-6)
-    with rasterio.open(tmp_path / "change" / CHANGE_MAP) as src:
-        assert src.descriptions == ("from", "to", "change")
-        before, after, state = src.read()
+    before, after, state = _read(tmp_path / "change")
     assert ((state == UNKNOWN) == ((before == 0) | (after == 0))).all()
     stable, mudflow = _stable_overlap(images, before, after)
     # In the mudflow valley, vegetation became another cover; elsewhere little changed.
-    assert (state[mudflow] == CHANGED).mean() > 0.85, (state[mudflow] == CHANGED).mean()
-    names = reference.names_by_id
-    was = pd.Series([names[i] for i in before[mudflow & (state == CHANGED)]])
-    became = pd.Series([names[i] for i in after[mudflow & (state == CHANGED)]])
+    mud_changed, stable_changed = (
+        (state[mudflow] == CHANGED).mean(),
+        (state[stable] == CHANGED).mean(),
+    )
+    assert mud_changed > 0.85, mud_changed  # measured 0.92 (reference), 0.92 (no reference)
+    assert stable_changed <= 0.10, stable_changed  # measured 0.081, 0.08
+    names = common.model.names_by_id
+    was = pd.Series([cover_of(names[i]) for i in before[mudflow & (state == CHANGED)]])
+    became = pd.Series([cover_of(names[i]) for i in after[mudflow & (state == CHANGED)]])
     assert (was == DENSE_VEGETATION).mean() > 0.8
     assert (became != DENSE_VEGETATION).mean() > 0.9
-    assert (state[stable] == UNCHANGED).mean() > 0.8  # measured 0.867
+    # No two classes share a name; a move between two clusters of one cover is not change.
+    assert len(set(names.values())) == len(names)
+    moves = transitions.assign(
+        one_cover=[
+            cover_of(a) == cover_of(b)
+            for a, b in zip(transitions.from_name, transitions.to_name, strict=True)
+        ]
+    )
+    assert not (moves.changed & moves.one_cover).any()
+    assert (moves.same_cover == (moves.one_cover & (moves.from_id != moves.to_id))).all()
     assert len(summary["largest_transitions"]) == 3 and "->" in summary["largest_transitions"][0]
     assert summary["overlap"] > 0.9
+    assert load_model(tmp_path / "change" / MODEL).names_by_id == names
+    assert summary["model"]["digest"] == model_digest(common.model)
     assert {p.name for p in (tmp_path / "change").iterdir()} >= {
         "change_map.png",
         "transitions.png",
     }
 
 
-def test_maps_fitted_alone_are_not_compared(brumadinho, tmp_path):  # noqa: F811
+def test_maps_fitted_alone_are_compared_in_one_model_of_both_dates(brumadinho, tmp_path):  # noqa: F811
+    """Two fits number their clusters each its own way: their ids are never compared. One
+    model of both dates classifies both, so identical spectra get identical labels."""
     _, images = brumadinho
-    maps = _maps_of(images, tmp_path, lambda _: ModelPlan())
-    with pytest.raises(
-        NotComparable, match="fitted alone, so their ids follow brightness.*cluster_model"
-    ):
-        compare_maps(maps[BEFORE], maps[AFTER], tmp_path / "change")
-    assert not (tmp_path / "change").exists()
+    dated = _dated(images, tmp_path, lambda _: ModelPlan(), ClusterSettings(n_clusters=5))
+    assert model_digest(dated[BEFORE].model) != model_digest(dated[AFTER].model)
+    common = common_model(dated[BEFORE], dated[AFTER])
+    assert common.how == "pooled" and common.model.n_clusters == 5  # the later map's settings
+    same = DatedImage(AFTER, images[AFTER], dated[AFTER].model)
+    # The same image on both dates: nothing changed, whatever model.
+    facts = compare_dates(
+        DatedImage(BEFORE, images[AFTER], dated[BEFORE].model), same, common, tmp_path / "c"
+    )
+    assert facts.summary["changed_pixels"] == 0 and facts.summary["same_cover_pixels"] == 0
+    assert facts.summary["compared_pixels"] > 100_000
+
+
+def test_maps_of_one_model_are_compared_with_it_and_the_stored_maps_are_the_change_bands(
+    brumadinho,  # noqa: F811
+    tmp_path,
+):
+    _, images = brumadinho
+    reference = write_reference_model(
+        images, ClusterSettings(n_clusters=6), PoolSettings(), tmp_path / "ref", aoi_id="b"
+    ).model
+    dated = _dated(images, tmp_path, lambda _: ModelPlan("apply", reference, "ref"))
+    common = common_model(dated[BEFORE], dated[AFTER])
+    assert common.how == "shared"
+    compare_dates(dated[BEFORE], dated[AFTER], common, tmp_path / "change")
+    before, after, _ = _read(tmp_path / "change")
+    np.testing.assert_array_equal(before, open_clusters(tmp_path / BEFORE).cluster_map.values)
+    np.testing.assert_array_equal(after, open_clusters(tmp_path / AFTER).cluster_map.values)
+
+
+def test_matched_or_refitted_maps_are_classified_by_the_reference(brumadinho, tmp_path):  # noqa: F811
+    """Maps matched to the reference by centres (model: partition), or made with a reference
+    since fitted again: their ids need not mean the same cluster, so the current reference
+    classifies both dates."""
+    _, images = brumadinho
+    settings = ClusterSettings(n_clusters=6)
+    first, second = (
+        write_reference_model(images, replace_seed(settings, s), PoolSettings(), tmp_path / f"r{s}", aoi_id="b").model
+        for s in (0, 1)
+    )  # fmt: skip
+    matched = _dated(images, tmp_path / "m", lambda _: ModelPlan("match", first, "ref"), settings)
+    refitted = _dated(
+        images,
+        tmp_path / "r",
+        lambda d: ModelPlan("apply", first if d == BEFORE else second, "ref"),
+    )
+    for dated in (matched, refitted):
+        common = common_model(dated[BEFORE], dated[AFTER], reference=second, reference_source="r1")
+        assert common.how == "reference" and common.model is second
+        assert "reference model r1" in common.describe()
+
+
+def replace_seed(settings, seed):
+    import dataclasses
+
+    return dataclasses.replace(settings, seed=seed)
 
 
 def test_masked_cloud_is_unknown_not_a_false_change(tmp_path):
@@ -110,15 +195,76 @@ def test_masked_cloud_is_unknown_not_a_false_change(tmp_path):
         reference = write_reference_model(
             images, ClusterSettings(n_clusters=5), PoolSettings(), folder / "ref", aoi_id="l7"
         ).model
-        maps = _maps_of(images, folder, lambda _, r=reference: ModelPlan("apply", r, "ref"))
-        compare_maps(maps["1999-11-01"], maps["2002-04-01"], folder / "change")
-        with rasterio.open(folder / "change" / CHANGE_MAP) as src:
-            results[masked] = src.read(3)
+        dated = _dated(images, folder, lambda _, r=reference: ModelPlan("apply", r, "ref"))
+        common = common_model(dated["1999-11-01"], dated["2002-04-01"])
+        compare_dates(dated["1999-11-01"], dated["2002-04-01"], common, folder / "change")
+        results[masked] = _read(folder / "change")[2]
     assert (results[True][cloudy] == UNKNOWN).all()  # masked: unknown, never "changed"
     assert (results[False][cloudy] == CHANGED).mean() > 0.7  # unmasked, cloud reads as change
 
 
-def test_the_earlier_date_is_the_latest_before_or_the_one_configured():
+def test_change_in_an_area_marked_stable_is_counted_and_judged(brumadinho, tmp_path):  # noqa: F811
+    """The mudflow valley marked (wrongly) as stable: the plausibility check warns with the
+    numbers; a square of land that did not change passes."""
+    _, images = brumadinho
+    reference = write_reference_model(
+        images, ClusterSettings(n_clusters=6), PoolSettings(), tmp_path / "ref", aoi_id="b"
+    ).model
+    dated = _dated(images, tmp_path, lambda _: ModelPlan("apply", reference, "ref"))
+    common = common_model(dated[BEFORE], dated[AFTER])
+    first = compare_dates(dated[BEFORE], dated[AFTER], common, tmp_path / "first")
+    before, after, state = _read(tmp_path / "first")
+    stable_pixels, mudflow = _stable_overlap(images, before, after)
+    rows, cols = np.nonzero(mudflow)
+    image = images[AFTER]
+    x, y = image.x.values, image.y.values
+    box = shapely.box(x[cols.min()], y[rows.max()], x[cols.max()], y[rows.min()])
+    from odc.geo.geom import Geometry
+
+    lonlat = Geometry(box, image.rio.crs).to_crs("EPSG:4326").geom
+    verdicts = {}
+    # A 40 x 40 px square of the land _stable_overlap finds unchanged (no mudflow, no cloud).
+    size = 40
+    sums = np.cumsum(np.cumsum(np.pad(stable_pixels, ((1, 0), (1, 0))), 0), 1)
+    whole = sums[size:, size:] - sums[:-size, size:] - sums[size:, :-size] + sums[:-size, :-size]
+    r, c = np.argwhere(whole == size * size)[0]
+    square = shapely.box(x[c + 2], y[r + size - 3], x[c + size - 3], y[r + 2])
+    quiet = Geometry(square, image.rio.crs).to_crs("EPSG:4326").geom
+    for name, area in (("mudflow", lonlat), ("quiet", quiet)):
+        path = tmp_path / f"{name}.geojson"
+        path.write_text(
+            json.dumps(
+                {"type": "Feature", "properties": {}, "geometry": shapely.geometry.mapping(area)}
+            )
+        )
+        settings = ChangeSettings(stable_areas=str(path))
+        facts = compare_dates(
+            dated[BEFORE], dated[AFTER], common, tmp_path / name, settings=settings
+        )
+        stable = facts.summary["stable_areas"]
+        assert stable["path"] == str(path) and stable["compared_pixels"] > 1_000
+        verdicts[name] = judge_plausible_change(facts.summary, 0.2, 0.1)
+        verdicts[name + "_share"] = stable["changed_share"]
+    assert (
+        not verdicts["mudflow"].passed
+        and "stable_areas changed land cover" in verdicts["mudflow"].description
+    )
+    assert verdicts["mudflow_share"] > 0.1  # measured 0.142: the bounding box of the mudflow
+    assert verdicts["quiet"].passed, verdicts["quiet"].description
+    # The whole-map numbers do not depend on the stable areas.
+    assert first.summary["changed_pixels"] == facts.summary["changed_pixels"]
+
+
+def test_a_confident_change_of_most_of_the_map_is_implausible():
+    summary = {"confident": {"changed_share": 0.35, "compared_pixels": 1000}, "stable_areas": None}
+    verdict = judge_plausible_change(summary, 0.2, 0.1)
+    assert not verdict.passed and "35.0% of the 1000 pixels" in verdict.description
+    assert "warn_changed_share=0.2" in verdict.description
+    summary["confident"]["changed_share"] = 0.01
+    assert judge_plausible_change(summary, 0.2, 0.1).passed
+
+
+def test_settings_refuse_what_cannot_work():
     dates = ["2019-01-01", "2019-01-16", "2019-02-01"]
     assert ChangeSettings().earlier(dates, "2019-02-01") == "2019-01-16"
     assert ChangeSettings().earlier(dates, "2019-01-01") is None
@@ -127,24 +273,16 @@ def test_the_earlier_date_is_the_latest_before_or_the_one_configured():
         ChangeSettings(compare_with="2018-12-01").earlier(dates, "2019-02-01")
     with pytest.raises(ConfigError, match="YYYY-MM-DD"):
         ChangeSettings(compare_with="2019-01")
+    with pytest.raises(ConfigError, match="warn_changed_share=1.5 is invalid"):
+        ChangeSettings(warn_changed_share=1.5)
 
 
-def test_a_reference_fitted_again_between_the_dates_is_not_compared(brumadinho, tmp_path):  # noqa: F811
-    """Same path, new parameters: the ids of the two maps may mean other covers."""
-    _, images = brumadinho
-    source = str(tmp_path / "cluster_model" / "b" / "model.json")
-    first, second = (
-        write_reference_model(
-            images, ClusterSettings(n_clusters=6, seed=seed), PoolSettings(), tmp_path / f"r{seed}", aoi_id="b"
-        ).model
-        for seed in (0, 1)
-    )  # fmt: skip
-    maps = _maps_of(
-        images,
-        tmp_path,
-        lambda date: ModelPlan("apply", first if date == BEFORE else second, source),
-    )
-    with pytest.raises(NotComparable, match="was fitted again between them"):
-        compare_maps(maps[BEFORE], maps[AFTER], tmp_path / "change")
-    same = _maps_of(images, tmp_path / "same", lambda _: ModelPlan("apply", first, source))
-    compare_maps(same[BEFORE], same[AFTER], tmp_path / "change")  # one model: compared
+def test_stable_areas_that_are_not_polygons_are_refused(tmp_path):
+    from geocluster_dagster.change import read_stable_areas
+
+    path = tmp_path / "points.geojson"
+    path.write_text(json.dumps({"type": "Point", "coordinates": [0, 0]}))
+    with pytest.raises(ConfigError, match="holds no valid Polygon"):
+        read_stable_areas(str(path), "EPSG:32723")
+    with pytest.raises(ConfigError, match="not a readable GeoJSON"):
+        read_stable_areas(str(tmp_path / "missing.geojson"), "EPSG:32723")

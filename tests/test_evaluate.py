@@ -207,7 +207,8 @@ def test_scores_are_nan_when_fewer_than_two_clusters_are_populated(samples_1999)
 def test_elbow_curve_fits_each_k_once_in_order(samples_1999):
     settings = ClusterSettings(n_clusters=5, algorithm="kmeans")
     curve = elbow_curve(samples_1999, [6, 2, 4, 2], settings, max_silhouette_samples=1_000)
-    assert list(curve.columns) == ["k", "inertia", "silhouette"]
+    assert list(curve.columns) == ["k", "inertia", "silhouette", "cover_agreement"]
+    assert curve["cover_agreement"].isna().all()  # unnamed columns: no cover to agree with
     assert list(curve["k"]) == [2, 4, 6]
     assert np.all(np.diff(curve["inertia"]) < 0)  # more clusters, tighter clusters
     assert curve["silhouette"].between(-1, 1).all()
@@ -246,6 +247,27 @@ def test_choose_k_says_so_when_the_knee_and_the_silhouette_disagree():
     assert choice.knee == 5 and choice.silhouette_best == 2 and choice.chosen == 5
     assert choice.disagree and "more than one away" in choice.reason
     assert choice.as_dict()["disagree"] is True
+
+
+def test_choose_k_takes_the_fewest_clusters_that_separate_the_covers():
+    curve = _curve([100, 40, 18, 15, 13, 12, 11], [0.40, 0.50, 0.56, 0.52, 0.45, 0.40, 0.38])
+    curve["cover_agreement"] = [0.80, 0.84, 0.80, 0.86, 0.898, 0.90, 0.905]
+    choice = choose_k(curve)
+    # k = 6 is within one point of the best (0.905 at k = 8); the knee (4) merges two covers
+    assert (choice.chosen, choice.cover_best, choice.knee, choice.silhouette_best) == (6, 6, 4, 4)
+    assert "fewest clusters whose land covers agree" in choice.reason and "89.8%" in choice.reason
+    assert "knee at k=4" in choice.reason and choice.as_dict()["cover_best"] == 6
+    curve["cover_agreement"] = np.nan  # no red or NIR: nothing to name, the knee decides
+    assert choose_k(curve).chosen == 4 and choose_k(curve).cover_best is None
+
+
+def test_cover_agreement_on_the_labelled_landsat7_scene_is_a_share_that_rises_with_k(samples_1999):
+    curve = elbow_curve(
+        samples_1999, [2, 6, 10], ClusterSettings(algorithm="kmeans"), features=REFLECTANCE
+    )
+    agreement = curve["cover_agreement"].to_numpy()
+    assert ((agreement > 0.5) & (agreement <= 1)).all(), agreement
+    assert agreement[-1] > agreement[0], agreement  # two clusters merge covers that ten separate
 
 
 def test_choose_k_falls_back_on_the_silhouette_without_a_knee():

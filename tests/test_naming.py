@@ -25,7 +25,9 @@ from geocluster_dagster.naming import (
     UNLABELLED,
     WATER,
     NamingSettings,
+    cover_of,
     name_clusters,
+    pixel_covers,
     propose_name,
 )
 
@@ -74,9 +76,11 @@ def test_the_labelled_landsat7_scene_names_vegetation_and_built_up(landsat7_clus
     dominant = _dominant(labels, np.vectorize(L7_CLASSES.get)(truth[labelled]))
     for cluster, label in dominant.items():
         if label in ("forest", "herbaceous"):
-            assert named[cluster] == DENSE_VEGETATION, (cluster, label, named)
+            assert cover_of(named[cluster]) == DENSE_VEGETATION, (cluster, label, named)
         if label == "urban":
-            assert named[cluster] == BUILT_UP, (cluster, label, named)
+            assert cover_of(named[cluster]) == BUILT_UP, (cluster, label, named)
+    # No two classes of the map share a name.
+    assert len(set(named.values())) == len(named), named
     assert "urban" in dominant.values() and "forest" in dominant.values()
     # Its 16 "water" pixels (NDVI 0.17-0.48, NIR 0.12-0.2) are not open water by any published
     # water index, and no cluster is mostly them.
@@ -109,7 +113,8 @@ def test_the_sentinel2_desert_tile_is_mostly_bare_soil(tmp_path):
         ds.chunk(256), ClusterSettings(n_clusters=5), tmp_path / "c", aoi_id="s2"
     )
     signatures = facts.signatures
-    bare = signatures.loc[signatures["name"] == BARE, "fraction"].sum()
+    bare = signatures.loc[signatures["name"].map(cover_of) == BARE, "fraction"].sum()
+    assert signatures["name"].is_unique, signatures["name"]
     assert bare > 0.9, signatures[["cluster", "name", "fraction"]]
     # No SWIR on this tile: the rules that need it say so rather than guess.
     assert all(np.isnan(c.indices["NDBI"]) for c in facts.classes)
@@ -170,3 +175,40 @@ def test_a_reference_models_names_are_kept_by_the_maps_that_use_it(tmp_path, lan
         plan=ModelPlan("apply", reference, "ref"), naming=NamingSettings(class_names={"2": "pines"}),
     )  # fmt: skip
     assert [c.name for c in overridden.classes][:2] == ["cover 1", "pines"]
+
+
+def test_clusters_the_rules_name_alike_get_distinct_names_by_brightness():
+    dark = dict(blue=0.02, green=0.04, red=0.03, nir=0.30, swir16=0.12)
+    mid = {b: v * 1.3 for b, v in dark.items()}
+    bright = {b: v * 1.6 for b, v in dark.items()}
+    water = dict(blue=0.03, green=0.05, red=0.03, nir=0.02, swir16=0.01)
+    named = {c.id: c for c in name_clusters({4: bright, 2: dark, 3: mid, 1: water})}
+    assert named[1].name == WATER  # a name only one cluster has stays as it is
+    assert [named[i].name for i in (2, 3, 4)] == [
+        f"{DENSE_VEGETATION} (darkest)",
+        f"{DENSE_VEGETATION} (mid-brightness)",
+        f"{DENSE_VEGETATION} (brightest)",
+    ]
+    assert "brightest of the 3 clusters so named" in named[4].rule
+    assert {cover_of(named[i].name) for i in (2, 3, 4)} == {DENSE_VEGETATION}
+    two = name_clusters({1: dark, 2: bright})
+    assert [c.name for c in two] == [
+        f"{DENSE_VEGETATION} (darker)",
+        f"{DENSE_VEGETATION} (brighter)",
+    ]
+    five = name_clusters({i: {b: v * (1 + i / 10) for b, v in dark.items()} for i in range(1, 6)})
+    assert five[0].name == f"{DENSE_VEGETATION} (brightness 1 of 5)"
+    assert cover_of("tailings mud") == "tailings mud"  # a name given by the user stays whole
+
+
+def test_pixel_covers_follow_the_same_rules_as_cluster_names():
+    spectra = [
+        dict(blue=0.02, green=0.04, red=0.03, nir=0.30, swir16=0.12, swir22=0.05),
+        dict(blue=0.03, green=0.05, red=0.03, nir=0.02, swir16=0.01, swir22=0.01),
+        dict(blue=0.2, green=0.28, red=0.35, nir=0.4, swir16=0.45, swir22=0.4),
+        CLOUD_SPECTRUM | {"swir22": 0.3},
+    ]
+    features = ["blue", "green", "red", "nir", "swir16", "swir22"]
+    X = np.array([[s[f] for f in features] for s in spectra])
+    assert list(pixel_covers(X, features)) == [propose_name(s)[0] for s in spectra]
+    assert list(pixel_covers(X, features)) == [DENSE_VEGETATION, WATER, BARE, CLOUD]

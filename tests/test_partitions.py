@@ -91,12 +91,13 @@ def test_half_months_of_one_aoi_share_ids_through_its_reference_model(tmp_path):
     dates = ("2023-06-01", "2023-06-16")
     for date in dates:
         out = cli("materialize", "--aoi", "demo", "--date", date)
-    # Fitted alone, the two maps' ids need not match: no change is computed, and it says why.
-    assert "cluster_change not computed: Cannot compare 2023-06-01 with 2023-06-16" in out
-    # ... once: not again in the step's line nor in its check's line.
-    assert out.count("Cannot compare 2023-06-01 with 2023-06-16") == 1, out
-    assert "nothing compared (why: the warning above)" in out
-    assert not (tmp_path / "cluster_change" / "demo" / "2023-06-16").exists()
+    # Fitted alone, the two maps' ids need not match: both dates are classified by one model
+    # fitted on both, and one landscape seen twice shows no change.
+    alone = json.loads(
+        (tmp_path / "cluster_change" / "demo" / "2023-06-16" / "summary.json").read_text()
+    )
+    assert alone["model"]["how"] == "pooled" and alone["changed_share"] < 0.01
+    assert "cluster_change not computed" not in out
     assert "Pooling 2 date partitions of demo: 2023-06-01, 2023-06-16" in cli(
         "-v",
         "reference",
@@ -120,12 +121,23 @@ def test_half_months_of_one_aoi_share_ids_through_its_reference_model(tmp_path):
     assert change["from_date"] == "2023-06-01" and change["compared_pixels"] == both.sum()
     assert change["changed_share"] < 0.01  # one landscape seen twice
     assert not (tmp_path / "cluster_change" / "demo" / "2023-06-01").exists()  # nothing earlier
-    # Without the reference, its map fitted alone again, 06-16 no longer compares with 06-01:
-    # the change product of the earlier run goes, so that neither the STAC Item nor the report
-    # publishes it.
+    # Without the reference, and 06-01 made again without SWIR bands, 06-16 (fitted alone, on
+    # SWIR too) no longer compares with 06-01: the change product of the earlier run goes, so
+    # that neither the STAC Item nor the report publishes it.
     remove_quietly(tmp_path / "cluster_model" / "demo")  # a link to its version folder
+    no_swir = tmp_path / "no_swir.yaml"
+    no_swir.write_text(
+        yaml.safe_dump(
+            {"ops": {"band_stack": {"config": {"bands": ["blue", "green", "red", "nir"]}}}}
+        )
+    )
+    cli("materialize", "--aoi", "demo", "--date", "2023-06-01", "--config", str(no_swir))
     out = cli("materialize", "--aoi", "demo", "--date", "2023-06-16")
-    assert "cluster_change not computed: Cannot compare" in out
+    assert "cluster_change not computed: Cannot compare 2023-06-01 with 2023-06-16" in out
+    assert "lacks the features ['swir16', 'swir22']" in out and "same band_stack bands" in out
+    # ... once: not again in the step's line nor in its check's line.
+    assert out.count("Cannot compare 2023-06-01 with 2023-06-16") == 1, out
+    assert "nothing compared (why: the warning above)" in out
     assert not (tmp_path / "cluster_change" / "demo" / "2023-06-16").exists()
     item = json.loads((tmp_path / "stac" / "outputs" / "demo" / "2023-06-16.json").read_text())
     assert not any("change" in key for key in item["assets"]), item["assets"]

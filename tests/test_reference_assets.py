@@ -73,7 +73,7 @@ def test_aoi_reference_without_a_reference_says_how_to_make_one(graph):
     message = failure_message(result)
     assert "There is no cluster model at" in message
     assert "materialize cluster_model for AOI 'demo' first" in message
-    assert "clusters.model: partition" in message
+    assert "clusters.model: auto" in message
 
 
 def test_a_reference_of_missing_dates_is_refused_naming_them(graph):
@@ -103,8 +103,15 @@ def test_the_reference_is_applied_or_matched_and_the_map_says_which(graph):
         applied_map = src.read(1)
     assert set(np.unique(applied_map)) <= {0, 1, 2, 3, 4}
 
-    # model: partition (the default) fits k=5 on the partition and matches it to the reference.
-    matched = _rerun(graph, {"n_clusters": 5})
+    # model: auto (the default) applies the AOI's reference once it has one.
+    auto = _rerun(graph, {"n_clusters": 5})
+    assert auto.success
+    assert "applied" in _materialization(auto, "clusters").metadata["model"].value
+    with rasterio.open(folder / "cluster_map.tif") as src:
+        np.testing.assert_array_equal(src.read(1), applied_map)
+
+    # model: partition fits k=5 on the partition and matches it to the reference.
+    matched = _rerun(graph, {"n_clusters": 5, "model": "partition"})
     assert matched.success
     clusters = _materialization(matched, "clusters").metadata
     assert "ids matched to the reference" in clusters["model"].value

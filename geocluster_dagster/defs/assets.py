@@ -33,9 +33,9 @@ from ..change import (
     TRANSITIONS,
     TRANSITIONS_PNG,
     ChangeSettings,
-    DatedMap,
-    comparable,
-    compare_maps,
+    DatedImage,
+    common_model,
+    compare_dates,
 )
 from ..cluster import ClusterSettings
 from ..cluster_product import CLUSTER_MAP, MODEL, SIGNATURES_CSV, open_clusters, write_clusters
@@ -47,6 +47,7 @@ from ..export import CogSettings, open_geotiff
 from ..geotiff_product import BANDS, INDICES, open_image, provenance, write_image
 from ..indices import IndexSettings, add_indices
 from ..load import LoadSettings
+from ..model_file import load_model
 from ..naming import NamingSettings
 from ..preview import class_map_markdown, figure_markdown
 from ..quality import (
@@ -58,11 +59,12 @@ from ..quality import (
     judge_clusters,
     judge_cog,
     judge_overlap,
+    judge_plausible_change,
     judge_scenes,
     judge_silhouette,
 )
 from ..reference import ModelSettings, PoolSettings
-from ..reference_product import model_plan, write_reference_model
+from ..reference_product import model_plan, reference_model_file, write_reference_model
 from ..report import ReportInputs, checks_file, write_report
 from ..search import SearchSettings, cloud_cover, read_items, search_items, write_items
 from ..stac_product import CATALOG_DIR, PartitionProducts, write_item
@@ -830,9 +832,18 @@ def diagnostics(
                 "clusters",
                 "k of the elbow curve's best silhouette",
             ),
+            Measure(
+                "cover_best_k",
+                facts.cover_best if facts.cover_best is not None else "none",
+                "clusters",
+                "the fewest clusters whose covers agree with their pixels' own within 1 point "
+                "of the best k (what n_clusters: auto chooses)",
+            ),
         ]
         metadata: dict[str, Any] = as_metadata(measures)
-        metadata["k_advice"] = k_advice(stored.model.n_clusters, facts.knee, facts.silhouette_best)
+        metadata["k_advice"] = k_advice(
+            stored.model.n_clusters, facts.knee, facts.silhouette_best, facts.cover_best
+        )
         # Every figure, legible in the UI (one click on the entry opens it at 1000 px).
         for name in sorted(facts.figures, key=_figure_order):
             metadata[f"preview_{name}"] = dg.MetadataValue.md(figure_markdown(facts.figures[name]))
@@ -870,29 +881,39 @@ def _figures_setting(
 _CHANGE_CHECKS = [
     (
         "comparable_ids",
-        "Both maps take their ids from one reference model (WARN: if not, no change is "
-        "computed, and the check says how to fix it).",
+        "Both dates are classified by one model, so an id means the same cluster in both (WARN: "
+        "if no model can classify both, no change is computed and the check says why).",
     ),
     ("overlap", "The two dates overlap enough to compare (WARN below min_overlap)."),
+    (
+        "plausible_change",
+        "Little of what both dates label confidently changed land cover (warn_changed_share), "
+        "and little of the stable_areas did (warn_stable_change) (WARN).",
+    ),
 ]
 
 
 # A multi_asset only to make the asset and its checks optional (can_subset): the AOI's first
-# map has nothing to compare with, and maps of unrelated ids are not compared; neither is a
-# failure, and neither has an overlap to report.
+# map has nothing to compare with, and dates no model can classify both are not compared;
+# neither is a failure, and neither has an overlap to report.
 @dg.multi_asset(
     name=CLUSTER_CHANGE.asset,
     specs=[
         dg.AssetSpec(
             CLUSTER_CHANGE.asset,
-            deps=[clusters],
+            deps=[
+                clusters,
+                geotiff,
+                dg.AssetDep(CLUSTER_MODEL.asset, partition_mapping=_SAME_AOI),
+            ],
             group_name=GROUP,
             kinds={"geotiff"},
             skippable=True,
-            description="Change from the AOI's previous date with a map: a from/to/changed COG, "
-            "the transition matrix in pixels and hectares, per-class area deltas, a change map "
-            "and a transition heat map. Needs maps with the ids of one reference model "
-            "(cluster_model).",
+            description="Change from the AOI's previous date with a map: both dates' geotiffs "
+            "classified by one model (the maps' own when they share one, else the AOI's "
+            "reference model, else one fitted on both dates), a from/to/change COG, the "
+            "transition matrix in pixels and hectares, per-class area deltas, a change map and "
+            "a transition heat map.",
         )
     ],
     check_specs=[
@@ -905,6 +926,7 @@ _CHANGE_CHECKS = [
 def cluster_change(
     context: dg.AssetExecutionContext,
     config: ChangeConfig,
+    dask: DaskCluster,
     outputs: OutputStore,
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     window = partition_window(context)
@@ -921,13 +943,19 @@ def cluster_change(
             yield _not_compared(folder, reason)
             return
         before, after = (
-            _dated_map(outputs.path(CLUSTERS, window_of(f"{window.aoi_id}|{date}")), date)
+            _dated_image(outputs, window_of(f"{window.aoi_id}|{date}"), date)
             for date in (earlier, window.date_key)
         )
+        reference_file = reference_model_file(outputs.of_aoi(CLUSTER_MODEL, window.aoi_id))
         try:
-            comparable(before, after)
+            common = common_model(
+                before,
+                after,
+                reference=load_model(reference_file) if reference_file.exists() else None,
+                reference_source=str(reference_file),
+            )
         except NotComparable as err:
-            # Not a failure of this run: the maps exist, they just cannot be compared yet.
+            # Not a failure of this run: the maps exist, they just cannot be compared.
             context.log.warning(f"cluster_change not computed: {err}")
             yield _not_compared(folder, str(err), earlier)
             yield dg.AssetCheckResult(
@@ -938,7 +966,10 @@ def cluster_change(
                 metadata={"from_date": earlier, "to_date": window.date_key},
             )
             return
-        facts = compare_maps(before, after, folder, label=f"AOI {window.aoi_id!r},")
+        context.log.info(f"Both dates classified by {common.describe()}")
+        facts = compare_dates(
+            before, after, common, folder, settings=settings, label=f"AOI {window.aoi_id!r},"
+        )
     summary = facts.summary
     areas = facts.class_areas[
         ["cluster", "name", "hectares_before", "hectares_after", "delta_hectares"]
@@ -953,13 +984,30 @@ def cluster_change(
                         "changed_hectares",
                         float(summary["changed_hectares"]),
                         "ha",
-                        "area whose class changed",
+                        "area whose land cover changed",
                     ),
                     Measure(
                         "changed_share_of_compared",
                         float(summary["changed_share"]),
                         "0..1",
-                        f"changed pixels, as a share of the {DENOMINATORS['compared']}",
+                        f"pixels whose land cover changed, as a share of the "
+                        f"{DENOMINATORS['compared']}",
+                        digits=4,
+                    ),
+                    Measure(
+                        "same_cover_share_of_compared",
+                        float(summary["same_cover_share"]),
+                        "0..1",
+                        "pixels now in another cluster of the same land cover (not change), "
+                        f"as a share of the {DENOMINATORS['compared']}",
+                        digits=4,
+                    ),
+                    Measure(
+                        "confident_changed_share",
+                        float(summary["confident"]["changed_share"]),
+                        "0..1",
+                        "changed land cover, as a share of the compared pixels both dates "
+                        "label confidently (simplified silhouette above 0.25)",
                         digits=4,
                     ),
                     Measure(
@@ -978,6 +1026,7 @@ def cluster_change(
                 ]
             ),
             "compared_with": earlier,
+            "classified_by": common.describe(),
             "largest_transitions": dg.MetadataValue.md(
                 "\n".join(f"1. {t}" for t in summary["largest_transitions"]) or "no change"
             ),
@@ -989,8 +1038,17 @@ def cluster_change(
             "transitions_path": dg.MetadataValue.path(str(folder / TRANSITIONS)),
         },
         [
-            Judgement("comparable_ids", True, "warn", f"Both maps use {summary['reference']}"),
+            Judgement(
+                "comparable_ids",
+                True,
+                "warn",
+                f"Both dates classified by {common.describe()}",
+                {"model": common.how, "source": common.source},
+            ),
             judge_overlap(summary["overlap"], settings.min_overlap, (earlier, window.date_key)),
+            judge_plausible_change(
+                summary, settings.warn_changed_share, settings.warn_stable_change
+            ),
         ],
     )
 
@@ -1017,10 +1075,12 @@ def _figure_order(name: str) -> tuple[int, str]:
     return (PREVIEWS.index(name) if name in PREVIEWS else len(PREVIEWS), name)
 
 
-def _dated_map(folder: Path, date: str) -> DatedMap:
-    stored = open_clusters(folder)
-    model = json.dumps(stored.summary.get("model") or {})
-    return DatedMap(date, stored.cluster_map_path, stored.model.names_by_id, model)
+def _dated_image(outputs: OutputStore, window: PartitionWindow, date: str) -> DatedImage:
+    """The date's geotiff (lazy) and the model its clusters map was made with."""
+    image = open_image(outputs.existing(GEOTIFF, window), chunks=outputs.chunk_size)
+    stored = open_clusters(outputs.existing(CLUSTERS, window))
+    source = (stored.summary.get("model") or {}).get("reference") or ""
+    return DatedImage(date, image, stored.model, source)
 
 
 @_asset(

@@ -63,6 +63,7 @@ SHOWN_FOR_NONE: dict[str, tuple[object, str]] = {
     "last_date": ("", "empty = no bound"),
     "sample_per_date": (0, "0 = an equal share of sample_size"),
     "compare_with": ("previous", "previous = the AOI's previous date with a map"),
+    "stable_areas": ("", "empty = no stable areas"),
 }
 
 
@@ -200,6 +201,9 @@ class ChangeConfig(dg.Config):
 
     compare_with: str | None = setting(ChangeSettings, "compare_with")
     min_overlap: float = setting(ChangeSettings, "min_overlap")
+    warn_changed_share: float = setting(ChangeSettings, "warn_changed_share")
+    stable_areas: str | None = setting(ChangeSettings, "stable_areas")
+    warn_stable_change: float = setting(ChangeSettings, "warn_stable_change")
 
 
 #: Each config class and the plain settings it feeds, for the consistency test.

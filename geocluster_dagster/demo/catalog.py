@@ -10,7 +10,7 @@ renamed into place, so ``root`` never holds a half-built demo.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from pystac.extensions.raster import DataType, RasterBand, RasterExtension
 from pystac.extensions.view import ViewExtension
 from rasterio.transform import Affine
 
-from geocluster_dagster.demo.landscape import _from_local, _transformer
+from geocluster_dagster.demo.landscape import LandCoverPatch, _from_local, _transformer
 from geocluster_dagster.demo.scene import (
     _PIXEL,
     _QA_BITFIELDS,
@@ -79,23 +79,32 @@ class DemoPaths:
     """Ids of the STAC items in the demo collection, by date then tile."""
 
 
-def build_demo(root: Path | str, *, overwrite: bool = False) -> DemoPaths:
+def build_demo(
+    root: Path | str, *, overwrite: bool = False, patch: LandCoverPatch | None = None
+) -> DemoPaths:
     """Write the demo catalog into ``root`` (or return the one already there) and say where it is.
 
-    Idempotent: if ``root`` holds a complete demo of the same ``DEMO_VERSION`` it is returned
-    untouched unless ``overwrite``. Otherwise the demo is built in a temporary sibling directory
-    and renamed into place, so ``root`` never holds a half-built demo.
+    Idempotent: if ``root`` holds a complete demo of the same ``DEMO_VERSION`` (and ``patch``)
+    it is returned untouched unless ``overwrite``. Otherwise the demo is built in a temporary
+    sibling directory and renamed into place, so ``root`` never holds a half-built demo.
+
+    With ``patch``, the acquisitions from ``patch.since`` on see that disk of ground with
+    another cover: a known change (the demo's ground is otherwise the same on both dates).
     """
     root = Path(root).expanduser().absolute()
     paths = _demo_paths(root)
-    if not overwrite and _is_complete(root):
+
+    def complete(folder: Path) -> bool:
+        return _is_complete(folder, patch)
+
+    if not overwrite and complete(root):
         return paths
     _refuse_foreign_directory(root, overwrite)
     # Built in a temporary sibling and renamed into place. Two processes may build at once:
     # unless told to overwrite, the one that finishes second keeps the first one's demo.
-    with atomic_path(root, keep_existing=None if overwrite else _is_complete) as staging:
+    with atomic_path(root, keep_existing=None if overwrite else complete) as staging:
         staging.mkdir()
-        _write_demo(staging)
+        _write_demo(staging, patch)
     return paths
 
 
@@ -376,21 +385,23 @@ def catalog_and_collection() -> tuple[pystac.Catalog, pystac.Collection]:
     return catalog, collection
 
 
-def _write_demo(staging: Path) -> None:
+def _write_demo(staging: Path, patch: LandCoverPatch | None = None) -> None:
     """Write the catalog, COGs, AOI registry and (last) the manifest into ``staging``."""
     catalog, collection = catalog_and_collection()
 
-    # the ground is the same on both dates; only the sky changes
+    # the ground is the same on both dates (but for a patch); only the sky changes
     sampled = {tile.key: _sample_tile(tile) for tile in DEMO_TILES}
     for acq in DEMO_ACQUISITIONS:
         for tile in DEMO_TILES:
-            collection.add_item(
-                _write_scene(tile, acq, sampled[tile.key], staging / DEMO_COLLECTION)
-            )
+            ground = sampled[tile.key]
+            if patch is not None and acq.day >= patch.since:
+                transform, x, y, classes, values = ground
+                ground = (transform, x, y, *patch.paint(classes, values, x, y))
+            collection.add_item(_write_scene(tile, acq, ground, staging / DEMO_COLLECTION))
 
     save_catalog(catalog, collection, staging)
     (staging / _AOI_REGISTRY).write_text(json.dumps(_aoi_registry(), indent=2) + "\n")
-    _write_manifest(staging)
+    _write_manifest(staging, patch)
 
 
 def _write_scene(
@@ -525,14 +536,19 @@ def _demo_paths(root: Path) -> DemoPaths:
     )
 
 
-def _write_manifest(folder: Path) -> None:
-    """Record the version and every file's size; written last, so it marks a complete demo."""
+def _patch_record(patch: LandCoverPatch | None) -> dict[str, Any] | None:
+    return None if patch is None else {**asdict(patch), "since": patch.since.isoformat()}
+
+
+def _write_manifest(folder: Path, patch: LandCoverPatch | None = None) -> None:
+    """Record the version, the patch and every file's size; written last, so it marks a
+    complete demo."""
     files = {
         path.relative_to(folder).as_posix(): path.stat().st_size
         for path in sorted(folder.rglob("*"))
         if path.is_file()
     }
-    manifest = {"demo_version": DEMO_VERSION, "files": files}
+    manifest = {"demo_version": DEMO_VERSION, "patch": _patch_record(patch), "files": files}
     (folder / _MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
 
 
@@ -544,10 +560,13 @@ def _read_manifest(root: Path) -> dict[str, Any] | None:
     return manifest if isinstance(manifest, dict) else None
 
 
-def _is_complete(root: Path) -> bool:
-    """True if ``root`` holds every file of a ``DEMO_VERSION`` demo, at its recorded size."""
+def _is_complete(root: Path, patch: LandCoverPatch | None = None) -> bool:
+    """True if ``root`` holds every file of a ``DEMO_VERSION`` demo with ``patch``, at its
+    recorded size."""
     manifest = _read_manifest(root)
     if not isinstance(manifest, dict) or manifest.get("demo_version") != DEMO_VERSION:
+        return False
+    if manifest.get("patch") != _patch_record(patch):
         return False
     try:
         return all((root / name).stat().st_size == size for name, size in manifest["files"].items())

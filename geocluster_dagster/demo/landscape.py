@@ -12,6 +12,8 @@ linear mixture of two (``_CLASS_MIXES``, samples from ``demo_spectra``). ``demo_
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+from datetime import date
 from functools import lru_cache
 from pathlib import Path
 
@@ -294,3 +296,53 @@ def demo_ground(x: np.ndarray, y: np.ndarray, crs: str) -> dict[str, np.ndarray]
     lx, ly = to_local(np.asarray(x, dtype=float), np.asarray(y, dtype=float), crs)
     _, values = local_landscape(lx, ly)
     return {name: values[i] for i, name in enumerate(_GROUND_NAMES)}
+
+
+# --------------------------------------------------------------------------------------------
+# A known change: a patch of the ground given another cover from a date on.
+
+
+@dataclass(frozen=True)
+class LandCoverPatch:
+    """A disk of ground that has another land cover from ``since`` on: a change whose place,
+    size and cover are known, for testing change maps against (the demo's ground is otherwise
+    the same on every date)."""
+
+    lon: float
+    lat: float
+    radius_m: float
+    cover: int = URBAN
+    """The cover it becomes (a ``DEMO_CLASSES`` code): one real spectrum of that class."""
+    since: date = date(2023, 6, 15)
+    """Acquisitions on or after this day see the patch; earlier ones the ground as it was."""
+
+    def __post_init__(self) -> None:
+        if self.cover not in _CLASS_MIXES:
+            raise ConfigError(
+                f"cover={self.cover!r} is not a demo class: use 1..{len(DEMO_CLASSES)} "
+                f"({', '.join(f'{i + 1} {n}' for i, n in enumerate(DEMO_CLASSES))})."
+            )
+        if not self.radius_m > 0:
+            raise ConfigError(f"radius_m={self.radius_m!r} is invalid: use a positive radius.")
+
+    def inside(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Which local-frame points (see ``to_local``) lie in the patch."""
+        cx, cy = to_local(np.array(self.lon), np.array(self.lat), "EPSG:4326")
+        return np.asarray(np.hypot(x - cx, y - cy) <= self.radius_m)
+
+    def paint(
+        self, classes: np.ndarray, ground: np.ndarray, x: np.ndarray, y: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``local_landscape``'s class and values at ``x``, ``y`` with the patch painted in: the
+        middle sample of the cover's real spectra, with the ground's own brightness texture."""
+        inside = self.inside(x, y)
+        spectra = demo_spectra()
+        mix = _CLASS_MIXES[self.cover]
+        samples = [spectra[name] for name in ("Vegetation", "Urban", "Water")]
+        spectrum = sum(f * t[len(t) // 2] for f, t in zip(mix, samples, strict=True))
+        gain = 1 + 0.03 * (2 * _value_noise(x, y, 45, 31) - 1)
+        classes, ground = classes.copy(), ground.copy()
+        classes[inside] = self.cover
+        ground[:7, inside] = np.asarray(spectrum)[:7, None] * gain[inside]
+        ground[7, inside] = np.asarray(spectrum)[7]
+        return classes, ground
