@@ -37,7 +37,7 @@ from affine import Affine
 
 from .blocks import iter_blocks
 from .categories import BandCategories, class_colours, write_pam
-from .cluster import ClusterSettings, FittedClusterer, _feature_stack, pixel_area_m2
+from .cluster import ClusterSettings, FittedClusterer, feature_stack, pixel_area_m2
 from .errors import ConfigError, NoClearPixels, NotComparable
 from .export import write_geotiff
 from .fields import described
@@ -337,8 +337,8 @@ def compare_dates(
             f"The model both dates are classified with ({common.describe()})",
         )
     features = list(model.features)
-    first, template = _feature_stack(before.image, features)
-    second, _ = _feature_stack(after.image, features)
+    first, template = feature_stack(before.image, features)
+    second, _ = feature_stack(after.image, features)
     import dask.array as da
 
     stack = da.concatenate([first, second], axis=0).rechunk({0: -1})

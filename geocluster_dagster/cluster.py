@@ -144,7 +144,7 @@ def _is_int(value: object) -> bool:
 # --------------------------------------------------------------------------------------------
 
 
-def _feature_stack(ds: xr.Dataset, features: Sequence[str]) -> tuple[da.Array, xr.DataArray]:
+def feature_stack(ds: xr.Dataset, features: Sequence[str]) -> tuple[da.Array, xr.DataArray]:
     """Features as one dask array (feature, y, x) with a single chunk along feature, plus a
     2-D template variable carrying the dims and coords of the output maps."""
     if len(features) == 0:
@@ -241,7 +241,7 @@ def sample_valid_pixels(ds: xr.Dataset, features: Sequence[str], n: int, seed: i
     """
     if not _is_int(n) or n < 1:
         raise ConfigError(f"sample size n={n!r} is invalid: use a positive integer.")
-    stack, _ = _feature_stack(ds, features)
+    stack, _ = feature_stack(ds, features)
     pixels = stack.shape[1] * stack.shape[2]
     threshold = min(1.0, SAMPLE_MARGIN * n / max(pixels, 1))
     while True:
@@ -596,7 +596,7 @@ def _predict_block(block: np.ndarray, model: FittedClusterer) -> np.ndarray:
 
 def predict_map(ds: xr.Dataset, model: FittedClusterer) -> xr.DataArray:
     """uint8 (y, x) cluster map: 0 where any feature is NaN, else 1..k; lazy when ds is dask."""
-    stack, template = _feature_stack(ds, model.features)
+    stack, template = feature_stack(ds, model.features)
     labels = da.map_blocks(_predict_block, stack, model=model, drop_axis=0, dtype=np.uint8)
     data = labels if _is_lazy(ds[list(model.features)]) else labels.compute()
     return xr.DataArray(
@@ -781,10 +781,10 @@ class LabelledBlocks:
         in_flight: int = 4,
         density: DensityGrid | None = None,
     ) -> None:
-        _feature_stack(ds, model.features)  # names a missing or misshapen feature band
+        feature_stack(ds, model.features)  # names a missing or misshapen feature band
         self.names = [str(name) for name in ds.data_vars]
         self.model = model
-        self._stack, template = _feature_stack(ds, self.names)
+        self._stack, template = feature_stack(ds, self.names)
         #: The map's grid, name and dtype, for the writer; its pixels are never computed.
         self.grid = xr.zeros_like(template, dtype=np.uint8).rename("cluster")
         self.density_grid = density if {"red", "nir"} <= set(self.names) else None

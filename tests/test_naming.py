@@ -212,3 +212,12 @@ def test_pixel_covers_follow_the_same_rules_as_cluster_names():
     X = np.array([[s[f] for f in features] for s in spectra])
     assert list(pixel_covers(X, features)) == [propose_name(s)[0] for s in spectra]
     assert list(pixel_covers(X, features)) == [DENSE_VEGETATION, WATER, BARE, CLOUD]
+
+
+def test_one_name_given_to_two_clusters_makes_them_one_cover_told_apart_in_the_legend():
+    dark = dict(blue=0.02, green=0.04, red=0.03, nir=0.30, swir16=0.12)
+    bright = {b: v * 1.5 for b, v in dark.items()}
+    named = name_clusters({4: dark, 5: bright}, {"4": "cropland", "5": "cropland"})
+    assert [c.name for c in named] == ["cropland (darker)", "cropland (brighter)"]
+    assert {cover_of(c.name) for c in named} == {"cropland"}
+    assert all("set in class_names" in c.rule for c in named)
