@@ -23,7 +23,8 @@ from .errors import AssetReadError, ConfigError
 from .storage import write_json
 
 FORMAT = "geocluster_dagster.cluster_model"
-FORMAT_VERSION = 1
+#: 2: the file carries the SHA-256 digest of its parameters (``digest``), checked when read.
+FORMAT_VERSION = 2
 
 
 def model_to_dict(model: FittedClusterer) -> dict[str, Any]:
@@ -65,8 +66,8 @@ def model_digest(model: FittedClusterer) -> str:
 
 
 def save_model(model: FittedClusterer, path: str | os.PathLike[str]) -> Path:
-    """Write ``model`` as JSON at ``path``, atomically."""
-    return write_json(model_to_dict(model), Path(path))
+    """Write ``model`` as JSON at ``path``, atomically, with the digest of its parameters."""
+    return write_json({**model_to_dict(model), "digest": model_digest(model)}, Path(path))
 
 
 def load_model(path: str | os.PathLike[str]) -> FittedClusterer:
@@ -81,12 +82,24 @@ def load_model(path: str | os.PathLike[str]) -> FittedClusterer:
             "which can run code: materialize clusters again to write one."
         ) from err
     try:
-        return model_from_dict(document)
+        model = model_from_dict(document)
     except (KeyError, TypeError, ValueError) as err:
         raise AssetReadError(
             f"{path} is not a usable cluster model: {err}. Materialize clusters again, or ask "
             "whoever sent the file for one written by geocluster_dagster."
         ) from err
+    # Well-formed is not enough: a centre moved by hand still parses, and would make another
+    # map without a word. The digest catches edits and corruption (it is no signature: whoever
+    # edits the numbers can write a new digest).
+    if document.get("digest") != model_digest(model):
+        raise AssetReadError(
+            f"{path} was changed after geocluster_dagster wrote it: its parameters do not match "
+            f"the digest saved with them ({str(document.get('digest'))[:12]}..., the parameters "
+            f"give {model_digest(model)[:12]}...). A model file is not edited by hand: "
+            "materialize clusters (or cluster_model) again to make a new one, or ask whoever "
+            "sent the file for the original."
+        )
+    return model
 
 
 def model_from_dict(document: Any) -> FittedClusterer:

@@ -89,3 +89,30 @@ def test_a_tampered_model_is_refused_saying_what_is_wrong(tmp_path, samples, tam
     path.write_text(json.dumps(document))
     with pytest.raises(AssetReadError, match=message):
         load_model(path)
+
+
+def test_a_model_edited_by_hand_is_refused_though_well_formed(tmp_path, samples):
+    """One centre moved by 5 standard deviations still parses; its digest no longer matches."""
+    model = fit_clusterer(samples, FEATURES, ClusterSettings(n_clusters=4))
+    path = save_model(model, tmp_path / "model.json")
+    document = json.loads(path.read_text())
+    assert len(document["digest"]) == 64
+    document["centers"][0][0] += 5.0  # centres are in standard deviations of the features
+    path.write_text(json.dumps(document))
+    with pytest.raises(
+        AssetReadError, match=r"was changed after geocluster_dagster wrote it.*materialize clusters"
+    ):
+        load_model(path)
+    # A file of the format before digests (version 1) cannot be checked: refused, saying why.
+    document = json.loads(save_model(model, tmp_path / "v1.json").read_text())
+    del document["digest"]
+    document["format_version"] = 1
+    (tmp_path / "v1.json").write_text(json.dumps(document))
+    with pytest.raises(
+        AssetReadError, match="format version 1.*reads version 2.*Materialize clusters again"
+    ):
+        load_model(tmp_path / "v1.json")
+    # The same parameters with the digest: read back as they were.
+    np.testing.assert_array_equal(
+        load_model(save_model(model, tmp_path / "ok.json")).centers(), model.centers()
+    )
