@@ -224,11 +224,17 @@ def _run_job(
     """Run job ``name`` for one partition in this process: a line per asset as it is written
     (progress bars while a step runs), then the scores; Dagster's own events only with -v."""
     from .definitions import defs
+    from .defs.partitions import DATE_WINDOWS
+    from .defs.resources import output_root
     from .progress import listening
+    from .storage import claim_output_root
     from .terminal import AssetLines, Bars, echo, error_text, run_loggers
 
     job = defs.resolve_job_def(name)
     _check_run_config(job, run_config or {})
+    # One line before any work when the root holds another kind of date window's products
+    # (the run's resource refuses the same, for runs launched from the UI).
+    claim_output_root(output_root(), DATE_WINDOWS)
     _quiet_skipped_check_gates()
     echo(f"Materializing {label} (Dagster instance: {os.environ['DAGSTER_HOME']})")
     lines = AssetLines()

@@ -319,3 +319,38 @@ def exclusive_lock(
             handle.truncate()
             handle.flush()
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+#: The file at an output root that records which kind of date window its products are keyed by.
+ROOT_RECORD = "geocluster_root.json"
+
+
+def claim_output_root(root: Path, date_windows: str) -> None:
+    """Record that the products under ``root`` are keyed by ``date_windows`` windows, or refuse
+    a run with another kind: a month and its first half-month share the key 2023-06-01, so the
+    run would overwrite the products of one window with another's, with nothing to tell them
+    apart. A root without the record (new, or written by an earlier version) takes this kind."""
+    record = root / ROOT_RECORD
+    try:
+        recorded = json.loads(record.read_text()).get("date_windows")
+    except FileNotFoundError:
+        recorded = None
+    except (OSError, ValueError, AttributeError) as err:
+        raise ConfigError(
+            f"{record} cannot be read ({err}): it records which date windows the products under "
+            f"{root} are keyed by. Restore it, or delete it if every product there is of "
+            f"GEOCLUSTER_DATE_WINDOWS={date_windows}."
+        ) from err
+    if recorded is None:
+        root.mkdir(parents=True, exist_ok=True)
+        write_json({"date_windows": date_windows}, record)
+        return
+    if recorded != date_windows:
+        raise ConfigError(
+            f"The output root {root} holds products keyed by {recorded} windows, but "
+            f"GEOCLUSTER_DATE_WINDOWS={date_windows}: their keys share paths (2023-06-01 is a "
+            f"month, a half-month, a quarter and a year), so this run would overwrite them with "
+            f"another window's products. Set GEOCLUSTER_DATE_WINDOWS={recorded} where the code "
+            f"location runs, or give {date_windows} windows another output root (--output, env "
+            "GEOCLUSTER_OUTPUT)."
+        )

@@ -902,3 +902,26 @@ def test_a_figures_tag_it_cannot_read_fails_the_diagnostics_and_says_what_to_use
     message = failure_message(result)
     assert "geocluster/figures='no' is not understood: use false" in message
     assert _contents(out / "diagnostics" / "demo" / DEMO_MONTH) == before
+
+
+def test_a_root_of_another_kind_of_date_window_is_refused_before_any_step(
+    demo, dask_cluster, tmp_path, monkeypatch
+):
+    """A run launched from the UI with other date windows than the root's: the run's output
+    resource refuses it, naming both kinds, and nothing is written."""
+    import geocluster_dagster.defs.outputs as outputs_module
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "geocluster_root.json").write_text('{"date_windows": "half_month"}')
+    monkeypatch.setattr(outputs_module, "DATE_WINDOWS", "month")
+    result = run(
+        out, registry=demo.aoi_registry, catalog=str(demo.catalog), dask_cluster=dask_cluster,
+        selection=["stac_items"],
+    )  # fmt: skip
+    assert not result.success
+    errors = [getattr(e.event_specific_data, "error", None) for e in result.all_events]
+    text = "\n".join(e.message for e in errors if e is not None)
+    assert "holds products keyed by half_month windows, but GEOCLUSTER_DATE_WINDOWS=month" in text
+    assert "Set GEOCLUSTER_DATE_WINDOWS=half_month" in text
+    assert not (out / "stac_items").exists()

@@ -326,3 +326,20 @@ def test_settings_that_used_to_crash_are_refused_or_work(tmp_path):
     indices = materialize({"clusters": {"config": {"features": ["lst", "ndvi"]}}})
     assert indices.exit_code == 0, indices.output
     assert (tmp_path / "diagnostics" / "demo" / DEMO_MONTH / "signatures.png").exists()
+
+
+def test_switching_the_date_windows_of_a_root_is_refused_and_overwrites_nothing(tmp_path):
+    """A month key and a half-month key are both 2023-06-01: the half-month run would have
+    replaced the month's products (its 4 scenes by 2) with exit 0."""
+    assert _invoke(tmp_path, "demo").exit_code == 0
+    searched = (tmp_path / "stac_items" / "demo" / "2023-06-01.json").read_bytes()
+    result = _invoke(
+        tmp_path, "materialize", "--aoi", "demo", "--date", "2023-06-01",
+        env={"GEOCLUSTER_DATE_WINDOWS": "half_month"},
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("Error: The output root") and "keyed by month windows" in last
+    assert "GEOCLUSTER_DATE_WINDOWS=half_month" in last and "another output root" in last
+    assert "Materializing" not in result.output  # refused before any work
+    assert (tmp_path / "stac_items" / "demo" / "2023-06-01.json").read_bytes() == searched

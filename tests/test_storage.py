@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 
 import pytest
@@ -215,3 +216,21 @@ def test_a_folder_where_a_file_goes_is_named_and_left_alone(tmp_path):
             tmp.write_text("pixels")
     assert (target / "keep.txt").read_text() == "mine"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["2023-06-01.tif"]  # no temporary left
+
+
+def test_an_output_root_records_its_kind_of_date_window_and_refuses_another(tmp_path):
+    from geocluster_dagster.errors import ConfigError
+    from geocluster_dagster.storage import ROOT_RECORD, claim_output_root
+
+    root = tmp_path / "out"
+    claim_output_root(root, "month")  # a new root takes the deployment's kind
+    assert json.loads((root / ROOT_RECORD).read_text()) == {"date_windows": "month"}
+    claim_output_root(root, "month")  # the same kind again: fine
+    with pytest.raises(
+        ConfigError,
+        match=r"keyed by month windows, but GEOCLUSTER_DATE_WINDOWS=quarter.*GEOCLUSTER_DATE_WINDOWS=month.*another output root",
+    ):
+        claim_output_root(root, "quarter")
+    (root / ROOT_RECORD).write_text("{not json")
+    with pytest.raises(ConfigError, match="cannot be read"):
+        claim_output_root(root, "month")

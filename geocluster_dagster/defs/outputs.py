@@ -23,8 +23,8 @@ import dagster as dg
 from pydantic import Field
 
 from ..blocks import CHUNK_SIZE
-from ..storage import exclusive_lock, expand_path, recover_interrupted
-from .partitions import PartitionWindow, date_partitions, split_key
+from ..storage import claim_output_root, exclusive_lock, expand_path, recover_interrupted
+from .partitions import DATE_WINDOWS, PartitionWindow, date_partitions, split_key
 from .resources import output_root
 from .run_health import tag_this_process
 
@@ -63,6 +63,8 @@ class OutputStore(dg.ConfigurableResource):  # type: ignore[type-arg]
         run = context.run
         if run is not None and context.instance is not None:
             tag_this_process(context.instance, run.run_id)  # see run_health: killed runs
+        # Before any step: a root of another kind of date window is refused, never overwritten.
+        claim_output_root(self.root(), DATE_WINDOWS)
         key = run.tags.get(PARTITION_TAG) if run is not None else None
         if run is None or key is None:  # not a run of one partition
             yield self

@@ -61,10 +61,11 @@ def date_partitions_for(windows: str, first: str = FIRST_DATE) -> dg.TimeWindowP
     )
 
 
+#: The deployment's kind of date window (env GEOCLUSTER_DATE_WINDOWS).
+DATE_WINDOWS = os.environ.get("GEOCLUSTER_DATE_WINDOWS", "month")
 #: The deployment's date windows (env GEOCLUSTER_DATE_WINDOWS, GEOCLUSTER_FIRST_MONTH).
 date_partitions = date_partitions_for(
-    os.environ.get("GEOCLUSTER_DATE_WINDOWS", "month"),
-    os.environ.get("GEOCLUSTER_FIRST_MONTH", FIRST_DATE),
+    DATE_WINDOWS, os.environ.get("GEOCLUSTER_FIRST_MONTH", FIRST_DATE)
 )
 
 partitions = dg.MultiPartitionsDefinition({"aoi": aoi_partitions, "date": date_partitions})
