@@ -337,18 +337,46 @@ def _catalog() -> dict[str, Any]:
     }
 
 
-def _updated_collection(folder: Path, item: pystac.Item, item_path: Path) -> dict[str, Any]:
-    """The collection document with ``item`` linked, its extent covering every Item."""
+def withdraw_item(output_root: Path, aoi_id: str, date_key: str) -> bool:
+    """Take the partition's Item out of the catalog (file and collection link): a run is
+    rewriting its products, and the Item's checksums and figures would describe the earlier
+    ones. The partition's ``stac_item`` step publishes it again. True if there was one."""
+    folder = output_root / CATALOG_DIR
+    item_path = folder / COLLECTION_ID / aoi_id / f"{date_key}.json"
+    if not item_path.exists():
+        return False
+    with exclusive_lock(
+        output_root / ".locks" / "stac_catalog.lock",
+        what="The output STAC catalog",
+        holder=f"partition {aoi_id}|{date_key}",
+        timeout_s=600,
+        on_wait=lambda _: None,
+    ):
+        collection = _updated_collection(folder, None, item_path, remove=f"{aoi_id}_{date_key}")
+        write_json(collection, folder / COLLECTION_ID / "collection.json")
+        item_path.unlink(missing_ok=True)
+    return True
+
+
+def _updated_collection(
+    folder: Path, item: pystac.Item | None, item_path: Path, *, remove: str | None = None
+) -> dict[str, Any]:
+    """The collection document with ``item`` linked (or the Item ``remove`` unlinked), its
+    extent covering every Item."""
     path = folder / COLLECTION_ID / "collection.json"
     existing = json.loads(path.read_text()) if path.exists() else {}
     extent = existing.get("geocluster:items", {})
-    extent[item.id] = {
-        "href": "./" + item_path.relative_to(path.parent).as_posix(),
-        "bbox": item.bbox,
-        "start": item.properties["start_datetime"],
-        "end": item.properties["end_datetime"],
-    }
-    boxes = [e["bbox"] for e in extent.values()]
+    if remove is not None:
+        extent.pop(remove, None)
+    if item is not None:
+        extent[item.id] = {
+            "href": "./" + item_path.relative_to(path.parent).as_posix(),
+            "bbox": item.bbox,
+            "start": item.properties["start_datetime"],
+            "end": item.properties["end_datetime"],
+        }
+    # An empty collection covers the whole world and all time (a STAC open interval).
+    boxes = [e["bbox"] for e in extent.values()] or [[-180.0, -90.0, 180.0, 90.0]]
     bbox = [
         min(b[0] for b in boxes),
         min(b[1] for b in boxes),
@@ -363,7 +391,7 @@ def _updated_collection(folder: Path, item: pystac.Item, item_path: Path) -> dic
         "license": "other",
         "extent": {
             "spatial": {"bbox": [bbox]},
-            "temporal": {"interval": [[min(e["start"] for e in extent.values()), max(e["end"] for e in extent.values())]]},
+            "temporal": {"interval": [[min((e["start"] for e in extent.values()), default=None), max((e["end"] for e in extent.values()), default=None)]]},
         },
         "links": [
             {"rel": "root", "href": "../catalog.json", "type": "application/json"},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import re
@@ -925,3 +926,39 @@ def test_a_root_of_another_kind_of_date_window_is_refused_before_any_step(
     assert "holds products keyed by half_month windows, but GEOCLUSTER_DATE_WINDOWS=month" in text
     assert "Set GEOCLUSTER_DATE_WINDOWS=half_month" in text
     assert not (out / "stac_items").exists()
+
+
+def test_a_run_that_rewrites_products_withdraws_the_item_until_it_publishes_again(
+    demo, dask_cluster, tmp_path
+):
+    """The catalog never lists a checksum of a product that has since been rewritten: a run
+    that fails after rewriting some products leaves the partition unpublished, not described
+    by the products before."""
+    out = tmp_path / "out"
+    args = {
+        "registry": demo.aoi_registry,
+        "catalog": str(demo.catalog),
+        "dask_cluster": dask_cluster,
+    }
+    assert run(out, **args).success
+    item = out / "stac" / "outputs" / "demo" / f"{DEMO_MONTH}.json"
+    report = out / "report" / "demo" / f"{DEMO_MONTH}.html"
+    collection = out / "stac" / "outputs" / "collection.json"
+    assert item.exists() and report.exists()
+    failed = run(
+        out, **args, run_config={"ops": {"clusters": {"config": {"features": ["nosuch"]}}}}
+    )
+    assert "'nosuch'" in failure_message(failed)  # clusters failed after geotiff was rewritten
+    assert not item.exists() and not report.exists()
+    links = [link["href"] for link in json.loads(collection.read_text())["links"]]
+    assert f"./demo/{DEMO_MONTH}.json" not in links
+    assert json.loads(collection.read_text())["extent"]["temporal"]["interval"] == [[None, None]]
+    again = run(out, **args)
+    assert again.success and item.exists() and report.exists()
+    published = json.loads(item.read_text())
+    for asset in published["assets"].values():
+        if "file:checksum" in asset:
+            target = (item.parent / asset["href"]).resolve()
+            assert (
+                asset["file:checksum"] == "1220" + hashlib.sha256(target.read_bytes()).hexdigest()
+            )

@@ -67,9 +67,30 @@ def _whole(out: Path) -> dict[str, str]:
         with Image.open(png) as image:
             image.verify()
     digests["scores"] = json.dumps(json.loads((diagnostics / "scores.json").read_text()))
-    json.loads((out / "stac" / "outputs" / f"{PART}.json").read_text())
-    assert (out / "report" / f"{PART}.html").read_text().rstrip().endswith("</html>")
+    _published_truly(out)
     return digests
+
+
+def _published_truly(out: Path) -> bool:
+    """The partition's STAC Item, if the catalog has it, lists every file with the checksum the
+    file has now, and its report; withdrawn (a kill while a run rewrote the products), neither
+    the Item nor its link in the collection is left. True if it is published."""
+    item_path = out / "stac" / "outputs" / f"{PART}.json"
+    collection = json.loads((out / "stac" / "outputs" / "collection.json").read_text())
+    linked = [link["href"] for link in collection["links"] if link["rel"] == "item"]
+    if not item_path.exists():
+        assert f"./{PART}.json" not in linked, linked
+        return False
+    assert f"./{PART}.json" in linked, linked
+    item = json.loads(item_path.read_text())
+    for key, asset in item["assets"].items():
+        target = (item_path.parent / asset["href"]).resolve()
+        assert target.exists(), (key, target)
+        if "file:checksum" in asset:
+            digest = "1220" + hashlib.sha256(target.read_bytes()).hexdigest()
+            assert asset["file:checksum"] == digest, (key, target)
+    assert (out / "report" / f"{PART}.html").read_text().rstrip().endswith("</html>")
+    return True
 
 
 def _runs(out: Path) -> list[dg.DagsterRun]:
@@ -97,6 +118,7 @@ def test_ten_kills_at_random_moments_leave_every_product_whole(tmp_path):
     wall = time.monotonic() - started
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
     expected = _whole(out)
+    assert _published_truly(out)
     (run,) = _runs(out)
     with dg.DagsterInstance.from_config(str(out / ".dagster_home")) as instance:
         stats = instance.get_run_stats(run.run_id)
@@ -134,6 +156,7 @@ def test_ten_kills_at_random_moments_leave_every_product_whole(tmp_path):
     last = subprocess.run(_command(out), env=_env(), capture_output=True, text=True)
     assert last.returncode == 0, last.stdout[-2000:] + last.stderr[-2000:]
     assert _whole(out) == expected
+    assert _published_truly(out)  # a run that ends publishes the Item again
     leftovers = [
         p
         for p in out.rglob(".*")

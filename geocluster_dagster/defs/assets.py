@@ -67,7 +67,7 @@ from ..reference import ModelSettings, PoolSettings
 from ..reference_product import model_plan, reference_model_file, write_reference_model
 from ..report import ReportInputs, checks_file, write_report
 from ..search import SearchSettings, cloud_cover, read_items, search_items, write_items
-from ..stac_product import CATALOG_DIR, PartitionProducts, write_item
+from ..stac_product import CATALOG_DIR, PartitionProducts, withdraw_item, write_item
 from ..stack_recipe import BandStackRecipe, open_band_stack, write_band_stack
 from ..storage import remove_quietly, write_json
 from .config import (
@@ -106,6 +106,12 @@ CLUSTER_MODEL = Product("cluster_model", "")
 CLUSTER_CHANGE = Product("cluster_change", "")
 STAC_ITEM = Product("stac_item", ".json")
 REPORT = Product("report", ".html")
+#: The products a partition's STAC Item and report describe: a step that rewrites one
+#: withdraws them until stac_item publishes them again.
+_PUBLISHED = {
+    p.asset
+    for p in (STAC_ITEMS, BAND_STACK, MOSAIC, GEOTIFF, CLUSTERS, DIAGNOSTICS, CLUSTER_CHANGE)
+}
 
 #: cluster_model (per AOI) <-> the AOI x date partitions of that AOI.
 with warnings.catch_warnings():  # beta in Dagster 1.x, and the one mapping that says this
@@ -143,6 +149,7 @@ def _step(compute: Callable[..., Any]) -> Callable[..., Any]:
             raise
         finally:
             _return_freed_memory()
+        _withdraw_publication(context)
 
     if inspect.isgeneratorfunction(compute):
 
@@ -159,6 +166,26 @@ def _step(compute: Callable[..., Any]) -> Callable[..., Any]:
             return compute(context, *args, **kwargs)
 
     return call
+
+
+def _withdraw_publication(context: dg.AssetExecutionContext) -> None:
+    """A step rewrote one of the products the partition's STAC Item and report describe:
+    withdraw both, so that the catalog never lists a checksum or a figure of the products
+    before (the run's stac_item step publishes them again from what is now on disk)."""
+    if not {key.to_user_string() for key in context.selected_asset_keys} & _PUBLISHED:
+        return
+    window = partition_window(context)
+    outputs: OutputStore = context.resources.outputs
+    withdrawn = withdraw_item(outputs.root(), window.aoi_id, window.date_key)
+    report = outputs.path(REPORT, window)
+    if report.exists():
+        remove_quietly(report)
+        withdrawn = True
+    if withdrawn:
+        context.log.info(
+            f"The STAC Item and report of {window.key} are withdrawn until its stac_item step "
+            "publishes them again: they described the products before this run."
+        )
 
 
 def _warn_stale(context: dg.AssetExecutionContext) -> None:
