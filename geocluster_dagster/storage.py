@@ -224,7 +224,25 @@ def remove_quietly(path: Path) -> None:
             path.unlink()
 
 
+def _file_in_the_way(target: Path) -> Path | None:
+    """The first of ``target``'s parents that exists and is not a folder, if any."""
+    for parent in reversed(target.parents):
+        if not parent.exists():
+            return None
+        if not parent.is_dir():
+            return parent
+    return None
+
+
 def _not_writable(target: Path, err: OSError, *, full: bool = False) -> OutputNotWritable:
+    blocker = _file_in_the_way(target) if err.errno in (errno.EEXIST, errno.ENOTDIR) else None
+    if blocker is not None:
+        return OutputNotWritable(
+            f"Cannot write {target}: {blocker} is a file where a folder of the output root "
+            f"belongs. Move or delete that file, or point the output root (env "
+            "GEOCLUSTER_OUTPUT, or `base_dir` of the `outputs` resource) elsewhere. Earlier "
+            "outputs were left untouched."
+        )
     full = full or err.errno == errno.ENOSPC or "No space left" in str(err)
     reason = {
         errno.EDQUOT: "the disk quota is exceeded",

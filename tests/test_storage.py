@@ -234,3 +234,20 @@ def test_an_output_root_records_its_kind_of_date_window_and_refuses_another(tmp_
     (root / ROOT_RECORD).write_text("{not json")
     with pytest.raises(ConfigError, match="cannot be read"):
         claim_output_root(root, "month")
+
+
+@pytest.mark.parametrize("depth", [1, 2], ids=["the folder of the AOI", "the asset's folder"])
+def test_a_file_where_a_folder_belongs_is_named_as_such(tmp_path, depth):
+    """A file at clusters/<aoi> (mkdir says 'File exists') or at clusters/ (it says 'Not a
+    directory'): both were once told to free space or fix permissions."""
+    target = tmp_path / "clusters" / "demo" / "2023-06-01"
+    blocker = target.parents[depth - 1]
+    blocker.parent.mkdir(parents=True, exist_ok=True)
+    blocker.write_text("not a folder")
+    with pytest.raises(
+        OutputNotWritable,
+        match=f"{blocker} is a file where a folder of the output root belongs. Move or delete that file",
+    ):
+        with storage.atomic_path(target) as tmp:
+            tmp.mkdir()
+    assert blocker.read_text() == "not a folder"  # left as it was
