@@ -335,6 +335,8 @@ def _date_key(when: str, windows: dg.TimeWindowPartitionsDefinition) -> str:
     """The key of the date window (GEOCLUSTER_DATE_WINDOWS) that holds day or month ``when``."""
     from datetime import datetime, timezone
 
+    from .defs.partitions import FIRST_DATE
+
     try:
         day = datetime.strptime(when, "%Y-%m" if len(when) == 7 else "%Y-%m-%d")
     except ValueError:
@@ -345,7 +347,11 @@ def _date_key(when: str, windows: dg.TimeWindowPartitionsDefinition) -> str:
     if key not in windows.get_partition_keys():
         first, last = windows.get_first_partition_key(), windows.get_last_partition_key()
         raise click.UsageError(
-            f"--date {when!r} is outside the date windows of this deployment ({first} to {last})."
+            f"--date {when!r} is outside the date windows of this deployment ({first} to {last}"
+            f": they start at GEOCLUSTER_FIRST_MONTH="
+            f"{os.environ.get('GEOCLUSTER_FIRST_MONTH', FIRST_DATE)} and end with the current "
+            "window). Set GEOCLUSTER_FIRST_MONTH to a month at or before it, e.g. "
+            f"GEOCLUSTER_FIRST_MONTH={day:%Y-%m}-01."
         )
     return key
 

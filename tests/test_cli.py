@@ -343,3 +343,15 @@ def test_switching_the_date_windows_of_a_root_is_refused_and_overwrites_nothing(
     assert "GEOCLUSTER_DATE_WINDOWS=half_month" in last and "another output root" in last
     assert "Materializing" not in result.output  # refused before any work
     assert (tmp_path / "stac_items" / "demo" / "2023-06-01.json").read_bytes() == searched
+
+
+def test_a_first_month_that_is_no_date_or_excludes_the_date_is_named(tmp_path):
+    result = _invoke(tmp_path, "materialize", "--aoi", "demo", "--date", "2023-06", env={"GEOCLUSTER_FIRST_MONTH": "june"})  # fmt: skip
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert (
+        "Error: GEOCLUSTER_FIRST_MONTH='june' is not a date: write the first month" in result.output
+    )
+    result = _invoke(tmp_path, "materialize", "--aoi", "demo", "--date", "2023-06", env={"GEOCLUSTER_FIRST_MONTH": "2024-01-01"})  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert "they start at GEOCLUSTER_FIRST_MONTH=2024-01-01" in result.output
+    assert "GEOCLUSTER_FIRST_MONTH=2023-06-01" in result.output  # the fix, for this date

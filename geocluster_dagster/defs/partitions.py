@@ -44,7 +44,14 @@ def date_partitions_for(windows: str, first: str = FIRST_DATE) -> dg.TimeWindowP
             f"GEOCLUSTER_DATE_WINDOWS={windows!r} is not a kind of date window: use one of "
             f"{', '.join(get_args(DateWindows))} (default month)."
         )
-    start = datetime.fromisoformat(first)
+    try:
+        start = datetime.strptime(first, "%Y-%m-%d")
+    except ValueError:
+        raise ConfigError(
+            f"GEOCLUSTER_FIRST_MONTH={first!r} is not a date: write the first month of the "
+            f"partitions as YYYY-MM-DD, e.g. 2023-01-01 (default {FIRST_DATE}, Landsat 8's "
+            "first full month)."
+        ) from None
     if windows == "month":
         return dg.MonthlyPartitionsDefinition(start_date=start.replace(day=1), end_offset=1)
     if windows == "year":
