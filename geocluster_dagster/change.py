@@ -110,6 +110,12 @@ class ChangeSettings:
     def earlier(self, dates: list[str], date: str) -> str | None:
         """The date to compare ``date`` with, among the AOI's ``dates`` with a map."""
         if self.compare_with is not None:
+            if self.compare_with >= date:
+                where = "this partition's own date" if self.compare_with == date else "after it"
+                raise ConfigError(
+                    f"compare_with={self.compare_with} is {where} ({date}): give an earlier "
+                    "date key, or leave it empty for the AOI's previous date with a map."
+                )
             if self.compare_with not in dates:
                 raise ConfigError(
                     f"compare_with={self.compare_with} has no clusters map for this AOI "

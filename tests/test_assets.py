@@ -962,3 +962,43 @@ def test_a_run_that_rewrites_products_withdraws_the_item_until_it_publishes_agai
             assert (
                 asset["file:checksum"] == "1220" + hashlib.sha256(target.read_bytes()).hexdigest()
             )
+
+
+@pytest.mark.parametrize(
+    ("ops", "expected"),
+    [
+        (
+            {"clusters": {"config": {"model": "aoi:nosuch"}}},
+            "names AOI 'nosuch', which is not in the AOI registry (it has demo)",
+        ),
+        ({"clusters": {"config": {"model": "aoi:Bad|Id"}}}, "AOI id 'Bad|Id' is not valid"),
+        (
+            {"clusters": {"config": {"model": "aoi_reference"}}},
+            "materialize cluster_model for AOI 'demo' first",
+        ),
+        (
+            {"clusters": {"config": {"model": "/nowhere/model.json"}}},
+            "There is no cluster model at /nowhere/model.json",
+        ),
+        (
+            {"cluster_change": {"config": {"compare_with": DEMO_MONTH}}},
+            f"compare_with={DEMO_MONTH} is this partition's own date",
+        ),
+        (
+            {"cluster_change": {"config": {"compare_with": "2023-05-01"}}},
+            "compare_with=2023-05-01 has no clusters map for this AOI",
+        ),
+    ],
+)
+def test_settings_that_name_another_thing_are_refused_before_any_product(
+    demo, dask_cluster, tmp_path, ops, expected
+):
+    out = tmp_path / "out"
+    result = run(
+        out, registry=demo.aoi_registry, catalog=str(demo.catalog), dask_cluster=dask_cluster,
+        run_config={"ops": ops},
+    )  # fmt: skip
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert failure.step_key == "stac_items"  # the run's first step
+    assert expected in failure_message(result)
+    assert not (out / "stac_items").exists()  # nothing was written, so nothing was replaced

@@ -273,6 +273,10 @@ def test_settings_refuse_what_cannot_work():
         ChangeSettings(compare_with="2018-12-01").earlier(dates, "2019-02-01")
     with pytest.raises(ConfigError, match="YYYY-MM-DD"):
         ChangeSettings(compare_with="2019-01")
+    with pytest.raises(ConfigError, match="compare_with=2019-02-01 is this partition's own date"):
+        ChangeSettings(compare_with="2019-02-01").earlier(dates, "2019-02-01")
+    with pytest.raises(ConfigError, match="compare_with=2019-02-01 is after it"):
+        ChangeSettings(compare_with="2019-02-01").earlier(dates, "2019-01-16")
     with pytest.raises(ConfigError, match="warn_changed_share=1.5 is invalid"):
         ChangeSettings(warn_changed_share=1.5)
 

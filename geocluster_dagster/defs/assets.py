@@ -25,6 +25,7 @@ import pystac
 import rasterio
 
 from .. import __version__, progress
+from ..aoi import validate_aoi_id
 from ..bands import band_unit
 from ..budget import Estimate, estimate_seconds, record_run, refuse_full_disk
 from ..change import (
@@ -186,6 +187,43 @@ def _withdraw_publication(context: dg.AssetExecutionContext) -> None:
             f"The STAC Item and report of {window.key} are withdrawn until its stac_item step "
             "publishes them again: they described the products before this run."
         )
+
+
+def _check_what_settings_name(
+    context: dg.AssetExecutionContext,
+    window: PartitionWindow,
+    registry: AOIRegistry,
+    outputs: OutputStore,
+) -> None:
+    """The settings of this run that name another thing (the model clusters applies, the date
+    cluster_change compares with) are checked at the run's first step, before any product is
+    rewritten: refused at clusters, four products would already be new."""
+    run_config: dict[str, Any] = dict(context.run.run_config)
+    ops: dict[str, Any] = run_config.get("ops") or {}
+    clusters_config = (ops.get("clusters") or {}).get("config") or {}
+    choice = to_settings(ModelSettings, ClusterConfig(**clusters_config))
+    if choice.kind == "aoi":
+        try:
+            validate_aoi_id(choice.other_aoi)
+            known = registry.load()
+        except GeoclusterError as err:
+            raise ConfigError(f"ops.clusters.config.model={choice.model!r}: {err}") from err
+        if choice.other_aoi not in known:
+            raise ConfigError(
+                f"ops.clusters.config.model={choice.model!r} names AOI {choice.other_aoi!r}, "
+                f"which is not in the AOI registry (it has {', '.join(sorted(known))}): name one "
+                "of those, or add the AOI to the registry and materialize its cluster_model."
+            )
+    try:
+        model_plan(choice, window.aoi_id, lambda aoi: outputs.of_aoi(CLUSTER_MODEL, aoi))
+    except GeoclusterError as err:
+        raise ConfigError(f"ops.clusters.config.model={choice.model!r}: {err}") from err
+    change_config = (ops.get("cluster_change") or {}).get("config") or {}
+    change = to_settings(ChangeSettings, ChangeConfig(**change_config))
+    try:
+        change.earlier(outputs.dates_with(CLUSTERS, window.aoi_id), window.date_key)
+    except ConfigError as err:
+        raise ConfigError(f"ops.cluster_change.config.{err}") from err
 
 
 def _warn_stale(context: dg.AssetExecutionContext) -> None:
@@ -359,6 +397,7 @@ def stac_items(
     path = outputs.path(STAC_ITEMS, window)
     with explained_failures():
         aoi = aoi_registry.get(window.aoi_id)
+        _check_what_settings_name(context, window, aoi_registry, outputs)
         source = stac.source()
         sources = _sources_used(context, stac, aoi_registry, outputs)
         no_imagery = ""
