@@ -86,6 +86,11 @@ class LoadSettings:
     preflight: bool = described(
         True, "Open every asset's header before loading, to fail early with the URL that is broken."
     )
+    max_upsampling: float = described(
+        4.0,
+        "Refuse a resolution finer than the sensor's native pixel divided by this (7.5 m for "
+        "30 m Landsat): finer pixels add no detail, only pixels and time. Raise it to allow.",
+    )
     max_grid_pixels: int = described(
         MAX_GRID_PIXELS,
         "Refuse a partition whose output grid (the AOI's bounding box at the output "
@@ -99,6 +104,11 @@ class LoadSettings:
             raise ConfigError(f"`bands` names {twice} more than once: list each band once.")
         if self.resolution is not None and self.resolution <= 0:
             raise ConfigError(f"`resolution` must be positive, got {self.resolution}.")
+        if not self.max_upsampling >= 1:
+            raise ConfigError(
+                f"`max_upsampling` must be at least 1 (no finer than native), got "
+                f"{self.max_upsampling}."
+            )
         if self.max_grid_pixels < 1:
             raise ConfigError(
                 f"`max_grid_pixels` must be a positive number of pixels, got {self.max_grid_pixels}."
@@ -175,6 +185,20 @@ def _utm_epsg(aoi: BaseGeometry) -> int:
     lon, lat = aoi.centroid.x, aoi.centroid.y
     zone = int((lon + 180) // 6) % 60 + 1
     return (32600 if lat >= 0 else 32700) + zone
+
+
+def _refuse_upsampling(resolution: float, native: float, crs: CRS, limit: float) -> None:
+    """A grid in metres finer than ``native / limit``: refused, saying by how much."""
+    if crs.is_geographic or resolution * limit >= native:
+        return
+    factor = native / resolution
+    raise ConfigError(
+        f"`resolution` {resolution:g} m is {factor:.3g}x finer than the sensor's native "
+        f"{native:g} m (band_stack): finer pixels invent no detail, they multiply the pixels and "
+        f"the time by {factor * factor:,.0f}. Use at least {native / limit:g} m (native / "
+        f"max_upsampling={limit:g}), leave `resolution` unset for native, or raise "
+        "`max_upsampling` to allow it."
+    )
 
 
 def _native_anchor(
@@ -289,6 +313,7 @@ def load_band_stack(
             "grid (band_stack)."
         )
     resolution = settings.resolution or profile.native_resolution
+    _refuse_upsampling(resolution, profile.native_resolution, crs, settings.max_upsampling)
     slices = group_items(items, plan, settings.groupby)
     group_of = {item.id: index for index, s in enumerate(slices) for item in s.items}
 

@@ -174,3 +174,23 @@ def test_an_asset_level_proj_field_overrides_its_items(brumadinho_items):
         [item], _footprint(item), LoadSettings(bands=("red",), mask_clouds=False)
     )
     assert stack.red.notnull().any()
+
+
+def test_a_grid_much_finer_than_the_sensor_is_refused_before_any_read(brumadinho_items):
+    import shapely
+
+    from geocluster_dagster.errors import ConfigError
+
+    item = brumadinho_items[1]
+    BANDS = ("red", "nir")
+    aoi = shapely.geometry.shape(item.geometry).buffer(-0.01)
+    with pytest.raises(
+        ConfigError,
+        match=r"`resolution` 1 m is 30x finer than the sensor's native 30 m.*by 900.*at least 7.5 m.*max_upsampling",
+    ):
+        load_band_stack([item], aoi, LoadSettings(resolution=1.0, mask_clouds=False, bands=BANDS))
+    # Allowed when asked for; 4x finer passes by default.
+    load_band_stack([item], aoi, LoadSettings(resolution=7.5, mask_clouds=False, bands=BANDS))
+    load_band_stack(
+        [item], aoi, LoadSettings(resolution=1.0, max_upsampling=30, mask_clouds=False, bands=BANDS)
+    )

@@ -130,6 +130,7 @@ class BandStackConfig(dg.Config):
     mask_clouds: bool = setting(LoadSettings, "mask_clouds")
     mask_flags: list[MaskFlagChoice] = setting(LoadSettings, "mask_flags")
     groupby: GroupBy = setting(LoadSettings, "groupby")
+    max_upsampling: float = setting(LoadSettings, "max_upsampling")
     max_grid_pixels: int = setting(LoadSettings, "max_grid_pixels")
 
 
