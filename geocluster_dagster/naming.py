@@ -74,6 +74,9 @@ CLASS_NAMES = (
     UNLABELLED,
 )
 
+#: The longest name class_names may give a class: every legend and category table shows it whole.
+MAX_NAME_LENGTH = 60
+
 #: The indices the rules read, as spyndex names them, and the bands (spyndex symbols) each needs.
 INDICES = ("NDVI", "NDWI", "MNDWI", "NDSI", "NDBI", "BI")
 _SYMBOLS = {"B": "blue", "G": "green", "R": "red", "N": "nir", "S1": "swir16"}
@@ -100,6 +103,12 @@ class NamingSettings:
                 )
             if not isinstance(name, str) or not name.strip():
                 raise ConfigError(f"class_names[{key!r}] is empty: give the class a name.")
+            if len(name) > MAX_NAME_LENGTH:
+                raise ConfigError(
+                    f"class_names[{key!r}] is {len(name)} characters long: give a name of at "
+                    f"most {MAX_NAME_LENGTH} (it is shown whole in legends, GDAL categories, "
+                    "QGIS and the report; describe the class elsewhere)."
+                )
 
 
 @dataclass(frozen=True)

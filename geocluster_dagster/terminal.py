@@ -25,8 +25,18 @@ OUTPUT_PATH = "output_path"
 
 
 def echo(line: str, *, err: bool = False) -> None:
-    """Print a line above any progress bar (tqdm.write keeps the bars intact)."""
-    tqdm.write(line, file=sys.stderr if err else sys.stdout)
+    """Print a line on a line of its own, above any progress bar. The bars draw on a copy of
+    the terminal (see :class:`Bars`), which ``tqdm.write`` does not clear when it writes to
+    sys.stderr: a FAILED line used to start where a bar of the failed step left off."""
+    bars = [bar for bar in list(getattr(tqdm, "_instances", ())) if not bar.disable]
+    for bar in bars:
+        bar.clear()
+        bar.fp.flush()
+    file = sys.stderr if err else sys.stdout
+    file.write(line + "\n")
+    file.flush()
+    for bar in bars:
+        bar.refresh()
 
 
 class Bars:
@@ -39,6 +49,9 @@ class Bars:
         self._terminal = os.fdopen(os.dup(2), "w") if sys.stderr.isatty() else None
 
     def close(self) -> None:
+        for bar in self._bars.values():  # the passes of a failed step never finished
+            bar.close()
+        self._bars.clear()
         if self._terminal is not None:
             self._terminal.close()
 

@@ -221,3 +221,11 @@ def test_one_name_given_to_two_clusters_makes_them_one_cover_told_apart_in_the_l
     assert [c.name for c in named] == ["cropland (darker)", "cropland (brighter)"]
     assert {cover_of(c.name) for c in named} == {"cropland"}
     assert all("set in class_names" in c.rule for c in named)
+
+
+def test_a_class_name_longer_than_a_legend_holds_is_refused():
+    NamingSettings(class_names={"3": "x" * 60})
+    with pytest.raises(
+        ConfigError, match=r"class_names\['3'\] is 5000 characters long: give a name of at most 60"
+    ):
+        NamingSettings(class_names={"3": "x" * 5000})
