@@ -181,11 +181,24 @@ def _first_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
 
 
-def _sync_aois(instance: dg.DagsterInstance) -> list[str]:
+def _sync_aois(
+    instance: dg.DagsterInstance, run_config: dict[str, Any] | None = None
+) -> list[str]:
+    """Add the registry's AOIs as partitions. The registry is the one the run will use: the
+    ``aoi_registry`` resource config of ``run_config`` (e.g. ``auto_orient: true``), if any."""
     from .defs.partitions import AOI_PARTITIONS
     from .defs.resources import AOIRegistry
 
-    aois = sorted(AOIRegistry().load())
+    resources = (run_config or {}).get("resources") or {}
+    settings = (resources.get("aoi_registry") or {}).get("config") or {}
+    try:
+        registry = AOIRegistry(**settings)
+    except Exception as err:  # pydantic's validation error: a field that is not the resource's
+        raise click.UsageError(
+            f"resources.aoi_registry.config in --config is invalid ({_first_line(err)}): it "
+            "takes path and auto_orient."
+        ) from err
+    aois = sorted(registry.load())
     known = set(instance.get_dynamic_partitions(AOI_PARTITIONS))
     new = [a for a in aois if a not in known]
     if new:
@@ -197,7 +210,7 @@ def _materialize(aoi_id: str, when: str, run_config: dict[str, Any] | None) -> N
     from .defs.partitions import date_partitions, partition_key
 
     instance = _instance()
-    _known_aoi(aoi_id, instance)
+    _known_aoi(aoi_id, instance, run_config)
     date_key = _date_key(when, date_partitions)
     _run_job(
         "geocluster_pipeline",
@@ -208,8 +221,10 @@ def _materialize(aoi_id: str, when: str, run_config: dict[str, Any] | None) -> N
     )
 
 
-def _known_aoi(aoi_id: str, instance: dg.DagsterInstance) -> None:
-    aois = _sync_aois(instance)
+def _known_aoi(
+    aoi_id: str, instance: dg.DagsterInstance, run_config: dict[str, Any] | None = None
+) -> None:
+    aois = _sync_aois(instance, run_config)
     if aoi_id not in aois:
         raise click.UsageError(f"AOI {aoi_id!r} is not in the registry (it has {aois}).")
 
@@ -501,7 +516,7 @@ def reference(aoi_id: str, config_file: str | None) -> None:
 
     run_config = _run_config(config_file)
     instance = _instance()
-    _known_aoi(aoi_id, instance)
+    _known_aoi(aoi_id, instance, run_config)
     _run_job(
         "geocluster_reference", aoi_id, f"the reference model of {aoi_id}", run_config, instance
     )

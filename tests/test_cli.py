@@ -355,3 +355,28 @@ def test_a_first_month_that_is_no_date_or_excludes_the_date_is_named(tmp_path):
     assert result.exit_code == 2, result.output
     assert "they start at GEOCLUSTER_FIRST_MONTH=2024-01-01" in result.output
     assert "GEOCLUSTER_FIRST_MONTH=2023-06-01" in result.output  # the fix, for this date
+
+
+def test_the_fix_a_winding_error_names_can_be_given_in_the_config_file(tmp_path):
+    """A clockwise ring is refused, naming auto_orient: true; that resource setting in
+    --config is the registry the CLI checks the AOI against, as the run does."""
+    from geocluster_dagster.demo import build_demo
+
+    demo = build_demo(tmp_path / "catalog")
+    feature = json.loads(demo.aoi_registry.read_text())["features"][0]
+    feature["geometry"]["coordinates"] = [ring[::-1] for ring in feature["geometry"]["coordinates"]]
+    registry = tmp_path / "aois"
+    registry.mkdir()
+    (registry / "demo.geojson").write_text(json.dumps(feature))
+    env = {"GEOCLUSTER_AOI_REGISTRY": str(registry), "GEOCLUSTER_STAC_URL": str(demo.catalog)}
+    refused = _invoke(
+        tmp_path / "out", "materialize", "--aoi", "demo", "--date", "2023-06", env=env
+    )
+    assert refused.exit_code == 2 and "auto_orient" in refused.output, refused.output
+    config = tmp_path / "orient.yaml"
+    config.write_text(
+        yaml.safe_dump({"resources": {"aoi_registry": {"config": {"auto_orient": True}}}})
+    )
+    result = _invoke(tmp_path / "out", "materialize", "--aoi", "demo", "--date", "2023-06", "--config", str(config), env=env)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out" / "clusters" / "demo" / DEMO_MONTH / "cluster_map.tif").exists()
