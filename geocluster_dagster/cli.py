@@ -181,9 +181,7 @@ def _first_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
 
 
-def _sync_aois(
-    instance: dg.DagsterInstance, run_config: dict[str, Any] | None = None
-) -> list[str]:
+def _sync_aois(instance: dg.DagsterInstance, run_config: dict[str, Any] | None = None) -> list[str]:
     """Add the registry's AOIs as partitions. The registry is the one the run will use: the
     ``aoi_registry`` resource config of ``run_config`` (e.g. ``auto_orient: true``), if any."""
     from .defs.partitions import AOI_PARTITIONS

@@ -452,7 +452,8 @@ def test_no_items_is_no_imagery_and_names_the_filter_to_relax(demo, dask_cluster
     reason = _materialization(result, "stac_items").metadata["no_imagery"].value
     assert "raise max_cloud_cover (stac_items) to at least" in reason
     written = [p.relative_to(tmp_path / "out").parts[0] for p in (tmp_path / "out").rglob("*.json")]
-    assert set(written) == {"stac_items"}  # the empty search is on record; nothing else
+    # the empty search is on record; nothing else (but the root's record of its date windows)
+    assert set(written) == {"stac_items", "geocluster_root.json"}
 
 
 def _catalog_copy(demo, tmp_path: Path) -> Path:

@@ -380,3 +380,22 @@ def test_the_fix_a_winding_error_names_can_be_given_in_the_config_file(tmp_path)
     result = _invoke(tmp_path / "out", "materialize", "--aoi", "demo", "--date", "2023-06", "--config", str(config), env=env)  # fmt: skip
     assert result.exit_code == 0, result.output
     assert (tmp_path / "out" / "clusters" / "demo" / DEMO_MONTH / "cluster_map.tif").exists()
+
+
+def test_a_search_that_finds_nothing_keeps_the_earlier_products_and_says_they_are_stale(tmp_path):
+    assert _invoke(tmp_path, "demo").exit_code == 0
+    map_before = (tmp_path / "clusters" / "demo" / DEMO_MONTH / "cluster_map.tif").read_bytes()
+    config = tmp_path / "strict.yaml"
+    config.write_text(yaml.safe_dump({"ops": {"stac_items": {"config": {"max_cloud_cover": 0.5}}}}))
+    result = _invoke(tmp_path, "materialize", "--aoi", "demo", "--date", "2023-06", "--config", str(config))  # fmt: skip
+    assert result.exit_code == 0, result.output  # no imagery is not an error, as in a backfill
+    assert "No imagery for AOI 'demo'" in result.output
+    assert (
+        "(band_stack, mosaic, geotiff, clusters, diagnostics) are kept but stale" in result.output
+    )
+    # kept, and not published as the partition's: the STAC Item and report are withdrawn
+    assert (
+        tmp_path / "clusters" / "demo" / DEMO_MONTH / "cluster_map.tif"
+    ).read_bytes() == map_before
+    assert not (tmp_path / "stac" / "outputs" / "demo" / f"{DEMO_MONTH}.json").exists()
+    assert not (tmp_path / "report" / "demo" / f"{DEMO_MONTH}.html").exists()

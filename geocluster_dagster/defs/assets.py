@@ -414,6 +414,18 @@ def stac_items(
         except NoItemsFound as err:
             # Not an error: a cloudy month has no scene. Stored empty, so the search is on record.
             items, no_imagery = pystac.ItemCollection([]), str(err)
+            earlier = [
+                product.asset
+                for product in (BAND_STACK, MOSAIC, GEOTIFF, CLUSTERS, CLUSTER_CHANGE, DIAGNOSTICS)
+                if outputs.path(product, window).exists()
+            ]
+            if earlier:
+                # Kept (nothing replaces a product with nothing), but no longer this search's:
+                # said here, in the CLI's summary, and the partition's STAC Item is withdrawn.
+                no_imagery += (
+                    f" The products of an earlier search ({', '.join(earlier)}) are kept but "
+                    "stale: they were made from scenes this search no longer finds."
+                )
             context.log.warning(
                 f"No imagery for {window.label}: {no_imagery} The assets downstream are skipped."
             )
