@@ -399,3 +399,20 @@ def test_a_search_that_finds_nothing_keeps_the_earlier_products_and_says_they_ar
     ).read_bytes() == map_before
     assert not (tmp_path / "stac" / "outputs" / "demo" / f"{DEMO_MONTH}.json").exists()
     assert not (tmp_path / "report" / "demo" / f"{DEMO_MONTH}.html").exists()
+
+
+def test_a_failure_in_stac_item_prints_its_reason(tmp_path):
+    """A file where the catalog's folder belongs: the step's line, then a FAILED line naming
+    the file and the fix (the report said 'stac_item failed' and no reason)."""
+    (tmp_path / "stac").parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "stac").write_text("not a folder")
+    result = _invoke(tmp_path, "demo")
+    assert result.exit_code == 1, result.output
+    lines = result.output.splitlines()
+    assert any(line.startswith("  stac_item      failed after") for line in lines), result.output
+    failed = [line for line in lines if line.startswith("FAILED stac_item: ")]
+    assert (
+        failed
+        and f"{tmp_path / 'stac'} is a file where a folder of the output root belongs" in failed[0]
+    )
+    assert (tmp_path / "stac").read_text() == "not a folder"
