@@ -37,6 +37,14 @@ from affine import Affine
 
 from .blocks import iter_blocks
 from .categories import BandCategories, class_colours, write_pam
+from .change_states import (
+    CHANGED,
+    STATE_COLOURS,
+    STATE_NAMES,
+    UNCHANGED,
+    UNKNOWN,
+    WITHIN_COVER,
+)
 from .cluster import ClusterSettings, FittedClusterer, feature_stack, pixel_area_m2
 from .errors import ConfigError, NoClearPixels, NotComparable
 from .export import write_geotiff
@@ -55,8 +63,6 @@ SUMMARY = "summary.json"
 #: The model both dates were classified with, as a plain-number file.
 MODEL = "model.json"
 
-#: Values of the change map's ``change`` band.
-UNKNOWN, UNCHANGED, CHANGED, WITHIN_COVER = 0, 1, 2, 3
 
 #: A label is confident when its simplified silhouette is above 0.25: Kaufman & Rousseeuw
 #: (1990, *Finding Groups in Data*, p. 88) read a silhouette of 0.25 or less as "no substantial
@@ -448,20 +454,6 @@ def _write_change_map(
         blocks=layers,
         task="classifying both dates and writing the change map",
     )
-
-
-#: Colours and names of the ``change`` band (unknown stays transparent, like nodata).
-STATE_NAMES = {
-    UNCHANGED: "unchanged",
-    CHANGED: "changed",
-    WITHIN_COVER: "same cover, other cluster",
-}
-STATE_COLOURS = {
-    UNKNOWN: (0, 0, 0, 0),
-    UNCHANGED: (220, 220, 220, 255),
-    CHANGED: (214, 39, 40, 255),
-    WITHIN_COVER: (160, 160, 160, 255),
-}
 
 
 def _write_categories(

@@ -10,7 +10,7 @@ import pandas as pd
 from matplotlib.colors import LogNorm
 from matplotlib.patches import Patch
 
-from .change import CHANGED, UNCHANGED, WITHIN_COVER
+from .change_states import CHANGED, UNCHANGED, WITHIN_COVER, state_rgba
 from .plot import (
     NODATA_COLOR,
     PathLike,
@@ -22,8 +22,8 @@ from .plot import (
     cluster_label,
 )
 
-UNCHANGED_COLOR = (0.86, 0.86, 0.86, 1.0)
-SAME_COVER_COLOR = (0.63, 0.63, 0.63, 1.0)
+UNCHANGED_COLOR = state_rgba(UNCHANGED)
+SAME_COVER_COLOR = state_rgba(WITHIN_COVER)
 
 
 def plot_change_map(

@@ -15,7 +15,6 @@ import sys
 from typing import Any
 
 import dagster as dg
-from dagster._core.events import DagsterEventType
 from tqdm import tqdm
 
 from .progress import Update
@@ -109,9 +108,9 @@ class AssetLines(logging.Handler):
                 self._said.setdefault(step, message)  # why a step wrote nothing, if it did not
             return
         kind = event.event_type
-        if kind == DagsterEventType.STEP_START:
+        if kind == dg.DagsterEventType.STEP_START:
             self.started[step] = record.created
-        elif kind == DagsterEventType.ASSET_MATERIALIZATION:
+        elif kind == dg.DagsterEventType.ASSET_MATERIALIZATION:
             materialization = event.step_materialization_data.materialization
             metadata = materialization.metadata
             self.written[materialization.asset_key.to_user_string()] = metadata
@@ -119,15 +118,15 @@ class AssetLines(logging.Handler):
                 self._said[step] = f"nothing compared: {metadata['not_compared'].value}"
             if "no_imagery" in metadata:
                 self._later(step, f"    no imagery: {metadata['no_imagery'].value}")
-        elif kind == DagsterEventType.ASSET_CHECK_EVALUATION:
+        elif kind == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
             check = event.event_specific_data
             if not check.passed:
                 line = f"    check {check.check_name} {check.severity.value}: {check.description}"
                 self.failed_checks.append(line)
                 self._later(step, line)
-        elif kind == DagsterEventType.STEP_SUCCESS:
+        elif kind == dg.DagsterEventType.STEP_SUCCESS:
             self._step_line(step, record.created)
-        elif kind == DagsterEventType.STEP_FAILURE:
+        elif kind == dg.DagsterEventType.STEP_FAILURE:
             self.failures.append(f"FAILED {step}: {failure_text(event.step_failure_data)}")
             self._step_line(step, record.created, failed=True)
             echo(self.failures[-1], err=True)

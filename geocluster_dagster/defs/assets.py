@@ -233,10 +233,8 @@ def _warn_stale(context: dg.AssetExecutionContext) -> None:
     if key is None or "|" not in str(key):
         return
     window, outputs = window_of(str(key)), context.resources.outputs
-    from dagster._core.events import DagsterEventType
-
     records = context.instance.get_records_for_run(
-        context.run.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION
+        context.run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
     ).records
     rewritten = sorted(
         {r.event_log_entry.dagster_event.asset_key.to_user_string() for r in records}
