@@ -52,6 +52,7 @@ from geocluster_dagster.naming import (
     WATER,
     cover_of,
 )
+from geocluster_dagster.storage import ROOT_RECORD
 
 from .conftest import S2_29RKH
 
@@ -350,12 +351,14 @@ def _demo_polygon(demo) -> shapely.Polygon:
 
 
 def _no_outputs(out: Path) -> bool:
-    """Nothing written but the run's partition lock (``.locks/``, empty once the run ends)."""
+    """Nothing written but the run's partition lock (``.locks/``, empty once the run ends) and
+    the root's record of its kind of date window."""
     if not out.exists():
         return True
     locks = [p for p in out.rglob("*") if p.is_file() and p.relative_to(out).parts[0] == ".locks"]
     assert all(p.stat().st_size == 0 for p in locks), "a finished run left its lock held"
-    return not any(p.is_file() and p not in locks for p in out.rglob("*"))
+    record = out / ROOT_RECORD
+    return not any(p.is_file() and p not in locks and p != record for p in out.rglob("*"))
 
 
 def test_a_partition_added_in_the_ui_for_an_aoi_the_registry_lacks_is_refused(
