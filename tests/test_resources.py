@@ -129,3 +129,18 @@ def test_an_unreachable_dask_scheduler_fails_in_its_own_words(monkeypatch):
         in str(cause)
     )
     assert "unset it to compute in the run's own process" in str(cause)
+
+
+def test_the_stac_resource_takes_every_default_from_the_plain_settings():
+    """One source for each default: the resource's fields feed StacSource and
+    RemoteReadSettings, and left unset they give exactly those classes' own defaults."""
+    import dataclasses
+
+    from geocluster_dagster.defs.resources import StacCatalog
+    from geocluster_dagster.remote import RemoteReadSettings
+    from geocluster_dagster.search import StacSource
+
+    resource = StacCatalog(url="https://example.invalid/api")
+    source = resource.source()
+    assert source == dataclasses.replace(StacSource(url=source.url), sign=source.sign)
+    assert resource.read_settings() == RemoteReadSettings()

@@ -9,6 +9,7 @@ nothing at all names a source.
 """
 
 import contextlib
+import dataclasses
 import logging
 import os
 import time
@@ -74,6 +75,12 @@ def demo_paths() -> "DemoPaths":
     return build_demo(output_root() / "demo_catalog")
 
 
+def default_of(settings_class: type, name: str) -> Any:
+    """The default of field ``name`` of a plain settings dataclass: a resource field that feeds
+    it takes its default from there, so each default has one source."""
+    return {f.name: f.default for f in dataclasses.fields(settings_class)}[name]
+
+
 class AOIRegistry(dg.ConfigurableResource):  # type: ignore[type-arg]
     """The areas of interest: a folder of GeoJSON files or one FeatureCollection file."""
 
@@ -129,28 +136,37 @@ class StacCatalog(dg.ConfigurableResource):  # type: ignore[type-arg]
         "never. Unset: env GEOCLUSTER_STAC_SIGN, else 'auto'.",
     )
     max_retries: int = Field(
-        default=5, description="Retries of a failed STAC API request (429/5xx)."
+        default=default_of(StacSource, "max_retries"),
+        description="Retries of a failed STAC API request (429/5xx).",
     )
     backoff_factor: float = Field(
-        default=0.5, description="Exponential backoff factor between retries, seconds."
+        default=default_of(StacSource, "backoff_factor"),
+        description="Exponential backoff factor between retries, seconds.",
     )
-    timeout_s: float = Field(default=60.0, description="Timeout of one STAC API request, seconds.")
-    page_size: int = Field(default=100, description="Items per page of STAC API results.")
+    timeout_s: float = Field(
+        default=default_of(StacSource, "timeout_s"),
+        description="Timeout of one STAC API request, seconds.",
+    )
+    page_size: int = Field(
+        default=default_of(StacSource, "page_size"),
+        description="Items per page of STAC API results.",
+    )
     # Pixel reads: how to fetch the assets the catalog points at. They live here, not in the
     # run config, because they describe the servers, not the science: they never change outputs.
     read_max_retries: int = Field(
-        default=5,
+        default=default_of(RemoteReadSettings, "max_retries"),
         description="GDAL_HTTP_MAX_RETRY: GDAL's retries of one HTTP request on 429/5xx, timeouts, resets.",
     )
     read_retry_delay_s: float = Field(
-        default=1.0,
+        default=default_of(RemoteReadSettings, "retry_delay_s"),
         description="GDAL_HTTP_RETRY_DELAY: first delay between those retries, doubled each time; seconds.",
     )
     read_timeout_s: float = Field(
-        default=60.0, description="GDAL_HTTP_TIMEOUT: seconds one HTTP request of a read may take."
+        default=default_of(RemoteReadSettings, "timeout_s"),
+        description="GDAL_HTTP_TIMEOUT: seconds one HTTP request of a read may take.",
     )
     read_attempts: int = Field(
-        default=3,
+        default=default_of(RemoteReadSettings, "attempts"),
         description="Attempts per asset read (fresh signed URL, GDAL cache bypassed) for failures GDAL does not retry, e.g. truncated bodies, expired tokens.",
     )
 
