@@ -214,7 +214,7 @@ def _size(n_bytes: float) -> str:
 
 #: A partition's seconds on the 2-core reference machine: a fixed part (imports, instance,
 #: diagnostics' elbow and figures: the demo partition's run) plus a part per million grid
-#: pixels x dates (8000² px x 2 dates in 71.6 s; README, Benchmark). Used until this machine
+#: pixels x dates (8000² px x 2 dates in 71.6 s; benchmarks/README.md). Used until this machine
 #: has timed runs of its own.
 REFERENCE_FIXED_S = 12.0
 REFERENCE_S_PER_MPX = 0.5

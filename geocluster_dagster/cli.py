@@ -408,7 +408,7 @@ def _check_run_config(job: dg.JobDefinition, run_config: dict[str, Any]) -> None
         problems = "; ".join(error.message for error in err.errors) or str(err)
         raise click.UsageError(
             f"the run config (--config) is invalid: {problems}. The fields, their choices and "
-            "defaults are in the README (Configuration) and the Dagster launchpad."
+            "defaults are in docs/configuration.md and the Dagster launchpad."
         ) from err
 
 

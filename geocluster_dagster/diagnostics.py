@@ -61,7 +61,7 @@ class DiagnosticsSettings:
         True,
         "Draw the eight figures (and their previews in the UI). false: the scores, the elbow "
         "curve and the silhouette check only, about 2 s less per partition. A backfill's runs "
-        "take the run tag geocluster/figures: false instead (README, Many AOIs).",
+        "take the run tag geocluster/figures: false instead (docs/deployment.md, Many AOIs).",
     )
 
     def __post_init__(self) -> None:

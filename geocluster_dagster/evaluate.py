@@ -213,7 +213,7 @@ def elbow_curve(
         }
 
     # The fits are independent and spend their time in numpy/BLAS, which release the GIL:
-    # one thread per core, same numbers as fitting one k after the other (README, Benchmark).
+    # one thread per core, same numbers as fitting one k after the other (benchmarks/README.md).
     ks = sorted(set(int(k) for k in k_values))
     with ThreadPoolExecutor(max_workers=min(len(ks), os.cpu_count() or 1)) as pool:
         rows = list(
