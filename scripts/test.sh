@@ -51,4 +51,6 @@ pip install -q -e ".[test]"
 ruff check .
 ruff format --check .
 mypy
-python -m pytest "$@"
+# -m "" lifts the fast-set filter of pyproject.toml: every test, servers and slow ones too
+# (a -m of the caller comes later and wins).
+python -m pytest -m "" "$@"
