@@ -24,6 +24,7 @@ land cover; 3 another cluster of the same cover).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -361,7 +362,8 @@ def compare_dates(
     if settings.stable_areas is not None:
         stable = read_stable_areas(settings.stable_areas, after.image.rio.crs)
     counts = _Counts(stable=np.zeros((256, 256), np.int64) if stable is not None else None)
-    apply = _ClassifyBoth(model, len(features), states)
+    # bound with functools.partial, as LabelledBlocks binds its model: picklable for workers
+    apply = functools.partial(_classify_both, model=model, n_features=len(features), states=states)
 
     def layers() -> Iterator[tuple[tuple[slice, ...], np.ndarray]]:
         for index, (block, pairs, sure) in iter_blocks(stack, apply=apply):
@@ -406,20 +408,6 @@ def compare_dates(
         facts.class_areas.to_csv(tmp / CLASS_AREAS, index=False)
         write_json(facts.summary, tmp / SUMMARY)
     return facts
-
-
-@dataclass(frozen=True)
-class _ClassifyBoth:
-    """:func:`_classify_both` with its model bound, as one picklable callable for the workers."""
-
-    model: FittedClusterer
-    n_features: int
-    states: np.ndarray
-
-    def __call__(self, block: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return _classify_both(
-            block, model=self.model, n_features=self.n_features, states=self.states
-        )
 
 
 def _write_change_map(

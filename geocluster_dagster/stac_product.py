@@ -297,13 +297,7 @@ def write_item(products: PartitionProducts, output_root: Path) -> Path:
     folder = output_root / CATALOG_DIR
     item_path = folder / COLLECTION_ID / products.aoi_id / f"{products.date_key}.json"
     item = build_item(products, item_path)
-    with exclusive_lock(
-        output_root / ".locks" / "stac_catalog.lock",
-        what="The output STAC catalog",
-        holder=f"partition {products.aoi_id}|{products.date_key}",
-        timeout_s=600,
-        on_wait=lambda _: None,
-    ):
+    with _catalog_lock(output_root, products.aoi_id, products.date_key):
         collection = _updated_collection(folder, item, item_path)
         document = item.to_dict(include_self_link=False, transform_hrefs=False)
         document["links"] = [
@@ -337,6 +331,17 @@ def _catalog() -> dict[str, Any]:
     }
 
 
+def _catalog_lock(output_root: Path, aoi_id: str, date_key: str) -> Any:
+    """The lock under which one partition at a time changes the collection."""
+    return exclusive_lock(
+        output_root / ".locks" / "stac_catalog.lock",
+        what="The output STAC catalog",
+        holder=f"partition {aoi_id}|{date_key}",
+        timeout_s=600,
+        on_wait=lambda _: None,
+    )
+
+
 def withdraw_item(output_root: Path, aoi_id: str, date_key: str) -> bool:
     """Take the partition's Item out of the catalog (file and collection link): a run is
     rewriting its products, and the Item's checksums and figures would describe the earlier
@@ -345,13 +350,7 @@ def withdraw_item(output_root: Path, aoi_id: str, date_key: str) -> bool:
     item_path = folder / COLLECTION_ID / aoi_id / f"{date_key}.json"
     if not item_path.exists():
         return False
-    with exclusive_lock(
-        output_root / ".locks" / "stac_catalog.lock",
-        what="The output STAC catalog",
-        holder=f"partition {aoi_id}|{date_key}",
-        timeout_s=600,
-        on_wait=lambda _: None,
-    ):
+    with _catalog_lock(output_root, aoi_id, date_key):
         collection = _updated_collection(folder, None, item_path, remove=f"{aoi_id}_{date_key}")
         write_json(collection, folder / COLLECTION_ID / "collection.json")
         item_path.unlink(missing_ok=True)

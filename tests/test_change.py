@@ -47,6 +47,14 @@ def _dated(images, root, plan_of, settings=None):
     return dated
 
 
+def _applied_reference(images, root):
+    """Each date's map made with one reference model (k = 6) of both dates."""
+    reference = write_reference_model(
+        images, ClusterSettings(n_clusters=6), PoolSettings(), root / "ref", aoi_id="b"
+    ).model
+    return _dated(images, root, lambda _: ModelPlan("apply", reference, "ref"))
+
+
 def _read(folder):
     with rasterio.open(folder / CHANGE_MAP) as src:
         return src.read()
@@ -139,10 +147,7 @@ def test_maps_of_one_model_are_compared_with_it_and_the_stored_maps_are_the_chan
     tmp_path,
 ):
     _, images = brumadinho
-    reference = write_reference_model(
-        images, ClusterSettings(n_clusters=6), PoolSettings(), tmp_path / "ref", aoi_id="b"
-    ).model
-    dated = _dated(images, tmp_path, lambda _: ModelPlan("apply", reference, "ref"))
+    dated = _applied_reference(images, tmp_path)
     common = common_model(dated[BEFORE], dated[AFTER])
     assert common.how == "shared"
     compare_dates(dated[BEFORE], dated[AFTER], common, tmp_path / "change")
@@ -207,10 +212,7 @@ def test_change_in_an_area_marked_stable_is_counted_and_judged(brumadinho, tmp_p
     """The mudflow valley marked (wrongly) as stable: the plausibility check warns with the
     numbers; a square of land that did not change passes."""
     _, images = brumadinho
-    reference = write_reference_model(
-        images, ClusterSettings(n_clusters=6), PoolSettings(), tmp_path / "ref", aoi_id="b"
-    ).model
-    dated = _dated(images, tmp_path, lambda _: ModelPlan("apply", reference, "ref"))
+    dated = _applied_reference(images, tmp_path)
     common = common_model(dated[BEFORE], dated[AFTER])
     first = compare_dates(dated[BEFORE], dated[AFTER], common, tmp_path / "first")
     before, after, state = _read(tmp_path / "first")
