@@ -223,6 +223,10 @@ REFERENCE_S_PER_MPX = 0.5
 TIMED_RUNS = 50
 
 
+#: This machine's timed runs (size, seconds), under the output root: the estimates' rate.
+TIMINGS = ".timings.jsonl"
+
+
 def record_run(timings: Path, work_mpx: float, seconds: float) -> None:
     """Append a finished run's size and time to this machine's timings (``timings`` is a
     JSON-lines file under the output root); the oldest lines beyond TIMED_RUNS are dropped."""
@@ -232,12 +236,12 @@ def record_run(timings: Path, work_mpx: float, seconds: float) -> None:
     write_text_atomically(timings, "\n".join(lines[-TIMED_RUNS:]) + "\n")
 
 
-def estimate_seconds(timings: Path, work_mpx: float) -> tuple[float, str]:
+def estimate_seconds(timings: Path | None, work_mpx: float) -> tuple[float, str]:
     """Seconds a run of ``work_mpx`` should take on this machine, and how that was found: a
     line through its timed runs when they span sizes (at least 2x apart), their fixed part
     with the reference rate when they are all of one size, the reference machine's otherwise."""
     runs = []
-    if timings.exists():
+    if timings is not None and timings.exists():
         for line in timings.read_text().splitlines():
             try:
                 run = json.loads(line)

@@ -27,10 +27,10 @@ _RED, _GREEN, _BLUE, _ALPHA = 6, 7, 8, 9
 def class_colours(ids: Sequence[int]) -> dict[int, RGBA]:
     """The plots' colour of each cluster id (the same id, the same colour, in every map), and
     transparent nodata (0)."""
-    from .plot import cluster_colors  # matplotlib's palettes, only when a map is written
+    from .plot import cluster_colours  # matplotlib's palettes, only when a map is written
 
     largest = max(ids, default=0)
-    palette = cluster_colors(largest)
+    palette = cluster_colours(largest)
     colours = {0: TRANSPARENT}
     for i in ids:
         r, g, b = (round(255 * c) for c in palette[int(i) - 1])

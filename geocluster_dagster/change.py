@@ -24,9 +24,8 @@ land cover; 3 another cluster of the same cover).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -34,36 +33,20 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import xarray as xr
-from affine import Affine
 
-from .blocks import iter_blocks
-from .categories import BandCategories, class_colours, write_pam
 from .change_states import (
     CHANGED,
-    STATE_COLOURS,
-    STATE_NAMES,
     UNCHANGED,
     UNKNOWN,
     WITHIN_COVER,
 )
-from .cluster import ClusterSettings, FittedClusterer, feature_stack, pixel_area_m2
+from .cluster import ClusterSettings, FittedClusterer
 from .errors import ConfigError, NoClearPixels, NotComparable
-from .export import write_geotiff
 from .fields import described
-from .model_file import model_digest, save_model
+from .model_file import model_digest
 from .naming import cover_of, name_clusters
-from .reference import check_features, is_date_key, pooled_sample
-from .storage import atomic_path, expand_path, write_json
-
-CHANGE_MAP = "change.tif"
-CHANGE_PNG = "change_map.png"
-TRANSITIONS_PNG = "transitions.png"
-TRANSITIONS = "transitions.csv"
-CLASS_AREAS = "class_areas.csv"
-SUMMARY = "summary.json"
-#: The model both dates were classified with, as a plain-number file.
-MODEL = "model.json"
-
+from .reference import is_date_key, pooled_sample
+from .storage import expand_path
 
 #: A label is confident when its simplified silhouette is above 0.25: Kaufman & Rousseeuw
 #: (1990, *Finding Groups in Data*, p. 88) read a silhouette of 0.25 or less as "no substantial
@@ -163,16 +146,6 @@ class CommonModel:
         }[self.how]
 
 
-@dataclass(frozen=True)
-class ChangeFacts:
-    """What comparing two dates counted."""
-
-    transitions: pd.DataFrame
-    class_areas: pd.DataFrame
-    summary: dict[str, Any]
-    model: CommonModel
-
-
 def common_model(
     before: DatedImage,
     after: DatedImage,
@@ -193,7 +166,7 @@ def common_model(
     settings: ClusterSettings = after.model.settings
     features = list(after.model.features)
     _check_features(after.model, f"the map of {after.date}", before, after)
-    from .cluster_product import fit_model  # the fit's imports only when a model is fitted
+    from .products.clusters import fit_model  # the fit's imports only when a model is fitted
 
     images = {before.date: before.image, after.date: after.image}
     try:
@@ -225,17 +198,17 @@ def _check_features(
             )
 
 
-def _grid(image: xr.Dataset) -> tuple[Any, ...]:
+def grid_of(image: xr.Dataset) -> tuple[Any, ...]:
     return (image.rio.crs, tuple(image.rio.transform()), image.rio.shape)
 
 
-def _describe_grid(image: xr.Dataset) -> str:
+def describe_grid(image: xr.Dataset) -> str:
     t = image.rio.transform()
     height, width = image.rio.shape
     return f"{width}x{height} at {t.c:.1f}, {t.f:.1f} in {image.rio.crs}"
 
 
-def _state_table(names: Mapping[int, str]) -> np.ndarray:
+def state_table(names: Mapping[int, str]) -> np.ndarray:
     """(256, 256) change state of every (from, to) pair of ids."""
     table = np.full((256, 256), CHANGED, dtype=np.uint8)
     covers = {i: cover_of(n) for i, n in names.items()}
@@ -248,13 +221,13 @@ def _state_table(names: Mapping[int, str]) -> np.ndarray:
     return table
 
 
-def _pair_counts(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+def pair_counts(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     flat = first.astype(np.int64) * 256 + second
     counts: np.ndarray = np.bincount(flat.ravel(), minlength=256 * 256).reshape(256, 256)
     return counts
 
 
-def _classify_both(
+def classify_both(
     block: np.ndarray, *, model: FittedClusterer, n_features: int, states: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One block of both images' features stacked (2 x features, h, w): the (3, h, w) layers
@@ -274,11 +247,11 @@ def _classify_both(
     first, second = labels
     both = confident[0] & confident[1]
     layers = np.stack([first, second, states[first, second]]).reshape(3, height, width)
-    return layers, _pair_counts(first, second), _pair_counts(first[both], second[both])
+    return layers, pair_counts(first, second), pair_counts(first[both], second[both])
 
 
 @dataclass
-class _Counts:
+class ChangeCounts:
     """(256, 256) counts of (from, to) pairs: all, confidently labelled, inside stable areas."""
 
     all: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((256, 256), np.int64))
@@ -316,154 +289,6 @@ def read_stable_areas(path: str, crs: Any) -> Any:
     return Geometry(shapely.union_all(polygons), "EPSG:4326").to_crs(crs).geom
 
 
-def compare_dates(
-    before: DatedImage,
-    after: DatedImage,
-    common: CommonModel,
-    folder: Path,
-    *,
-    settings: ChangeSettings | None = None,
-    label: str = "",
-    preview_size: int = 1024,
-) -> ChangeFacts:
-    """Classify ``before`` and ``after`` with ``common``'s model pixel by pixel, count what
-    changed and write the change product, with its model and two figures (``label`` names the
-    AOI in their titles). Areas are in hectares when the grid is projected in metres, else NaN.
-    """
-    from rasterio.features import geometry_mask
-
-    from . import plot, plot_change  # matplotlib only when figures are drawn
-
-    settings = settings or ChangeSettings()
-    model = common.model
-    if _grid(before.image) != _grid(after.image):
-        raise ConfigError(
-            f"The geotiffs of {before.date} and {after.date} are on different grids "
-            f"({_describe_grid(before.image)} against {_describe_grid(after.image)}): the AOI, "
-            "crs or resolution changed between them. Materialize both dates with the same "
-            "band_stack settings."
-        )
-    for dated in (before, after):
-        check_features(
-            model.features,
-            [f for f in model.features if f in dated.image.data_vars],
-            f"The model both dates are classified with ({common.describe()})",
-        )
-    features = list(model.features)
-    first, template = feature_stack(before.image, features)
-    second, _ = feature_stack(after.image, features)
-    import dask.array as da
-
-    stack = da.concatenate([first, second], axis=0).rechunk({0: -1})
-    area = pixel_area_m2(after.image)
-    states = _state_table(model.names_by_id)
-    transform = after.image.rio.transform()
-    stable = None
-    if settings.stable_areas is not None:
-        stable = read_stable_areas(settings.stable_areas, after.image.rio.crs)
-    counts = _Counts(stable=np.zeros((256, 256), np.int64) if stable is not None else None)
-    # bound with functools.partial, as LabelledBlocks binds its model: picklable for workers
-    apply = functools.partial(_classify_both, model=model, n_features=len(features), states=states)
-
-    def layers() -> Iterator[tuple[tuple[slice, ...], np.ndarray]]:
-        for index, (block, pairs, sure) in iter_blocks(stack, apply=apply):
-            counts.all += pairs
-            counts.confident += sure
-            rows, cols = index[1], index[2]
-            if stable is not None and counts.stable is not None:
-                inside = geometry_mask(
-                    [stable],
-                    out_shape=block.shape[1:],
-                    transform=transform * Affine.translation(cols.start, rows.start),
-                    invert=True,
-                )
-                counts.stable += _pair_counts(block[0][inside], block[1][inside])
-            yield (slice(0, 3), rows, cols), block
-
-    crs = after.image.rio.crs
-    with atomic_path(folder) as tmp:
-        tmp.mkdir()
-        _write_change_map(tmp / CHANGE_MAP, template, crs, layers(), before.date, after.date)
-        facts = _tables(
-            counts, states, (before.date, after.date), model.names_by_id, area, common,
-            stable_path=settings.stable_areas,
-        )  # fmt: skip
-        _write_categories(tmp / CHANGE_MAP, counts.all, states, model.names_by_id, area)
-        save_model(model, tmp / MODEL)
-        preview, extent = plot.read_preview(tmp / CHANGE_MAP, max_size=preview_size)
-        title = f"{label}{' ' if label else ''}{before.date} -> {after.date}"
-        names = model.names_by_id
-        plot_change.plot_change_map(
-            preview, extent, tmp / CHANGE_PNG, names=names, title=f"Change, {title}",
-            crs_label=str(crs),
-        )  # fmt: skip
-        plot_change.plot_transitions(
-            facts.transitions,
-            tmp / TRANSITIONS_PNG,
-            names_before=names,
-            names_after=names,
-            title=f"Transitions, {title}",
-        )
-        facts.transitions.to_csv(tmp / TRANSITIONS, index=False)
-        facts.class_areas.to_csv(tmp / CLASS_AREAS, index=False)
-        write_json(facts.summary, tmp / SUMMARY)
-    return facts
-
-
-def _write_change_map(
-    path: Path,
-    template: xr.DataArray,
-    crs: Any,
-    layers: Iterator[tuple[tuple[slice, ...], np.ndarray]],
-    from_date: str,
-    to_date: str,
-) -> None:
-    """The 3-band COG from the blocks ``layers`` yields; the Dataset only gives the grid."""
-    import dask.array as da
-    import rioxarray  # noqa: F401  (the .rio accessor)
-
-    empty = da.zeros(template.shape, dtype=np.uint8, chunks=1024)
-    coords = {d: template[d].values for d in template.dims}
-    grid = xr.Dataset(
-        {name: (template.dims, empty) for name in ("from", "to", "change")}, coords=coords
-    ).rio.write_crs(crs)
-    write_geotiff(
-        grid,
-        path,
-        cog=True,
-        nodata=0,
-        tags={
-            "from_date": from_date,
-            "to_date": to_date,
-            "change_values": f"{UNKNOWN} unknown, {UNCHANGED} unchanged, {CHANGED} changed "
-            f"land cover, {WITHIN_COVER} another cluster of the same cover",
-        },
-        overview_resampling="nearest",  # ids and states are categories
-        blocks=layers,
-        task="classifying both dates and writing the change map",
-    )
-
-
-def _write_categories(
-    tif: Path, counts: np.ndarray, states: np.ndarray, names: Mapping[int, str], area: float | None
-) -> None:
-    """The colour tables, category names and attribute tables of the three bands."""
-    colours = class_colours(sorted(names))
-    per_state = {s: int(counts[states == s].sum()) for s in STATE_NAMES}
-    write_pam(
-        tif,
-        [
-            BandCategories(dict(names), colours, _totals(counts.sum(axis=1)), area, "from"),
-            BandCategories(dict(names), colours, _totals(counts.sum(axis=0)), area, "to"),
-            BandCategories(STATE_NAMES, STATE_COLOURS, per_state, area, "change"),
-        ],
-    )
-
-
-def _totals(per_value: np.ndarray) -> dict[int, int]:
-    return {int(v): int(n) for v, n in enumerate(per_value) if v > 0 and n > 0}
-
-
 def _label(cluster: int, names: Mapping[int, str]) -> str:
     return f"{cluster} {names[cluster]}" if cluster in names else str(cluster)
 
@@ -479,8 +304,17 @@ def _share_changed(counts: np.ndarray, states: np.ndarray) -> dict[str, Any]:
     }
 
 
-def _tables(
-    counts: _Counts,
+@dataclass(frozen=True)
+class ChangeTables:
+    """What comparing two dates counted: the transitions, the areas per class and a summary."""
+
+    transitions: pd.DataFrame
+    class_areas: pd.DataFrame
+    summary: dict[str, Any]
+
+
+def tabulate(
+    counts: ChangeCounts,
     states: np.ndarray,
     dates: tuple[str, str],
     names: Mapping[int, str],
@@ -488,7 +322,8 @@ def _tables(
     common: CommonModel,
     *,
     stable_path: str | None = None,
-) -> ChangeFacts:
+) -> ChangeTables:
+    """The transitions, the class areas and the summary of the pixel pairs ``counts`` holds."""
     hectares = (pixel_area_m2 or np.nan) / 10_000.0
     every = counts.all
     known = every[1:, 1:]
@@ -568,6 +403,4 @@ def _tables(
             "digest": model_digest(common.model),
         },
     }
-    return ChangeFacts(
-        transitions=transitions, class_areas=class_areas, summary=summary, model=common
-    )
+    return ChangeTables(transitions=transitions, class_areas=class_areas, summary=summary)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal, get_args
 
 import dask.array as da
@@ -24,10 +23,7 @@ from odc.geo.geom import Geometry
 from shapely.geometry.base import BaseGeometry
 
 from .bands import spectral_order
-from .encoding import STACK_ATTR as ENCODING_ATTR
-from .encoding import DnEncoding
 from .errors import ConfigError, NoClearPixels, NoOverlap
-from .export import RasterStats, write_geotiff
 from .fields import described
 from .load import CLEAR, MASK_REASONS, NO_DATA, STATE_LAYERS
 from .mask import MASKABLE_FLAGS
@@ -315,62 +311,3 @@ def clip(ds: xr.Dataset, inside: xr.DataArray) -> xr.Dataset:
     """NaN outside the AOI polygon (not just its bounding box)."""
     clipped: xr.Dataset = ds.where(inside).astype("float32").assign_attrs(ds.attrs)
     return clipped
-
-
-@dataclass(frozen=True)
-class MosaicFacts:
-    """What writing a mosaic counted."""
-
-    coverage: CoverageCounts
-    stats: RasterStats
-
-
-def write_mosaic(
-    stack: xr.Dataset,
-    aoi: BaseGeometry,
-    path: Path,
-    settings: CompositeSettings = CompositeSettings(),
-    *,
-    where: str,
-    tags: dict[str, str] | None = None,
-) -> MosaicFacts:
-    """Composite ``stack``'s clear observations, clip them to ``aoi`` and write a tiled GeoTIFF.
-
-    The stack is read once, while the composite is written. A partition whose AOI covers no
-    pixel, or has no clear pixel, is refused (NoOverlap, NoClearPixels) before its file
-    replaces an earlier one; ``where`` names the partition in those messages. The file's tags
-    are the stack's provenance, ``tags``, the source items and the method. Bands the inputs
-    encode alike are stored in that uint16 DN encoding (:mod:`geocluster_dagster.encoding`).
-    """
-    inside = aoi_mask(stack, aoi, all_touched=settings.all_touched)
-    aoi_pixels = aoi_pixel_count(inside, where=where)
-    image = clip(composite(stack.drop_vars(list(STATE_LAYERS)), settings.method), inside)
-    counted: list[CoverageCounts] = []
-
-    def refuse_unclear(stats: RasterStats) -> None:
-        clear = stats.count[str(next(iter(image.data_vars)))]
-        counted.append(written_coverage(stack, inside, aoi_pixels, clear, where=where))
-
-    provenance = {
-        **{
-            key: value
-            for key, value in stack.attrs.items()
-            if isinstance(value, str) and key != ENCODING_ATTR  # GDAL's scale/offset say it
-        },
-        **(tags or {}),
-        "source_items": ",".join(stack.item_ids.values.tolist()),
-        "composite": settings.method,
-    }
-    # A working file the geotiff stage reads once: fast lossless compression beats small size,
-    # and the inputs' own uint16 DN encoding halves what is compressed and decoded.
-    stats = write_geotiff(
-        image,
-        path,
-        tags=provenance,
-        compress="zstd",
-        compress_level=1,
-        validate=refuse_unclear,
-        task="compositing the mosaic",
-        encoding=DnEncoding.for_bands(stack.attrs, [str(b) for b in image.data_vars]),
-    )
-    return MosaicFacts(coverage=counted[0], stats=stats)

@@ -3,7 +3,7 @@
 Counted where the pixels are already in memory: the task of
 :class:`geocluster_dagster.cluster.LabelledBlocks` that predicts a block of the map also counts
 its red and NIR here, so the diagnostics' density plot costs no second read of the GeoTIFF
-(a whole scene's full decode: 4.5 s of a 10.9 s diagnostics step at 3840² px).
+(a whole scene's full decode, which was most of the diagnostics step; benchmarks/README.md).
 """
 
 from __future__ import annotations

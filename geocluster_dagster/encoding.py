@@ -4,8 +4,7 @@ Collection 2 Level-2 and Sentinel-2 L2A deliver every band as uint16 DN with a s
 (``raster:bands``); :mod:`geocluster_dagster.load` turns them into float32 physical values.
 A working raster written back as float32 spends twice the bytes on the same information, and
 float mantissas compress badly: the mosaic of a whole Landsat scene is written and decoded
-about 2.5x faster as uint16 (the benchmark's 3840² px, 10 bands, zstd level 1: compressing
-4.5 s -> 1.8 s, decoding 2.8 s -> 0.7 s).
+several times faster as uint16 (measured in benchmarks/README.md).
 
 The stored DN is ``round((value - offset) / scale)``: exact for a value read from the inputs
 (first clear observation), and within half a DN step for a value between steps (the median of
@@ -14,7 +13,7 @@ Sentinel-2, below either product's stated precision. DN 0 is nodata (the inputs'
 valid values are kept within 1..65535, the range a uint16 input can hold.
 
 Readers get the physical values back through GDAL's standard per-band scale/offset, which
-QGIS, rioxarray (``mask_and_scale``) and :func:`geocluster_dagster.export.open_geotiff` apply.
+QGIS, rioxarray (``mask_and_scale``) and :func:`geocluster_dagster.export.open_cog` apply.
 """
 
 from __future__ import annotations

@@ -160,7 +160,7 @@ class CogSettings:
                 )
 
 
-def write_geotiff(
+def write_cog(
     ds: xr.Dataset | xr.DataArray,
     target: Path | str,
     *,
@@ -370,7 +370,7 @@ def _windows(pieces: Iterable[tuple[tuple[slice, ...], T]]) -> Iterator[tuple[Wi
         yield Window(cols.start, rows.start, cols.stop - cols.start, rows.stop - rows.start), piece
 
 
-def open_geotiff(path: Path | str, *, chunks: int = CHUNK_SIZE) -> xr.Dataset:
+def open_cog(path: Path | str, *, chunks: int = CHUNK_SIZE) -> xr.Dataset:
     """A GeoTIFF as a lazy Dataset, one float variable per band named by its description,
     in physical units (GDAL's per-band scale/offset applied, as the loader applies the inputs')."""
     path = Path(path)
@@ -433,7 +433,7 @@ def open_single_band(path: Path | str, *, chunks: int = CHUNK_SIZE) -> xr.DataAr
 def _open_lazily(path: Path | str, **options: Any) -> xr.DataArray:
     """rioxarray's dask-backed (band, y, x) array of a GeoTIFF (one file is one DataArray)."""
     with warnings.catch_warnings():
-        # Per-band scale/offset (an encoded mosaic) is read by open_geotiff from the file;
+        # Per-band scale/offset (an encoded mosaic) is read by open_cog from the file;
         # rioxarray's note that it cannot make them one attribute is not the user's concern.
         warnings.filterwarnings("ignore", r"(Offsets|Scales) differ across bands")
         arr = rioxarray.open_rasterio(path, lock=False, **options)

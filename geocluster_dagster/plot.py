@@ -34,7 +34,7 @@ DPI = 100
 """Resolution of every PNG; a figure of (w, h) inches is (w * DPI, h * DPI) pixels."""
 MAP_SIZE = (10.0, 7.5)
 CHART_SIZE = (9.0, 6.0)
-NODATA_COLOR = (1.0, 1.0, 1.0, 0.0)  # transparent: the hatched axes background shows through
+NODATA_COLOUR = (1.0, 1.0, 1.0, 0.0)  # transparent: the hatched axes background shows through
 # Masked pixels must not look like bright surfaces (cloud, sand, roofs), hence grey hatching.
 MASKED_FACE, MASKED_HATCH_COLOR, MASKED_HATCH = "0.93", "0.65", "////"
 
@@ -46,7 +46,7 @@ PathLike = str | os.PathLike[str]
 # --------------------------------------------------------------------------------------------
 
 
-def cluster_colors(k: int) -> list[tuple[float, float, float]]:
+def cluster_colours(k: int) -> list[tuple[float, float, float]]:
     """k distinct categorical RGB colours; colour i (label i + 1) does not depend on k.
 
     tab10 first (the most legible set), then the light tab20 variants, then golden-angle hues
@@ -55,8 +55,8 @@ def cluster_colors(k: int) -> list[tuple[float, float, float]]:
     """
     if k < 0:
         raise ConfigError(f"k={k} is invalid: the number of colours cannot be negative.")
-    tab10 = _listed_colors("tab10")
-    tab20_light = _listed_colors("tab20")[1::2]
+    tab10 = _listed_colours("tab10")
+    tab20_light = _listed_colours("tab20")[1::2]
     palette = [
         (float(c[0]), float(c[1]), float(c[2]))
         for c in (*tab10, *tab20_light)
@@ -71,7 +71,7 @@ def cluster_colors(k: int) -> list[tuple[float, float, float]]:
     return palette[:k]
 
 
-def _listed_colors(name: str) -> Sequence[Sequence[float]]:
+def _listed_colours(name: str) -> Sequence[Sequence[float]]:
     # tab10 and tab20 are ListedColormaps whose ``colors`` is a tuple of RGB float tuples (the
     # stubs type ``colors`` as any array-like or colour).
     return cast(Sequence[Sequence[float]], cast(ListedColormap, colormaps[name]).colors)
@@ -290,8 +290,8 @@ def plot_cluster_map(
     labels = np.asarray(labels)
     if labels.ndim != 2:
         raise ValueError(f"labels must be a 2-D (y, x) array, got shape {labels.shape}.")
-    colors = cluster_colors(n_clusters)
-    lookup = np.array([NODATA_COLOR, *((*c, 1.0) for c in colors)])
+    colours = cluster_colours(n_clusters)
+    lookup = np.array([NODATA_COLOUR, *((*c, 1.0) for c in colours)])
     safe = np.where((labels >= 1) & (labels <= n_clusters), labels, 0).astype(np.intp)
     if signatures is not None:
         fractions = dict(zip(signatures["cluster"], signatures["fraction"], strict=True))
@@ -303,7 +303,7 @@ def plot_cluster_map(
     names = names_of(signatures)
     handles = [
         Patch(
-            facecolor=colors[i - 1],
+            facecolor=colours[i - 1],
             label=f"{cluster_label(i, names)} ({_fraction_text(fractions.get(i, 0))})",
         )
         for i in listed
@@ -394,7 +394,7 @@ def plot_spectral_signatures(
         use_wavelengths = False
         x = np.arange(len(bands), dtype=float)
     n_clusters = int(signatures["cluster"].max())
-    colors = cluster_colors(n_clusters)
+    colours = cluster_colours(n_clusters)
 
     # Many overlapping ±1 std bands turn into a grey wash; fade them as k grows.
     band_alpha = 0.15 if n_clusters <= 6 else 0.06
@@ -406,12 +406,12 @@ def plot_spectral_signatures(
         cluster = int(row["cluster"])
         mean = np.array([row[f"{b}_mean"] for b in bands], dtype=float)
         std = np.array([row.get(f"{b}_std", np.nan) for b in bands], dtype=float)
-        color = colors[cluster - 1]
+        colour = colours[cluster - 1]
         share = _fraction_text(row["fraction"]) if "fraction" in row else ""
         name = cluster_label(cluster, names_of(signatures))
         label = f"{name} ({share})" if share else name
-        ax.plot(x, mean, marker="o", color=color, linewidth=2, label=label)
-        ax.fill_between(x, mean - std, mean + std, color=color, alpha=band_alpha, linewidth=0)
+        ax.plot(x, mean, marker="o", color=colour, linewidth=2, label=label)
+        ax.fill_between(x, mean - std, mean + std, color=colour, alpha=band_alpha, linewidth=0)
 
     if use_wavelengths:
         ax.set_xlabel("Wavelength (µm)")
@@ -444,7 +444,7 @@ def plot_silhouette(
     finite = np.isfinite(values)
     values, labels = values[finite], labels[finite]
     clusters = np.unique(labels)
-    colors = cluster_colors(int(clusters.max()) if len(clusters) else 0)
+    colours = cluster_colours(int(clusters.max()) if len(clusters) else 0)
     gap = max(1, len(values) // 60)
 
     fig = _new_figure(CHART_SIZE)
@@ -455,8 +455,8 @@ def plot_silhouette(
         # and the classic blade has its widest end up.
         blade = np.sort(values[labels == cluster])[::-1]
         y = np.arange(y_lower, y_lower + len(blade))
-        color = colors[int(cluster) - 1]
-        ax.fill_betweenx(y, 0, blade, facecolor=color, edgecolor=color, linewidth=0.3)
+        colour = colours[int(cluster) - 1]
+        ax.fill_betweenx(y, 0, blade, facecolor=colour, edgecolor=colour, linewidth=0.3)
         ax.text(
             -0.02,
             y_lower + len(blade) / 2,
@@ -569,12 +569,12 @@ def plot_cluster_sizes(signatures: pd.DataFrame, path: PathLike) -> Path:
     column, unit = ("area_ha", "ha") if use_area else ("pixel_count", "pixels")
     clusters = signatures["cluster"].astype(int).to_numpy()
     sizes = signatures[column].to_numpy(dtype=float)
-    colors = cluster_colors(int(clusters.max()))
+    colours = cluster_colours(int(clusters.max()))
 
     height = max(3.0, min(0.45 * len(clusters) + 1.5, 30.0))
     fig = _new_figure((CHART_SIZE[0], height))
     ax = fig.add_subplot()
-    ax.barh(clusters, sizes, color=[colors[c - 1] for c in clusters], edgecolor="0.3")
+    ax.barh(clusters, sizes, color=[colours[c - 1] for c in clusters], edgecolor="0.3")
     names = names_of(signatures)
     ax.set_yticks(clusters, labels=[cluster_label(c, names) for c in clusters])
     ax.invert_yaxis()  # cluster 1 on top, like the legends
@@ -608,14 +608,14 @@ def plot_red_nir_density(
     if counts.ndim != 3:
         raise ValueError(f"counts must have shape (k, red bins, nir bins), got {counts.shape}.")
     k = counts.shape[0]
-    colors = np.array(cluster_colors(k))
+    colours = np.array(cluster_colours(k))
     total = counts.sum(axis=0)
     dominant = counts.argmax(axis=0)
     with np.errstate(divide="ignore", invalid="ignore"):
         opacity = np.log1p(total) / np.log1p(total.max()) if total.max() > 0 else total * 0.0
     # A floor keeps single-pixel bins visible; the log keeps the dense core from saturating.
     opacity = np.where(total > 0, 0.35 + 0.65 * opacity, 0.0)
-    image = np.concatenate([colors[dominant], opacity[..., np.newaxis]], axis=-1)
+    image = np.concatenate([colours[dominant], opacity[..., np.newaxis]], axis=-1)
     image = image.transpose(1, 0, 2)  # rows = nir (y axis), columns = red (x axis)
 
     fig = _new_figure((9.0, 7.5))
@@ -659,7 +659,8 @@ def plot_red_nir_density(
     per_cluster = counts.sum(axis=(1, 2))
     handles = [
         Patch(
-            facecolor=colors[i], label=f"{cluster_label(i + 1, names)} ({int(per_cluster[i]):,} px)"
+            facecolor=colours[i],
+            label=f"{cluster_label(i + 1, names)} ({int(per_cluster[i]):,} px)",
         )
         for i in range(k)
         if per_cluster[i] > 0 or names is None  # ids a matched map does not use stay out

@@ -12,13 +12,13 @@ from matplotlib.patches import Patch
 
 from .change_states import CHANGED, UNCHANGED, WITHIN_COVER, state_rgba
 from .plot import (
-    NODATA_COLOR,
+    NODATA_COLOUR,
     PathLike,
     _masked_patch,
     _new_figure,
     _save,
     categorical_map,
-    cluster_colors,
+    cluster_colours,
     cluster_label,
 )
 
@@ -42,9 +42,9 @@ def plot_change_map(
     """
     to, state = layers[1].astype(np.intp), layers[2]
     largest = int(max(to.max(initial=0), max(names, default=0)))
-    colors = cluster_colors(largest)
-    lookup = np.array([NODATA_COLOR, *((*c, 1.0) for c in colors)])
-    image = np.where((state == CHANGED)[..., None], lookup[to], NODATA_COLOR)
+    colours = cluster_colours(largest)
+    lookup = np.array([NODATA_COLOUR, *((*c, 1.0) for c in colours)])
+    image = np.where((state == CHANGED)[..., None], lookup[to], NODATA_COLOUR)
     image[state == UNCHANGED] = UNCHANGED_COLOR
     image[state == WITHIN_COVER] = SAME_COVER_COLOR
     valid = state > 0
@@ -62,7 +62,7 @@ def plot_change_map(
     ]
     handles += [
         Patch(
-            facecolor=colors[c - 1], label=f"became {cluster_label(c, names)} ({s:.1%} of change)"
+            facecolor=colours[c - 1], label=f"became {cluster_label(c, names)} ({s:.1%} of change)"
         )
         for c, s in sorted(share.items())
         if c > 0

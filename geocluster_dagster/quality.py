@@ -317,7 +317,7 @@ def judge_plausible_change(
 ) -> Judgement:
     """The change is believable: little of what both dates label confidently changed land cover,
     and little of what the user marked as stable did (the summary of
-    :func:`geocluster_dagster.change.compare_dates`)."""
+    :func:`geocluster_dagster.products.cluster_change.write_cluster_change`)."""
     confident = summary["confident"]
     stable = summary.get("stable_areas")
     problems = []

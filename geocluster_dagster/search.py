@@ -34,7 +34,6 @@ from urllib3 import Retry
 
 from geocluster_dagster.errors import AssetReadError, ConfigError, NoItemsFound
 from geocluster_dagster.fields import described
-from geocluster_dagster.storage import write_json
 
 PLANETARY_COMPUTER_STAC = "https://planetarycomputer.microsoft.com/api/stac/v1"
 
@@ -97,16 +96,6 @@ class SearchSettings:
     max_items: int | None = described(
         None, "Keep at most this many items (the first ones in time order); None = all."
     )
-
-
-def write_items(items: pystac.ItemCollection, path: Path) -> None:
-    """Store the items found, with the provider's hrefs as they are (unsigned, absolute)."""
-    write_json(items.to_dict(transform_hrefs=False), path)
-
-
-def read_items(path: Path) -> pystac.ItemCollection:
-    """The items :func:`write_items` stored."""
-    return pystac.ItemCollection.from_dict(json.loads(path.read_text()))
 
 
 def is_url(text: str) -> bool:

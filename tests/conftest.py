@@ -17,6 +17,12 @@ import rasterio
 import shapely
 from rasterio.warp import transform_geom
 
+from geocluster_dagster.defs.resources import DaskCluster
+from geocluster_dagster.demo import build_demo
+from geocluster_dagster.export import open_cog
+from geocluster_dagster.load import LoadSettings, load_band_stack
+from geocluster_dagster.products.mosaic import write_mosaic
+
 from .servers.fixtures import *  # noqa: F401,F403
 from .servers.ports import ServerUnavailable
 from .stac_items import localize_item  # noqa: F401  (re-exported for the tests)
@@ -206,3 +212,37 @@ def brumadinho_item(date: str, out_dir: Path) -> pystac.Item:
 @pytest.fixture
 def brumadinho_items(tmp_path) -> list[pystac.Item]:
     return [brumadinho_item(d, tmp_path / d) for d in BRUMADINHO_ORIGINS]
+
+
+# --- fixtures the test modules share -----------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory):
+    return build_demo(tmp_path_factory.mktemp("demo") / "catalog")
+
+
+@pytest.fixture(scope="session")
+def dask_cluster():
+    return DaskCluster()
+
+
+@pytest.fixture(scope="module")
+def brumadinho(tmp_path_factory):
+    """Both dates composited on the one 30 m grid of an AOI covering both crops."""
+    root = tmp_path_factory.mktemp("brumadinho")
+    items = {d: brumadinho_item(d, root / d) for d in BRUMADINHO_ORIGINS}
+    aoi = shapely.union_all([shapely.geometry.shape(i.geometry) for i in items.values()])
+    images = {}
+    for date, item in items.items():
+        # The crops have no QA band: nothing is masked, so the 14th's clouds stay in.
+        stack = load_band_stack(
+            [item],
+            aoi.buffer(-0.001),
+            LoadSettings(
+                mask_clouds=False, bands=("blue", "green", "red", "nir", "swir16", "swir22")
+            ),
+        )
+        write_mosaic(stack, aoi.buffer(-0.001), root / f"{date}.tif", where=date)
+        images[date] = open_cog(root / f"{date}.tif")
+    return root, images

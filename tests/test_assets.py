@@ -20,17 +20,11 @@ import pytest
 import rasterio
 import shapely
 
-from geocluster_dagster.cluster_product import open_clusters
 from geocluster_dagster.definitions import defs
-from geocluster_dagster.defs.assets import PIPELINE_ASSETS
-from geocluster_dagster.defs.outputs import OutputStore
 from geocluster_dagster.defs.partitions import partition_key
-from geocluster_dagster.defs.readable import DENOMINATORS
-from geocluster_dagster.defs.resources import AOIRegistry, DaskCluster, StacCatalog
 from geocluster_dagster.demo import (
     DEMO_MONTH,
     DEMO_QA_CODES,
-    build_demo,
     demo_truth,
 )
 from geocluster_dagster.density import DensityGrid
@@ -41,8 +35,7 @@ from geocluster_dagster.evaluate import (
     red_nir_density,
     subsample_index,
 )
-from geocluster_dagster.export import open_geotiff
-from geocluster_dagster.geotiff_product import open_image
+from geocluster_dagster.export import open_cog
 from geocluster_dagster.mask import DEFAULT_MASK_FLAGS
 from geocluster_dagster.naming import (
     BARE,
@@ -52,64 +45,13 @@ from geocluster_dagster.naming import (
     WATER,
     cover_of,
 )
+from geocluster_dagster.products.clusters import open_clusters
+from geocluster_dagster.products.described import DENOMINATORS
+from geocluster_dagster.products.geotiff import open_geotiff
 from geocluster_dagster.storage import ROOT_RECORD
 
 from .conftest import S2_29RKH
-
-KEY = partition_key("demo", DEMO_MONTH)
-
-
-@pytest.fixture(scope="session")
-def demo(tmp_path_factory):
-    return build_demo(tmp_path_factory.mktemp("demo") / "catalog")
-
-
-@pytest.fixture(scope="session")
-def dask_cluster():
-    return DaskCluster()
-
-
-def run(
-    out: Path,
-    *,
-    registry: Path,
-    catalog: str,
-    dask_cluster,
-    selection=None,
-    run_config=None,
-    aoi_ids=("demo",),
-    key=KEY,
-    instance=None,
-    tags=None,
-):
-    instance = instance or dg.DagsterInstance.ephemeral()
-    instance.add_dynamic_partitions("aoi", list(aoi_ids))
-    return dg.materialize(
-        PIPELINE_ASSETS,
-        selection=selection,
-        partition_key=key,
-        instance=instance,
-        run_config=run_config or {},
-        tags=tags,
-        raise_on_error=False,
-        resources={
-            "aoi_registry": AOIRegistry(path=str(registry)),
-            "stac": StacCatalog(url=catalog),
-            "dask": dask_cluster,
-            "outputs": OutputStore(base_dir=str(out)),
-        },
-    )
-
-
-def failure_message(result: dg.ExecuteInProcessResult) -> str:
-    """The failure as the UI shows it: the error and its chain of causes."""
-    assert not result.success
-    error = next(e for e in result.all_events if e.is_step_failure).step_failure_data.error
-    messages = []
-    while error is not None:
-        messages.append(error.message)
-        error = error.cause
-    return "\n".join(messages)
+from .helpers import failure_message, materialization, run, run_refused_aoi, write_registry
 
 
 @pytest.fixture(scope="module")
@@ -124,14 +66,6 @@ def demo_run(demo, dask_cluster, tmp_path_factory):
     )
     assert result.success
     return out, result
-
-
-def _materialization(result, asset):
-    for event in result.get_asset_materialization_events():
-        mat = event.event_specific_data.materialization
-        if mat.asset_key.to_user_string() == asset:
-            return mat
-    raise AssertionError(f"{asset} was not materialized")
 
 
 def test_definitions_load_with_every_asset_resource_sensor_and_schedule():
@@ -157,7 +91,7 @@ def test_the_demo_partition_writes_every_output(demo_run):
     recipe = json.loads((out / "band_stack" / f"{part}.json").read_text())
     assert len(recipe["items"]["features"]) == 4 and recipe["settings"]["mask_clouds"]
     # Coverage of the mosaic, counted while it was written.
-    coverage = _materialization(result, "mosaic").metadata
+    coverage = materialization(result, "mosaic").metadata
     aoi_pixels, clear = coverage["aoi_pixels"].value, coverage["clear_pixels"].value
     with rasterio.open(out / "mosaic" / f"{part}.tif") as src:
         assert clear == int(src.read(1, masked=True).count())
@@ -180,9 +114,9 @@ def test_the_demo_partition_writes_every_output(demo_run):
         assert src.tags()["aoi_id"] == "demo"  # each file says what it is, opened alone
         ndvi = src.read(1)
     # the bands read back as the mosaic holds them, bit for bit, beside the indices
-    image = open_image(geotiff_dir)
+    image = open_geotiff(geotiff_dir)
     assert list(image.data_vars) == [*bands, "ndvi", "lst"]
-    composite = open_geotiff(out / "mosaic" / f"{part}.tif")
+    composite = open_cog(out / "mosaic" / f"{part}.tif")
     for band in bands:
         np.testing.assert_array_equal(image[band].values, composite[band].values)
     assert tags["aoi_id"] == "demo" and tags["time_window"] == "2023-06-01/2023-07-01"
@@ -209,7 +143,7 @@ def test_the_demo_partition_writes_every_output(demo_run):
     )  # 30 m pixels
     assert (cluster_dir / "model.json").stat().st_size > 0
     # The map in the UI carries its legend: a swatch of each class's colour, its name, its share.
-    preview = _materialization(result, "clusters").metadata["preview_cluster_map"].value
+    preview = materialization(result, "clusters").metadata["preview_cluster_map"].value
     legend = preview.split("\n\n", 1)[1].splitlines()
     assert legend[0] == "| colour | class | name | share of the map |" and len(legend) == 2 + 5
     with rasterio.open(cluster_dir / "cluster_map.tif") as src:
@@ -224,7 +158,7 @@ def test_the_demo_partition_writes_every_output(demo_run):
     # The red-vs-NIR density the diagnostics plot was counted while the map was labelled.
     stored = open_clusters(cluster_dir)
     counted, _, _ = red_nir_density(
-        open_image(out / "geotiff" / part), stored.cluster_map, n_clusters=5
+        open_geotiff(out / "geotiff" / part), stored.cluster_map, n_clusters=5
     )
     assert np.array_equal(stored.density_for(DensityGrid()), counted) and counted.sum() > 0
 
@@ -239,21 +173,21 @@ def test_the_demo_partition_writes_every_output(demo_run):
         "cluster_sizes.png",
         "red_nir_density.png",
     }
-    change = _materialization(result, "cluster_change").metadata  # recorded, not left missing
+    change = materialization(result, "cluster_change").metadata  # recorded, not left missing
     assert "is the first date of AOI demo" in change["not_compared"].value
     assert not (out / "cluster_change").exists()
-    meta = _materialization(result, "diagnostics").metadata
+    meta = materialization(result, "diagnostics").metadata
     assert -1 <= meta["silhouette"].value <= 1 and meta["davies_bouldin"].value > 0
     assert meta["preview_cluster_map"].value.startswith("![")
     assert [p for p in out.rglob("*") if ".tmp" in p.name] == []
     # Every product's numbers in a table with units (a first date has no change to tabulate).
     for asset in ("stac_items", "band_stack", "mosaic", "geotiff", "clusters", "diagnostics"):
-        summary = _materialization(result, asset).metadata["summary"].value
+        summary = materialization(result, asset).metadata["summary"].value
         assert summary.startswith("| measure | value | unit | how to read it |"), asset
-    geotiff_summary = _materialization(result, "geotiff").metadata["summary"].value
+    geotiff_summary = materialization(result, "geotiff").metadata["summary"].value
     assert "| `ndvi_mean` |" in geotiff_summary and DENOMINATORS["grid"] in geotiff_summary
     assert "| `derived_from` | 4 | scenes |" in (
-        _materialization(result, "stac_item").metadata["summary"].value
+        materialization(result, "stac_item").metadata["summary"].value
     )
 
 
@@ -309,40 +243,6 @@ def test_same_seed_same_map_and_masking_matters(demo, demo_run, dask_cluster, tm
 
 
 # --- bad input: a clear failure, no partial output, earlier outputs intact ---------------------
-
-
-def run_refused_aoi(demo, dask_cluster, tmp_path: Path, geometry: dict) -> tuple[Path, str]:
-    """The demo partition of an AOI 'bad' with ``geometry``: the output root and the failure."""
-    out = tmp_path / "out"
-    result = run(
-        out,
-        registry=_registry(tmp_path, geometry),
-        catalog=str(demo.catalog),
-        dask_cluster=dask_cluster,
-        aoi_ids=("bad",),
-        key=partition_key("bad", DEMO_MONTH),
-    )
-    return out, failure_message(result)
-
-
-def _registry(tmp_path: Path, geometry: dict, aoi_id: str = "bad") -> Path:
-    path = tmp_path / "aois.geojson"
-    path.write_text(
-        json.dumps(
-            {
-                "type": "FeatureCollection",
-                "features": [
-                    {
-                        "type": "Feature",
-                        "id": aoi_id,
-                        "properties": {"name": aoi_id},
-                        "geometry": geometry,
-                    }
-                ],
-            }
-        )
-    )
-    return path
 
 
 def _demo_polygon(demo) -> shapely.Polygon:
@@ -452,7 +352,7 @@ def test_no_items_is_no_imagery_and_names_the_filter_to_relax(demo, dask_cluster
         run_config={"ops": {"stac_items": {"config": {"max_cloud_cover": 0.5}}}},
     )
     assert result.success  # a partition without imagery is skipped, not failed
-    reason = _materialization(result, "stac_items").metadata["no_imagery"].value
+    reason = materialization(result, "stac_items").metadata["no_imagery"].value
     assert "raise max_cloud_cover (stac_items) to at least" in reason
     written = [p.relative_to(tmp_path / "out").parts[0] for p in (tmp_path / "out").rglob("*.json")]
     # the empty search is on record; nothing else (but the root's record of its date windows)
@@ -510,7 +410,7 @@ def test_rasters_that_do_not_overlap_the_aoi(demo, dask_cluster, tmp_path):
     collection_file.write_text(json.dumps(pystac.ItemCollection(found).to_dict()))
     result = run(
         tmp_path / "out",
-        registry=_registry(tmp_path, shapely.geometry.mapping(far), "far"),
+        registry=write_registry(tmp_path, shapely.geometry.mapping(far), "far"),
         catalog=str(collection_file),
         dask_cluster=dask_cluster,
         aoi_ids=("far",),
@@ -565,8 +465,8 @@ def test_snow_is_land_cover_by_default_and_named_when_masking_it_empties_the_aoi
         selection=["stac_items", "band_stack", "mosaic"],
     )
     assert result.success
-    clear = _materialization(result, "mosaic").metadata["clear_pixels"].value
-    assert clear == _materialization(demo_run[1], "mosaic").metadata["clear_pixels"].value
+    clear = materialization(result, "mosaic").metadata["clear_pixels"].value
+    assert clear == materialization(demo_run[1], "mosaic").metadata["clear_pixels"].value
 
     masked = run(
         tmp_path / "masked",
@@ -595,7 +495,7 @@ def test_automatic_k_on_the_demo_is_within_one_of_its_land_covers(demo, dask_clu
         run_config={"ops": {"clusters": {"config": {"n_clusters": "auto"}}}},
     )
     assert result.success
-    meta = _materialization(result, "clusters").metadata
+    meta = materialization(result, "clusters").metadata
     choice = meta["k_choice"].value
     k = meta["n_clusters"].value
     # k is the fewest clusters whose covers agree with their pixels' own: every cover of the
@@ -614,7 +514,7 @@ def test_automatic_k_on_the_demo_is_within_one_of_its_land_covers(demo, dask_clu
     assert covers & {BUILT_UP, BARE}, summary["classes"]
     names = [c["name"] for c in summary["classes"]]
     assert len(set(names)) == len(names) == k
-    diagnostics = _materialization(result, "diagnostics").metadata
+    diagnostics = materialization(result, "diagnostics").metadata
     assert diagnostics["silhouette_best_k"].value >= 2
     assert diagnostics["k_advice"].value.startswith(f"k={k} is the fewest clusters that separate")
     assert diagnostics["cover_best_k"].value == k
@@ -652,7 +552,7 @@ def test_k_larger_than_the_valid_pixels(demo, dask_cluster, tmp_path):
     )  # about 2 x 2 pixels
     result = run(
         tmp_path / "out",
-        registry=_registry(tmp_path, shapely.geometry.mapping(tiny), "tiny"),
+        registry=write_registry(tmp_path, shapely.geometry.mapping(tiny), "tiny"),
         catalog=str(demo.catalog),
         dask_cluster=dask_cluster,
         aoi_ids=("tiny",),
@@ -711,7 +611,7 @@ def test_a_real_sentinel2_tile_through_the_whole_graph(s2_29rkh_item, dask_clust
     out = tmp_path / "out"
     result = run(
         out,
-        registry=_registry(tmp_path, shapely.geometry.mapping(aoi), "western_sahara"),
+        registry=write_registry(tmp_path, shapely.geometry.mapping(aoi), "western_sahara"),
         catalog=str(items_file),
         dask_cluster=dask_cluster,
         aoi_ids=("western_sahara",),
@@ -733,7 +633,7 @@ def test_a_real_sentinel2_tile_through_the_whole_graph(s2_29rkh_item, dask_clust
     )
     assert result.success
     geotiff_dir = out / "geotiff" / "western_sahara" / "2020-02-01"
-    image = open_image(geotiff_dir)
+    image = open_geotiff(geotiff_dir)
     assert list(image.data_vars) == ["blue", "green", "red", "nir", "ndvi"]  # no lwir, no lst
     red = image["red"].values
     with rasterio.open(geotiff_dir / "bands.tif") as src:
@@ -880,7 +780,7 @@ def test_diagnostics_without_figures_score_the_same_and_draw_nothing(
     assert sorted(p.name for p in folder.iterdir()) == ["elbow.csv", "scores.json"]
     for name in ("elbow.csv", "scores.json"):  # the same numbers as the run that drew
         assert (folder / name).read_bytes() == (drawn / "diagnostics" / part / name).read_bytes()
-    metadata = _materialization(result, "diagnostics").metadata
+    metadata = materialization(result, "diagnostics").metadata
     assert metadata["figures"].value == f"not drawn ({why})"
     assert not [key for key in metadata if key.startswith(("preview_", "plot_"))]
     checks = [e for e in result.get_asset_check_evaluations() if e.check_name == "silhouette"]

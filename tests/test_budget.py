@@ -24,13 +24,7 @@ from geocluster_dagster.budget import (
 )
 from geocluster_dagster.errors import ConfigError, OutputNotWritable
 
-from .test_assets import (  # noqa: F401  (fixtures)
-    _materialization,
-    dask_cluster,
-    demo,
-    run,
-    run_refused_aoi,
-)
+from .helpers import materialization, run, run_refused_aoi
 
 #: 0.1 x 0.1 degree near the equator, on a 30 m UTM grid.
 BOX = shapely.box(10.0, 0.0, 10.1, 0.1)
@@ -88,8 +82,8 @@ def test_a_disk_too_small_for_the_products_is_refused_with_both_sizes(tmp_path):
 
 
 def test_a_multipolygon_with_a_far_part_fails_fast_and_writes_nothing_after_the_search(
-    demo,  # noqa: F811
-    dask_cluster,  # noqa: F811
+    demo,
+    dask_cluster,
     tmp_path,
 ):
     aoi = json.loads(demo.aoi_registry.read_text())["features"][0]["geometry"]
@@ -100,7 +94,7 @@ def test_a_multipolygon_with_a_far_part_fails_fast_and_writes_nothing_after_the_
     assert not (out / "band_stack").exists() and not (out / "mosaic").exists()
 
 
-def test_the_band_stack_records_its_estimate(demo, dask_cluster, tmp_path):  # noqa: F811
+def test_the_band_stack_records_its_estimate(demo, dask_cluster, tmp_path):
     result = run(
         tmp_path / "out",
         registry=demo.aoi_registry,
@@ -109,7 +103,7 @@ def test_the_band_stack_records_its_estimate(demo, dask_cluster, tmp_path):  # n
         selection=["stac_items", "band_stack"],
     )
     assert result.success
-    stack = _materialization(result, "band_stack").metadata
+    stack = materialization(result, "band_stack").metadata
     assert stack["grid_pixels"].value == 265 * 468
     assert 0 < stack["covered_pixels"].value <= stack["grid_pixels"].value
     assert stack["read_mb"].value > 0 and stack["disk_needed_mb"].value > stack["products_mb"].value

@@ -9,12 +9,18 @@ import rasterio
 from rio_cogeo.cogeo import cog_validate
 
 from geocluster_dagster.categories import class_colours
-from geocluster_dagster.change import CHANGE_MAP, DatedImage, common_model, compare_dates
+from geocluster_dagster.change import DatedImage, common_model
 from geocluster_dagster.cluster import ClusterSettings
-from geocluster_dagster.cluster_product import CLUSTER_MAP, ModelPlan, open_clusters, write_clusters
+from geocluster_dagster.products.cluster_change import CHANGE_MAP, write_cluster_change
+from geocluster_dagster.products.clusters import (
+    CLUSTER_MAP,
+    ModelPlan,
+    open_clusters,
+    write_clusters,
+)
 
+from .helpers import STACK_1999, STACK_2002, landsat7_dataset
 from .servers.ports import installed
-from .test_cluster import STACK_1999, STACK_2002, landsat7_dataset
 
 BANDS = ["blue", "green", "red", "nir", "swir16", "swir22"]
 
@@ -67,7 +73,7 @@ def test_the_change_map_names_its_three_bands(tmp_path):
         model = model or stored.model
         dated[date] = DatedImage(date, image, stored.model)
     before, after = dated["1999-11-01"], dated["2002-04-01"]
-    compare_dates(before, after, common_model(before, after), tmp_path / "change")
+    write_cluster_change(before, after, tmp_path / "change", common=common_model(before, after))
     path = tmp_path / "change" / CHANGE_MAP
     assert cog_validate(str(path), quiet=True)[0]
     info = gdalinfo(path)

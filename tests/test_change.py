@@ -12,28 +12,20 @@ import pytest
 import rasterio
 import shapely
 
-from geocluster_dagster.change import (
-    CHANGE_MAP,
-    CHANGED,
-    MODEL,
-    UNKNOWN,
-    ChangeSettings,
-    DatedImage,
-    common_model,
-    compare_dates,
-)
+from geocluster_dagster.change import ChangeSettings, DatedImage, common_model
+from geocluster_dagster.change_states import CHANGED, UNKNOWN
 from geocluster_dagster.cluster import ClusterSettings
-from geocluster_dagster.cluster_product import ModelPlan, open_clusters, write_clusters
 from geocluster_dagster.errors import ConfigError
 from geocluster_dagster.model_file import load_model, model_digest
 from geocluster_dagster.naming import DENSE_VEGETATION, cover_of
+from geocluster_dagster.products.cluster_change import CHANGE_MAP, MODEL, write_cluster_change
+from geocluster_dagster.products.cluster_model import write_cluster_model
+from geocluster_dagster.products.clusters import ModelPlan, open_clusters, write_clusters
 from geocluster_dagster.quality import judge_plausible_change
 from geocluster_dagster.reference import PoolSettings
-from geocluster_dagster.reference_product import write_reference_model
 
 from .conftest import L7_LABELED
-from .test_cluster import landsat7_dataset
-from .test_reference import AFTER, BEFORE, _stable_overlap, brumadinho  # noqa: F401
+from .helpers import AFTER, BEFORE, landsat7_dataset, stable_overlap
 
 
 def _dated(images, root, plan_of, settings=None):
@@ -49,7 +41,7 @@ def _dated(images, root, plan_of, settings=None):
 
 def _applied_reference(images, root):
     """Each date's map made with one reference model (k = 6) of both dates."""
-    reference = write_reference_model(
+    reference = write_cluster_model(
         images, ClusterSettings(n_clusters=6), PoolSettings(), root / "ref", aoi_id="b"
     ).model
     return _dated(images, root, lambda _: ModelPlan("apply", reference, "ref"))
@@ -62,7 +54,7 @@ def _read(folder):
 
 @pytest.mark.parametrize("with_reference", [True, False], ids=["reference", "no_reference"])
 def test_the_brumadinho_mudflow_changes_and_the_stable_land_does_not_under_the_defaults(
-    brumadinho,  # noqa: F811
+    brumadinho,
     tmp_path,
     with_reference,
 ):
@@ -72,7 +64,7 @@ def test_the_brumadinho_mudflow_changes_and_the_stable_land_does_not_under_the_d
     _, images = brumadinho
     reference = None
     if with_reference:
-        reference = write_reference_model(
+        reference = write_cluster_model(
             images, ClusterSettings(), PoolSettings(), tmp_path / "ref", aoi_id="b"
         ).model
     plan = (
@@ -81,7 +73,7 @@ def test_the_brumadinho_mudflow_changes_and_the_stable_land_does_not_under_the_d
     dated = _dated(images, tmp_path, plan)
     common = common_model(dated[BEFORE], dated[AFTER], reference=None)
     assert common.how == ("shared" if with_reference else "pooled")
-    facts = compare_dates(dated[BEFORE], dated[AFTER], common, tmp_path / "change")
+    facts = write_cluster_change(dated[BEFORE], dated[AFTER], tmp_path / "change", common=common)
     summary, transitions = facts.summary, facts.transitions
     # The matrix accounts for every compared pixel; 30 m pixels are 0.09 ha.
     assert transitions["pixels"].sum() == summary["compared_pixels"] > 100_000
@@ -92,7 +84,7 @@ def test_the_brumadinho_mudflow_changes_and_the_stable_land_does_not_under_the_d
     assert areas["delta_hectares"].sum() == pytest.approx(0, abs=1e-6)
     before, after, state = _read(tmp_path / "change")
     assert ((state == UNKNOWN) == ((before == 0) | (after == 0))).all()
-    stable, mudflow = _stable_overlap(images, before, after)
+    stable, mudflow = stable_overlap(images, before, after)
     # In the mudflow valley, vegetation became another cover; elsewhere little changed.
     mud_changed, stable_changed = (
         (state[mudflow] == CHANGED).mean(),
@@ -125,7 +117,7 @@ def test_the_brumadinho_mudflow_changes_and_the_stable_land_does_not_under_the_d
     }
 
 
-def test_maps_fitted_alone_are_compared_in_one_model_of_both_dates(brumadinho, tmp_path):  # noqa: F811
+def test_maps_fitted_alone_are_compared_in_one_model_of_both_dates(brumadinho, tmp_path):
     """Two fits number their clusters each its own way: their ids are never compared. One
     model of both dates classifies both, so identical spectra get identical labels."""
     _, images = brumadinho
@@ -135,35 +127,35 @@ def test_maps_fitted_alone_are_compared_in_one_model_of_both_dates(brumadinho, t
     assert common.how == "pooled" and common.model.n_clusters == 5  # the later map's settings
     same = DatedImage(AFTER, images[AFTER], dated[AFTER].model)
     # The same image on both dates: nothing changed, whatever model.
-    facts = compare_dates(
-        DatedImage(BEFORE, images[AFTER], dated[BEFORE].model), same, common, tmp_path / "c"
+    facts = write_cluster_change(
+        DatedImage(BEFORE, images[AFTER], dated[BEFORE].model), same, tmp_path / "c", common=common
     )
     assert facts.summary["changed_pixels"] == 0 and facts.summary["same_cover_pixels"] == 0
     assert facts.summary["compared_pixels"] > 100_000
 
 
 def test_maps_of_one_model_are_compared_with_it_and_the_stored_maps_are_the_change_bands(
-    brumadinho,  # noqa: F811
+    brumadinho,
     tmp_path,
 ):
     _, images = brumadinho
     dated = _applied_reference(images, tmp_path)
     common = common_model(dated[BEFORE], dated[AFTER])
     assert common.how == "shared"
-    compare_dates(dated[BEFORE], dated[AFTER], common, tmp_path / "change")
+    write_cluster_change(dated[BEFORE], dated[AFTER], tmp_path / "change", common=common)
     before, after, _ = _read(tmp_path / "change")
     np.testing.assert_array_equal(before, open_clusters(tmp_path / BEFORE).cluster_map.values)
     np.testing.assert_array_equal(after, open_clusters(tmp_path / AFTER).cluster_map.values)
 
 
-def test_matched_or_refitted_maps_are_classified_by_the_reference(brumadinho, tmp_path):  # noqa: F811
+def test_matched_or_refitted_maps_are_classified_by_the_reference(brumadinho, tmp_path):
     """Maps matched to the reference by centres (model: partition), or made with a reference
     since fitted again: their ids need not mean the same cluster, so the current reference
     classifies both dates."""
     _, images = brumadinho
     settings = ClusterSettings(n_clusters=6)
     first, second = (
-        write_reference_model(images, replace_seed(settings, s), PoolSettings(), tmp_path / f"r{s}", aoi_id="b").model
+        write_cluster_model(images, replace_seed(settings, s), PoolSettings(), tmp_path / f"r{s}", aoi_id="b").model
         for s in (0, 1)
     )  # fmt: skip
     matched = _dated(images, tmp_path / "m", lambda _: ModelPlan("match", first, "ref"), settings)
@@ -197,26 +189,28 @@ def test_masked_cloud_is_unknown_not_a_false_change(tmp_path):
     for masked in (True, False):
         images = {d: landsat7_dataset(p, mask_clouds=masked)[bands] for d, p in paths.items()}
         folder = tmp_path / f"masked_{masked}"
-        reference = write_reference_model(
+        reference = write_cluster_model(
             images, ClusterSettings(n_clusters=5), PoolSettings(), folder / "ref", aoi_id="l7"
         ).model
         dated = _dated(images, folder, lambda _, r=reference: ModelPlan("apply", r, "ref"))
         common = common_model(dated["1999-11-01"], dated["2002-04-01"])
-        compare_dates(dated["1999-11-01"], dated["2002-04-01"], common, folder / "change")
+        write_cluster_change(
+            dated["1999-11-01"], dated["2002-04-01"], folder / "change", common=common
+        )
         results[masked] = _read(folder / "change")[2]
     assert (results[True][cloudy] == UNKNOWN).all()  # masked: unknown, never "changed"
     assert (results[False][cloudy] == CHANGED).mean() > 0.7  # unmasked, cloud reads as change
 
 
-def test_change_in_an_area_marked_stable_is_counted_and_judged(brumadinho, tmp_path):  # noqa: F811
+def test_change_in_an_area_marked_stable_is_counted_and_judged(brumadinho, tmp_path):
     """The mudflow valley marked (wrongly) as stable: the plausibility check warns with the
     numbers; a square of land that did not change passes."""
     _, images = brumadinho
     dated = _applied_reference(images, tmp_path)
     common = common_model(dated[BEFORE], dated[AFTER])
-    first = compare_dates(dated[BEFORE], dated[AFTER], common, tmp_path / "first")
+    first = write_cluster_change(dated[BEFORE], dated[AFTER], tmp_path / "first", common=common)
     before, after, state = _read(tmp_path / "first")
-    stable_pixels, mudflow = _stable_overlap(images, before, after)
+    stable_pixels, mudflow = stable_overlap(images, before, after)
     rows, cols = np.nonzero(mudflow)
     image = images[AFTER]
     x, y = image.x.values, image.y.values
@@ -225,7 +219,7 @@ def test_change_in_an_area_marked_stable_is_counted_and_judged(brumadinho, tmp_p
 
     lonlat = Geometry(box, image.rio.crs).to_crs("EPSG:4326").geom
     verdicts = {}
-    # A 40 x 40 px square of the land _stable_overlap finds unchanged (no mudflow, no cloud).
+    # A 40 x 40 px square of the land stable_overlap finds unchanged (no mudflow, no cloud).
     size = 40
     sums = np.cumsum(np.cumsum(np.pad(stable_pixels, ((1, 0), (1, 0))), 0), 1)
     whole = sums[size:, size:] - sums[:-size, size:] - sums[size:, :-size] + sums[:-size, :-size]
@@ -240,8 +234,8 @@ def test_change_in_an_area_marked_stable_is_counted_and_judged(brumadinho, tmp_p
             )
         )
         settings = ChangeSettings(stable_areas=str(path))
-        facts = compare_dates(
-            dated[BEFORE], dated[AFTER], common, tmp_path / name, settings=settings
+        facts = write_cluster_change(
+            dated[BEFORE], dated[AFTER], tmp_path / name, common=common, settings=settings
         )
         stable = facts.summary["stable_areas"]
         assert stable["path"] == str(path) and stable["compared_pixels"] > 1_000

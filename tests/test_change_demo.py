@@ -13,10 +13,11 @@ import pytest
 import rasterio
 from rasterio.warp import transform as warp
 
-from geocluster_dagster.change import CHANGE_MAP, CHANGED, UNKNOWN
+from geocluster_dagster.change_states import CHANGED, UNKNOWN
 from geocluster_dagster.demo import FOREST, URBAN, LandCoverPatch, build_demo, demo_truth
+from geocluster_dagster.products.cluster_change import CHANGE_MAP
 
-from .test_cli import _invoke
+from .helpers import invoke
 
 FIRST, SECOND = "2023-06-01", "2023-06-16"  # the two half-month windows of the two dates
 #: A stand of forest in the middle west of the demo AOI, cleared for a town block on the 18th.
@@ -25,7 +26,7 @@ PATCH = LandCoverPatch(lon=-84.0456, lat=35.0135, radius_m=500.0, cover=URBAN)
 
 def _materialize_both(out, env):
     for date in (FIRST, SECOND):
-        result = _invoke(out, "materialize", "--aoi", "demo", "--date", date, env=env)
+        result = invoke(out, "materialize", "--aoi", "demo", "--date", date, env=env)
         assert result.exit_code == 0, result.output
     return result
 
@@ -58,7 +59,7 @@ def test_an_unchanged_landscape_shows_no_change_with_and_without_a_reference(tmp
     _names_are_distinct(out)
     # 2. The CLI's next step: the AOI's reference model, then both dates again (default model:
     # auto applies it).
-    fitted = _invoke(out, "reference", "--aoi", "demo", env=env)
+    fitted = invoke(out, "reference", "--aoi", "demo", env=env)
     assert fitted.exit_code == 0, fitted.output
     _materialize_both(out, env)
     _, summary, checks = _change(out)

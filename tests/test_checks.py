@@ -18,7 +18,7 @@ from geocluster_dagster.quality import (
 )
 
 from .conftest import L7_LABELED
-from .test_assets import _materialization, dask_cluster, demo, failure_message, run  # noqa: F401
+from .helpers import failure_message, materialization, run
 
 FMASK_CLEAR = 0
 
@@ -120,7 +120,7 @@ def _skipped(result):
     return {e.step_key for e in result.all_events if e.event_type_value == "STEP_SKIPPED"}
 
 
-def test_a_blocking_check_failure_stops_the_assets_downstream(demo, dask_cluster, tmp_path):  # noqa: F811
+def test_a_blocking_check_failure_stops_the_assets_downstream(demo, dask_cluster, tmp_path):
     result = run(
         tmp_path / "out",
         registry=demo.aoi_registry,
@@ -143,7 +143,7 @@ def test_a_blocking_check_failure_stops_the_assets_downstream(demo, dask_cluster
     assert "blocking asset check failed" in failure_message(result)
 
 
-def test_a_month_without_imagery_is_skipped_not_failed(demo, dask_cluster, tmp_path):  # noqa: F811
+def test_a_month_without_imagery_is_skipped_not_failed(demo, dask_cluster, tmp_path):
     """A backfill over May (no scene) and June: June complete, May 'no imagery', no failure."""
     instance = dg.DagsterInstance.ephemeral()
     results = {
@@ -160,7 +160,7 @@ def test_a_month_without_imagery_is_skipped_not_failed(demo, dask_cluster, tmp_p
     }
     assert all(result.success for result in results.values())
     may = results["2023-05-01"]
-    items = _materialization(may, "stac_items").metadata
+    items = materialization(may, "stac_items").metadata
     assert items["item_count"].value == 0
     assert "none in the date window (dated 2023-06-10, 2023-06-18)" in items["no_imagery"].value
     scenes = _check(may, "stac_items", "has_scenes")
@@ -181,12 +181,12 @@ def test_a_month_without_imagery_is_skipped_not_failed(demo, dask_cluster, tmp_p
     june = results[DEMO_MONTH]
     assert _check(june, "stac_items", "has_scenes").passed
     for asset in ("mosaic", "geotiff", "clusters", "diagnostics"):
-        _materialization(june, asset)
+        materialization(june, asset)
     assert not may.asset_materializations_for_node("band_stack")
 
 
 def test_an_unexpected_error_is_a_failure_that_names_it():
-    from geocluster_dagster.defs.assets import unexpected_failures
+    from geocluster_dagster.defs.steps import unexpected_failures
     from geocluster_dagster.errors import NoClearPixels
 
     with pytest.raises(dg.Failure, match=r"^Unexpected ValueError: boom\. This is not a setting"):

@@ -14,30 +14,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-from geocluster_dagster.defs.readable import Measure
 from geocluster_dagster.demo import DEMO_MONTH
+from geocluster_dagster.products.described import Measure
+
+from .helpers import CommandRun, invoke
 
 ASSETS = ("stac_items", "band_stack", "mosaic", "geotiff", "clusters", "diagnostics")
 
 
-class _Run:
-    def __init__(self, done: subprocess.CompletedProcess[str]) -> None:
-        self.exit_code, self.output = done.returncode, done.stdout + done.stderr
-
-
-def _invoke(output: Path, *args: str, env: dict[str, str] | None = None) -> _Run:
-    """The command in its own process, as a user runs it (no DAGSTER_HOME: the command keeps
-    its instance under the output root; no registry or catalog: the demo's), plus ``env``."""
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("GEOCLUSTER_", "DAGSTER_"))},
-        **(env or {}),
-    }
-    command = [sys.executable, "-m", "geocluster_dagster", "--output", str(output), *args]
-    return _Run(subprocess.run(command, env=env, capture_output=True, text=True, timeout=600))
-
-
 def test_demo_materializes_every_asset_and_prints_where_and_the_scores(tmp_path):
-    result = _invoke(tmp_path, "demo")
+    result = invoke(tmp_path, "demo")
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     for asset in ASSETS:
@@ -64,7 +50,7 @@ def test_demo_materializes_every_asset_and_prints_where_and_the_scores(tmp_path)
 def test_a_misspelt_choice_in_the_run_config_is_refused_before_anything_runs(tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump({"ops": {"mosaic": {"config": {"method": "medain"}}}}))
-    result = _invoke(
+    result = invoke(
         tmp_path / "out",
         "materialize",
         "--aoi",
@@ -86,7 +72,7 @@ def test_two_runs_of_one_partition_do_not_interleave(tmp_path):
     """Two runs of one partition at once (k=6 and k=4): the second waits for the first, and
     each reports the scores of its own products; the partition ends up all from one run."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GEOCLUSTER_", "DAGSTER_"))}
-    assert _invoke(tmp_path, "aois").exit_code == 0  # build the demo once
+    assert invoke(tmp_path, "aois").exit_code == 0  # build the demo once
     runs = {}
     for k in (6, 4):
         config = tmp_path / f"k{k}.yaml"
@@ -116,7 +102,7 @@ def test_two_runs_of_one_partition_do_not_interleave(tmp_path):
 def test_a_setting_no_type_can_catch_is_refused_before_anything_runs(tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump({"ops": {"clusters": {"config": {"n_clusters": "six"}}}}))
-    result = _invoke(tmp_path / "out", "materialize", "--aoi", "demo", "--month", "2023-06", "--config", str(config))  # fmt: skip
+    result = invoke(tmp_path / "out", "materialize", "--aoi", "demo", "--month", "2023-06", "--config", str(config))  # fmt: skip
     assert result.exit_code == 2, result.output
     assert (
         "the run config (--config) is invalid: ops.clusters.config: n_clusters='six'"
@@ -127,8 +113,8 @@ def test_a_setting_no_type_can_catch_is_refused_before_anything_runs(tmp_path):
 
 
 def test_verbose_adds_dagster_events_to_the_asset_lines(tmp_path):
-    assert _invoke(tmp_path, "demo").exit_code == 0
-    result = _invoke(tmp_path, "-v", "demo")
+    assert invoke(tmp_path, "demo").exit_code == 0
+    result = invoke(tmp_path, "-v", "demo")
     assert result.exit_code == 0, result.output
     assert "STEP_START" in result.output and "RUN_SUCCESS" in result.output
     assert any(line.startswith("  geotiff ") for line in result.output.splitlines())
@@ -160,7 +146,7 @@ def _bad_instance(tmp_path: Path, case: str) -> tuple[dict[str, str], Path]:
 )
 def test_a_broken_instance_is_one_line_that_names_it_and_the_fix(tmp_path, case, expected):
     env, out = _bad_instance(tmp_path, case)
-    result = _invoke(out, "sync-aois", env=env)
+    result = invoke(out, "sync-aois", env=env)
     assert result.exit_code == 2, result.output
     errors = [line for line in result.output.splitlines() if line.startswith("Error: ")]
     assert len(errors) == 1 and expected in errors[0], result.output
@@ -171,7 +157,7 @@ def test_a_broken_instance_is_one_line_that_names_it_and_the_fix(tmp_path, case,
 def test_an_output_root_that_cannot_hold_the_instance_is_named(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("")
-    result = _invoke(blocker / "out", "sync-aois")
+    result = invoke(blocker / "out", "sync-aois")
     assert result.exit_code == 2, result.output
     assert "cannot create the CLI's Dagster instance in " in result.output
     assert "choose a writable --output" in result.output and "Traceback" not in result.output
@@ -192,9 +178,9 @@ def test_a_disk_that_fills_is_one_line_that_names_it(tmp_path, filled, size):
     subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(disk)], check=True)
     try:
         if filled == "instance":
-            result = _invoke(tmp_path / "out", "demo", env={"DAGSTER_HOME": str(disk)})
+            result = invoke(tmp_path / "out", "demo", env={"DAGSTER_HOME": str(disk)})
         else:
-            result = _invoke(disk / "out", "demo")
+            result = invoke(disk / "out", "demo")
             leftovers = [p.name for p in (disk / "out").iterdir()]
     finally:
         subprocess.run(["umount", str(disk)], check=True)
@@ -224,7 +210,7 @@ def test_a_disk_that_fills_is_one_line_that_names_it(tmp_path, filled, size):
 def test_a_malformed_run_config_file_is_one_line(tmp_path, text, expected):
     config = tmp_path / "run.yaml"
     config.write_text(text)
-    result = _invoke(tmp_path / "out", "materialize", "--aoi", "demo", "--date", "2023-06", "--config", str(config))  # fmt: skip
+    result = invoke(tmp_path / "out", "materialize", "--aoi", "demo", "--date", "2023-06", "--config", str(config))  # fmt: skip
     assert result.exit_code == 2, result.output
     assert expected in result.output, result.output
     assert "Traceback" not in result.output
@@ -269,7 +255,7 @@ def test_a_killed_run_is_marked_failed_by_the_sensor_and_by_the_next_command(tmp
     # Killed again: the next command marks it before it does anything else.
     _killed_run(tmp_path)
     (again,) = [run for run in _runs(home) if run.status == dg.DagsterRunStatus.STARTED]
-    result = _invoke(tmp_path, "sync-aois")
+    result = invoke(tmp_path, "sync-aois")
     assert result.exit_code == 0, result.output
     assert f"Run {again.run_id[:8]} (geocluster_pipeline, demo|{DEMO_MONTH})" in result.output
     assert "is gone: marked failed." in result.output
@@ -287,17 +273,17 @@ def test_settings_that_used_to_crash_are_refused_or_work(tmp_path):
     """crs EPSG:4326 crashed in xarray ("Dimensions {'x', 'y'} do not exist"); clustering on
     indices alone crashed the signature plot. Now: refused in the user's terms with the earlier
     products untouched, and a geographic grid or index features work."""
-    assert _invoke(tmp_path, "demo").exit_code == 0
+    assert invoke(tmp_path, "demo").exit_code == 0
     products = {
         name: tmp_path / name / "demo" / f"{DEMO_MONTH}{suffix}"
         for name, suffix in (("mosaic", ".tif"), ("geotiff", ""), ("clusters", ""))
     }
     before = {name: _digest(path) for name, path in products.items()}
 
-    def materialize(ops: dict) -> _Run:
+    def materialize(ops: dict) -> CommandRun:
         config = tmp_path / "run.yaml"
         config.write_text(yaml.safe_dump({"ops": ops}))
-        return _invoke(tmp_path, "materialize", "--aoi", "demo", "--date", "2023-06", "--config", str(config))  # fmt: skip
+        return invoke(tmp_path, "materialize", "--aoi", "demo", "--date", "2023-06", "--config", str(config))  # fmt: skip
 
     refused = materialize({"band_stack": {"config": {"crs": "EPSG:4326"}}})
     assert refused.exit_code == 1
@@ -331,9 +317,9 @@ def test_settings_that_used_to_crash_are_refused_or_work(tmp_path):
 def test_switching_the_date_windows_of_a_root_is_refused_and_overwrites_nothing(tmp_path):
     """A month key and a half-month key are both 2023-06-01: the half-month run would have
     replaced the month's products (its 4 scenes by 2) with exit 0."""
-    assert _invoke(tmp_path, "demo").exit_code == 0
+    assert invoke(tmp_path, "demo").exit_code == 0
     searched = (tmp_path / "stac_items" / "demo" / "2023-06-01.json").read_bytes()
-    result = _invoke(
+    result = invoke(
         tmp_path, "materialize", "--aoi", "demo", "--date", "2023-06-01",
         env={"GEOCLUSTER_DATE_WINDOWS": "half_month"},
     )  # fmt: skip
@@ -346,12 +332,12 @@ def test_switching_the_date_windows_of_a_root_is_refused_and_overwrites_nothing(
 
 
 def test_a_first_month_that_is_no_date_or_excludes_the_date_is_named(tmp_path):
-    result = _invoke(tmp_path, "materialize", "--aoi", "demo", "--date", "2023-06", env={"GEOCLUSTER_FIRST_MONTH": "june"})  # fmt: skip
+    result = invoke(tmp_path, "materialize", "--aoi", "demo", "--date", "2023-06", env={"GEOCLUSTER_FIRST_MONTH": "june"})  # fmt: skip
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output
     assert (
         "Error: GEOCLUSTER_FIRST_MONTH='june' is not a date: write the first month" in result.output
     )
-    result = _invoke(tmp_path, "materialize", "--aoi", "demo", "--date", "2023-06", env={"GEOCLUSTER_FIRST_MONTH": "2024-01-01"})  # fmt: skip
+    result = invoke(tmp_path, "materialize", "--aoi", "demo", "--date", "2023-06", env={"GEOCLUSTER_FIRST_MONTH": "2024-01-01"})  # fmt: skip
     assert result.exit_code == 2, result.output
     assert "they start at GEOCLUSTER_FIRST_MONTH=2024-01-01" in result.output
     assert "GEOCLUSTER_FIRST_MONTH=2023-06-01" in result.output  # the fix, for this date
@@ -369,25 +355,23 @@ def test_the_fix_a_winding_error_names_can_be_given_in_the_config_file(tmp_path)
     registry.mkdir()
     (registry / "demo.geojson").write_text(json.dumps(feature))
     env = {"GEOCLUSTER_AOI_REGISTRY": str(registry), "GEOCLUSTER_STAC_URL": str(demo.catalog)}
-    refused = _invoke(
-        tmp_path / "out", "materialize", "--aoi", "demo", "--date", "2023-06", env=env
-    )
+    refused = invoke(tmp_path / "out", "materialize", "--aoi", "demo", "--date", "2023-06", env=env)
     assert refused.exit_code == 2 and "auto_orient" in refused.output, refused.output
     config = tmp_path / "orient.yaml"
     config.write_text(
         yaml.safe_dump({"resources": {"aoi_registry": {"config": {"auto_orient": True}}}})
     )
-    result = _invoke(tmp_path / "out", "materialize", "--aoi", "demo", "--date", "2023-06", "--config", str(config), env=env)  # fmt: skip
+    result = invoke(tmp_path / "out", "materialize", "--aoi", "demo", "--date", "2023-06", "--config", str(config), env=env)  # fmt: skip
     assert result.exit_code == 0, result.output
     assert (tmp_path / "out" / "clusters" / "demo" / DEMO_MONTH / "cluster_map.tif").exists()
 
 
 def test_a_search_that_finds_nothing_keeps_the_earlier_products_and_says_they_are_stale(tmp_path):
-    assert _invoke(tmp_path, "demo").exit_code == 0
+    assert invoke(tmp_path, "demo").exit_code == 0
     map_before = (tmp_path / "clusters" / "demo" / DEMO_MONTH / "cluster_map.tif").read_bytes()
     config = tmp_path / "strict.yaml"
     config.write_text(yaml.safe_dump({"ops": {"stac_items": {"config": {"max_cloud_cover": 0.5}}}}))
-    result = _invoke(tmp_path, "materialize", "--aoi", "demo", "--date", "2023-06", "--config", str(config))  # fmt: skip
+    result = invoke(tmp_path, "materialize", "--aoi", "demo", "--date", "2023-06", "--config", str(config))  # fmt: skip
     assert result.exit_code == 0, result.output  # no imagery is not an error, as in a backfill
     assert "No imagery for AOI 'demo'" in result.output
     assert (
@@ -406,7 +390,7 @@ def test_a_failure_in_stac_item_prints_its_reason(tmp_path):
     the file and the fix (the report said 'stac_item failed' and no reason)."""
     (tmp_path / "stac").parent.mkdir(parents=True, exist_ok=True)
     (tmp_path / "stac").write_text("not a folder")
-    result = _invoke(tmp_path, "demo")
+    result = invoke(tmp_path, "demo")
     assert result.exit_code == 1, result.output
     lines = result.output.splitlines()
     assert any(line.startswith("  stac_item      failed after") for line in lines), result.output

@@ -34,42 +34,7 @@ from geocluster_dagster.errors import (
 )
 from geocluster_dagster.evaluate import red_nir_density
 
-from .conftest import SHARED_DATA
-
-DATA = SHARED_DATA
-LANDSAT7 = DATA / "landsat7_sr_022049_labeled_opengeotutorial"
-STACK_1999 = LANDSAT7 / "LE70220491999322EDC01_stack.gtif"
-STACK_2002 = LANDSAT7 / "LE70220492002106EDC00_stack.gtif"
-REFLECTANCE = ["blue", "green", "red", "nir", "swir16", "swir22"]
-FMASK_SHADOW, FMASK_CLOUD = 2, 4
-
-
-def landsat7_dataset(path: Path, *, mask_clouds: bool = False, chunks: int | None = 64):
-    """Float32 reflectance (bands 1-5 and 7 of ETM+, stored x10000) plus brightness temperature
-    (kelvin x10) as ``lwir``; NaN at nodata and, optionally, at Fmask cloud/shadow pixels."""
-    with rasterio.open(path) as src:
-        stack = src.read()
-        descriptions = src.descriptions
-        transform, crs, nodata = src.transform, src.crs, src.nodata
-    assert descriptions[5] == "band 7 reflectance" and descriptions[6] == "band 6 temperature"
-    invalid = (
-        (stack[:7] == nodata).any(axis=0) if nodata is not None else np.zeros(stack.shape[1:], bool)
-    )
-    if mask_clouds:
-        invalid |= np.isin(stack[7], [FMASK_SHADOW, FMASK_CLOUD])
-    values = {name: stack[i] / np.float32(10_000) for i, name in enumerate(REFLECTANCE)}
-    values["lwir"] = stack[6] / np.float32(10)
-    height, width = stack.shape[1:]
-    x = transform.c + transform.a * (np.arange(width) + 0.5)
-    y = transform.f + transform.e * (np.arange(height) + 0.5)
-    ds = xr.Dataset(
-        {
-            name: (("y", "x"), np.where(invalid, np.nan, band).astype(np.float32))
-            for name, band in values.items()
-        },
-        coords={"x": x, "y": y},
-    ).rio.write_crs(crs)
-    return ds.chunk({"y": chunks, "x": chunks}) if chunks else ds
+from .helpers import REFLECTANCE, STACK_1999, STACK_2002, landsat7_dataset
 
 
 @pytest.fixture(scope="module")
@@ -331,7 +296,7 @@ def test_labelled_blocks_give_predict_maps_labels_and_the_signatures_in_one_read
 
     import dask
 
-    from geocluster_dagster.export import write_geotiff
+    from geocluster_dagster.export import write_cog
 
     reads, lock = [], threading.Lock()
 
@@ -349,7 +314,7 @@ def test_labelled_blocks_give_predict_maps_labels_and_the_signatures_in_one_read
         labelled.signatures(900.0)
     expected_map = predict_map(ds_2002_masked, model_1999)
     with dask.config.set(scheduler="threads"):
-        write_geotiff(expected_map, tmp_path / "map.tif", cog=True, nodata=0, blocks=labelled)
+        write_cog(expected_map, tmp_path / "map.tif", cog=True, nodata=0, blocks=labelled)
     blocks_per_variable = ds_2002_masked["red"].data.npartitions
     assert len(reads) == blocks_per_variable * len(ds_2002_masked.data_vars)
 

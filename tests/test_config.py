@@ -164,3 +164,48 @@ def test_a_null_typed_in_still_means_the_plain_default():
     # ... and any other value is the user's: 30 m, an EPSG code, a date.
     chosen = to_settings(LoadSettings, BandStackConfig(crs="EPSG:32633", resolution=30.0))
     assert (chosen.crs, chosen.resolution) == ("EPSG:32633", 30.0)
+
+
+def test_the_configuration_reference_gives_every_field_with_its_default():
+    """docs/configuration.md's run config YAML is a copy a user reads: every field of every
+    step, each with the default the config classes have."""
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from geocluster_dagster.defs import config as configs
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text()
+    block = re.search(r"```yaml\n(ops:\n.*?)```", doc, re.S)
+    assert block is not None
+    # cluster_model takes the fit settings of clusters: the reference says so rather than
+    # repeating them, and they are checked against clusters' below.
+    text = block.group(1).replace("...the fit settings of clusters...,", "")
+    documented = {op: entry["config"] for op, entry in yaml.safe_load(text)["ops"].items()}
+    classes = {
+        "stac_items": configs.SearchConfig,
+        "band_stack": configs.BandStackConfig,
+        "mosaic": configs.MosaicConfig,
+        "geotiff": configs.GeoTiffConfig,
+        "clusters": configs.ClusterConfig,
+        "cluster_model": configs.ReferenceModelConfig,
+        "diagnostics": configs.DiagnosticsConfig,
+        "cluster_change": configs.ChangeConfig,
+    }
+    assert set(documented) == set(classes)
+    for op, config_class in classes.items():
+        fields = config_class.model_fields
+        for name, value in documented[op].items():
+            assert name in fields, f"docs: ops.{op}.config.{name} is not a setting"
+            default = fields[name].default
+            default = default.value if isinstance(default, enum.Enum) else default
+            if isinstance(default, list | tuple):
+                default = [d.value if isinstance(d, enum.Enum) else d for d in default]
+            assert value == default, f"docs: ops.{op}.config.{name}: {value!r}, not {default!r}"
+        left_out = set(fields) - set(documented[op])
+        if op == "cluster_model":
+            clusters = classes["clusters"].model_fields
+            assert all(fields[n].default == clusters[n].default for n in left_out)
+            left_out -= set(clusters)
+        assert not left_out, f"docs: ops.{op}.config lacks {sorted(left_out)}"

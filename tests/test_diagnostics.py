@@ -7,9 +7,9 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 
-from geocluster_dagster.cluster_product import StoredClusters
 from geocluster_dagster.density import DensityGrid
-from geocluster_dagster.diagnostics import k_advice
+from geocluster_dagster.products.clusters import StoredClusters
+from geocluster_dagster.products.diagnostics import k_advice
 
 
 def test_a_k_away_from_the_knee_is_pointed_out_with_what_to_try():

@@ -11,25 +11,21 @@ from affine import Affine
 from odc.geo.geobox import GeoBox
 from odc.geo.xr import xr_coords
 
-from geocluster_dagster.composite import CompositeSettings, aoi_mask, clip, composite, write_mosaic
+from geocluster_dagster.composite import CompositeSettings, aoi_mask, clip, composite
 from geocluster_dagster.encoding import STACK_ATTR, DnEncoding, stack_attr
-from geocluster_dagster.export import open_geotiff, write_geotiff
+from geocluster_dagster.export import open_cog, write_cog
 from geocluster_dagster.load import STATE_LAYERS, LoadSettings, load_band_stack
+from geocluster_dagster.products.mosaic import write_mosaic
 
-LANDSAT_SR = (2.75e-5, -0.2)
-LANDSAT_ST = (0.00341802, 149.0)
+from .helpers import LANDSAT_SR, LANDSAT_ST, loaded
+
 SENTINEL2 = (1e-4, -0.1)
-
-
-def _loaded(dn: np.ndarray, scale: float, offset: float) -> np.ndarray:
-    """What the loader makes of DNs: float32 arithmetic with float32 scale and offset."""
-    return dn.astype("float32") * np.float32(scale) + np.float32(offset)
 
 
 @pytest.mark.parametrize("scaling", [LANDSAT_SR, LANDSAT_ST, SENTINEL2])
 def test_observed_values_come_back_bit_for_bit(scaling):
     dn = np.arange(1, 65536, dtype="uint16").reshape(1, 255, 257)
-    values = _loaded(dn, *scaling)
+    values = loaded(dn, *scaling)
     values[0, 0, :3] = np.nan
     encoding = DnEncoding.for_bands({STACK_ATTR: stack_attr({"b": scaling})}, ["b"])
     encoded = encoding.encode(values)
@@ -38,7 +34,7 @@ def test_observed_values_come_back_bit_for_bit(scaling):
     assert np.array_equal(encoded[0, 0, 3:], dn[0, 0, 3:]) and np.array_equal(
         encoded[0, 1:], dn[0, 1:]
     )
-    back = _loaded(encoded, *encoding_pair(encoding))
+    back = loaded(encoded, *encoding_pair(encoding))
     back[encoded == 0] = np.nan
     assert np.array_equal(back, values, equal_nan=True)
 
@@ -50,11 +46,11 @@ def encoding_pair(encoding: DnEncoding) -> tuple[float, float]:
 def test_values_between_steps_move_at_most_half_a_step_and_stay_in_range():
     scale, offset = LANDSAT_SR
     low, high = np.array([[[100, 7000, 65534]]]), np.array([[[101, 7003, 65535]]])
-    median = (_loaded(low, scale, offset) + _loaded(high, scale, offset)) / 2
+    median = (loaded(low, scale, offset) + loaded(high, scale, offset)) / 2
     beyond = np.array([[[offset - scale, offset + 70000 * scale]]], dtype="float32")
     encoding = DnEncoding((float(np.float32(scale)),), (float(np.float32(offset)),))
     encoded = encoding.encode(median)
-    assert np.abs(_loaded(encoded, scale, offset) - median).max() <= scale / 2 + 1e-7
+    assert np.abs(loaded(encoded, scale, offset) - median).max() <= scale / 2 + 1e-7
     # Below DN 1 would read as fill, above 65535 would wrap: both are held at the range's ends.
     assert encoding.encode(beyond).tolist() == [[[1, 65535]]]
 
@@ -73,7 +69,7 @@ def test_statistics_are_physical_and_a_partial_encoding_is_none():
 
 def test_an_encoded_geotiff_reads_back_as_the_physical_values(tmp_path):
     dn = np.random.default_rng(0).integers(1, 65536, size=(2, 300, 200)).astype("uint16")
-    values = np.stack([_loaded(dn[0], *LANDSAT_SR), _loaded(dn[1], *LANDSAT_ST)])
+    values = np.stack([loaded(dn[0], *LANDSAT_SR), loaded(dn[1], *LANDSAT_ST)])
     values[:, :10, :10] = np.nan
     geobox = GeoBox((300, 200), Affine(30, 0, 500000, 0, -30, 7009000), "EPSG:32723")
     ds = xr.Dataset(
@@ -83,14 +79,12 @@ def test_an_encoded_geotiff_reads_back_as_the_physical_values(tmp_path):
         }
     )
     attrs = {STACK_ATTR: stack_attr({"red": LANDSAT_SR, "lwir": LANDSAT_ST})}
-    stats = write_geotiff(
-        ds, tmp_path / "m.tif", encoding=DnEncoding.for_bands(attrs, ["red", "lwir"])
-    )
+    stats = write_cog(ds, tmp_path / "m.tif", encoding=DnEncoding.for_bands(attrs, ["red", "lwir"]))
     with rasterio.open(tmp_path / "m.tif") as src:
         assert src.dtypes == ("uint16", "uint16") and src.nodata == 0
         assert src.scales == pytest.approx((LANDSAT_SR[0], LANDSAT_ST[0]))
         assert src.offsets == pytest.approx((LANDSAT_SR[1], LANDSAT_ST[1]))
-    back = open_geotiff(tmp_path / "m.tif")
+    back = open_cog(tmp_path / "m.tif")
     assert back.red.dtype == np.float32
     assert np.array_equal(back.red.values, values[0], equal_nan=True)
     assert np.array_equal(back.lwir.values, values[1], equal_nan=True)
@@ -116,6 +110,6 @@ def test_a_real_landsat_mosaic_is_stored_as_its_collection_2_dns(brumadinho_item
     expected = clip(
         composite(stack.drop_vars(list(STATE_LAYERS)), "first_clear"), aoi_mask(stack, aoi)
     )
-    back = open_geotiff(path)
+    back = open_cog(path)
     for band in ("red", "nir"):
         assert np.array_equal(back[band].values, expected[band].values, equal_nan=True), band

@@ -34,14 +34,8 @@ from geocluster_dagster.evaluate import (
     silhouette_sample,
     subsample_index,
 )
-from tests.test_cluster import (
-    DATA,
-    LANDSAT7,
-    REFLECTANCE,
-    STACK_1999,
-    STACK_2002,
-    landsat7_dataset,
-)
+
+from .helpers import DATA, LANDSAT7, REFLECTANCE, STACK_1999, STACK_2002, landsat7_dataset
 
 SPYNDEX_SAMPLES = DATA / "landsat8_sr_labeled_samples_spyndex" / "spectral.json"
 

@@ -13,7 +13,7 @@ import shapely
 
 from geocluster_dagster.composite import composite
 from geocluster_dagster.errors import AssetReadError, OutputNotWritable
-from geocluster_dagster.export import open_geotiff, write_geotiff
+from geocluster_dagster.export import open_cog, write_cog
 from geocluster_dagster.load import LoadSettings, load_band_stack
 from geocluster_dagster.storage import write_json
 
@@ -31,7 +31,7 @@ def mosaic(brumadinho_items):
 def test_cog_round_trip_keeps_values_names_nodata_and_tags(mosaic, tmp_path):
     target = tmp_path / "out" / "mosaic.tif"
     tags = {"aoi": "brumadinho", "items": ["a", "b"]}
-    stats = write_geotiff(mosaic, target, cog=True, tags=tags, blocksize=128)
+    stats = write_cog(mosaic, target, cog=True, tags=tags, blocksize=128)
     with rasterio.open(target) as src:
         assert src.descriptions == ("blue", "red", "nir")
         assert np.isnan(src.nodata)
@@ -50,7 +50,7 @@ def test_cog_round_trip_keeps_values_names_nodata_and_tags(mosaic, tmp_path):
     complete = np.isfinite(windows).all(axis=(1, 3))
     assert complete.sum() > 1000
     np.testing.assert_allclose(half[complete], windows.mean(axis=(1, 3))[complete], rtol=1e-5)
-    back = open_geotiff(target)
+    back = open_cog(target)
     expected = mosaic.compute()
     for band in ("blue", "red", "nir"):
         np.testing.assert_array_equal(back[band].values, expected[band].values)
@@ -70,10 +70,10 @@ def _failing(mosaic):
 def test_a_failed_write_leaves_the_earlier_output_intact(mosaic, tmp_path):
     tmp_path = tmp_path / "out"
     target = tmp_path / "mosaic.tif"
-    write_geotiff(mosaic, target)
+    write_cog(mosaic, target)
     before = target.read_bytes()
     with pytest.raises(RuntimeError, match="simulated failure"):
-        write_geotiff(_failing(mosaic), target, cog=True)
+        write_cog(_failing(mosaic), target, cog=True)
     assert target.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["mosaic.tif"]
 
@@ -93,7 +93,7 @@ def test_disk_full_is_reported_and_the_earlier_output_survives(mosaic, tmp_path)
         target = disk / "mosaic.tif"
         write_json({"earlier": "output"}, target)
         with pytest.raises(OutputNotWritable, match="disk is full") as err:
-            write_geotiff(mosaic, target, compress="none")
+            write_cog(mosaic, target, compress="none")
         assert "GEOCLUSTER_OUTPUT" in str(err.value)
         assert target.read_text() == '{\n  "earlier": "output"\n}'
         assert [p.name for p in disk.iterdir()] == ["mosaic.tif"]
@@ -102,14 +102,14 @@ def test_disk_full_is_reported_and_the_earlier_output_survives(mosaic, tmp_path)
 def test_read_only_output_root_is_reported(mosaic, tmp_path):
     with _tmpfs(tmp_path / "ro", "ro,size=64k") as disk:
         with pytest.raises(OutputNotWritable, match="not writable"):
-            write_geotiff(mosaic, disk / "asset" / "mosaic.tif")
+            write_cog(mosaic, disk / "asset" / "mosaic.tif")
 
 
 def test_reading_something_that_is_not_a_geotiff(tmp_path):
     bogus = tmp_path / "x.tif"
     bogus.write_text("not a tiff")
     with pytest.raises(AssetReadError, match="x.tif"):
-        open_geotiff(bogus)
+        open_cog(bogus)
 
 
 def test_temporaries_of_killed_runs_are_removed_by_the_next_write(mosaic, tmp_path):
@@ -133,7 +133,7 @@ def test_temporaries_of_killed_runs_are_removed_by_the_next_write(mosaic, tmp_pa
         busy.write_bytes(b"being written right now")
         other_host = out / f".mosaic.tif.some-other-node.{dead.pid}-87654321.tmp"
         other_host.write_bytes(b"someone else's")
-        write_geotiff(mosaic, target)
+        write_cog(mosaic, target)
         names = sorted(p.name for p in out.iterdir())
         assert names == sorted(["mosaic.tif", busy.name, other_host.name])
         assert os.path.exists(busy)

@@ -11,7 +11,6 @@ import rasterio
 import xarray as xr
 
 from geocluster_dagster.cluster import ClusterSettings, fit_clusterer
-from geocluster_dagster.cluster_product import ModelPlan, open_clusters, write_clusters
 from geocluster_dagster.errors import ConfigError
 from geocluster_dagster.model_file import load_model, save_model
 from geocluster_dagster.naming import (
@@ -30,9 +29,10 @@ from geocluster_dagster.naming import (
     pixel_covers,
     propose_name,
 )
+from geocluster_dagster.products.clusters import ModelPlan, open_clusters, write_clusters
 
 from .conftest import L7_LABELED, S2_29RKH, SHARED_DATA
-from .test_cluster import STACK_1999, landsat7_dataset
+from .helpers import STACK_1999, landsat7_dataset
 
 L8_BANDS = {"SR_B2": "blue", "SR_B3": "green", "SR_B4": "red", "SR_B5": "nir"}
 L8_BANDS |= {"SR_B6": "swir16", "SR_B7": "swir22"}

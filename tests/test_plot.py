@@ -31,7 +31,8 @@ from geocluster_dagster.evaluate import (
     silhouette_sample,
 )
 from geocluster_dagster.preview import figure_markdown
-from tests.test_cluster import REFLECTANCE, STACK_2002, landsat7_dataset
+
+from .helpers import REFLECTANCE, STACK_2002, landsat7_dataset
 
 K = 5
 WAVELENGTHS_UM = {"blue": 0.483, "green": 0.560, "red": 0.662, "nir": 0.835}
@@ -70,10 +71,10 @@ def scene(tmp_path_factory):
 # ------------------------------------------------------------------------- colours, previews
 
 
-def test_cluster_colors_are_distinct_and_stable_per_label():
-    many = plot.cluster_colors(40)
+def test_cluster_colours_are_distinct_and_stable_per_label():
+    many = plot.cluster_colours(40)
     assert len(many) == 40 and len(set(many)) == 40
-    assert plot.cluster_colors(5) == many[:5]
+    assert plot.cluster_colours(5) == many[:5]
     assert all(0 <= channel <= 1 for colour in many for channel in colour)
 
 
@@ -174,7 +175,7 @@ def test_cluster_map_colours_follow_the_labels(tmp_path):
     )
     with Image.open(path) as image:
         pixels = np.asarray(image.convert("RGB"))
-    colours = {tuple(round(255 * c) for c in colour) for colour in plot.cluster_colors(2)}
+    colours = {tuple(round(255 * c) for c in colour) for colour in plot.cluster_colours(2)}
     found = {tuple(p) for p in pixels.reshape(-1, 3)}
     assert colours <= found
 

@@ -9,7 +9,7 @@ import dagster as dg
 from geocluster_dagster import progress
 from geocluster_dagster.progress import Throttled, Update, heartbeat, listening, tracked
 
-from .test_assets import KEY, dask_cluster, demo, run  # noqa: F401  (fixtures)
+from .helpers import KEY, run
 
 
 def test_tracked_reports_every_item_and_the_end():
@@ -54,7 +54,7 @@ def test_throttled_passes_one_line_per_interval_and_long_tasks_ends():
     ]
 
 
-def test_a_run_logs_the_progress_of_its_passes(demo, dask_cluster, tmp_path, monkeypatch):  # noqa: F811
+def test_a_run_logs_the_progress_of_its_passes(demo, dask_cluster, tmp_path, monkeypatch):
     """What the UI shows in the run's log: the passes of each step, blocks done of total."""
     monkeypatch.setattr(progress, "LOG_MIN_TASK_S", 0.0)
     instance = dg.DagsterInstance.ephemeral()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from geocluster_dagster.defs.readable import DENOMINATORS, Measure, as_metadata, rounded, share
+from geocluster_dagster.defs.readable import as_metadata
+from geocluster_dagster.products.described import DENOMINATORS, Measure, rounded, share
 
 
 @pytest.mark.parametrize(

@@ -6,28 +6,23 @@ import json
 
 import numpy as np
 import pytest
-import shapely
 
 from geocluster_dagster.cluster import ClusterSettings, fit_clusterer
-from geocluster_dagster.cluster_product import ModelPlan, open_clusters, write_clusters
-from geocluster_dagster.composite import write_mosaic
 from geocluster_dagster.errors import AssetReadError, ConfigError
-from geocluster_dagster.export import open_geotiff
-from geocluster_dagster.load import LoadSettings, load_band_stack
 from geocluster_dagster.model_file import load_model, save_model
+from geocluster_dagster.products.cluster_model import open_cluster_model, write_cluster_model
+from geocluster_dagster.products.clusters import ModelPlan, open_clusters, write_clusters
 from geocluster_dagster.reference import (
     MATCH_MAX_DISTANCE,
     ModelSettings,
     PoolSettings,
     match_to_reference,
 )
-from geocluster_dagster.reference_product import open_reference, write_reference_model
 
-from .conftest import BRUMADINHO_ORIGINS, brumadinho_item
+from .helpers import AFTER, BEFORE, stable_overlap
 
 FEATURES = ("blue", "green", "red", "nir")
 BANDS = ("blue", "green", "red", "nir", "swir16", "swir22")
-BEFORE, AFTER = sorted(BRUMADINHO_ORIGINS)  # 2019-01-14 and 2019-01-30, the dam broke on the 25th
 
 
 def _blobs(centres, seed=0, n=400):
@@ -122,38 +117,10 @@ def test_settings_refuse_what_cannot_work_in_the_users_terms():
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def brumadinho(tmp_path_factory):
-    """Both dates composited on the one 30 m grid of an AOI covering both crops."""
-    root = tmp_path_factory.mktemp("brumadinho")
-    items = {d: brumadinho_item(d, root / d) for d in BRUMADINHO_ORIGINS}
-    aoi = shapely.union_all([shapely.geometry.shape(i.geometry) for i in items.values()])
-    images = {}
-    for date, item in items.items():
-        # The crops have no QA band: nothing is masked, so the 14th's clouds stay in.
-        stack = load_band_stack(
-            [item], aoi.buffer(-0.001), LoadSettings(mask_clouds=False, bands=BANDS)
-        )
-        write_mosaic(stack, aoi.buffer(-0.001), root / f"{date}.tif", where=date)
-        images[date] = open_geotiff(root / f"{date}.tif")
-    return root, images
-
-
-def _stable_overlap(images, before, after):
-    """Pixels of both dates, outside what changed: the mudflow (NDVI fell by more than 0.3,
-    vegetation buried by tailings) and either date's clouds (blue reflectance above 0.12)."""
-    ndvi = {d: ((i.nir - i.red) / (i.nir + i.red)).values for d, i in images.items()}
-    blue = {d: images[d].blue.values for d in images}
-    both = (before > 0) & (after > 0)
-    mudflow = both & (ndvi[BEFORE] - ndvi[AFTER] > 0.3)
-    cloud = (blue[BEFORE] > 0.12) | (blue[AFTER] > 0.12)
-    return both & ~mudflow & ~cloud, mudflow
-
-
 def test_one_reference_model_gives_the_same_ids_in_both_dates_except_in_the_mudflow(brumadinho):
     root, images = brumadinho
     settings = ClusterSettings(n_clusters=6)
-    facts = write_reference_model(images, settings, PoolSettings(), root / "reference", aoi_id="b")
+    facts = write_cluster_model(images, settings, PoolSettings(), root / "reference", aoi_id="b")
     # An equal sample from each date: neither date outweighs the other.
     assert facts.pixels_per_date == {BEFORE: 100_000, AFTER: 100_000}
     assert set(facts.table.columns) >= {
@@ -162,7 +129,7 @@ def test_one_reference_model_gives_the_same_ids_in_both_dates_except_in_the_mudf
         f"share_{BEFORE}",
         f"share_{AFTER}",
     }
-    reference = open_reference(root / "reference", fix="materialize cluster_model")
+    reference = open_cluster_model(root / "reference", fix="materialize cluster_model")
     maps = {}
     for date, image in images.items():
         written = write_clusters(
@@ -171,7 +138,7 @@ def test_one_reference_model_gives_the_same_ids_in_both_dates_except_in_the_mudf
         )  # fmt: skip
         assert written.summary["model"]["how"] == "apply"
         maps[date] = open_clusters(root / f"apply_{date}").cluster_map.values
-    stable, mudflow = _stable_overlap(images, maps[BEFORE], maps[AFTER])
+    stable, mudflow = stable_overlap(images, maps[BEFORE], maps[AFTER])
     assert stable.sum() > 90_000 and mudflow.sum() > 3_000  # measured: 101,025 and 4,415 px
     agreement = (maps[BEFORE] == maps[AFTER])[stable].mean()
     in_mudflow = (maps[BEFORE] == maps[AFTER])[mudflow].mean()
@@ -184,7 +151,7 @@ def test_each_date_fitted_alone_and_matched_takes_the_reference_ids_of_its_land_
 ):
     root, images = brumadinho
     settings = ClusterSettings(n_clusters=6)
-    reference = write_reference_model(
+    reference = write_cluster_model(
         images, settings, PoolSettings(), root / "reference_m", aoi_id="b"
     ).model
     for date, image in images.items():

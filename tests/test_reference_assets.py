@@ -15,7 +15,7 @@ from geocluster_dagster.defs.resources import AOIRegistry, DaskCluster, StacCata
 from geocluster_dagster.demo import DEMO_MONTH, build_demo
 from geocluster_dagster.model_file import load_model
 
-from .test_assets import _materialization, failure_message, run
+from .helpers import failure_message, materialization, run
 
 CLUSTERS_ONLY = ["clusters", "diagnostics"]
 
@@ -87,14 +87,14 @@ def test_the_reference_is_applied_or_matched_and_the_map_says_which(graph):
     demo, out, _ = graph
     fitted = _fit_reference(graph)
     assert fitted.success
-    metadata = _materialization(fitted, "cluster_model").metadata
+    metadata = materialization(fitted, "cluster_model").metadata
     assert metadata["dates_pooled"].value == DEMO_MONTH
     assert metadata["n_clusters"].value == 4
     reference = load_model(out / "cluster_model" / "demo" / "model.json")
 
     applied = _rerun(graph, {"model": "aoi_reference"})
     assert applied.success
-    clusters = _materialization(applied, "clusters").metadata
+    clusters = materialization(applied, "clusters").metadata
     assert "the reference model" in clusters["model"].value and "applied" in clusters["model"].value
     assert clusters["n_clusters"].value == 4  # the reference's k, not the partition's 5
     folder = out / "clusters" / "demo" / DEMO_MONTH
@@ -106,14 +106,14 @@ def test_the_reference_is_applied_or_matched_and_the_map_says_which(graph):
     # model: auto (the default) applies the AOI's reference once it has one.
     auto = _rerun(graph, {"n_clusters": 5})
     assert auto.success
-    assert "applied" in _materialization(auto, "clusters").metadata["model"].value
+    assert "applied" in materialization(auto, "clusters").metadata["model"].value
     with rasterio.open(folder / "cluster_map.tif") as src:
         np.testing.assert_array_equal(src.read(1), applied_map)
 
     # model: partition fits k=5 on the partition and matches it to the reference.
     matched = _rerun(graph, {"n_clusters": 5, "model": "partition"})
     assert matched.success
-    clusters = _materialization(matched, "clusters").metadata
+    clusters = materialization(matched, "clusters").metadata
     assert "ids matched to the reference" in clusters["model"].value
     assert "| cluster | id | distance | matched |" in clusters["matches"].value
     summary = json.loads((folder / "summary.json").read_text())
@@ -131,6 +131,6 @@ def test_the_reference_is_applied_or_matched_and_the_map_says_which(graph):
     elsewhere.write_text((out / "cluster_model" / "demo" / "model.json").read_text())
     by_path = _rerun(graph, {"model": str(elsewhere)})
     assert by_path.success
-    assert str(elsewhere) in _materialization(by_path, "clusters").metadata["model"].value
+    assert str(elsewhere) in materialization(by_path, "clusters").metadata["model"].value
     with rasterio.open(folder / "cluster_map.tif") as src:
         np.testing.assert_array_equal(src.read(1), applied_map)

@@ -27,8 +27,8 @@ import xarray as xr
 from planetary_computer import sas as pc_sas
 from planetary_computer.settings import Settings as PcSettings
 
-from geocluster_dagster.defs.assets import MOSAIC, band_stack, mosaic, stac_items
-from geocluster_dagster.defs.outputs import OutputStore
+from geocluster_dagster.defs.assets import band_stack, mosaic, stac_items
+from geocluster_dagster.defs.outputs import MOSAIC, OutputStore
 from geocluster_dagster.defs.partitions import partition_key, window_of
 from geocluster_dagster.defs.resources import AOIRegistry, DaskCluster, StacCatalog
 from geocluster_dagster.errors import AssetReadError, GeoclusterError

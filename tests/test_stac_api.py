@@ -26,8 +26,8 @@ from geocluster_dagster.defs.partitions import partition_key
 from geocluster_dagster.defs.resources import AOIRegistry, DaskCluster, StacCatalog
 from geocluster_dagster.demo import DEMO_MONTH
 from geocluster_dagster.errors import NoItemsFound
+from geocluster_dagster.products.band_stack import open_band_stack
 from geocluster_dagster.search import StacSource, search_items
-from geocluster_dagster.stack_recipe import open_band_stack
 
 from .conftest import L8_008059, L8_008059_PREFIX, S2_29RKH, STAC_DIR
 from .servers.fixtures import synthesized_collection

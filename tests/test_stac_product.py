@@ -16,12 +16,12 @@ from pystac.validation import JsonSchemaSTACValidator
 from geocluster_dagster import __version__
 from geocluster_dagster.demo import DEMO_MONTH
 
+from .helpers import run
 from .servers.ports import installed
-from .test_assets import dask_cluster, demo, run  # noqa: F401
 
 
 @pytest.fixture(scope="module")
-def outputs(demo, dask_cluster, tmp_path_factory):  # noqa: F811
+def outputs(demo, dask_cluster, tmp_path_factory):
     out = tmp_path_factory.mktemp("out")
     result = run(
         out, registry=demo.aoi_registry, catalog=str(demo.catalog), dask_cluster=dask_cluster
@@ -44,7 +44,7 @@ def test_every_document_is_valid_stac(outputs):
     assert [i.id for i in items] == [f"demo_{DEMO_MONTH}"]
 
 
-def test_the_item_describes_every_product_and_where_it_came_from(outputs, demo):  # noqa: F811
+def test_the_item_describes_every_product_and_where_it_came_from(outputs, demo):
     item = pystac.Item.from_file(str(outputs / "stac" / "outputs" / "demo" / f"{DEMO_MONTH}.json"))
     props = item.properties
     geotiff = outputs / "geotiff" / "demo" / DEMO_MONTH

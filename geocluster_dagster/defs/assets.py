@@ -1,76 +1,47 @@
-"""The software-defined assets, each a call or two into the plain modules.
+"""The software-defined assets: each reads its partition's inputs, calls one product's writer
+(:mod:`geocluster_dagster.products`) and records what the writer's facts say.
 
 stac_items -> band_stack -> mosaic -> geotiff -> clusters -> diagnostics, all partitioned by
 AOI x date window, and cluster_model (an AOI's reference model, partitioned by AOI only), fitted
-on the geotiffs of several dates and read by clusters. Each asset reopens its inputs with the
-plain readers, writes its output with the plain writer at the path the `outputs` resource
-gives, and records what the writer returns.
+on the geotiffs of several dates and read by clusters. How every step runs (settings checked
+first, errors explained, stale products named) is :mod:`.steps`'.
 """
 
-import contextlib
-import ctypes
 import dataclasses
-import functools
-import inspect
-import json
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import pandas as pd
-import pystac
-import rasterio
 
-from .. import __version__, progress
-from ..aoi import validate_aoi_id
-from ..bands import band_unit
-from ..budget import Estimate, estimate_seconds, record_run, refuse_full_disk
-from ..change import (
-    CHANGE_MAP,
-    CHANGE_PNG,
-    TRANSITIONS,
-    TRANSITIONS_PNG,
-    ChangeSettings,
-    DatedImage,
-    common_model,
-    compare_dates,
-)
+from ..budget import TIMINGS, record_run
+from ..change import ChangeSettings, DatedImage
 from ..cluster import ClusterSettings
-from ..cluster_product import CLUSTER_MAP, MODEL, SIGNATURES_CSV, open_clusters, write_clusters
-from ..composite import CompositeSettings, write_mosaic
-from ..diagnostics import PREVIEWS, DiagnosticsSettings, k_advice, write_diagnostics
-from ..errors import ConfigError, GeoclusterError, NoItemsFound, NotComparable
-from ..evaluate import SCORE_GUIDE, KChoice
-from ..export import CogSettings, open_geotiff
-from ..geotiff_product import BANDS, INDICES, open_image, provenance, write_image
-from ..indices import IndexSettings, add_indices
+from ..composite import CompositeSettings
+from ..errors import ConfigError, NotComparable
+from ..export import CogSettings
+from ..indices import IndexSettings
 from ..load import LoadSettings
-from ..model_file import load_model
 from ..naming import NamingSettings
-from ..preview import class_map_markdown, figure_markdown
-from ..quality import (
-    ClusterQuality,
-    Judgement,
-    MosaicQuality,
-    SeparationQuality,
-    judge_clear_fraction,
-    judge_clusters,
-    judge_cog,
-    judge_overlap,
-    judge_plausible_change,
-    judge_scenes,
-    judge_silhouette,
+from ..products.band_stack import (
+    BandStackRecipe,
+    open_band_stack,
+    stored_estimate,
+    write_band_stack,
 )
+from ..products.cluster_change import open_dated, retire_cluster_change, write_cluster_change
+from ..products.cluster_model import model_plan, write_cluster_model
+from ..products.clusters import open_clusters, write_clusters
+from ..products.diagnostics import DiagnosticsSettings, write_diagnostics
+from ..products.geotiff import open_geotiff, write_geotiff
+from ..products.mosaic import open_mosaic, write_mosaic
+from ..products.stac_item import PartitionFolders, write_stac_item
+from ..products.stac_items import open_stac_items, write_stac_items
+from ..quality import ClusterQuality, MosaicQuality, SeparationQuality
 from ..reference import ModelSettings, PoolSettings
-from ..reference_product import model_plan, reference_model_file, write_reference_model
-from ..report import ReportInputs, checks_file, write_report
-from ..search import SearchSettings, cloud_cover, read_items, search_items, write_items
-from ..stac_product import CATALOG_DIR, PartitionProducts, withdraw_item, write_item
-from ..stack_recipe import BandStackRecipe, open_band_stack, write_band_stack
-from ..storage import remove_quietly, write_json
+from ..search import SearchSettings
 from .config import (
     BandStackConfig,
     ChangeConfig,
@@ -80,10 +51,21 @@ from .config import (
     MosaicConfig,
     ReferenceModelConfig,
     SearchConfig,
-    check_settings,
     to_settings,
 )
-from .outputs import OutputStore, Product
+from .outputs import (
+    BAND_STACK,
+    CLUSTER_CHANGE,
+    CLUSTER_MODEL,
+    CLUSTERS,
+    DIAGNOSTICS,
+    GEOTIFF,
+    MOSAIC,
+    REPORT,
+    STAC_ITEM,
+    STAC_ITEMS,
+    OutputStore,
+)
 from .partitions import (
     AOI_PARTITIONS,
     PartitionWindow,
@@ -92,27 +74,17 @@ from .partitions import (
     partitions,
     window_of,
 )
-from .readable import DENOMINATORS, Measure, as_metadata, rounded, share
 from .resources import AOIRegistry, DaskCluster, StacCatalog
-
-GROUP = "geocluster"
-
-STAC_ITEMS = Product("stac_items", ".json")
-BAND_STACK = Product("band_stack", ".json")
-MOSAIC = Product("mosaic", ".tif")
-GEOTIFF = Product("geotiff", "")
-CLUSTERS = Product("clusters", "")
-DIAGNOSTICS = Product("diagnostics", "")
-CLUSTER_MODEL = Product("cluster_model", "")
-CLUSTER_CHANGE = Product("cluster_change", "")
-STAC_ITEM = Product("stac_item", ".json")
-REPORT = Product("report", ".html")
-#: The products a partition's STAC Item and report describe: a step that rewrites one
-#: withdraws them until stac_item publishes them again.
-_PUBLISHED = {
-    p.asset
-    for p in (STAC_ITEMS, BAND_STACK, MOSAIC, GEOTIFF, CLUSTERS, DIAGNOSTICS, CLUSTER_CHANGE)
-}
+from .steps import (
+    GROUP,
+    check_spec,
+    check_what_settings_name,
+    not_written,
+    product_asset,
+    sources_used,
+    step,
+    written,
+)
 
 #: cluster_model (per AOI) <-> the AOI x date partitions of that AOI.
 with warnings.catch_warnings():  # beta in Dagster 1.x, and the one mapping that says this
@@ -120,257 +92,7 @@ with warnings.catch_warnings():  # beta in Dagster 1.x, and the one mapping that
     _SAME_AOI = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name=AOI_PARTITIONS)
 
 
-def _return_freed_memory() -> None:
-    """Hand the memory a finished step freed back to the system (glibc's ``malloc_trim``).
-
-    The steps of a run share one process, and glibc keeps the block buffers a step freed in its
-    heap: the next step's peak would stand on them."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc (macOS, musl): nothing to hand back this way
-        return
-    libc.malloc_trim(0)
-
-
-def _step(compute: Callable[..., Any]) -> Callable[..., Any]:
-    """An asset's body, run with every asset's settings of this run checked first (before this
-    step writes anything), and the progress of its long passes logged into the run's log every
-    few seconds (the UI shows the lines while the step runs)."""
-
-    @contextlib.contextmanager
-    def running(context: dg.AssetExecutionContext) -> Iterator[None]:
-        with explained_failures():
-            check_settings(context.run.run_config)
-        log = progress.Throttled(lambda update: context.log.info(update.describe()))
-        try:
-            with progress.listening(log), unexpected_failures():
-                yield
-        except Exception:
-            _warn_stale(context)
-            raise
-        finally:
-            _return_freed_memory()
-        _withdraw_publication(context)
-
-    if inspect.isgeneratorfunction(compute):
-
-        @functools.wraps(compute)
-        def generate(context: dg.AssetExecutionContext, *args: Any, **kwargs: Any) -> Any:
-            with running(context):
-                yield from compute(context, *args, **kwargs)
-
-        return generate
-
-    @functools.wraps(compute)
-    def call(context: dg.AssetExecutionContext, *args: Any, **kwargs: Any) -> Any:
-        with running(context):
-            return compute(context, *args, **kwargs)
-
-    return call
-
-
-def _withdraw_publication(context: dg.AssetExecutionContext) -> None:
-    """A step rewrote one of the products the partition's STAC Item and report describe:
-    withdraw both, so that the catalog never lists a checksum or a figure of the products
-    before (the run's stac_item step publishes them again from what is now on disk)."""
-    if not {key.to_user_string() for key in context.selected_asset_keys} & _PUBLISHED:
-        return
-    window = partition_window(context)
-    outputs: OutputStore = context.resources.outputs
-    withdrawn = withdraw_item(outputs.root(), window.aoi_id, window.date_key)
-    report = outputs.path(REPORT, window)
-    if report.exists():
-        remove_quietly(report)
-        withdrawn = True
-    if withdrawn:
-        context.log.info(
-            f"The STAC Item and report of {window.key} are withdrawn until its stac_item step "
-            "publishes them again: they described the products before this run."
-        )
-
-
-def _check_what_settings_name(
-    context: dg.AssetExecutionContext,
-    window: PartitionWindow,
-    registry: AOIRegistry,
-    outputs: OutputStore,
-) -> None:
-    """The settings of this run that name another thing (the model clusters applies, the date
-    cluster_change compares with) are checked at the run's first step, before any product is
-    rewritten: refused at clusters, four products would already be new."""
-    run_config: dict[str, Any] = dict(context.run.run_config)
-    ops: dict[str, Any] = run_config.get("ops") or {}
-    clusters_config = (ops.get("clusters") or {}).get("config") or {}
-    choice = to_settings(ModelSettings, ClusterConfig(**clusters_config))
-    if choice.kind == "aoi":
-        try:
-            validate_aoi_id(choice.other_aoi)
-            known = registry.load()
-        except GeoclusterError as err:
-            raise ConfigError(f"ops.clusters.config.model={choice.model!r}: {err}") from err
-        if choice.other_aoi not in known:
-            raise ConfigError(
-                f"ops.clusters.config.model={choice.model!r} names AOI {choice.other_aoi!r}, "
-                f"which is not in the AOI registry (it has {', '.join(sorted(known))}): name one "
-                "of those, or add the AOI to the registry and materialize its cluster_model."
-            )
-    try:
-        model_plan(choice, window.aoi_id, lambda aoi: outputs.of_aoi(CLUSTER_MODEL, aoi))
-    except GeoclusterError as err:
-        raise ConfigError(f"ops.clusters.config.model={choice.model!r}: {err}") from err
-    change_config = (ops.get("cluster_change") or {}).get("config") or {}
-    change = to_settings(ChangeSettings, ChangeConfig(**change_config))
-    try:
-        change.earlier(outputs.dates_with(CLUSTERS, window.aoi_id), window.date_key)
-    except ConfigError as err:
-        raise ConfigError(f"ops.cluster_change.config.{err}") from err
-
-
-def _warn_stale(context: dg.AssetExecutionContext) -> None:
-    """A step failed after others of its run rewrote their products: say, in the run's log (the
-    UI's and the CLI's), which products of the partition are still an earlier run's."""
-    key = context.partition_key if context.has_partition_key else None
-    if key is None or "|" not in str(key):
-        return
-    window, outputs = window_of(str(key)), context.resources.outputs
-    records = context.instance.get_records_for_run(
-        context.run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
-    ).records
-    rewritten = sorted(
-        {r.event_log_entry.dagster_event.asset_key.to_user_string() for r in records}
-        & set(PRODUCTS),
-        key=list(PRODUCTS).index,
-    )
-    failed = context.op_def.name
-    after = list(PRODUCTS)[list(PRODUCTS).index(failed) :] if failed in PRODUCTS else []
-    earlier = [
-        a for a in after if a not in rewritten and outputs.path(PRODUCTS[a], window).exists()
-    ]
-    if rewritten and earlier:
-        why = (
-            f"stale: {', '.join(earlier)} of {window.label} are still an earlier run's and may "
-            f"not match what this run rewrote ({', '.join(rewritten)}); materialize the "
-            "partition again once the failure is fixed."
-        )
-        context.log.warning(why)
-        # On each stale asset's own page too (its events and the partition's latest event).
-        for name in earlier:
-            context.log_event(
-                dg.AssetObservation(
-                    asset_key=name,
-                    partition=str(key),
-                    metadata={
-                        "stale": dg.MetadataValue.text(why),
-                        "failed_run": dg.MetadataValue.dagster_run(context.run.run_id),
-                    },
-                )
-            )
-
-
-@contextlib.contextmanager
-def explained_failures() -> Iterator[None]:
-    """Turn the package's own errors into Dagster failures whose message says what to fix."""
-    try:
-        yield
-    except GeoclusterError as err:
-        raise dg.Failure(description=str(err), metadata={"error": type(err).__name__}) from err
-
-
-@contextlib.contextmanager
-def unexpected_failures() -> Iterator[None]:
-    """Any other error, as a failure whose message is the error itself (Dagster would show only
-    "Error occurred while executing op"), saying it is not the user's to fix."""
-    try:
-        yield
-    except (dg.Failure, dg.DagsterError, GeoclusterError):
-        raise
-    except Exception as err:
-        raise dg.Failure(
-            description=f"Unexpected {type(err).__name__}: {err}. This is not a setting to "
-            "change but a defect of geocluster_dagster or a library it uses: please report it "
-            "with the run config and the stack trace below.",
-            metadata={"error": type(err).__name__},
-        ) from err
-
-
-def _asset(
-    product: Product, checks: Sequence[tuple[str, bool, str]] = (), **kwargs: Any
-) -> Callable[[Callable[..., Any]], dg.AssetsDefinition]:
-    """``dg.asset`` for a product of the graph: named after it, partitioned, in the group, with
-    its checks (name, blocking, description): their results come with its materialization."""
-    specs = [
-        _check_spec(product, name, description, blocking) for name, blocking, description in checks
-    ]
-    asset = dg.asset(
-        name=product.asset,
-        partitions_def=partitions,
-        group_name=GROUP,
-        check_specs=specs or None,
-        **kwargs,
-    )
-    return lambda compute: asset(_step(compute))
-
-
-def _check_spec(product: Product, name: str, description: str, blocking: bool = False) -> Any:
-    """A check partitioned like its asset, so each partition's verdict is its own in the UI."""
-    with warnings.catch_warnings():  # partitioned checks are a preview feature of Dagster 1.x
-        warnings.simplefilter("ignore", dg.PreviewWarning)
-        return dg.AssetCheckSpec(
-            name,
-            asset=product.asset,
-            blocking=blocking,
-            description=description,
-            partitions_def=partitions,
-        )
-
-
-def _checked(judgements: Sequence[Judgement]) -> list[dg.AssetCheckResult]:
-    """The plain verdicts as Dagster check results, the measured values as their metadata."""
-    return [
-        dg.AssetCheckResult(
-            check_name=j.name,
-            passed=j.passed,
-            severity=dg.AssetCheckSeverity.ERROR
-            if j.severity == "error"
-            else dg.AssetCheckSeverity.WARN,
-            description=j.description,
-            metadata=j.metadata,
-        )
-        for j in judgements
-    ]
-
-
-def _sources_used(
-    context: dg.AssetExecutionContext,
-    stac: StacCatalog,
-    aoi_registry: AOIRegistry,
-    outputs: OutputStore,
-) -> dict[str, str]:
-    """Log and return where this run reads imagery and AOIs and writes outputs, and which setting
-    said so: a run must never use the demo, or another source, without saying it."""
-    used = {
-        "stac_source": str(stac.setting()),
-        "aoi_registry": f"{aoi_registry.resolved_path()} ({aoi_registry.setting().origin})",
-        "output_root": str(outputs.root()),
-    }
-    context.log.info("; ".join(f"{key}: {value}" for key, value in used.items()))
-    return used
-
-
-def _written(
-    path: Path, metadata: dict[str, Any], judgements: Sequence[Judgement] = ()
-) -> dg.MaterializeResult:
-    """The materialization of the product at ``path``; its checks' verdicts are also kept
-    beside it (``<product>.checks.json``), for the partition's report."""
-    if judgements:
-        write_json([dataclasses.asdict(j) for j in judgements], checks_file(path))
-    return dg.MaterializeResult(
-        metadata={"output_path": dg.MetadataValue.path(str(path)), **metadata},
-        check_results=_checked(judgements) or None,
-    )
-
-
-@_asset(
+@product_asset(
     STAC_ITEMS,
     checks=[
         (
@@ -391,73 +113,28 @@ def stac_items(
     outputs: OutputStore,
 ) -> dg.MaterializeResult:
     window = partition_window(context)
-    settings = to_settings(SearchSettings, config)
+    aoi = aoi_registry.get(window.aoi_id)
+    check_what_settings_name(context, window, aoi_registry, outputs)
+    sources = sources_used(context, stac, aoi_registry, outputs)
     path = outputs.path(STAC_ITEMS, window)
-    with explained_failures():
-        aoi = aoi_registry.get(window.aoi_id)
-        _check_what_settings_name(context, window, aoi_registry, outputs)
-        source = stac.source()
-        sources = _sources_used(context, stac, aoi_registry, outputs)
-        no_imagery = ""
-        try:
-            items = search_items(
-                source,
-                collection=settings.collection,
-                geometry=aoi.geometry,
-                start=window.start,
-                end=window.end,
-                max_cloud_cover=settings.max_cloud_cover,
-                max_items=settings.max_items,
-            )
-        except NoItemsFound as err:
-            # Not an error: a cloudy month has no scene. Stored empty, so the search is on record.
-            items, no_imagery = pystac.ItemCollection([]), str(err)
-            earlier = [
-                product.asset
-                for product in (BAND_STACK, MOSAIC, GEOTIFF, CLUSTERS, CLUSTER_CHANGE, DIAGNOSTICS)
-                if outputs.path(product, window).exists()
-            ]
-            if earlier:
-                # Kept (nothing replaces a product with nothing), but no longer this search's:
-                # said here, in the CLI's summary, and the partition's STAC Item is withdrawn.
-                no_imagery += (
-                    f" The products of an earlier search ({', '.join(earlier)}) are kept but "
-                    "stale: they were made from scenes this search no longer finds."
-                )
-            context.log.warning(
-                f"No imagery for {window.label}: {no_imagery} The assets downstream are skipped."
-            )
-        write_items(items, path)
-    rows = [
-        f"| {i.id} | {i.datetime:%Y-%m-%d %H:%M} | {i.properties.get('eo:cloud_cover', 'n/a')} |"
-        for i in items
-    ]
-    table = "| item | acquired (UTC) | cloud % |\n|---|---|---|\n" + "\n".join(rows)
-    clouds = [c for c in map(cloud_cover, items) if c is not None]
-    measures = [
-        Measure("item_count", len(items), "scenes", "scenes in the window that passed the filters"),
-        Measure(
-            "mean_cloud_cover_pct",
-            sum(clouds) / len(clouds) if clouds else None,
-            "%",
-            "mean eo:cloud_cover of the scene footprints (lower is better)",
-        ),
-    ]
-    return _written(
+    facts = write_stac_items(
+        stac.source(),
+        to_settings(SearchSettings, config),
+        aoi.geometry,
+        window.start,
+        window.end,
         path,
-        {
-            **as_metadata(measures),
-            "collection": settings.collection,
-            "source": source.url,
-            **sources,
-            **({"no_imagery": no_imagery} if no_imagery else {}),
-            "items": dg.MetadataValue.md(table),
-        },
-        [judge_scenes(len(items), clouds, no_imagery)],
+        where=window.label,
+        # Products an earlier search left, which a search that finds nothing leaves stale.
+        earlier_products=outputs.present(
+            ["band_stack", "mosaic", "geotiff", "clusters", "cluster_change", "diagnostics"],
+            window,
+        ),
     )
+    return written(context, path, facts, [facts.judge()], **sources)
 
 
-@_asset(
+@product_asset(
     BAND_STACK,
     deps=[stac_items],
     description="Lazy, chunked, cloud-masked bands in physical units on one grid; stored as the recipe that reopens them (items, grid, mask and read settings), not a copy of the pixels.",
@@ -473,66 +150,27 @@ def band_stack(
     outputs: OutputStore,
 ) -> Iterator[dg.MaterializeResult]:
     window = partition_window(context)
-    path = outputs.path(BAND_STACK, window)
-    items = read_items(outputs.existing(STAC_ITEMS, window))
+    items = open_stac_items(outputs.existing(STAC_ITEMS, window))
     if len(items) == 0:
         context.log.info(
             f"No imagery for partition {window.key} (see the stac_items check has_scenes): "
             "band_stack and the assets after it are skipped."
         )
         return
-    with explained_failures():
-        recipe = BandStackRecipe(
-            items=items,
-            aoi=aoi_registry.get(window.aoi_id).geometry,
-            settings=to_settings(LoadSettings, config),
-            source=stac.source(),
-            remote=stac.read_settings(),
-        )
-        stack = write_band_stack(
-            recipe,
-            path,
-            validate=lambda opened: refuse_full_disk(
-                Estimate(**opened.attrs["estimate"]), outputs.root(), where=window.label
-            ),
-        )
-    cost = Estimate(**stack.attrs["estimate"])
-    seconds, how = estimate_seconds(outputs.root() / TIMINGS, cost.work_mpx)
-    context.log.info(
-        f"{window.key}: {cost.grid_pixels:,} px x {cost.time_slices} date(s), "
-        f"{cost.bytes_read / 1e6:,.0f} MB to read: about {seconds:,.0f} s ({how})"
+    recipe = BandStackRecipe(
+        items=items,
+        aoi=aoi_registry.get(window.aoi_id).geometry,
+        settings=to_settings(LoadSettings, config),
+        source=stac.source(),
+        remote=stac.read_settings(),
     )
-    geobox = stack.odc.geobox
-    unit = "m" if geobox.crs.units[0] in ("metre", "meter", "m") else str(geobox.crs.units[0])
-    measures = [
-        Measure("time_slices", stack.sizes["time"], "dates", "acquisition dates composited"),
-        Measure(f"pixel_size_{unit}", abs(geobox.resolution.x), unit, "edge of one output pixel"),
-        Measure("grid_pixels", cost.grid_pixels, "px", "the grid: the AOI's bounding box"),
-        Measure("covered_pixels", cost.covered_pixels, "px", "AOI pixels some scene covers"),
-        Measure("read_mb", cost.bytes_read / 1e6, "MB", "decoded bytes the mosaic will read"),
-        Measure("products_mb", cost.bytes_written / 1e6, "MB", "uncompressed size of the products"),
-        Measure("disk_needed_mb", cost.disk_needed / 1e6, "MB", "free space the writes need"),
-        Measure("estimated_run_s", seconds, "s", f"the partition's whole run, from {how}"),
-    ]
-    yield _written(
-        path,
-        {
-            **as_metadata(measures),
-            "bands": stack.attrs["bands"],
-            "scenes_per_slice": dg.MetadataValue.json(
-                {
-                    str(t)[:10]: ids.split(",")
-                    for t, ids in zip(stack.time.values, stack.item_ids.values, strict=True)
-                }
-            ),
-            "crs": str(geobox.crs),
-            "shape": f"{geobox.shape.y} x {geobox.shape.x} px (rows x columns)",
-            "mask": stack.attrs["mask_flags"] or "off",
-        },
-    )
+    path = outputs.path(BAND_STACK, window)
+    facts = write_band_stack(recipe, path, output_root=outputs.root(), where=window.label)
+    context.log.info(f"{window.key}: {facts.describe_cost()}")
+    yield written(context, path, facts)
 
 
-@_asset(
+@product_asset(
     MOSAIC,
     checks=[
         (
@@ -555,43 +193,21 @@ def mosaic(
 ) -> dg.MaterializeResult:
     window = partition_window(context)
     path = outputs.path(MOSAIC, window)
-    with explained_failures():
-        stack = open_band_stack(outputs.existing(BAND_STACK, window))
-        facts = write_mosaic(
-            stack,
-            aoi_registry.get(window.aoi_id).geometry,
-            path,
-            to_settings(CompositeSettings, config),
-            where=window.label,
-            tags={
-                "aoi_id": window.aoi_id,
-                "time_window": f"{window.start:%Y-%m-%d}/{window.end:%Y-%m-%d}",
-            },
-        )
-    quality = to_settings(MosaicQuality, config)
-    coverage = facts.coverage
-    measures = [
-        Measure("aoi_pixels", coverage.aoi_pixels, "px", DENOMINATORS["aoi"]),
-        Measure("clear_pixels", coverage.clear, "px", "AOI pixels with a clear observation"),
-        share(
-            "clear", coverage.clear, coverage.aoi_pixels, "aoi", "clear pixels (higher is better)"
-        ),
-    ]
-    if coverage.with_data is not None:
-        measures.append(
-            share("data", coverage.with_data, coverage.aoi_pixels, "aoi", "pixels any scene covers")
-        )
-    return _written(
+    facts = write_mosaic(
+        open_band_stack(outputs.existing(BAND_STACK, window)),
+        aoi_registry.get(window.aoi_id).geometry,
         path,
-        {
-            **as_metadata(measures),
-            "band_statistics": dg.MetadataValue.json(rounded(facts.stats.as_dict())),
+        to_settings(CompositeSettings, config),
+        where=window.label,
+        tags={
+            "aoi_id": window.aoi_id,
+            "time_window": f"{window.start:%Y-%m-%d}/{window.end:%Y-%m-%d}",
         },
-        [judge_clear_fraction(facts.coverage.clear_fraction, facts.coverage.aoi_pixels, quality)],
     )
+    return written(context, path, facts, [facts.judge(to_settings(MosaicQuality, config))])
 
 
-@_asset(
+@product_asset(
     GEOTIFF,
     checks=[
         (
@@ -619,62 +235,15 @@ def geotiff(
 ) -> dg.MaterializeResult:
     window = partition_window(context)
     folder = outputs.path(GEOTIFF, window)
-    with explained_failures():
-        composite = open_geotiff(outputs.existing(MOSAIC, window), chunks=outputs.chunk_size)
-        names = to_settings(IndexSettings, config).names_for(composite)
-        image = add_indices(composite, names)
-        indices = [str(name) for name in image.data_vars if name not in composite.data_vars]
-        tags = provenance(composite.attrs)
-        tags.update(
-            {
-                "aoi_id": window.aoi_id,
-                "package": f"geocluster_dagster {__version__}",
-                "indices": ",".join(n.lower() for n in names),
-                "config": json.dumps(config.model_dump()),
-            }
-        )
-        facts = write_image(image, folder, indices, to_settings(CogSettings, config), tags=tags)
-    band_stats = facts.stats.as_dict()
-    files = {name: folder / name for name in facts.files}
-    measures = [
-        Measure("band_count", len(image.data_vars), "bands", "spectral bands plus indices"),
-        Measure(
-            "file_mb",
-            sum(path.stat().st_size for path in files.values()) / 1e6,
-            "MB",
-            "the COGs on disk, with overviews",
-        ),
-    ]
-    for band, values in band_stats.items():
-        unit = band_unit(band)
-        measures.append(
-            Measure(
-                f"{band}_mean",
-                values["mean"],
-                unit,
-                f"mean over valid pixels (range {values['min']:.4g} .. {values['max']:.4g} "
-                f"{unit}); valid: {values['valid_share_of_grid']:.4g} of the "
-                f"{DENOMINATORS['grid']}",
-                trend=False,
-            )
-        )
-    return _written(
+    facts = write_geotiff(
+        open_mosaic(outputs.existing(MOSAIC, window), chunks=outputs.chunk_size),
         folder,
-        {
-            **as_metadata(measures),
-            "bands": ", ".join(facts.files[BANDS]),
-            "indices": ", ".join(names) or "none",
-            "storage": f"{BANDS}: "
-            + ("uint16 DN with scale/offset, nodata 0" if facts.encoded else "float32, NaN nodata")
-            + (f"; {INDICES}: float32, NaN nodata" if INDICES in facts.files else ""),
-            **{
-                f"path_{name.removesuffix('.tif')}": dg.MetadataValue.path(str(path))
-                for name, path in files.items()
-            },
-            "band_statistics": dg.MetadataValue.json(rounded(band_stats)),
-        },
-        judge_cog({files[name]: bands for name, bands in facts.files.items()}, band_stats),
+        to_settings(IndexSettings, config),
+        to_settings(CogSettings, config),
+        aoi_id=window.aoi_id,
+        config=config.model_dump(),
     )
+    return written(context, folder, facts, facts.judge())
 
 
 @dg.asset(
@@ -687,7 +256,7 @@ def geotiff(
     "partition) give a land cover the same id in every date.",
     kinds={"sklearn"},
 )
-@_step
+@step
 def cluster_model(
     context: dg.AssetExecutionContext,
     config: ReferenceModelConfig,
@@ -695,61 +264,28 @@ def cluster_model(
     outputs: OutputStore,
 ) -> dg.MaterializeResult:
     aoi_id = context.partition_key
-    folder = outputs.of_aoi(CLUSTER_MODEL, aoi_id)
-    with explained_failures():
-        pool = to_settings(PoolSettings, config)
-        settings = to_settings(ClusterSettings, config)
-        dates = pool.select(outputs.dates_with(GEOTIFF, aoi_id), aoi_id)
-        context.log.info(f"Pooling {len(dates)} date partitions of {aoi_id}: {', '.join(dates)}")
-        images = {
-            date: open_image(
-                outputs.path(GEOTIFF, window_of(f"{aoi_id}|{date}")), chunks=outputs.chunk_size
-            )
-            for date in dates
-        }
-        facts = write_reference_model(
-            images,
-            settings,
-            pool,
-            folder,
-            aoi_id=aoi_id,
-            naming=to_settings(NamingSettings, config),
+    pool = to_settings(PoolSettings, config)
+    dates = pool.select(outputs.dates_with(GEOTIFF, aoi_id), aoi_id)
+    context.log.info(f"Pooling {len(dates)} date partitions of {aoi_id}: {', '.join(dates)}")
+    images = {
+        date: open_geotiff(
+            outputs.path(GEOTIFF, window_of(f"{aoi_id}|{date}")), chunks=outputs.chunk_size
         )
-    pooled = sum(facts.pixels_per_date.values())
-    measures = [
-        Measure("n_clusters", facts.model.n_clusters, "clusters", "k of the reference model"),
-        Measure("date_count", len(dates), "dates", "date partitions pooled"),
-        Measure("pooled_pixels", pooled, "px", "sampled pixels the model was fitted on"),
-        Measure(
-            "feature_count", len(facts.model.features), "features", ", ".join(facts.model.features)
-        ),
-    ]
-    return _written(
+        for date in dates
+    }
+    folder = outputs.of_aoi(CLUSTER_MODEL, aoi_id)
+    facts = write_cluster_model(
+        images,
+        to_settings(ClusterSettings, config),
+        pool,
         folder,
-        {
-            **as_metadata(measures),
-            **_k_choice_metadata(context, facts.k_choice, facts.model.n_clusters),
-            "dates_pooled": ", ".join(dates),
-            "pixels_per_date": dg.MetadataValue.json(facts.pixels_per_date),
-            "features": ", ".join(facts.model.features),
-            "model_path": dg.MetadataValue.path(str(folder / MODEL)),
-            "reference_clusters": dg.MetadataValue.md(_markdown_table(facts.table.round(4))),
-        },
+        aoi_id=aoi_id,
+        naming=to_settings(NamingSettings, config),
     )
+    return written(context, folder, facts)
 
 
-def _k_choice_metadata(
-    context: dg.AssetExecutionContext, choice: KChoice | None, k: int
-) -> dict[str, Any]:
-    """How n_clusters: auto chose k, warning when the knee and the silhouette disagree."""
-    if choice is None:
-        return {}
-    if choice.disagree:
-        context.log.warning(f"n_clusters: auto chose k={k}: {choice.reason}")
-    return {"k_choice": dg.MetadataValue.json(choice.as_dict()), "k_reason": choice.reason}
-
-
-@_asset(
+@product_asset(
     CLUSTERS,
     checks=[
         ("no_empty_cluster", False, "Every cluster holds pixels of this partition (WARN)."),
@@ -772,89 +308,25 @@ def clusters(
     outputs: OutputStore,
 ) -> dg.MaterializeResult:
     window = partition_window(context)
+    plan = model_plan(
+        to_settings(ModelSettings, config),
+        window.aoi_id,
+        lambda aoi: outputs.of_aoi(CLUSTER_MODEL, aoi),
+    )
+    context.log.info(f"Model: {plan.describe()}")
     folder = outputs.path(CLUSTERS, window)
-    with explained_failures():
-        settings = to_settings(ClusterSettings, config)
-        plan = model_plan(
-            to_settings(ModelSettings, config),
-            window.aoi_id,
-            lambda aoi: outputs.of_aoi(CLUSTER_MODEL, aoi),
-        )
-        context.log.info(f"Model: {plan.describe()}")
-        image = open_image(outputs.existing(GEOTIFF, window), chunks=outputs.chunk_size)
-        facts = write_clusters(
-            image,
-            settings,
-            folder,
-            aoi_id=window.aoi_id,
-            plan=plan,
-            naming=to_settings(NamingSettings, config),
-        )
-    sizes = facts.signatures[["cluster", "name", "pixel_count", "area_ha", "fraction"]].round(4)
-    sizes = sizes.rename(columns={"fraction": "share_of_map"})
-    classes = pd.DataFrame(
-        [{"cluster": c.id, "name": c.name, "rule": c.rule} for c in facts.classes]
-    )
-    matched: dict[str, Any] = {}
-    if facts.matches:
-        table = pd.DataFrame([m.as_dict() for m in facts.matches])
-        matched["matches"] = dg.MetadataValue.md(_markdown_table(table))
-        new = [m for m in facts.matches if not m.matched]
-        if new:
-            context.log.warning(
-                f"{len(new)} of {len(facts.matches)} clusters have no counterpart in the "
-                f"reference model within match_max_distance={config.match_max_distance}: new ids "
-                + ", ".join(f"{m.id} (nearest {m.distance:.2f})" for m in new)
-            )
-    measures = [
-        Measure("n_clusters", facts.n_clusters, "clusters", "k of the map"),
-        Measure(
-            "fit_sample_pixels", facts.fit_sample_pixels, "px", "pixels the model was fitted on"
-        ),
-        Measure(
-            "smallest_cluster_share_of_map",
-            float(facts.signatures["fraction"].min()),
-            "0..1",
-            f"the smallest cluster, as a share of the {DENOMINATORS['map']}",
-            digits=4,
-        ),
-    ]
-    return _written(
+    facts = write_clusters(
+        open_geotiff(outputs.existing(GEOTIFF, window), chunks=outputs.chunk_size),
+        to_settings(ClusterSettings, config),
         folder,
-        {
-            **as_metadata(measures),
-            **_k_choice_metadata(context, facts.k_choice, facts.n_clusters),
-            "model": plan.describe(),
-            **matched,
-            "algorithm": facts.summary["algorithm"],
-            "features": ", ".join(facts.features),
-            "preview_cluster_map": dg.MetadataValue.md(
-                class_map_markdown(
-                    folder / CLUSTER_MAP,
-                    legend=list(
-                        zip(
-                            facts.signatures["cluster"].astype(int).tolist(),
-                            facts.signatures["name"].astype(str).tolist(),
-                            facts.signatures["fraction"].astype(float).tolist(),
-                            strict=True,
-                        )
-                    ),
-                )
-            ),
-            "cluster_map_path": dg.MetadataValue.path(str(folder / CLUSTER_MAP)),
-            "signatures_path": dg.MetadataValue.path(str(folder / SIGNATURES_CSV)),
-            "cluster_sizes": dg.MetadataValue.md(_markdown_table(sizes)),
-            "class_names": dg.MetadataValue.md(_markdown_table(classes)),
-        },
-        judge_clusters(
-            dict(zip(facts.signatures["cluster"], facts.signatures["pixel_count"], strict=True)),
-            {c.id: c.name for c in facts.classes},
-            to_settings(ClusterQuality, config),
-        ),
+        aoi_id=window.aoi_id,
+        plan=plan,
+        naming=to_settings(NamingSettings, config),
     )
+    return written(context, folder, facts, facts.judge(to_settings(ClusterQuality, config)))
 
 
-@_asset(
+@product_asset(
     DIAGNOSTICS,
     checks=[
         ("silhouette", False, "The mean sampled silhouette is at least min_silhouette (WARN).")
@@ -871,64 +343,16 @@ def diagnostics(
 ) -> dg.MaterializeResult:
     window = partition_window(context)
     folder = outputs.path(DIAGNOSTICS, window)
-    with explained_failures():
-        image = open_image(outputs.existing(GEOTIFF, window), chunks=outputs.chunk_size)
-        stored = open_clusters(outputs.existing(CLUSTERS, window), chunks=outputs.chunk_size)
-        settings, not_drawn = _figures_setting(context, to_settings(DiagnosticsSettings, config))
-        facts = write_diagnostics(image, stored, folder, settings, label=window.label)
-        scores = facts.scores
-        measures = [
-            Measure(name, float(getattr(scores, name)), "", f"{better}: {what}", digits=4)
-            for name, (better, what) in SCORE_GUIDE.items()
-        ]
-        measures += [
-            Measure(
-                "n_scored",
-                int(scores.n_scored),
-                "px",
-                "pixels behind every score but the silhouette",
-                trend=False,
-            ),
-            Measure(
-                "n_silhouette",
-                int(scores.n_silhouette),
-                "px",
-                "pixels behind the silhouette",
-                trend=False,
-            ),
-            Measure(
-                "elbow_knee_k",
-                facts.knee if facts.knee is not None else "none",
-                "clusters",
-                "the elbow curve's knee (kneed)",
-            ),
-            Measure(
-                "silhouette_best_k",
-                facts.silhouette_best,
-                "clusters",
-                "k of the elbow curve's best silhouette",
-            ),
-            Measure(
-                "cover_best_k",
-                facts.cover_best if facts.cover_best is not None else "none",
-                "clusters",
-                "the fewest clusters whose covers agree with their pixels' own within 1 point "
-                "of the best k (what n_clusters: auto chooses)",
-            ),
-        ]
-        metadata: dict[str, Any] = as_metadata(measures)
-        metadata["k_advice"] = k_advice(
-            stored.model.n_clusters, facts.knee, facts.silhouette_best, facts.cover_best
-        )
-        # Every figure, legible in the UI (one click on the entry opens it at 1000 px).
-        for name in sorted(facts.figures, key=_figure_order):
-            metadata[f"preview_{name}"] = dg.MetadataValue.md(figure_markdown(facts.figures[name]))
-    for name, png in facts.figures.items():
-        metadata[f"plot_{name}"] = dg.MetadataValue.path(str(png))
-    if not facts.figures:
-        metadata["figures"] = f"not drawn ({not_drawn})"
-    separation = to_settings(SeparationQuality, config)
-    return _written(folder, metadata, [judge_silhouette(facts.scores.silhouette, separation)])
+    settings, not_drawn = _figures_setting(context, to_settings(DiagnosticsSettings, config))
+    facts = write_diagnostics(
+        open_geotiff(outputs.existing(GEOTIFF, window), chunks=outputs.chunk_size),
+        open_clusters(outputs.existing(CLUSTERS, window), chunks=outputs.chunk_size),
+        folder,
+        settings,
+        label=window.label,
+        not_drawn=not_drawn,
+    )
+    return written(context, folder, facts, [facts.judge(to_settings(SeparationQuality, config))])
 
 
 #: A run tag that turns the diagnostics' figures off for the runs it is given to, e.g. every
@@ -993,12 +417,12 @@ _CHANGE_CHECKS = [
         )
     ],
     check_specs=[
-        _check_spec(CLUSTER_CHANGE, name, description) for name, description in _CHANGE_CHECKS
+        check_spec(CLUSTER_CHANGE, name, description) for name, description in _CHANGE_CHECKS
     ],
     partitions_def=partitions,
     can_subset=True,
 )
-@_step
+@step
 def cluster_change(
     context: dg.AssetExecutionContext,
     config: ChangeConfig,
@@ -1007,159 +431,60 @@ def cluster_change(
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     window = partition_window(context)
     folder = outputs.path(CLUSTER_CHANGE, window)
-    with explained_failures():
-        settings = to_settings(ChangeSettings, config)
-        earlier = settings.earlier(outputs.dates_with(CLUSTERS, window.aoi_id), window.date_key)
-        if earlier is None:
-            reason = (
-                f"{window.key} is the first date of AOI {window.aoi_id} with a map: there is "
-                "nothing earlier to compare with."
-            )
-            context.log.info(reason)
-            yield _not_compared(folder, reason)
-            return
-        before, after = (
-            _dated_image(outputs, window_of(f"{window.aoi_id}|{date}"), date)
-            for date in (earlier, window.date_key)
+    settings = to_settings(ChangeSettings, config)
+    earlier = settings.earlier(outputs.dates_with(CLUSTERS, window.aoi_id), window.date_key)
+    if earlier is None:
+        reason = (
+            f"{window.key} is the first date of AOI {window.aoi_id} with a map: there is "
+            "nothing earlier to compare with."
         )
-        reference_file = reference_model_file(outputs.of_aoi(CLUSTER_MODEL, window.aoi_id))
-        try:
-            common = common_model(
-                before,
-                after,
-                reference=load_model(reference_file) if reference_file.exists() else None,
-                reference_source=str(reference_file),
-            )
-        except NotComparable as err:
-            # Not a failure of this run: the maps exist, they just cannot be compared.
-            context.log.warning(f"cluster_change not computed: {err}")
-            yield _not_compared(folder, str(err), earlier)
-            yield dg.AssetCheckResult(
-                check_name="comparable_ids",
-                passed=False,
-                severity=dg.AssetCheckSeverity.WARN,
-                description=str(err),
-                metadata={"from_date": earlier, "to_date": window.date_key},
-            )
-            return
-        context.log.info(f"Both dates classified by {common.describe()}")
-        facts = compare_dates(
-            before, after, common, folder, settings=settings, label=f"AOI {window.aoi_id!r},"
+        context.log.info(reason)
+        yield _not_compared(folder, reason)
+        return
+    try:
+        facts = write_cluster_change(
+            _dated(outputs, window.aoi_id, earlier),
+            _dated(outputs, window.aoi_id, window.date_key),
+            folder,
+            reference=outputs.of_aoi(CLUSTER_MODEL, window.aoi_id),
+            settings=settings,
+            label=f"AOI {window.aoi_id!r},",
         )
-    summary = facts.summary
-    areas = facts.class_areas[
-        ["cluster", "name", "hectares_before", "hectares_after", "delta_hectares"]
-    ]
-    moves = facts.transitions[facts.transitions["changed"]].nlargest(10, "pixels")
-    yield _written(
-        folder,
-        {
-            **as_metadata(
-                [
-                    Measure(
-                        "changed_hectares",
-                        float(summary["changed_hectares"]),
-                        "ha",
-                        "area whose land cover changed",
-                    ),
-                    Measure(
-                        "changed_share_of_compared",
-                        float(summary["changed_share"]),
-                        "0..1",
-                        f"pixels whose land cover changed, as a share of the "
-                        f"{DENOMINATORS['compared']}",
-                        digits=4,
-                    ),
-                    Measure(
-                        "same_cover_share_of_compared",
-                        float(summary["same_cover_share"]),
-                        "0..1",
-                        "pixels now in another cluster of the same land cover (not change), "
-                        f"as a share of the {DENOMINATORS['compared']}",
-                        digits=4,
-                    ),
-                    Measure(
-                        "confident_changed_share",
-                        float(summary["confident"]["changed_share"]),
-                        "0..1",
-                        "changed land cover, as a share of the compared pixels both dates "
-                        "label confidently (simplified silhouette above 0.25)",
-                        digits=4,
-                    ),
-                    Measure(
-                        "compared_share_of_map",
-                        float(summary["overlap"]),
-                        "0..1",
-                        f"pixels compared, as a share of this date's {DENOMINATORS['map']}",
-                        digits=4,
-                    ),
-                    Measure(
-                        "unknown_pixels",
-                        int(summary["unknown_pixels"]),
-                        "px",
-                        "mapped in one date only",
-                    ),
-                ]
-            ),
-            "compared_with": earlier,
-            "classified_by": common.describe(),
-            "largest_transitions": dg.MetadataValue.md(
-                "\n".join(f"1. {t}" for t in summary["largest_transitions"]) or "no change"
-            ),
-            "class_area_deltas_ha": dg.MetadataValue.md(_markdown_table(areas.round(2))),
-            "transitions_top10": dg.MetadataValue.md(_markdown_table(moves.round(2))),
-            "preview_change_map": dg.MetadataValue.md(figure_markdown(folder / CHANGE_PNG)),
-            "preview_transitions": dg.MetadataValue.md(figure_markdown(folder / TRANSITIONS_PNG)),
-            "change_map_path": dg.MetadataValue.path(str(folder / CHANGE_MAP)),
-            "transitions_path": dg.MetadataValue.path(str(folder / TRANSITIONS)),
-        },
-        [
-            Judgement(
-                "comparable_ids",
-                True,
-                "warn",
-                f"Both dates classified by {common.describe()}",
-                {"model": common.how, "source": common.source},
-            ),
-            judge_overlap(summary["overlap"], settings.min_overlap, (earlier, window.date_key)),
-            judge_plausible_change(
-                summary, settings.warn_changed_share, settings.warn_stable_change
-            ),
-        ],
-    )
+    except NotComparable as err:
+        # Not a failure of this run: the maps exist, they just cannot be compared.
+        context.log.warning(f"cluster_change not computed: {err}")
+        yield _not_compared(folder, str(err), earlier)
+        yield dg.AssetCheckResult(
+            check_name="comparable_ids",
+            passed=False,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=str(err),
+            metadata={"from_date": earlier, "to_date": window.date_key},
+        )
+        return
+    context.log.info(f"Both dates classified by {facts.model.describe()}")
+    yield written(context, folder, facts, facts.judge())
 
 
-def _not_compared(folder: Path, reason: str, earlier: str | None = None) -> dg.MaterializeResult:
+def _dated(outputs: OutputStore, aoi_id: str, date: str) -> DatedImage:
+    """A date of the AOI to compare: its geotiff and the model its map was made with."""
+    window = window_of(f"{aoi_id}|{date}")
+    geotiff, clusters = outputs.existing(GEOTIFF, window), outputs.existing(CLUSTERS, window)
+    return open_dated(date, geotiff, clusters, chunks=outputs.chunk_size)
+
+
+def _not_compared(
+    folder: Path, reason: str, earlier: str | None = None
+) -> dg.MaterializeResult[Any]:
     """The partition's change, recorded as "not compared" rather than left unmaterialized: a
     backfill counts an asset a run did not materialize as failed, and the map of a first date
-    has nothing to fail at. A change product an earlier run left (of maps since remade) is
-    removed, so that nothing downstream (the STAC Item, the report) publishes it."""
-    if folder.exists():
-        retired = folder.with_name(f".{folder.name}.retired")
-        folder.rename(retired)
-        remove_quietly(retired)
-    return dg.MaterializeResult(
-        metadata={
-            "not_compared": reason,
-            "compared_with": earlier or "none",
-        }
-    )
+    has nothing to fail at. A change an earlier run left (of maps since remade) is removed, so
+    that nothing downstream (the STAC Item, the report) publishes it."""
+    retire_cluster_change(folder)
+    return not_written(not_compared=reason, compared_with=earlier or "none")
 
 
-def _figure_order(name: str) -> tuple[int, str]:
-    """The maps and the signatures first (PREVIEWS), then the other figures by name."""
-    return (PREVIEWS.index(name) if name in PREVIEWS else len(PREVIEWS), name)
-
-
-def _dated_image(outputs: OutputStore, window: PartitionWindow, date: str) -> DatedImage:
-    """The date's geotiff (lazy) and the model its clusters map was made with."""
-    image = open_image(outputs.existing(GEOTIFF, window), chunks=outputs.chunk_size)
-    stored = open_clusters(outputs.existing(CLUSTERS, window))
-    source = (stored.summary.get("model") or {}).get("reference") or ""
-    return DatedImage(date, image, stored.model, source)
-
-
-@_asset(
+@product_asset(
     STAC_ITEM,
     deps=[geotiff, clusters, diagnostics],
     description="The partition's report (report/<aoi>/<date>.html: one file, figures embedded) "
@@ -1174,79 +499,29 @@ def stac_item(
     outputs: OutputStore,
 ) -> dg.MaterializeResult:
     window = partition_window(context)
-    with explained_failures():
-        geotiff_path = outputs.existing(GEOTIFF, window)
-        with rasterio.open(geotiff_path / BANDS) as src:
-            tags = src.tags()
-        clusters_summary = json.loads(
-            (outputs.existing(CLUSTERS, window) / "summary.json").read_text()
-        )
-        change = outputs.path(CLUSTER_CHANGE, window)
-        report = write_report(
-            ReportInputs(
-                title=f"geocluster: {window.label}",
-                items=outputs.existing(STAC_ITEMS, window),
-                mosaic=outputs.existing(MOSAIC, window),
-                geotiff=geotiff_path,
-                clusters=outputs.existing(CLUSTERS, window),
-                diagnostics=outputs.existing(DIAGNOSTICS, window),
-                change=change if change.exists() else None,
-            ),
-            outputs.path(REPORT, window),
-        )
-        products = PartitionProducts(
-            aoi_id=window.aoi_id,
-            date_key=window.date_key,
-            start=window.start,
-            end=window.end,
-            aoi=aoi_registry.get(window.aoi_id).geometry,
-            geotiff=geotiff_path,
-            clusters=outputs.existing(CLUSTERS, window),
-            diagnostics=outputs.existing(DIAGNOSTICS, window),
-            change=change if change.exists() else None,
-            report=report,
-            sources=list(read_items(outputs.existing(STAC_ITEMS, window))),
-            search=stac.source().url,
-            lineage={
-                "mask_flags": tags.get("mask_flags", ""),
-                "composite": tags.get("composite", ""),
-                "collection": tags.get("collection", ""),
-                "indices": tags.get("indices", ""),
-                "model": clusters_summary.get("model"),
-                "algorithm": clusters_summary.get("algorithm"),
-                "n_clusters": clusters_summary.get("n_clusters"),
-                "features": clusters_summary.get("features"),
-            },
-        )
-        path = write_item(products, outputs.root())
-    document = json.loads(path.read_text())
-    _time_the_run(context, outputs, window)
-    return _written(
-        path,
-        {
-            **as_metadata(
-                [
-                    Measure(
-                        "asset_count", len(document["assets"]), "files", "products in the Item"
-                    ),
-                    Measure(
-                        "derived_from",
-                        len([k for k in document["links"] if k["rel"] == "derived_from"]),
-                        "scenes",
-                        "source scenes the Item links to (derived_from)",
-                    ),
-                    Measure("report_mb", report.stat().st_size / 1e6, "MB", "the HTML report"),
-                ]
-            ),
-            "catalog": dg.MetadataValue.path(str(outputs.root() / CATALOG_DIR / "catalog.json")),
-            "report": dg.MetadataValue.path(str(report)),
-            "assets": ", ".join(document["assets"]),
-        },
+    change = outputs.present(["cluster_change"], window)
+    folders = PartitionFolders(
+        stac_items=outputs.existing(STAC_ITEMS, window),
+        mosaic=outputs.existing(MOSAIC, window),
+        geotiff=outputs.existing(GEOTIFF, window),
+        clusters=outputs.existing(CLUSTERS, window),
+        diagnostics=outputs.existing(DIAGNOSTICS, window),
+        change=outputs.path(CLUSTER_CHANGE, window) if change else None,
     )
-
-
-#: This machine's timed runs (size, seconds), under the output root: the estimates' rate.
-TIMINGS = ".timings.jsonl"
+    facts = write_stac_item(
+        folders,
+        aoi_id=window.aoi_id,
+        date_key=window.date_key,
+        start=window.start,
+        end=window.end,
+        aoi=aoi_registry.get(window.aoi_id).geometry,
+        search=stac.source().url,
+        title=f"geocluster: {window.label}",
+        report=outputs.path(REPORT, window),
+        output_root=outputs.root(),
+    )
+    _time_the_run(context, outputs, window)
+    return written(context, facts.item, facts)
 
 
 def _time_the_run(
@@ -1254,28 +529,14 @@ def _time_the_run(
 ) -> None:
     """The partition's run, from its start to its last asset, recorded for later estimates."""
     record = context.instance.get_run_record_by_id(context.run.run_id)
-    estimate = json.loads(outputs.existing(BAND_STACK, window).read_text()).get("estimate")
-    if record is None or record.start_time is None or not estimate:
+    estimate = stored_estimate(outputs.existing(BAND_STACK, window))
+    if record is None or record.start_time is None or estimate is None:
         return  # a run of the last assets alone says nothing about a partition's time
     selection = context.run.asset_selection  # None or empty: every asset of the job
     if selection and dg.AssetKey(BAND_STACK.asset) not in selection:
         return
-    seconds = time.time() - record.start_time
-    record_run(outputs.root() / TIMINGS, Estimate(**estimate).work_mpx, seconds)
+    record_run(outputs.root() / TIMINGS, estimate.work_mpx, time.time() - record.start_time)
 
-
-def _markdown_table(frame: pd.DataFrame) -> str:
-    header = "| " + " | ".join(map(str, frame.columns)) + " |"
-    rule = "|" + "---|" * len(frame.columns)
-    rows = ["| " + " | ".join(map(str, row)) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join([header, rule, *rows])
-
-
-#: Each AOI x date asset's product, by asset name.
-PRODUCTS = {
-    p.asset: p
-    for p in (STAC_ITEMS, BAND_STACK, MOSAIC, GEOTIFF, CLUSTERS, DIAGNOSTICS, CLUSTER_CHANGE)
-}
 
 #: The graph one AOI x date partition runs (the geocluster_pipeline job).
 PIPELINE_ASSETS = [

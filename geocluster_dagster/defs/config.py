@@ -20,12 +20,12 @@ from pydantic import Field
 from ..change import ChangeSettings
 from ..cluster import Algorithm, ClusterSettings
 from ..composite import CompositeMethod, CompositeSettings
-from ..diagnostics import DiagnosticsSettings
 from ..errors import ConfigError
 from ..export import CogSettings, Compression
 from ..indices import IndexSettings
 from ..load import GroupBy, LoadSettings, Resampling
 from ..naming import NamingSettings
+from ..products.diagnostics import DiagnosticsSettings
 from ..quality import ClusterQuality, MosaicQuality, SeparationQuality
 from ..reference import ModelSettings, PoolSettings
 from ..search import SearchSettings

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +40,24 @@ class Product:
 
     asset: str
     suffix: str
+
+
+STAC_ITEMS = Product("stac_items", ".json")
+BAND_STACK = Product("band_stack", ".json")
+MOSAIC = Product("mosaic", ".tif")
+GEOTIFF = Product("geotiff", "")
+CLUSTERS = Product("clusters", "")
+DIAGNOSTICS = Product("diagnostics", "")
+CLUSTER_MODEL = Product("cluster_model", "")
+CLUSTER_CHANGE = Product("cluster_change", "")
+STAC_ITEM = Product("stac_item", ".json")
+REPORT = Product("report", ".html")
+
+#: Each AOI x date asset's product, by asset name, in the order a run writes them.
+PRODUCTS = {
+    p.asset: p
+    for p in (STAC_ITEMS, BAND_STACK, MOSAIC, GEOTIFF, CLUSTERS, DIAGNOSTICS, CLUSTER_CHANGE)
+}
 
 
 class OutputStore(dg.ConfigurableResource):  # type: ignore[type-arg]
@@ -105,6 +123,10 @@ class OutputStore(dg.ConfigurableResource):  # type: ignore[type-arg]
             if not path.name.startswith(".") and path.name.endswith(product.suffix)
         )
         return sorted(key for key in keys if date_partitions.has_partition_key(key))
+
+    def present(self, names: Iterable[str], window: PartitionWindow) -> list[str]:
+        """Which of the partition's products (asset names, see :data:`PRODUCTS`) are on disk."""
+        return [name for name in names if self.path(PRODUCTS[name], window).exists()]
 
     def existing(self, product: Product, window: PartitionWindow) -> Path:
         """The path of an upstream output, refused with what to do when it was never written."""

@@ -20,10 +20,10 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from . import __version__
-from .blocks import CHUNK_SIZE
-from .categories import BandCategories, class_colours, write_pam
-from .cluster import (
+from .. import __version__
+from ..blocks import CHUNK_SIZE
+from ..categories import BandCategories, class_colours, write_pam
+from ..cluster import (
     ClusterSettings,
     FittedClusterer,
     LabelledBlocks,
@@ -31,15 +31,27 @@ from .cluster import (
     pixel_area_m2,
     sample_valid_pixels,
 )
-from .density import DensityGrid
-from .errors import AssetReadError
-from .evaluate import ELBOW_SAMPLE_SIZE, KChoice, choose_k, elbow_curve, subsample_index
-from .export import open_single_band, write_geotiff
-from .model_file import load_model, model_digest, save_model
-from .naming import ClassName, NamingSettings, means_of, name_clusters
-from .progress import heartbeat
-from .reference import MATCH_MAX_DISTANCE, Match, check_features, match_to_reference
-from .storage import atomic_path, write_json
+from ..density import DensityGrid
+from ..errors import AssetReadError
+from ..evaluate import ELBOW_SAMPLE_SIZE, KChoice, choose_k, elbow_curve, subsample_index
+from ..export import open_single_band, write_cog
+from ..model_file import load_model, model_digest, save_model
+from ..naming import ClassName, NamingSettings, means_of, name_clusters
+from ..preview import class_map_markdown
+from ..progress import heartbeat
+from ..quality import ClusterQuality, Judgement, judge_clusters
+from ..reference import MATCH_MAX_DISTANCE, Match, check_features, match_to_reference
+from ..storage import atomic_path, write_json
+from .described import (
+    DENOMINATORS,
+    Detail,
+    Facts,
+    FilePath,
+    Json,
+    Markdown,
+    Measure,
+    markdown_table,
+)
 
 CLUSTER_MAP = "cluster_map.tif"
 MODEL = "model.json"
@@ -56,9 +68,11 @@ DENSITY = "red_nir_density.npz"
 
 
 @dataclass(frozen=True)
-class ClusterFacts:
+class ClustersFacts(Facts):
     """What clustering one partition produced, beside its files."""
 
+    folder: Path
+    plan: ModelPlan
     features: list[str]
     fit_sample_pixels: int
     n_clusters: int
@@ -70,6 +84,82 @@ class ClusterFacts:
     """With a matched model: where each of the partition's own clusters went."""
     classes: list[ClassName] = dataclasses.field(default_factory=list)
     """The name of every cluster, and the rule and index values that gave it."""
+
+    def measures(self) -> list[Measure]:
+        return [
+            Measure("n_clusters", self.n_clusters, "clusters", "k of the map"),
+            Measure(
+                "fit_sample_pixels", self.fit_sample_pixels, "px", "pixels the model was fitted on"
+            ),
+            Measure(
+                "smallest_cluster_share_of_map",
+                float(self.signatures["fraction"].min()),
+                "0..1",
+                f"the smallest cluster, as a share of the {DENOMINATORS['map']}",
+                digits=4,
+            ),
+        ]
+
+    def details(self) -> dict[str, Detail]:
+        signatures = self.signatures
+        sizes = signatures[["cluster", "name", "pixel_count", "area_ha", "fraction"]].round(4)
+        classes = pd.DataFrame(
+            [{"cluster": c.id, "name": c.name, "rule": c.rule} for c in self.classes]
+        )
+        matches = pd.DataFrame([m.as_dict() for m in self.matches])
+        legend = zip(
+            signatures["cluster"].astype(int).tolist(),
+            signatures["name"].astype(str).tolist(),
+            signatures["fraction"].astype(float).tolist(),
+            strict=True,
+        )
+        return {
+            **k_choice_details(self.k_choice),
+            "model": self.plan.describe(),
+            **({"matches": markdown_table(matches)} if self.matches else {}),
+            "algorithm": self.summary["algorithm"],
+            "features": ", ".join(self.features),
+            "preview_cluster_map": Markdown(
+                class_map_markdown(self.folder / CLUSTER_MAP, legend=list(legend))
+            ),
+            "cluster_map_path": FilePath(self.folder / CLUSTER_MAP),
+            "signatures_path": FilePath(self.folder / SIGNATURES_CSV),
+            "cluster_sizes": markdown_table(sizes.rename(columns={"fraction": "share_of_map"})),
+            "class_names": markdown_table(classes),
+        }
+
+    def warnings(self) -> list[str]:
+        said = k_choice_warnings(self.k_choice, self.n_clusters)
+        new = [m for m in self.matches if not m.matched]
+        if new:
+            said.append(
+                f"{len(new)} of {len(self.matches)} clusters have no counterpart in the "
+                f"reference model within match_max_distance={self.plan.max_distance}: new ids "
+                + ", ".join(f"{m.id} (nearest {m.distance:.2f})" for m in new)
+            )
+        return said
+
+    def judge(self, quality: ClusterQuality) -> list[Judgement]:
+        signatures = self.signatures
+        return judge_clusters(
+            dict(zip(signatures["cluster"], signatures["pixel_count"], strict=True)),
+            {c.id: c.name for c in self.classes},
+            quality,
+        )
+
+
+def k_choice_details(choice: KChoice | None) -> dict[str, Detail]:
+    """How n_clusters: auto chose k (nothing for a k given in the settings)."""
+    if choice is None:
+        return {}
+    return {"k_choice": Json(choice.as_dict()), "k_reason": choice.reason}
+
+
+def k_choice_warnings(choice: KChoice | None, k: int) -> list[str]:
+    """A warning when the knee and the silhouette disagree with the k n_clusters: auto chose."""
+    if choice is None or not choice.disagree:
+        return []
+    return [f"n_clusters: auto chose k={k}: {choice.reason}"]
 
 
 def fit_model(
@@ -120,7 +210,7 @@ def write_clusters(
     aoi_id: str,
     plan: ModelPlan = ModelPlan(),
     naming: NamingSettings | None = None,
-) -> ClusterFacts:
+) -> ClustersFacts:
     """Make the partition's model as ``plan`` says, name its clusters and write the product.
 
     One pass over the GeoTIFF predicts the map and sums the per-cluster signatures (see
@@ -172,7 +262,7 @@ def write_clusters(
     colours = class_colours([int(i) for i in model.ids])  # the plots' colours, by id
     with atomic_path(folder) as tmp:
         tmp.mkdir()
-        write_geotiff(
+        write_cog(
             labelled.grid,
             tmp / CLUSTER_MAP,
             cog=True,
@@ -224,7 +314,9 @@ def write_clusters(
         write_json(summary, tmp / SUMMARY)
         if curve is not None:
             curve.to_csv(tmp / ELBOW, index=False)
-    return ClusterFacts(
+    return ClustersFacts(
+        folder=folder,
+        plan=plan,
         features=features,
         fit_sample_pixels=int(sample.shape[0]),
         n_clusters=model.n_clusters,

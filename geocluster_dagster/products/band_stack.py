@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,11 +19,13 @@ import shapely
 import xarray as xr
 from shapely.geometry.base import BaseGeometry
 
-from .errors import AssetReadError
-from .load import LoadSettings, load_band_stack
-from .remote import RemoteReadSettings
-from .search import StacSource
-from .storage import write_json
+from ..budget import TIMINGS, Estimate, estimate_seconds, refuse_full_disk
+from ..errors import AssetReadError
+from ..load import LoadSettings, load_band_stack
+from ..remote import RemoteReadSettings
+from ..search import StacSource
+from ..storage import write_json
+from .described import Detail, Facts, Json, Measure
 
 
 @dataclass
@@ -76,21 +77,92 @@ class BandStackRecipe:
         )
 
 
+@dataclass(frozen=True)
+class BandStackFacts(Facts):
+    """The lazy stack the stored recipe opens, its size, and how long its run should take."""
+
+    stack: xr.Dataset
+    estimate: Estimate
+    seconds: float
+    """The partition's whole run, estimated from this machine's timed runs (:attr:`how`)."""
+    how: str
+
+    def measures(self) -> list[Measure]:
+        cost, geobox = self.estimate, self.stack.odc.geobox
+        unit = "m" if geobox.crs.units[0] in ("metre", "meter", "m") else str(geobox.crs.units[0])
+        return [
+            Measure(
+                "time_slices", self.stack.sizes["time"], "dates", "acquisition dates composited"
+            ),
+            Measure(
+                f"pixel_size_{unit}", abs(geobox.resolution.x), unit, "edge of one output pixel"
+            ),
+            Measure("grid_pixels", cost.grid_pixels, "px", "the grid: the AOI's bounding box"),
+            Measure("covered_pixels", cost.covered_pixels, "px", "AOI pixels some scene covers"),
+            Measure("read_mb", cost.bytes_read / 1e6, "MB", "decoded bytes the mosaic will read"),
+            Measure(
+                "products_mb", cost.bytes_written / 1e6, "MB", "uncompressed size of the products"
+            ),
+            Measure("disk_needed_mb", cost.disk_needed / 1e6, "MB", "free space the writes need"),
+            Measure(
+                "estimated_run_s", self.seconds, "s", f"the partition's whole run, from {self.how}"
+            ),
+        ]
+
+    def details(self) -> dict[str, Detail]:
+        stack, geobox = self.stack, self.stack.odc.geobox
+        return {
+            "bands": stack.attrs["bands"],
+            "scenes_per_slice": Json(
+                {
+                    str(t)[:10]: ids.split(",")
+                    for t, ids in zip(stack.time.values, stack.item_ids.values, strict=True)
+                }
+            ),
+            "crs": str(geobox.crs),
+            "shape": f"{geobox.shape.y} x {geobox.shape.x} px (rows x columns)",
+            "mask": stack.attrs["mask_flags"] or "off",
+        }
+
+    def describe_cost(self) -> str:
+        """The partition's size and expected time, in one line for the run's log."""
+        cost = self.estimate
+        return (
+            f"{cost.grid_pixels:,} px x {cost.time_slices} date(s), "
+            f"{cost.bytes_read / 1e6:,.0f} MB to read: about {self.seconds:,.0f} s ({self.how})"
+        )
+
+
 def write_band_stack(
     recipe: BandStackRecipe,
     path: Path,
-    validate: Callable[[xr.Dataset], None] | None = None,
-) -> xr.Dataset:
+    *,
+    output_root: Path | None = None,
+    where: str = "",
+) -> BandStackFacts:
     """Open the stack ``recipe`` describes (every asset's header checked first), then store the
     recipe at ``path``; returns the lazy stack, whose attributes describe what was found
-    (``estimate``: its size, see :mod:`geocluster_dagster.budget`). ``validate(stack)`` runs
-    before the recipe replaces an earlier one: raising there leaves the earlier one in place."""
+    (``estimate``: its size, see :mod:`geocluster_dagster.budget`).
+
+    With ``output_root``, a partition whose writes would not fit on its disk is refused before
+    the recipe replaces an earlier one (``where`` names the partition in that message), and its
+    time is estimated from the runs timed there."""
     stack = recipe.open(preflight=True)
-    if validate is not None:
-        validate(stack)
+    cost = Estimate(**stack.attrs["estimate"])
+    if output_root is not None:
+        refuse_full_disk(cost, output_root, where=where)
+    seconds, how = estimate_seconds(
+        output_root / TIMINGS if output_root is not None else None, cost.work_mpx
+    )
     # The partition's measured size goes with the recipe, for the record (budget.Estimate).
     write_json({**recipe.to_dict(), "estimate": stack.attrs.get("estimate")}, path)
-    return stack
+    return BandStackFacts(stack, cost, seconds, how)
+
+
+def stored_estimate(path: Path) -> Estimate | None:
+    """The size of the partition the recipe at ``path`` was measured at, if it records one."""
+    estimate = json.loads(path.read_text()).get("estimate")
+    return Estimate(**estimate) if estimate else None
 
 
 def open_band_stack(path: Path) -> xr.Dataset:

@@ -15,14 +15,17 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from . import evaluate
-from .bands import REFLECTANCE_BANDS, WAVELENGTH_UM
-from .cluster_product import ELBOW, StoredClusters
-from .density import DENSITY_BINS, DensityGrid
-from .errors import ConfigError
-from .fields import described
-from .progress import heartbeat
-from .storage import atomic_path, write_json
+from .. import evaluate
+from ..bands import REFLECTANCE_BANDS, WAVELENGTH_UM
+from ..density import DENSITY_BINS, DensityGrid
+from ..errors import ConfigError
+from ..fields import described
+from ..preview import figure_markdown
+from ..progress import heartbeat
+from ..quality import Judgement, SeparationQuality, judge_silhouette
+from ..storage import atomic_path, write_json
+from .clusters import ELBOW, StoredClusters
+from .described import Detail, Facts, FilePath, Markdown, Measure
 
 SCORES = "scores.json"
 
@@ -60,7 +63,7 @@ class DiagnosticsSettings:
     figures: bool = described(
         True,
         "Draw the eight figures (and their previews in the UI). false: the scores, the elbow "
-        "curve and the silhouette check only, about 2 s less per partition. A backfill's runs "
+        "curve and the silhouette check only, which saves the drawing. A backfill's runs "
         "take the run tag geocluster/figures: false instead (docs/deployment.md, Many AOIs).",
     )
 
@@ -88,7 +91,7 @@ class DiagnosticsSettings:
 
 
 @dataclass(frozen=True)
-class DiagnosticsFacts:
+class DiagnosticsFacts(Facts):
     """What the diagnostics measured, and where each figure went."""
 
     scores: evaluate.ClusterScores
@@ -100,6 +103,74 @@ class DiagnosticsFacts:
     """The k of the elbow curve's highest silhouette."""
     cover_best: int | None = None
     """The fewest clusters that separate the land covers (None: no red or NIR band)."""
+    n_clusters: int = 0
+    """The k of the map diagnosed."""
+    not_drawn: str = ""
+    """Why there would be no figures, in the user's terms (shown only when there are none)."""
+
+    def measures(self) -> list[Measure]:
+        scores = self.scores
+        measures = [
+            Measure(name, float(getattr(scores, name)), "", f"{better}: {what}", digits=4)
+            for name, (better, what) in evaluate.SCORE_GUIDE.items()
+        ]
+        return [
+            *measures,
+            Measure(
+                "n_scored",
+                int(scores.n_scored),
+                "px",
+                "pixels behind every score but the silhouette",
+                trend=False,
+            ),
+            Measure(
+                "n_silhouette",
+                int(scores.n_silhouette),
+                "px",
+                "pixels behind the silhouette",
+                trend=False,
+            ),
+            Measure(
+                "elbow_knee_k",
+                self.knee if self.knee is not None else "none",
+                "clusters",
+                "the elbow curve's knee (kneed)",
+            ),
+            Measure(
+                "silhouette_best_k",
+                self.silhouette_best,
+                "clusters",
+                "k of the elbow curve's best silhouette",
+            ),
+            Measure(
+                "cover_best_k",
+                self.cover_best if self.cover_best is not None else "none",
+                "clusters",
+                "the fewest clusters whose covers agree with their pixels' own within 1 point "
+                "of the best k (what n_clusters: auto chooses)",
+            ),
+        ]
+
+    def details(self) -> dict[str, Detail]:
+        details: dict[str, Detail] = {
+            "k_advice": k_advice(self.n_clusters, self.knee, self.silhouette_best, self.cover_best)
+        }
+        # Every figure, legible in the UI (one click on the entry opens it at 1000 px).
+        for name in sorted(self.figures, key=_figure_order):
+            details[f"preview_{name}"] = Markdown(figure_markdown(self.figures[name]))
+        for name, png in self.figures.items():
+            details[f"plot_{name}"] = FilePath(png)
+        if not self.figures:
+            details["figures"] = f"not drawn ({self.not_drawn})"
+        return details
+
+    def judge(self, quality: SeparationQuality) -> Judgement:
+        return judge_silhouette(self.scores.silhouette, quality)
+
+
+def _figure_order(name: str) -> tuple[int, str]:
+    """The maps and the signatures first (PREVIEWS), then the other figures by name."""
+    return (PREVIEWS.index(name) if name in PREVIEWS else len(PREVIEWS), name)
 
 
 def k_advice(
@@ -133,6 +204,7 @@ def write_diagnostics(
     settings: DiagnosticsSettings = DiagnosticsSettings(),
     *,
     label: str,
+    not_drawn: str = "ops.diagnostics.config.figures is false",
 ) -> DiagnosticsFacts:
     """Score the clustering, draw every figure and write them to ``folder``.
 
@@ -185,6 +257,8 @@ def write_diagnostics(
         knee=knee,
         silhouette_best=silhouette_best,
         cover_best=cover_best,
+        n_clusters=model.n_clusters,
+        not_drawn=not_drawn,
     )
 
 
@@ -215,7 +289,7 @@ def _draw_figures(
                 density = evaluate.red_nir_density(
                     geotiff, clusters.cluster_map, bins=grid.bins, n_clusters=model.max_id
                 )
-    from . import plot  # matplotlib loads only for the step that draws
+    from .. import plot  # matplotlib loads only for the step that draws
 
     source = Path(geotiff.attrs["source_path"])  # the file of the spectral bands
     crs_label = str(geotiff.rio.crs)

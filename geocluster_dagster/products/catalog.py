@@ -27,9 +27,9 @@ import rasterio
 import shapely.geometry
 from shapely.geometry.base import BaseGeometry
 
-from . import __version__
-from .geotiff_product import BANDS, INDICES
-from .storage import exclusive_lock, write_json
+from .. import __version__
+from ..storage import exclusive_lock, write_json
+from .geotiff import BANDS, INDICES
 
 CATALOG_DIR = "stac"
 COLLECTION_ID = "outputs"
@@ -57,7 +57,7 @@ class PartitionProducts:
     end: datetime
     aoi: BaseGeometry
     geotiff: Path
-    """The geotiff product's folder (:mod:`geocluster_dagster.geotiff_product`)."""
+    """The geotiff product's folder (:mod:`geocluster_dagster.products.geotiff`)."""
     clusters: Path
     diagnostics: Path | None = None
     change: Path | None = None

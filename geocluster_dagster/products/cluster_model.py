@@ -17,37 +17,66 @@ from typing import Any
 import pandas as pd
 import xarray as xr
 
-from .cluster import ClusterSettings, FittedClusterer
-from .cluster_product import ELBOW, MODEL, ModelPlan, fit_model
-from .errors import AssetReadError
-from .evaluate import KChoice
-from .model_file import load_model, save_model
-from .naming import NamingSettings, name_clusters
-from .reference import (
+from ..cluster import ClusterSettings, FittedClusterer
+from ..errors import AssetReadError
+from ..evaluate import KChoice
+from ..model_file import load_model, save_model
+from ..naming import NamingSettings, name_clusters
+from ..reference import (
     ModelSettings,
     PoolSettings,
     pooled_sample,
     reference_features,
     reference_table,
 )
-from .storage import atomic_path, expand_path, write_json
+from ..storage import atomic_path, expand_path, write_json
+from .clusters import ELBOW, MODEL, ModelPlan, fit_model, k_choice_details, k_choice_warnings
+from .described import Detail, Facts, FilePath, Json, Measure, markdown_table
 
 TABLE = "clusters.csv"
 SUMMARY = "summary.json"
 
 
 @dataclass(frozen=True)
-class ReferenceFacts:
+class ClusterModelFacts(Facts):
     """What fitting an AOI's reference model produced, beside its files."""
 
+    folder: Path
     model: FittedClusterer
     pixels_per_date: dict[str, int]
     k_choice: KChoice | None
     table: pd.DataFrame
     summary: dict[str, Any]
 
+    def measures(self) -> list[Measure]:
+        features = self.model.features
+        return [
+            Measure("n_clusters", self.model.n_clusters, "clusters", "k of the reference model"),
+            Measure("date_count", len(self.pixels_per_date), "dates", "date partitions pooled"),
+            Measure(
+                "pooled_pixels",
+                sum(self.pixels_per_date.values()),
+                "px",
+                "sampled pixels the model was fitted on",
+            ),
+            Measure("feature_count", len(features), "features", ", ".join(features)),
+        ]
 
-def write_reference_model(
+    def details(self) -> dict[str, Detail]:
+        return {
+            **k_choice_details(self.k_choice),
+            "dates_pooled": ", ".join(sorted(self.pixels_per_date)),
+            "pixels_per_date": Json(self.pixels_per_date),
+            "features": ", ".join(self.model.features),
+            "model_path": FilePath(self.folder / MODEL),
+            "reference_clusters": markdown_table(self.table.round(4)),
+        }
+
+    def warnings(self) -> list[str]:
+        return k_choice_warnings(self.k_choice, self.model.n_clusters)
+
+
+def write_cluster_model(
     images: Mapping[str, xr.Dataset],
     settings: ClusterSettings,
     pool: PoolSettings,
@@ -55,7 +84,7 @@ def write_reference_model(
     *,
     aoi_id: str,
     naming: NamingSettings | None = None,
-) -> ReferenceFacts:
+) -> ClusterModelFacts:
     """Fit one model on an equal seeded sample from each of ``images`` (date key -> the
     partition's opened GeoTIFF) and write it to ``folder``."""
     features = reference_features(images, settings)
@@ -93,8 +122,13 @@ def write_reference_model(
         write_json(summary, tmp / SUMMARY)
         if curve is not None:
             curve.to_csv(tmp / ELBOW, index=False)
-    return ReferenceFacts(
-        model=model, pixels_per_date=counts, k_choice=choice, table=table, summary=summary
+    return ClusterModelFacts(
+        folder=folder,
+        model=model,
+        pixels_per_date=counts,
+        k_choice=choice,
+        table=table,
+        summary=summary,
     )
 
 
@@ -103,7 +137,7 @@ def reference_model_file(location: Path) -> Path:
     return location / MODEL if location.is_dir() else location
 
 
-def open_reference(location: Path, *, fix: str) -> FittedClusterer:
+def open_cluster_model(location: Path, *, fix: str) -> FittedClusterer:
     """The model at ``location`` (a reference folder or a model.json); ``fix`` says what to do
     when there is none."""
     path = reference_model_file(location)
@@ -135,14 +169,14 @@ def model_plan(
     if kind in ("aoi_reference", "aoi"):
         other = aoi_id if kind == "aoi_reference" else choice.other_aoi
         folder = reference_folder(other)
-        model = open_reference(
+        model = open_cluster_model(
             folder,
             fix=f"materialize cluster_model for AOI {other!r} first (in the UI: the cluster_model "
             f"asset, partition {other}), or set clusters.model: auto (fits the partition alone until the AOI has one).",
         )
         return ModelPlan("apply", model, str(reference_model_file(folder)))
     location = expand_path(choice.model, "clusters.model")
-    model = open_reference(
+    model = open_cluster_model(
         location,
         fix="give clusters.model the path of a model.json written by geocluster_dagster (in "
         "clusters/<aoi>/<date>/ or cluster_model/<aoi>/), or set it to partition.",

@@ -10,12 +10,12 @@ from affine import Affine
 from odc.geo.geobox import GeoBox
 from odc.geo.xr import xr_coords
 
-from geocluster_dagster import geotiff_product
 from geocluster_dagster.encoding import STACK_ATTR, stack_attr
 from geocluster_dagster.errors import AssetReadError
-from geocluster_dagster.geotiff_product import BANDS, INDICES, open_image, write_image
+from geocluster_dagster.products import geotiff as geotiff_product
+from geocluster_dagster.products.geotiff import BANDS, INDICES, open_geotiff, write_image
 
-from .test_encoding import LANDSAT_SR, LANDSAT_ST, _loaded
+from .helpers import LANDSAT_SR, LANDSAT_ST, loaded
 
 GEOBOX = GeoBox((300, 200), Affine(30, 0, 500000, 0, -30, 7009000), "EPSG:32723")
 
@@ -25,7 +25,7 @@ def _image(*, encoded: bool = True) -> xr.Dataset:
     rng = np.random.default_rng(1)
     dn = rng.integers(7000, 40000, size=(3, *GEOBOX.shape)).astype("uint16")
     scaling = {"red": LANDSAT_SR, "nir": LANDSAT_SR, "lwir": LANDSAT_ST}
-    values = {name: _loaded(dn[i], *scaling[name]) for i, name in enumerate(scaling)}
+    values = {name: loaded(dn[i], *scaling[name]) for i, name in enumerate(scaling)}
     for band in values.values():
         band[:20, :30] = np.nan  # outside the AOI
     values["ndvi"] = (values["nir"] - values["red"]) / (values["nir"] + values["red"])
@@ -55,7 +55,7 @@ def test_bands_as_dn_indices_as_float_and_back_as_they_were(tmp_path):
     with rasterio.open(tmp_path / "g" / INDICES) as src:
         assert src.dtypes == ("float32",) * 2 and np.isnan(src.nodata)
         assert src.units == ("index", "degree_Celsius") and src.tags()["aoi_id"] == "x"
-    back = open_image(tmp_path / "g")
+    back = open_geotiff(tmp_path / "g")
     assert list(back.data_vars) == ["red", "nir", "lwir", "ndvi", "lst"]
     for name in image.data_vars:  # DN values exactly, the indices as computed
         np.testing.assert_array_equal(back[name].values, image[name].values)
@@ -78,21 +78,21 @@ def test_no_index_no_indices_file(tmp_path):
     image = _image().drop_vars(["ndvi", "lst"])
     facts = write_image(image, tmp_path / "g", [])
     assert list(facts.files) == [BANDS] and not (tmp_path / "g" / INDICES).exists()
-    assert list(open_image(tmp_path / "g").data_vars) == ["red", "nir", "lwir"]
+    assert list(open_geotiff(tmp_path / "g").data_vars) == ["red", "nir", "lwir"]
 
 
 def test_a_failed_indices_file_keeps_the_earlier_product_whole(tmp_path, monkeypatch):
     folder = tmp_path / "g"
     write_image(_image(), folder, ["ndvi", "lst"])
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
-    real = geotiff_product.write_geotiff
+    real = geotiff_product.write_cog
 
     def fails_on_indices(ds, target, **kwargs):
         if target.name == INDICES:
             raise OSError("simulated failure after the bands were written")
         return real(ds, target, **kwargs)
 
-    monkeypatch.setattr(geotiff_product, "write_geotiff", fails_on_indices)
+    monkeypatch.setattr(geotiff_product, "write_cog", fails_on_indices)
     changed = _image().assign(red=lambda d: d.red + np.float32(0.01))
     with pytest.raises(OSError, match="simulated"):
         write_image(changed, folder, ["ndvi", "lst"])
@@ -103,4 +103,4 @@ def test_a_failed_indices_file_keeps_the_earlier_product_whole(tmp_path, monkeyp
 def test_an_earlier_versions_single_file_asks_for_a_rematerialization(tmp_path):
     (tmp_path / "2023-06-01").mkdir()
     with pytest.raises(AssetReadError, match="materialize geotiff for this partition again"):
-        open_image(tmp_path / "2023-06-01")
+        open_geotiff(tmp_path / "2023-06-01")

@@ -12,9 +12,13 @@ import xarray as xr
 from geocluster_dagster.demo import DEMO_MONTH, build_demo
 from geocluster_dagster.errors import AssetReadError
 from geocluster_dagster.load import LoadSettings, load_band_stack
+from geocluster_dagster.products.band_stack import (
+    BandStackRecipe,
+    open_band_stack,
+    write_band_stack,
+)
 from geocluster_dagster.remote import RemoteReadSettings
 from geocluster_dagster.search import StacSource, search_items
-from geocluster_dagster.stack_recipe import BandStackRecipe, open_band_stack, write_band_stack
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +50,7 @@ def demo_recipe(tmp_path_factory):
 def test_a_stored_recipe_reopens_the_same_lazy_stack(demo_recipe, tmp_path):
     recipe, direct = demo_recipe
     path = tmp_path / "band_stack" / "demo.json"
-    written = write_band_stack(recipe, path)
+    written = write_band_stack(recipe, path).stack
     assert path.stat().st_size < 200_000  # items and settings, no pixels
     assert written.chunks == direct.chunks  # what writing it returns is the same lazy stack
 

@@ -8,6 +8,7 @@ the product files are relative to the report, which lives under ``report/<aoi>/<
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import json
 import os
@@ -18,8 +19,9 @@ from typing import Any
 
 import pandas as pd
 
-from .geotiff_product import BANDS, INDICES
-from .storage import atomic_path
+from ..quality import Judgement
+from ..storage import atomic_path, write_json
+from .geotiff import BANDS, INDICES
 
 #: The figures, in the order an analyst reads them, with their captions.
 FIGURES = (
@@ -38,6 +40,11 @@ CHANGE_FIGURES = (("change_map", "Change map"), ("transitions", "Transitions"))
 def checks_file(product: Path) -> Path:
     """Where a product's check verdicts are kept: beside it."""
     return product.with_name(product.name + ".checks.json")
+
+
+def record_checks(product: Path, judgements: Sequence[Judgement]) -> None:
+    """Keep the verdicts of a product's checks beside it (:func:`checks_file`)."""
+    write_json([dataclasses.asdict(j) for j in judgements], checks_file(product))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,372 @@
+"""The cluster_change product of a partition: what changed since the AOI's earlier date.
+
+A folder: ``change.tif`` (a 3-band uint8 COG: ``from`` and ``to`` ids, 0 where that date has
+no data, and ``change``: 0 unknown, 1 unchanged, 2 changed land cover, 3 another cluster of the
+same cover), the transitions and class areas as CSV, ``summary.json``, the model both dates
+were classified with (``model.json``) and two figures. The science (one model for both dates,
+what counts as change) is :mod:`geocluster_dagster.change`'s.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+from affine import Affine
+
+from ..blocks import CHUNK_SIZE, iter_blocks
+from ..categories import BandCategories, class_colours, write_pam
+from ..change import (
+    ChangeCounts,
+    ChangeSettings,
+    CommonModel,
+    DatedImage,
+    classify_both,
+    common_model,
+    describe_grid,
+    grid_of,
+    pair_counts,
+    read_stable_areas,
+    state_table,
+    tabulate,
+)
+from ..change_states import (
+    CHANGED,
+    STATE_COLOURS,
+    STATE_NAMES,
+    UNCHANGED,
+    UNKNOWN,
+    WITHIN_COVER,
+)
+from ..cluster import feature_stack, pixel_area_m2
+from ..errors import ConfigError
+from ..export import write_cog
+from ..model_file import load_model, save_model
+from ..quality import Judgement, judge_overlap, judge_plausible_change
+from ..reference import check_features
+from ..storage import atomic_path, remove_quietly, write_json
+from .cluster_model import reference_model_file
+from .clusters import open_clusters
+from .described import DENOMINATORS, Detail, Facts, FilePath, Markdown, Measure, markdown_table
+from .geotiff import open_geotiff
+
+CHANGE_MAP = "change.tif"
+CHANGE_PNG = "change_map.png"
+TRANSITIONS_PNG = "transitions.png"
+TRANSITIONS = "transitions.csv"
+CLASS_AREAS = "class_areas.csv"
+SUMMARY = "summary.json"
+#: The model both dates were classified with, as a plain-number file.
+MODEL = "model.json"
+
+
+@dataclass(frozen=True)
+class ClusterChangeFacts(Facts):
+    """What comparing two dates counted."""
+
+    transitions: pd.DataFrame
+    class_areas: pd.DataFrame
+    summary: dict[str, Any]
+    model: CommonModel
+    folder: Path
+    settings: ChangeSettings
+
+    def measures(self) -> list[Measure]:
+        summary = self.summary
+        return [
+            Measure(
+                "changed_hectares",
+                float(summary["changed_hectares"]),
+                "ha",
+                "area whose land cover changed",
+            ),
+            Measure(
+                "changed_share_of_compared",
+                float(summary["changed_share"]),
+                "0..1",
+                f"pixels whose land cover changed, as a share of the {DENOMINATORS['compared']}",
+                digits=4,
+            ),
+            Measure(
+                "same_cover_share_of_compared",
+                float(summary["same_cover_share"]),
+                "0..1",
+                "pixels now in another cluster of the same land cover (not change), as a share "
+                f"of the {DENOMINATORS['compared']}",
+                digits=4,
+            ),
+            Measure(
+                "confident_changed_share",
+                float(summary["confident"]["changed_share"]),
+                "0..1",
+                "changed land cover, as a share of the compared pixels both dates label "
+                "confidently (simplified silhouette above 0.25)",
+                digits=4,
+            ),
+            Measure(
+                "compared_share_of_map",
+                float(summary["overlap"]),
+                "0..1",
+                f"pixels compared, as a share of this date's {DENOMINATORS['map']}",
+                digits=4,
+            ),
+            Measure(
+                "unknown_pixels", int(summary["unknown_pixels"]), "px", "mapped in one date only"
+            ),
+        ]
+
+    def details(self) -> dict[str, Detail]:
+        # Imported here: matplotlib (behind the figures) loads only in the steps that draw.
+        from ..preview import figure_markdown
+
+        summary, folder = self.summary, self.folder
+        areas = self.class_areas[
+            ["cluster", "name", "hectares_before", "hectares_after", "delta_hectares"]
+        ]
+        moves = self.transitions[self.transitions["changed"]].nlargest(10, "pixels")
+        return {
+            "compared_with": summary["from_date"],
+            "classified_by": self.model.describe(),
+            "largest_transitions": Markdown(
+                "\n".join(f"1. {t}" for t in summary["largest_transitions"]) or "no change"
+            ),
+            "class_area_deltas_ha": markdown_table(areas.round(2)),
+            "transitions_top10": markdown_table(moves.round(2)),
+            "preview_change_map": Markdown(figure_markdown(folder / CHANGE_PNG)),
+            "preview_transitions": Markdown(figure_markdown(folder / TRANSITIONS_PNG)),
+            "change_map_path": FilePath(folder / CHANGE_MAP),
+            "transitions_path": FilePath(folder / TRANSITIONS),
+        }
+
+    def judge(self) -> list[Judgement]:
+        summary, settings = self.summary, self.settings
+        dates = (summary["from_date"], summary["to_date"])
+        return [
+            Judgement(
+                "comparable_ids",
+                True,
+                "warn",
+                f"Both dates classified by {self.model.describe()}",
+                {"model": self.model.how, "source": self.model.source},
+            ),
+            judge_overlap(summary["overlap"], settings.min_overlap, dates),
+            judge_plausible_change(
+                summary, settings.warn_changed_share, settings.warn_stable_change
+            ),
+        ]
+
+
+def open_dated(date: str, geotiff: Path, clusters: Path, *, chunks: int = CHUNK_SIZE) -> DatedImage:
+    """One date of the AOI to compare: its geotiff product (lazy) and the model its clusters
+    map was made with."""
+    image = open_geotiff(geotiff, chunks=chunks)
+    stored = open_clusters(clusters)
+    source = (stored.summary.get("model") or {}).get("reference") or ""
+    return DatedImage(date, image, stored.model, source)
+
+
+def retire_cluster_change(folder: Path) -> None:
+    """Remove the change product an earlier run left at ``folder`` (of maps since remade, or
+    of dates no longer compared), so that nothing downstream (the STAC Item, the report)
+    publishes it."""
+    if folder.exists():
+        retired = folder.with_name(f".{folder.name}.retired")
+        folder.rename(retired)
+        remove_quietly(retired)
+
+
+@dataclass(frozen=True)
+class StoredChange:
+    """A cluster_change folder reopened."""
+
+    folder: Path
+    summary: dict[str, Any]
+    transitions: pd.DataFrame
+    class_areas: pd.DataFrame
+
+
+def open_cluster_change(folder: Path) -> StoredChange:
+    """The change product's tables and summary; the map stays on disk (``folder / CHANGE_MAP``)."""
+    return StoredChange(
+        folder=folder,
+        summary=json.loads((folder / SUMMARY).read_text()),
+        transitions=pd.read_csv(folder / TRANSITIONS),
+        class_areas=pd.read_csv(folder / CLASS_AREAS),
+    )
+
+
+def write_cluster_change(
+    before: DatedImage,
+    after: DatedImage,
+    folder: Path,
+    *,
+    common: CommonModel | None = None,
+    reference: Path | None = None,
+    settings: ChangeSettings | None = None,
+    label: str = "",
+    preview_size: int = 1024,
+) -> ClusterChangeFacts:
+    """Classify ``before`` and ``after`` with one model pixel by pixel, count what changed and
+    write the change product, with its model and two figures (``label`` names the AOI in their
+    titles). Areas are in hectares when the grid is projected in metres, else NaN.
+
+    The model is ``common``, or else the one :func:`geocluster_dagster.change.common_model`
+    chooses: the maps' own when they share one, else the AOI's reference model at
+    ``reference`` (a cluster_model folder or a model.json) when there is one, else one fitted
+    on both dates. Raises NotComparable, before anything is written, when no model can classify
+    both.
+    """
+    if common is None:
+        file = reference_model_file(reference) if reference is not None else None
+        common = common_model(
+            before,
+            after,
+            reference=load_model(file) if file is not None and file.exists() else None,
+            reference_source=str(file or ""),
+        )
+    from rasterio.features import geometry_mask
+
+    from .. import plot, plot_change  # matplotlib only when figures are drawn
+
+    settings = settings or ChangeSettings()
+    model = common.model
+    if grid_of(before.image) != grid_of(after.image):
+        raise ConfigError(
+            f"The geotiffs of {before.date} and {after.date} are on different grids "
+            f"({describe_grid(before.image)} against {describe_grid(after.image)}): the AOI, "
+            "crs or resolution changed between them. Materialize both dates with the same "
+            "band_stack settings."
+        )
+    for dated in (before, after):
+        check_features(
+            model.features,
+            [f for f in model.features if f in dated.image.data_vars],
+            f"The model both dates are classified with ({common.describe()})",
+        )
+    features = list(model.features)
+    first, template = feature_stack(before.image, features)
+    second, _ = feature_stack(after.image, features)
+    import dask.array as da
+
+    stack = da.concatenate([first, second], axis=0).rechunk({0: -1})
+    area = pixel_area_m2(after.image)
+    states = state_table(model.names_by_id)
+    transform = after.image.rio.transform()
+    stable = None
+    if settings.stable_areas is not None:
+        stable = read_stable_areas(settings.stable_areas, after.image.rio.crs)
+    counts = ChangeCounts(stable=np.zeros((256, 256), np.int64) if stable is not None else None)
+    # bound with functools.partial, as LabelledBlocks binds its model: picklable for workers
+    apply = functools.partial(classify_both, model=model, n_features=len(features), states=states)
+
+    def layers() -> Iterator[tuple[tuple[slice, ...], np.ndarray]]:
+        for index, (block, pairs, sure) in iter_blocks(stack, apply=apply):
+            counts.all += pairs
+            counts.confident += sure
+            rows, cols = index[1], index[2]
+            if stable is not None and counts.stable is not None:
+                inside = geometry_mask(
+                    [stable],
+                    out_shape=block.shape[1:],
+                    transform=transform * Affine.translation(cols.start, rows.start),
+                    invert=True,
+                )
+                counts.stable += pair_counts(block[0][inside], block[1][inside])
+            yield (slice(0, 3), rows, cols), block
+
+    crs = after.image.rio.crs
+    with atomic_path(folder) as tmp:
+        tmp.mkdir()
+        _write_change_map(tmp / CHANGE_MAP, template, crs, layers(), before.date, after.date)
+        tables = tabulate(
+            counts, states, (before.date, after.date), model.names_by_id, area, common,
+            stable_path=settings.stable_areas,
+        )  # fmt: skip
+        _write_categories(tmp / CHANGE_MAP, counts.all, states, model.names_by_id, area)
+        save_model(model, tmp / MODEL)
+        preview, extent = plot.read_preview(tmp / CHANGE_MAP, max_size=preview_size)
+        title = f"{label}{' ' if label else ''}{before.date} -> {after.date}"
+        names = model.names_by_id
+        plot_change.plot_change_map(
+            preview, extent, tmp / CHANGE_PNG, names=names, title=f"Change, {title}",
+            crs_label=str(crs),
+        )  # fmt: skip
+        plot_change.plot_transitions(
+            tables.transitions,
+            tmp / TRANSITIONS_PNG,
+            names_before=names,
+            names_after=names,
+            title=f"Transitions, {title}",
+        )
+        tables.transitions.to_csv(tmp / TRANSITIONS, index=False)
+        tables.class_areas.to_csv(tmp / CLASS_AREAS, index=False)
+        write_json(tables.summary, tmp / SUMMARY)
+    return ClusterChangeFacts(
+        transitions=tables.transitions,
+        class_areas=tables.class_areas,
+        summary=tables.summary,
+        model=common,
+        folder=folder,
+        settings=settings,
+    )
+
+
+def _write_change_map(
+    path: Path,
+    template: xr.DataArray,
+    crs: Any,
+    layers: Iterator[tuple[tuple[slice, ...], np.ndarray]],
+    from_date: str,
+    to_date: str,
+) -> None:
+    """The 3-band COG from the blocks ``layers`` yields; the Dataset only gives the grid."""
+    import dask.array as da
+    import rioxarray  # noqa: F401  (the .rio accessor)
+
+    empty = da.zeros(template.shape, dtype=np.uint8, chunks=1024)
+    coords = {d: template[d].values for d in template.dims}
+    grid = xr.Dataset(
+        {name: (template.dims, empty) for name in ("from", "to", "change")}, coords=coords
+    ).rio.write_crs(crs)
+    write_cog(
+        grid,
+        path,
+        cog=True,
+        nodata=0,
+        tags={
+            "from_date": from_date,
+            "to_date": to_date,
+            "change_values": f"{UNKNOWN} unknown, {UNCHANGED} unchanged, {CHANGED} changed "
+            f"land cover, {WITHIN_COVER} another cluster of the same cover",
+        },
+        overview_resampling="nearest",  # ids and states are categories
+        blocks=layers,
+        task="classifying both dates and writing the change map",
+    )
+
+
+def _write_categories(
+    tif: Path, counts: np.ndarray, states: np.ndarray, names: Mapping[int, str], area: float | None
+) -> None:
+    """The colour tables, category names and attribute tables of the three bands."""
+    colours = class_colours(sorted(names))
+    per_state = {s: int(counts[states == s].sum()) for s in STATE_NAMES}
+    write_pam(
+        tif,
+        [
+            BandCategories(dict(names), colours, _totals(counts.sum(axis=1)), area, "from"),
+            BandCategories(dict(names), colours, _totals(counts.sum(axis=0)), area, "to"),
+            BandCategories(STATE_NAMES, STATE_COLOURS, per_state, area, "change"),
+        ],
+    )
+
+
+def _totals(per_value: np.ndarray) -> dict[int, int]:
+    return {int(v): int(n) for v, n in enumerate(per_value) if v > 0 and n > 0}

@@ -1,0 +1,126 @@
+"""The mosaic product of a partition: the cloud-free composite, clipped to the AOI, one GeoTIFF.
+
+A working file the geotiff stage reads once: tiled, fast lossless compression, and the inputs'
+own uint16 DN encoding where the bands share one (:mod:`geocluster_dagster.encoding`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import xarray as xr
+from shapely.geometry.base import BaseGeometry
+
+from ..blocks import CHUNK_SIZE
+from ..composite import (
+    CompositeSettings,
+    CoverageCounts,
+    aoi_mask,
+    aoi_pixel_count,
+    clip,
+    composite,
+    written_coverage,
+)
+from ..encoding import STACK_ATTR as ENCODING_ATTR
+from ..encoding import DnEncoding
+from ..export import RasterStats, open_cog, write_cog
+from ..load import STATE_LAYERS
+from ..quality import Judgement, MosaicQuality, judge_clear_fraction
+from .described import DENOMINATORS, Detail, Facts, Json, Measure, rounded, share
+
+
+@dataclass(frozen=True)
+class MosaicFacts(Facts):
+    """What writing a mosaic counted."""
+
+    coverage: CoverageCounts
+    stats: RasterStats
+
+    def measures(self) -> list[Measure]:
+        coverage = self.coverage
+        measures = [
+            Measure("aoi_pixels", coverage.aoi_pixels, "px", DENOMINATORS["aoi"]),
+            Measure("clear_pixels", coverage.clear, "px", "AOI pixels with a clear observation"),
+            share(
+                "clear",
+                coverage.clear,
+                coverage.aoi_pixels,
+                "aoi",
+                "clear pixels (higher is better)",
+            ),
+        ]
+        if coverage.with_data is not None:
+            measures.append(
+                share(
+                    "data",
+                    coverage.with_data,
+                    coverage.aoi_pixels,
+                    "aoi",
+                    "pixels any scene covers",
+                )
+            )
+        return measures
+
+    def details(self) -> dict[str, Detail]:
+        return {"band_statistics": Json(rounded(self.stats.as_dict()))}
+
+    def judge(self, quality: MosaicQuality) -> Judgement:
+        return judge_clear_fraction(self.coverage.clear_fraction, self.coverage.aoi_pixels, quality)
+
+
+def write_mosaic(
+    stack: xr.Dataset,
+    aoi: BaseGeometry,
+    path: Path,
+    settings: CompositeSettings | None = None,
+    *,
+    where: str,
+    tags: dict[str, str] | None = None,
+) -> MosaicFacts:
+    """Composite ``stack``'s clear observations, clip them to ``aoi`` and write a tiled GeoTIFF.
+
+    The stack is read once, while the composite is written. A partition whose AOI covers no
+    pixel, or has no clear pixel, is refused (NoOverlap, NoClearPixels) before its file
+    replaces an earlier one; ``where`` names the partition in those messages. The file's tags
+    are the stack's provenance, ``tags``, the source items and the method. Bands the inputs
+    encode alike are stored in that uint16 DN encoding (:mod:`geocluster_dagster.encoding`).
+    """
+    settings = settings or CompositeSettings()
+    inside = aoi_mask(stack, aoi, all_touched=settings.all_touched)
+    aoi_pixels = aoi_pixel_count(inside, where=where)
+    image = clip(composite(stack.drop_vars(list(STATE_LAYERS)), settings.method), inside)
+    counted: list[CoverageCounts] = []
+
+    def refuse_unclear(stats: RasterStats) -> None:
+        clear = stats.count[str(next(iter(image.data_vars)))]
+        counted.append(written_coverage(stack, inside, aoi_pixels, clear, where=where))
+
+    provenance = {
+        **{
+            key: value
+            for key, value in stack.attrs.items()
+            if isinstance(value, str) and key != ENCODING_ATTR  # GDAL's scale/offset say it
+        },
+        **(tags or {}),
+        "source_items": ",".join(stack.item_ids.values.tolist()),
+        "composite": settings.method,
+    }
+    # A working file the geotiff stage reads once: fast lossless compression beats small size,
+    # and the inputs' own uint16 DN encoding halves what is compressed and decoded.
+    stats = write_cog(
+        image,
+        path,
+        tags=provenance,
+        compress="zstd",
+        compress_level=1,
+        validate=refuse_unclear,
+        task="compositing the mosaic",
+        encoding=DnEncoding.for_bands(stack.attrs, [str(b) for b in image.data_vars]),
+    )
+    return MosaicFacts(coverage=counted[0], stats=stats)
+
+
+def open_mosaic(path: Path, *, chunks: int = CHUNK_SIZE) -> xr.Dataset:
+    """The mosaic as a lazy Dataset in physical units, its tags as attrs."""
+    return open_cog(path, chunks=chunks)

@@ -1,0 +1,196 @@
+"""Helpers the test modules share; the shared fixtures are in conftest.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import rasterio
+import rioxarray  # noqa: F401  (the .rio accessor)
+import xarray as xr
+
+from geocluster_dagster.defs.assets import PIPELINE_ASSETS
+from geocluster_dagster.defs.outputs import OutputStore
+from geocluster_dagster.defs.partitions import partition_key
+from geocluster_dagster.defs.resources import AOIRegistry, StacCatalog
+from geocluster_dagster.demo import DEMO_MONTH
+
+from .conftest import BRUMADINHO_ORIGINS, SHARED_DATA
+
+# --- the demo graph, materialized in-process ---------------------------------------------------
+
+KEY = partition_key("demo", DEMO_MONTH)
+
+
+def run(
+    out: Path,
+    *,
+    registry: Path,
+    catalog: str,
+    dask_cluster,
+    selection=None,
+    run_config=None,
+    aoi_ids=("demo",),
+    key=KEY,
+    instance=None,
+    tags=None,
+):
+    instance = instance or dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions("aoi", list(aoi_ids))
+    return dg.materialize(
+        PIPELINE_ASSETS,
+        selection=selection,
+        partition_key=key,
+        instance=instance,
+        run_config=run_config or {},
+        tags=tags,
+        raise_on_error=False,
+        resources={
+            "aoi_registry": AOIRegistry(path=str(registry)),
+            "stac": StacCatalog(url=catalog),
+            "dask": dask_cluster,
+            "outputs": OutputStore(base_dir=str(out)),
+        },
+    )
+
+
+def failure_message(result: dg.ExecuteInProcessResult) -> str:
+    """The failure as the UI shows it: the error and its chain of causes."""
+    assert not result.success
+    error = next(e for e in result.all_events if e.is_step_failure).step_failure_data.error
+    messages = []
+    while error is not None:
+        messages.append(error.message)
+        error = error.cause
+    return "\n".join(messages)
+
+
+def materialization(result, asset):
+    for event in result.get_asset_materialization_events():
+        mat = event.event_specific_data.materialization
+        if mat.asset_key.to_user_string() == asset:
+            return mat
+    raise AssertionError(f"{asset} was not materialized")
+
+
+def run_refused_aoi(demo, dask_cluster, tmp_path: Path, geometry: dict) -> tuple[Path, str]:
+    """The demo partition of an AOI 'bad' with ``geometry``: the output root and the failure."""
+    out = tmp_path / "out"
+    result = run(
+        out,
+        registry=write_registry(tmp_path, geometry),
+        catalog=str(demo.catalog),
+        dask_cluster=dask_cluster,
+        aoi_ids=("bad",),
+        key=partition_key("bad", DEMO_MONTH),
+    )
+    return out, failure_message(result)
+
+
+def write_registry(tmp_path: Path, geometry: dict, aoi_id: str = "bad") -> Path:
+    path = tmp_path / "aois.geojson"
+    path.write_text(
+        json.dumps(
+            {
+                "type": "FeatureCollection",
+                "features": [
+                    {
+                        "type": "Feature",
+                        "id": aoi_id,
+                        "properties": {"name": aoi_id},
+                        "geometry": geometry,
+                    }
+                ],
+            }
+        )
+    )
+    return path
+
+
+# --- the real Landsat 7 LEDAPS stacks ----------------------------------------------------------
+
+DATA = SHARED_DATA
+LANDSAT7 = DATA / "landsat7_sr_022049_labeled_opengeotutorial"
+STACK_1999 = LANDSAT7 / "LE70220491999322EDC01_stack.gtif"
+STACK_2002 = LANDSAT7 / "LE70220492002106EDC00_stack.gtif"
+REFLECTANCE = ["blue", "green", "red", "nir", "swir16", "swir22"]
+FMASK_SHADOW, FMASK_CLOUD = 2, 4
+
+
+def landsat7_dataset(path: Path, *, mask_clouds: bool = False, chunks: int | None = 64):
+    """Float32 reflectance (bands 1-5 and 7 of ETM+, stored x10000) plus brightness temperature
+    (kelvin x10) as ``lwir``; NaN at nodata and, optionally, at Fmask cloud/shadow pixels."""
+    with rasterio.open(path) as src:
+        stack = src.read()
+        descriptions = src.descriptions
+        transform, crs, nodata = src.transform, src.crs, src.nodata
+    assert descriptions[5] == "band 7 reflectance" and descriptions[6] == "band 6 temperature"
+    invalid = (
+        (stack[:7] == nodata).any(axis=0) if nodata is not None else np.zeros(stack.shape[1:], bool)
+    )
+    if mask_clouds:
+        invalid |= np.isin(stack[7], [FMASK_SHADOW, FMASK_CLOUD])
+    values = {name: stack[i] / np.float32(10_000) for i, name in enumerate(REFLECTANCE)}
+    values["lwir"] = stack[6] / np.float32(10)
+    height, width = stack.shape[1:]
+    x = transform.c + transform.a * (np.arange(width) + 0.5)
+    y = transform.f + transform.e * (np.arange(height) + 0.5)
+    ds = xr.Dataset(
+        {
+            name: (("y", "x"), np.where(invalid, np.nan, band).astype(np.float32))
+            for name, band in values.items()
+        },
+        coords={"x": x, "y": y},
+    ).rio.write_crs(crs)
+    return ds.chunk({"y": chunks, "x": chunks}) if chunks else ds
+
+
+# --- DN encodings ------------------------------------------------------------------------------
+
+LANDSAT_SR = (2.75e-5, -0.2)
+LANDSAT_ST = (0.00341802, 149.0)
+
+
+def loaded(dn: np.ndarray, scale: float, offset: float) -> np.ndarray:
+    """What the loader makes of DNs: float32 arithmetic with float32 scale and offset."""
+    return dn.astype("float32") * np.float32(scale) + np.float32(offset)
+
+
+# --- the Brumadinho pair -----------------------------------------------------------------------
+
+BEFORE, AFTER = sorted(BRUMADINHO_ORIGINS)  # 2019-01-14 and 2019-01-30, the dam broke on the 25th
+
+
+def stable_overlap(images, before, after):
+    """Pixels of both dates, outside what changed: the mudflow (NDVI fell by more than 0.3,
+    vegetation buried by tailings) and either date's clouds (blue reflectance above 0.12)."""
+    ndvi = {d: ((i.nir - i.red) / (i.nir + i.red)).values for d, i in images.items()}
+    blue = {d: images[d].blue.values for d in images}
+    both = (before > 0) & (after > 0)
+    mudflow = both & (ndvi[BEFORE] - ndvi[AFTER] > 0.3)
+    cloud = (blue[BEFORE] > 0.12) | (blue[AFTER] > 0.12)
+    return both & ~mudflow & ~cloud, mudflow
+
+
+# --- the command, as a user runs it ------------------------------------------------------------
+
+
+class CommandRun:
+    def __init__(self, done: subprocess.CompletedProcess[str]) -> None:
+        self.exit_code, self.output = done.returncode, done.stdout + done.stderr
+
+
+def invoke(output: Path, *args: str, env: dict[str, str] | None = None) -> CommandRun:
+    """The command in its own process, as a user runs it (no DAGSTER_HOME: the command keeps
+    its instance under the output root; no registry or catalog: the demo's), plus ``env``."""
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("GEOCLUSTER_", "DAGSTER_"))},
+        **(env or {}),
+    }
+    command = [sys.executable, "-m", "geocluster_dagster", "--output", str(output), *args]
+    return CommandRun(subprocess.run(command, env=env, capture_output=True, text=True, timeout=600))
