@@ -415,7 +415,8 @@ def _check_run_config(job: dg.JobDefinition, run_config: dict[str, Any]) -> None
 @click.group()
 @click.option(
     "--output",
-    type=click.Path(file_okay=False, path_type=Path),
+    # As typed: a Path would turn s3://bucket into the folder s3:/bucket before it is checked.
+    type=str,
     envvar="GEOCLUSTER_OUTPUT",
     default="geocluster_output",
     show_default=True,
@@ -427,13 +428,11 @@ def _check_run_config(job: dg.JobDefinition, run_config: dict[str, Any]) -> None
     is_flag=True,
     help="Also print Dagster's own event log (every event of every step).",
 )
-def main(output: Path, verbose: bool) -> None:
+def main(output: str, verbose: bool) -> None:
     """Satellite imagery to unsupervised land-cover maps, as Dagster assets."""
     from .storage import expand_path
 
-    os.environ["GEOCLUSTER_OUTPUT"] = str(
-        expand_path(str(output), "--output (env GEOCLUSTER_OUTPUT)")
-    )
+    os.environ["GEOCLUSTER_OUTPUT"] = str(expand_path(output, "--output (env GEOCLUSTER_OUTPUT)"))
 
 
 @main.command()

@@ -14,6 +14,7 @@ import fcntl
 import glob
 import json
 import os
+import re
 import shutil
 import socket
 import time
@@ -267,12 +268,25 @@ def write_text_atomically(target: Path, text: str) -> Path:
     return target
 
 
+#: A URL's scheme (``s3:``, ``az:``, ``gs:``, ``https:``), which a path setting must not take for a
+#: folder: ``s3://bucket/out`` would become a local folder ``s3:/bucket/out``. Two letters at
+#: least, so that a Windows drive (``C:/``) is still a path.
+_URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:(?=/)")
+
+
 def expand_path(text: str, setting: str) -> Path:
     """A path a user wrote, with ``~`` and ``$VARS`` expanded as a shell would, made absolute.
 
     Refused when a variable is not set: ``$DATA/out`` must not become a folder named ``$DATA``.
     ``setting`` names where the path came from, for the message.
     """
+    scheme = _URL_SCHEME.match(text)
+    if scheme:
+        raise ConfigError(
+            f"{setting}={text!r} is a URL ({scheme.group(0)}//), and this setting takes a folder "
+            "or file on this machine: products are not written to object storage. Give a local "
+            "path, or mount the bucket (rclone mount, s3fs, blobfuse2) and give its mount point."
+        )
     expanded = os.path.expanduser(os.path.expandvars(text))
     if "$" in expanded:
         raise ConfigError(

@@ -251,3 +251,36 @@ def test_a_file_where_a_folder_belongs_is_named_as_such(tmp_path, depth):
         with storage.atomic_path(target) as tmp:
             tmp.mkdir()
     assert blocker.read_text() == "not a folder"  # left as it was
+
+
+@pytest.mark.parametrize(
+    "url", ["s3://bucket/demo", "az://container/out", "gs://bucket", "https://host/out"]
+)
+def test_a_url_given_for_a_folder_is_refused_not_made_a_local_folder(url, tmp_path, monkeypatch):
+    """s3://bucket/demo must never become the local folder s3:/bucket/demo."""
+    from geocluster_dagster.errors import ConfigError
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=r"outputs.base_dir=.* is a URL .*mount"):
+        storage.expand_path(url, "outputs.base_dir")
+    assert list(tmp_path.iterdir()) == []
+    assert storage.expand_path("C:/data/out", "x").name == "out"  # a drive letter is a path
+
+
+def test_the_command_refuses_an_object_store_output_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GEOCLUSTER_", "DAGSTER_"))}
+    done = subprocess.run(
+        [sys.executable, "-m", "geocluster_dagster", "--output", "s3://bucket/demo", "demo"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--output (env GEOCLUSTER_OUTPUT)='s3://bucket/demo'" in lines[0]
+    assert list(tmp_path.iterdir()) == []  # no s3: folder, no instance, nothing written
