@@ -112,6 +112,11 @@ def write_registry(tmp_path: Path, geometry: dict, aoi_id: str = "bad") -> Path:
     return path
 
 
+def item_file(out: Path, aoi_id: str, date: str) -> Path:
+    """The partition's STAC Item in the output catalog under ``out``."""
+    return out / "stac" / aoi_id / date[:4] / f"{date}.json"
+
+
 # --- the real Landsat 7 LEDAPS stacks ----------------------------------------------------------
 
 DATA = SHARED_DATA

@@ -51,7 +51,14 @@ from geocluster_dagster.products.geotiff import open_geotiff
 from geocluster_dagster.storage import ROOT_RECORD
 
 from .conftest import S2_29RKH
-from .helpers import failure_message, materialization, run, run_refused_aoi, write_registry
+from .helpers import (
+    failure_message,
+    item_file,
+    materialization,
+    run,
+    run_refused_aoi,
+    write_registry,
+)
 
 
 @pytest.fixture(scope="module")
@@ -785,7 +792,7 @@ def test_diagnostics_without_figures_score_the_same_and_draw_nothing(
     assert not [key for key in metadata if key.startswith(("preview_", "plot_"))]
     checks = [e for e in result.get_asset_check_evaluations() if e.check_name == "silhouette"]
     assert len(checks) == 1
-    item = json.loads((out / "stac" / "outputs" / part.with_suffix(".json")).read_text())
+    item = json.loads(item_file(out, "demo", DEMO_MONTH).read_text())
     assert not [a for a in item["assets"].values() if a["href"].endswith(".png")]
 
 
@@ -845,9 +852,9 @@ def test_a_run_that_rewrites_products_withdraws_the_item_until_it_publishes_agai
         "dask_cluster": dask_cluster,
     }
     assert run(out, **args).success
-    item = out / "stac" / "outputs" / "demo" / f"{DEMO_MONTH}.json"
+    item = item_file(out, "demo", DEMO_MONTH)
     report = out / "report" / "demo" / f"{DEMO_MONTH}.html"
-    collection = out / "stac" / "outputs" / "collection.json"
+    collection = out / "stac" / "demo" / "collection.json"
     assert item.exists() and report.exists()
     failed = run(
         out, **args, run_config={"ops": {"clusters": {"config": {"features": ["nosuch"]}}}}
@@ -855,7 +862,7 @@ def test_a_run_that_rewrites_products_withdraws_the_item_until_it_publishes_agai
     assert "'nosuch'" in failure_message(failed)  # clusters failed after geotiff was rewritten
     assert not item.exists() and not report.exists()
     links = [link["href"] for link in json.loads(collection.read_text())["links"]]
-    assert f"./demo/{DEMO_MONTH}.json" not in links
+    assert f"./{DEMO_MONTH[:4]}/catalog.json" not in links  # the year's only Item
     assert json.loads(collection.read_text())["extent"]["temporal"]["interval"] == [[None, None]]
     again = run(out, **args)
     assert again.success and item.exists() and report.exists()

@@ -17,7 +17,7 @@ import yaml
 from geocluster_dagster.demo import DEMO_MONTH
 from geocluster_dagster.products.described import Measure
 
-from .helpers import CommandRun, invoke
+from .helpers import CommandRun, invoke, item_file
 
 ASSETS = ("stac_items", "band_stack", "mosaic", "geotiff", "clusters", "diagnostics")
 
@@ -381,7 +381,7 @@ def test_a_search_that_finds_nothing_keeps_the_earlier_products_and_says_they_ar
     assert (
         tmp_path / "clusters" / "demo" / DEMO_MONTH / "cluster_map.tif"
     ).read_bytes() == map_before
-    assert not (tmp_path / "stac" / "outputs" / "demo" / f"{DEMO_MONTH}.json").exists()
+    assert not item_file(tmp_path, "demo", DEMO_MONTH).exists()
     assert not (tmp_path / "report" / "demo" / f"{DEMO_MONTH}.html").exists()
 
 

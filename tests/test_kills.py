@@ -25,6 +25,8 @@ from rasterio.windows import Window
 
 from geocluster_dagster.demo import DEMO_MONTH
 
+from .helpers import item_file
+
 pytestmark = pytest.mark.slow
 
 KILLS = 10
@@ -75,13 +77,15 @@ def _published_truly(out: Path) -> bool:
     """The partition's STAC Item, if the catalog has it, lists every file with the checksum the
     file has now, and its report; withdrawn (a kill while a run rewrote the products), neither
     the Item nor its link in the collection is left. True if it is published."""
-    item_path = out / "stac" / "outputs" / f"{PART}.json"
-    collection = json.loads((out / "stac" / "outputs" / "collection.json").read_text())
-    linked = [link["href"] for link in collection["links"] if link["rel"] == "item"]
+    aoi_id, date = PART.split("/")
+    item_path = item_file(out, aoi_id, date)
+    year = item_path.parent / "catalog.json"
+    catalog = json.loads(year.read_text()) if year.exists() else {"links": []}
+    linked = [link["href"] for link in catalog["links"] if link["rel"] == "item"]
     if not item_path.exists():
-        assert f"./{PART}.json" not in linked, linked
+        assert f"./{date}.json" not in linked, linked
         return False
-    assert f"./{PART}.json" in linked, linked
+    assert f"./{date}.json" in linked, linked
     item = json.loads(item_path.read_text())
     for key, asset in item["assets"].items():
         target = (item_path.parent / asset["href"]).resolve()

@@ -17,6 +17,7 @@ from geocluster_dagster.errors import ConfigError
 from geocluster_dagster.storage import remove_quietly
 
 from .conftest import BRUMADINHO
+from .helpers import item_file
 
 
 def _acquired(folder) -> datetime:
@@ -139,5 +140,5 @@ def test_half_months_of_one_aoi_share_ids_through_its_reference_model(tmp_path):
     assert out.count("Cannot compare 2023-06-01 with 2023-06-16") == 1, out
     assert "nothing compared (why: the warning above)" in out
     assert not (tmp_path / "cluster_change" / "demo" / "2023-06-16").exists()
-    item = json.loads((tmp_path / "stac" / "outputs" / "demo" / "2023-06-16.json").read_text())
+    item = json.loads(item_file(tmp_path, "demo", "2023-06-16").read_text())
     assert not any("change" in key for key in item["assets"]), item["assets"]

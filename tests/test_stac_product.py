@@ -16,7 +16,7 @@ from pystac.validation import JsonSchemaSTACValidator
 from geocluster_dagster import __version__
 from geocluster_dagster.demo import DEMO_MONTH
 
-from .helpers import run
+from .helpers import item_file, run
 from .servers.ports import installed
 
 
@@ -35,8 +35,9 @@ def test_every_document_is_valid_stac(outputs):
     validator = JsonSchemaSTACValidator()  # core schemas from pystac's own copies: no network
     for name, kind in [
         ("catalog.json", STACObjectType.CATALOG),
-        ("outputs/collection.json", STACObjectType.COLLECTION),
-        (f"outputs/demo/{DEMO_MONTH}.json", STACObjectType.ITEM),
+        ("demo/collection.json", STACObjectType.COLLECTION),
+        (f"demo/{DEMO_MONTH[:4]}/catalog.json", STACObjectType.CATALOG),
+        (f"demo/{DEMO_MONTH[:4]}/{DEMO_MONTH}.json", STACObjectType.ITEM),
     ]:
         document = json.loads((root / name).read_text())
         validator.validate_core(document, kind, "1.1.0", href=str(root / name))
@@ -45,7 +46,7 @@ def test_every_document_is_valid_stac(outputs):
 
 
 def test_the_item_describes_every_product_and_where_it_came_from(outputs, demo):
-    item = pystac.Item.from_file(str(outputs / "stac" / "outputs" / "demo" / f"{DEMO_MONTH}.json"))
+    item = pystac.Item.from_file(str(item_file(outputs, "demo", DEMO_MONTH)))
     props = item.properties
     geotiff = outputs / "geotiff" / "demo" / DEMO_MONTH
     with rasterio.open(geotiff / "bands.tif") as src:
@@ -82,7 +83,7 @@ def test_the_item_describes_every_product_and_where_it_came_from(outputs, demo):
     ]
     assert all(len(c["color_hint"]) == 6 for c in classes)
     for key, asset in item.assets.items():
-        path = (outputs / "stac" / "outputs" / "demo" / asset.href).resolve()
+        path = (item_file(outputs, "demo", DEMO_MONTH).parent / asset.href).resolve()
         digest = "1220" + hashlib.sha256(path.read_bytes()).hexdigest()
         assert asset.extra_fields["file:checksum"] == digest, key
         assert asset.extra_fields["file:size"] == path.stat().st_size, key
@@ -95,7 +96,7 @@ def test_the_item_describes_every_product_and_where_it_came_from(outputs, demo):
 
 
 def test_odc_stac_loads_the_geotiff_back_unchanged(outputs):
-    item = pystac.Item.from_file(str(outputs / "stac" / "outputs" / "demo" / f"{DEMO_MONTH}.json"))
+    item = pystac.Item.from_file(str(item_file(outputs, "demo", DEMO_MONTH)))
     loaded = odc.stac.load([item], bands=["red", "nir", "ndvi"], chunks={}).isel(time=0)
     folder = outputs / "geotiff" / "demo" / DEMO_MONTH
     for band, name in (("red", "bands.tif"), ("nir", "bands.tif"), ("ndvi", "indices.tif")):
@@ -114,7 +115,7 @@ def test_the_report_holds_every_figure_and_check_and_renders_in_a_browser(output
     assert text.count("data:image/png;base64,") == len(list(diagnostics.glob("*.png")))
     for check in ("has_scenes", "clear_fraction", "valid_cog", "names_assigned", "silhouette"):
         assert f"<td>{check}</td>" in text
-    item = pystac.Item.from_file(str(outputs / "stac" / "outputs" / "demo" / f"{DEMO_MONTH}.json"))
+    item = pystac.Item.from_file(str(item_file(outputs, "demo", DEMO_MONTH)))
     assert item.assets["report"].href.endswith(f"report/demo/{DEMO_MONTH}.html")
     browser_path = installed("chromium", "chromium")
     with sync_playwright() as playwright:
@@ -134,3 +135,76 @@ def test_the_report_holds_every_figure_and_check_and_renders_in_a_browser(output
     for href in links:
         assert (report.parent / href).resolve().exists(), href
     assert (tmp_path / "report.png").stat().st_size > 100_000
+
+
+def _bare_item(aoi_id: str, date: str) -> dict:
+    """The smallest Item a partition could publish: a footprint, a window, no assets."""
+    start = f"{date}T00:00:00Z"
+    return pystac.Item(
+        id=f"{aoi_id}_{date}",
+        geometry={"type": "Point", "coordinates": [10.0, 0.0]},
+        bbox=[10.0, 0.0, 10.0, 0.0],
+        datetime=None,
+        start_datetime=pystac.utils.str_to_datetime(start),
+        end_datetime=pystac.utils.str_to_datetime(start),
+        properties={},
+    ).to_dict(include_self_link=False)
+
+
+def test_adding_an_item_costs_the_same_at_the_last_partition_as_at_the_first(tmp_path):
+    """Ten years of months of one AOI, among other AOIs: the bytes the catalog rewrites to add
+    a partition depend on the date window's year, not on how many Items the catalog holds."""
+    from geocluster_dagster.products.catalog import publish_item, withdraw_item
+
+    months = [f"{year}-{month:02d}-01" for year in range(2014, 2024) for month in range(1, 13)]
+    others = [f"aoi_{n}" for n in range(20)]
+    cost = []
+    for index, date in enumerate(months):
+        cost.append(publish_item(_bare_item("lake", date), tmp_path, "lake", date).bytes_written)
+        if index < len(others):  # the other AOIs join while this one's Items pile up
+            publish_item(_bare_item(others[index], date), tmp_path, others[index], date)
+    # The tenth year's additions cost what the first year's did, give or take the collection's
+    # one entry per year: a catalog listing every Item in one document would cost ~10x more.
+    first, last = max(cost[:12]), max(cost[-12:])
+    assert last < 1.5 * first, (first, last)
+    catalog = pystac.Catalog.from_file(str(tmp_path / "stac" / "catalog.json"))
+    items = list(catalog.get_items(recursive=True))
+    assert len(items) == len(months) + len(others)
+    validator = JsonSchemaSTACValidator()
+    for obj in catalog.walk():
+        for child in obj[1]:
+            validator.validate_core(
+                child.to_dict(),
+                STACObjectType.COLLECTION
+                if isinstance(child, pystac.Collection)
+                else STACObjectType.CATALOG,
+                "1.1.0",
+            )
+    lake = pystac.Collection.from_file(str(tmp_path / "stac" / "lake" / "collection.json"))
+    assert lake.extent.temporal.intervals[0][0].year == 2014
+    assert lake.extent.temporal.intervals[0][1].year == 2023
+    # Withdrawing the last Item of a year takes the year out of the collection.
+    assert withdraw_item(tmp_path, "aoi_0", months[0])
+    aoi_0 = json.loads((tmp_path / "stac" / "aoi_0" / "collection.json").read_text())
+    assert not [link for link in aoi_0["links"] if link["rel"] == "child"]
+    assert not (tmp_path / "stac" / "aoi_0" / "2014").exists() or not list(
+        (tmp_path / "stac" / "aoi_0" / "2014").glob("*.json")
+    )
+
+
+def test_an_item_of_the_one_collection_layout_moves_when_published_again(tmp_path):
+    """Earlier versions kept every Item in stac/outputs/: publishing the partition again moves
+    its Item, and the root stops linking the old collection."""
+    from geocluster_dagster.products.catalog import publish_item
+
+    legacy = tmp_path / "stac" / "outputs" / "demo" / "2023-06-01.json"
+    legacy.parent.mkdir(parents=True)
+    legacy.write_text("{}")
+    root = tmp_path / "stac" / "catalog.json"
+    root.write_text(json.dumps({"links": [{"rel": "child", "href": "./outputs/collection.json"}]}))
+    published = publish_item(_bare_item("demo", "2023-06-01"), tmp_path, "demo", "2023-06-01")
+    assert not legacy.exists() and published.path.exists()
+    children = [
+        link["href"] for link in json.loads(root.read_text())["links"] if link["rel"] == "child"
+    ]
+    assert children == ["./demo/collection.json"]

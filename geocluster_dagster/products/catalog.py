@@ -1,7 +1,8 @@
 """The outputs as a static STAC catalog that STAC tools, odc-stac and QGIS users can browse.
 
-Layout under the output root: ``stac/catalog.json`` -> ``stac/outputs/collection.json`` -> one
-Item per AOI x date partition, ``stac/outputs/<aoi>/<date>.json``, with every product of the
+Layout under the output root: ``stac/catalog.json`` -> one Collection per AOI,
+``stac/<aoi>/collection.json`` -> a catalog per year, ``stac/<aoi>/<year>/catalog.json`` -> one
+Item per AOI x date partition, ``stac/<aoi>/<year>/<date>.json``, with every product of the
 partition as an asset (hrefs relative to the Item, so the output root can be moved or served
 as it is). Each Item carries the grid (``proj:``), the window (``start_datetime``/
 ``end_datetime``), per-band names, types, nodata, scale/offset, units and statistics (STAC 1.1 ``bands``,
@@ -32,7 +33,6 @@ from ..storage import exclusive_lock, write_json
 from .geotiff import BANDS, INDICES
 
 CATALOG_DIR = "stac"
-COLLECTION_ID = "outputs"
 STAC_VERSION = "1.1.0"
 EXTENSIONS = {
     "proj": "https://stac-extensions.github.io/projection/v2.0.0/schema.json",
@@ -291,112 +291,230 @@ def _colours(path: Path) -> dict[int, str]:
     return {int(v): "{:02X}{:02X}{:02X}".format(*rgba[:3]) for v, rgba in table.items() if v}
 
 
+def item_path(output_root: Path, aoi_id: str, date_key: str) -> Path:
+    """Where the partition's Item is: ``stac/<aoi>/<year>/<date>.json``."""
+    return output_root / CATALOG_DIR / aoi_id / date_key[:4] / f"{date_key}.json"
+
+
+@dataclass(frozen=True)
+class Published:
+    """An Item written into the catalog, and what that cost."""
+
+    path: Path
+    bytes_written: int
+    """Bytes of the documents written (the Item, its year's catalog, the AOI's collection and,
+    for an AOI's first Item, the root catalog): bounded, whatever the number of Items."""
+
+
 def write_item(products: PartitionProducts, output_root: Path) -> Path:
-    """Write the partition's Item and add it to the catalog (created on first use); returns
-    the Item's path. Concurrent partitions update the collection one at a time."""
+    """Write the partition's Item and link it into the catalog (created on first use);
+    returns the Item's path."""
+    path = item_path(output_root, products.aoi_id, products.date_key)
+    document = build_item(products, path).to_dict(include_self_link=False, transform_hrefs=False)
+    return publish_item(document, output_root, products.aoi_id, products.date_key).path
+
+
+def publish_item(
+    document: dict[str, Any], output_root: Path, aoi_id: str, date_key: str
+) -> Published:
+    """Write the Item ``document`` of the partition and link it into its year's catalog, the
+    AOI's collection and the root catalog.
+
+    Layout: ``stac/catalog.json`` -> ``stac/<aoi>/collection.json`` (one Collection per AOI) ->
+    ``stac/<aoi>/<year>/catalog.json`` -> ``stac/<aoi>/<year>/<date>.json``. A partition
+    rewrites its Item, its year's catalog (at most 24 Items, half-month windows) and its AOI's
+    collection (one entry per year); the root catalog only when the AOI is new. So adding an
+    Item costs the same at the 10,000th partition as at the first, and partitions of other
+    AOIs never wait for each other's catalog updates.
+    """
+    path = item_path(output_root, aoi_id, date_key)
+    document = {**document, "collection": aoi_id, "stac_version": STAC_VERSION}
+    document["links"] = [
+        {"rel": "root", "href": "../../catalog.json", "type": "application/json"},
+        {"rel": "parent", "href": "./catalog.json", "type": "application/json"},
+        {"rel": "collection", "href": "../collection.json", "type": "application/json"},
+        *[link for link in document.get("links", []) if link["rel"] not in _STRUCTURE],
+    ]
+    entry = {
+        "href": f"./{path.name}",
+        "bbox": document["bbox"],
+        "start": document["properties"]["start_datetime"],
+        "end": document["properties"]["end_datetime"],
+    }
+    written = 0
+    with _aoi_lock(output_root, aoi_id, date_key):
+        written += _write(document, path)
+        written += _update_aoi(output_root, aoi_id, date_key[:4], document["id"], entry)
+    _remove_legacy_item(output_root, aoi_id, date_key)
+    written += _list_in_root(output_root, aoi_id)
+    return Published(path, written)
+
+
+def withdraw_item(output_root: Path, aoi_id: str, date_key: str) -> bool:
+    """Take the partition's Item out of the catalog (file and links): a run is rewriting its
+    products, and the Item's checksums and figures would describe the earlier ones. The
+    partition's ``stac_item`` step publishes it again. True if there was one."""
+    path = item_path(output_root, aoi_id, date_key)
+    found = _remove_legacy_item(output_root, aoi_id, date_key)
+    if not path.exists():
+        return found
+    with _aoi_lock(output_root, aoi_id, date_key):
+        _update_aoi(output_root, aoi_id, date_key[:4], f"{aoi_id}_{date_key}", None)
+        path.unlink(missing_ok=True)
+    return True
+
+
+#: Links the catalog sets on every Item (any the Item came with are replaced).
+_STRUCTURE = ("root", "parent", "collection", "self")
+
+
+def _remove_legacy_item(output_root: Path, aoi_id: str, date_key: str) -> bool:
+    """Remove the Item where versions before the per-AOI layout wrote it (under one
+    collection, ``stac/outputs/``), when the partition's Item is written or withdrawn. True if
+    there was one."""
+    legacy = output_root / CATALOG_DIR / "outputs" / aoi_id / f"{date_key}.json"
+    if not legacy.is_file():  # (exists() is False too where a file stands for a folder)
+        return False
+    legacy.unlink()
+    return True
+
+
+def _update_aoi(
+    output_root: Path, aoi_id: str, year: str, item_id: str, entry: dict[str, Any] | None
+) -> int:
+    """Link the Item ``item_id`` (``entry``: href, bbox, start, end) into its year's catalog,
+    or unlink it (``entry`` None), and bring the AOI's collection up to date. Returns the bytes
+    written."""
+    folder = output_root / CATALOG_DIR / aoi_id
+    year_file = folder / year / "catalog.json"
+    items = _bookkeeping(year_file, "geocluster:items")
+    if entry is None:
+        items.pop(item_id, None)
+    else:
+        items[item_id] = entry
+    written = 0
+    years = _bookkeeping(folder / "collection.json", "geocluster:years")
+    if items:
+        written += _write(_year_catalog(aoi_id, year, items), year_file)
+        years[year] = _extent_of(list(items.values()))
+    else:  # the year's last Item withdrawn: the year leaves the collection
+        year_file.unlink(missing_ok=True)
+        years.pop(year, None)
+    written += _write(_collection(aoi_id, years), folder / "collection.json")
+    return written
+
+
+def _bookkeeping(path: Path, key: str) -> dict[str, Any]:
+    """What a catalog document of ours records for its next update (not part of STAC)."""
+    if not path.exists():
+        return {}
+    found: dict[str, Any] = json.loads(path.read_text()).get(key, {})
+    return found
+
+
+def _extent_of(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """The bbox and time span covering ``entries`` (each with bbox, start, end)."""
+    boxes = [e["bbox"] for e in entries]
+    return {
+        "bbox": [
+            min(b[0] for b in boxes),
+            min(b[1] for b in boxes),
+            max(b[2] for b in boxes),
+            max(b[3] for b in boxes),
+        ],
+        "start": min(e["start"] for e in entries),
+        "end": max(e["end"] for e in entries),
+    }
+
+
+def _year_catalog(aoi_id: str, year: str, items: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "Catalog",
+        "stac_version": STAC_VERSION,
+        "id": f"{aoi_id}-{year}",
+        "description": f"The partitions of AOI {aoi_id} in {year}: one Item per date window.",
+        "links": [
+            {"rel": "root", "href": "../../catalog.json", "type": "application/json"},
+            {"rel": "parent", "href": "../collection.json", "type": "application/json"},
+            *[{"rel": "item", "href": e["href"], "type": "application/geo+json"} for _, e in sorted(items.items())],
+        ],
+        # Bookkeeping for the next update (each Item's extent), not part of the STAC spec.
+        "geocluster:items": items,
+    }  # fmt: skip
+
+
+def _collection(aoi_id: str, years: dict[str, Any]) -> dict[str, Any]:
+    """The AOI's collection; with no year (every Item withdrawn) it covers the whole world and
+    all time (a STAC open interval)."""
+    extent = _extent_of(list(years.values())) if years else None
+    return {
+        "type": "Collection",
+        "stac_version": STAC_VERSION,
+        "id": aoi_id,
+        "title": f"geocluster outputs of AOI {aoi_id}",
+        "description": "Cloud-free composites, cluster maps, diagnostics and change of each "
+        f"date window of AOI {aoi_id}.",
+        "license": "other",
+        "extent": {
+            "spatial": {"bbox": [extent["bbox"] if extent else [-180.0, -90.0, 180.0, 90.0]]},
+            "temporal": {"interval": [[extent["start"], extent["end"]] if extent else [None, None]]},
+        },
+        "links": [
+            {"rel": "root", "href": "../catalog.json", "type": "application/json"},
+            {"rel": "parent", "href": "../catalog.json", "type": "application/json"},
+            *[{"rel": "child", "href": f"./{year}/catalog.json", "type": "application/json"} for year in sorted(years)],
+        ],
+        # Bookkeeping for the next update (each year's extent), not part of the STAC spec.
+        "geocluster:years": years,
+    }  # fmt: skip
+
+
+def _list_in_root(output_root: Path, aoi_id: str) -> int:
+    """Link the AOI's collection from the root catalog, if it is not yet (and drop the link of
+    the one collection earlier versions kept every Item in). Returns the bytes written."""
     folder = output_root / CATALOG_DIR
-    item_path = folder / COLLECTION_ID / products.aoi_id / f"{products.date_key}.json"
-    item = build_item(products, item_path)
-    with _catalog_lock(output_root, products.aoi_id, products.date_key):
-        collection = _updated_collection(folder, item, item_path)
-        document = item.to_dict(include_self_link=False, transform_hrefs=False)
-        document["links"] = [
-            {"rel": "root", "href": os.path.relpath(folder / "catalog.json", item_path.parent), "type": "application/json"},
-            {"rel": "parent", "href": os.path.relpath(folder / COLLECTION_ID / "collection.json", item_path.parent), "type": "application/json"},
-            {"rel": "collection", "href": os.path.relpath(folder / COLLECTION_ID / "collection.json", item_path.parent), "type": "application/json"},
-            *[link for link in document["links"] if link["rel"] not in ("root", "parent", "collection", "self")],
-        ]  # fmt: skip
-        document["collection"] = COLLECTION_ID
-        document["stac_version"] = STAC_VERSION
-        write_json(document, item_path)
-        write_json(collection, folder / COLLECTION_ID / "collection.json")
-        write_json(_catalog(), folder / "catalog.json")
-    return item_path
+    root = folder / "catalog.json"
+    child = f"./{aoi_id}/collection.json"
+    with exclusive_lock(
+        output_root / ".locks" / "stac" / "catalog.lock",
+        what="The output STAC catalog's root",
+        holder=f"AOI {aoi_id}",
+        timeout_s=600,
+        on_wait=lambda _: None,
+    ):
+        links = json.loads(root.read_text()).get("links", []) if root.exists() else []
+        children = {link["href"] for link in links if link.get("rel") == "child"}
+        if child in children and "./outputs/collection.json" not in children:
+            return 0
+        children = (children - {"./outputs/collection.json"}) | {child}
+        return _write(_catalog(sorted(children)), root)
 
 
-def _catalog() -> dict[str, Any]:
+def _catalog(children: list[str]) -> dict[str, Any]:
     return {
         "type": "Catalog",
         "stac_version": STAC_VERSION,
         "id": "geocluster-outputs",
-        "description": "Products of geocluster_dagster: one Item per AOI x date partition.",
+        "description": "Products of geocluster_dagster: one Collection per AOI, one Item per "
+        "AOI x date partition.",
         "links": [
             {"rel": "root", "href": "./catalog.json", "type": "application/json"},
-            {
-                "rel": "child",
-                "href": f"./{COLLECTION_ID}/collection.json",
-                "type": "application/json",
-            },
+            *[{"rel": "child", "href": href, "type": "application/json"} for href in children],
         ],
     }
 
 
-def _catalog_lock(output_root: Path, aoi_id: str, date_key: str) -> Any:
-    """The lock under which one partition at a time changes the collection."""
+def _aoi_lock(output_root: Path, aoi_id: str, date_key: str) -> Any:
+    """The lock under which one partition of an AOI at a time changes the AOI's catalogs."""
     return exclusive_lock(
-        output_root / ".locks" / "stac_catalog.lock",
-        what="The output STAC catalog",
+        output_root / ".locks" / "stac" / f"{aoi_id}.lock",
+        what=f"The output STAC catalog of AOI {aoi_id}",
         holder=f"partition {aoi_id}|{date_key}",
         timeout_s=600,
         on_wait=lambda _: None,
     )
 
 
-def withdraw_item(output_root: Path, aoi_id: str, date_key: str) -> bool:
-    """Take the partition's Item out of the catalog (file and collection link): a run is
-    rewriting its products, and the Item's checksums and figures would describe the earlier
-    ones. The partition's ``stac_item`` step publishes it again. True if there was one."""
-    folder = output_root / CATALOG_DIR
-    item_path = folder / COLLECTION_ID / aoi_id / f"{date_key}.json"
-    if not item_path.exists():
-        return False
-    with _catalog_lock(output_root, aoi_id, date_key):
-        collection = _updated_collection(folder, None, item_path, remove=f"{aoi_id}_{date_key}")
-        write_json(collection, folder / COLLECTION_ID / "collection.json")
-        item_path.unlink(missing_ok=True)
-    return True
-
-
-def _updated_collection(
-    folder: Path, item: pystac.Item | None, item_path: Path, *, remove: str | None = None
-) -> dict[str, Any]:
-    """The collection document with ``item`` linked (or the Item ``remove`` unlinked), its
-    extent covering every Item."""
-    path = folder / COLLECTION_ID / "collection.json"
-    existing = json.loads(path.read_text()) if path.exists() else {}
-    extent = existing.get("geocluster:items", {})
-    if remove is not None:
-        extent.pop(remove, None)
-    if item is not None:
-        extent[item.id] = {
-            "href": "./" + item_path.relative_to(path.parent).as_posix(),
-            "bbox": item.bbox,
-            "start": item.properties["start_datetime"],
-            "end": item.properties["end_datetime"],
-        }
-    # An empty collection covers the whole world and all time (a STAC open interval).
-    boxes = [e["bbox"] for e in extent.values()] or [[-180.0, -90.0, 180.0, 90.0]]
-    bbox = [
-        min(b[0] for b in boxes),
-        min(b[1] for b in boxes),
-        max(b[2] for b in boxes),
-        max(b[3] for b in boxes),
-    ]
-    return {
-        "type": "Collection",
-        "stac_version": STAC_VERSION,
-        "id": COLLECTION_ID,
-        "description": "Cloud-free composites, cluster maps, diagnostics and change of each partition.",
-        "license": "other",
-        "extent": {
-            "spatial": {"bbox": [bbox]},
-            "temporal": {"interval": [[min((e["start"] for e in extent.values()), default=None), max((e["end"] for e in extent.values()), default=None)]]},
-        },
-        "links": [
-            {"rel": "root", "href": "../catalog.json", "type": "application/json"},
-            {"rel": "parent", "href": "../catalog.json", "type": "application/json"},
-            *[{"rel": "item", "href": e["href"], "type": "application/geo+json"} for _, e in sorted(extent.items())],
-        ],
-        # Bookkeeping for the next update (the extent of every Item), not part of the STAC spec.
-        "geocluster:items": extent,
-    }  # fmt: skip
+def _write(document: dict[str, Any], path: Path) -> int:
+    """Write a catalog document (atomically); returns its size in bytes."""
+    return write_json(document, path).stat().st_size

@@ -17,7 +17,7 @@ import rasterio
 from shapely.geometry.base import BaseGeometry
 
 from ..storage import remove_quietly
-from .catalog import CATALOG_DIR, COLLECTION_ID, PartitionProducts, withdraw_item, write_item
+from .catalog import CATALOG_DIR, PartitionProducts, item_path, withdraw_item, write_item
 from .clusters import SUMMARY as CLUSTERS_SUMMARY
 from .described import Detail, Facts, FilePath, Measure
 from .geotiff import BANDS
@@ -135,7 +135,7 @@ def write_stac_item(
 def open_stac_item(output_root: Path, aoi_id: str, date_key: str) -> dict[str, Any] | None:
     """The partition's Item as published in the catalog under ``output_root`` (None while it
     is withdrawn: a product step rewrote what it described)."""
-    path = output_root / CATALOG_DIR / COLLECTION_ID / aoi_id / f"{date_key}.json"
+    path = item_path(output_root, aoi_id, date_key)
     return json.loads(path.read_text()) if path.exists() else None
 
 
