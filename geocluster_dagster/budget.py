@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +27,7 @@ from odc.geo.geom import Geometry
 from shapely.geometry.base import BaseGeometry
 
 from .errors import ConfigError, OutputNotWritable
-from .storage import write_text_atomically
+from .storage import is_remote, write_text_atomically
 
 #: A whole Landsat scene is about 7,800 x 7,800 = 61 million 30 m pixels.
 LANDSAT_SCENE_PX = 61_000_000
@@ -164,16 +166,24 @@ def refuse_runaway(
 
 
 def refuse_full_disk(cost: Estimate, folder: Path, *, where: str) -> None:
-    """Refuse when the output root has less free space than the partition's writes need."""
-    probe = folder
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
+    """Refuse when the output root has less free space than the partition's writes need. On
+    object storage the products are written on this machine's scratch disk first: that one."""
+    if is_remote(folder):
+        probe = Path(os.environ.get("GEOCLUSTER_SCRATCH") or tempfile.gettempdir())
+        fix = "point env GEOCLUSTER_SCRATCH at a larger disk"
+    else:
+        probe = folder
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        fix = (
+            "point the output root (env GEOCLUSTER_OUTPUT, resource outputs.base_dir) at a "
+            "larger disk"
+        )
     free = shutil.disk_usage(probe).free
     if free < cost.disk_needed:
         raise OutputNotWritable(
             f"{where}: the products need about {_size(cost.disk_needed)} free while they are "
-            f"written, and {probe} has {_size(free)} free. Free some space, or point the output "
-            "root (env GEOCLUSTER_OUTPUT, resource outputs.base_dir) at a larger disk."
+            f"written, and {probe} has {_size(free)} free. Free some space, or {fix}."
         )
 
 

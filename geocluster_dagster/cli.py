@@ -33,9 +33,10 @@ _SCORES = ("silhouette", "calinski_harabasz", "davies_bouldin", "inertia")
 def _instance() -> dg.DagsterInstance:
     """The Dagster instance of $DAGSTER_HOME, defaulting to <output root>/.dagster_home."""
     from .defs.resources import output_root
+    from .storage import local_state
 
     if not os.environ.get("DAGSTER_HOME"):
-        home = output_root() / ".dagster_home"
+        home = local_state(output_root()) / ".dagster_home"
         try:
             _create_own_instance(home)
         except OSError as err:
@@ -420,7 +421,8 @@ def _check_run_config(job: dg.JobDefinition, run_config: dict[str, Any]) -> None
     envvar="GEOCLUSTER_OUTPUT",
     default="geocluster_output",
     show_default=True,
-    help="Output root (also env GEOCLUSTER_OUTPUT).",
+    help="Output root: a folder, or s3://bucket/prefix (credentials from AWS_*). Also env "
+    "GEOCLUSTER_OUTPUT.",
 )
 @click.option(
     "-v",
@@ -430,9 +432,11 @@ def _check_run_config(job: dg.JobDefinition, run_config: dict[str, Any]) -> None
 )
 def main(output: str, verbose: bool) -> None:
     """Satellite imagery to unsupervised land-cover maps, as Dagster assets."""
-    from .storage import expand_path
+    from .storage import check_writable, output_location
 
-    os.environ["GEOCLUSTER_OUTPUT"] = str(expand_path(output, "--output (env GEOCLUSTER_OUTPUT)"))
+    setting = "--output (env GEOCLUSTER_OUTPUT)"
+    os.environ["GEOCLUSTER_OUTPUT"] = str(output_location(output, setting))
+    check_writable(os.environ["GEOCLUSTER_OUTPUT"], setting)
 
 
 @main.command()
@@ -486,7 +490,9 @@ def demo_scene(day: Any) -> None:
     from .demo.catalog import add_live_scene
 
     when = day.date() if day is not None else date.today()
-    collection_file, added = add_live_scene(output_root() / "demo_live", when)
+    from .storage import local_state
+
+    collection_file, added = add_live_scene(local_state(output_root()) / "demo_live", when)
     if added:
         click.echo(f"Added {', '.join(i.id for i in added)} (acquired {when}) to {collection_file}")
     else:

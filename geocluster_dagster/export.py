@@ -32,7 +32,7 @@ from .encoding import DN_DTYPE, DN_NODATA, STACK_ATTR, DnEncoding, stack_attr
 from .errors import AssetReadError, ConfigError
 from .fields import described
 from .progress import heartbeat, tracked
-from .storage import atomic_path, disk_full, remove_quietly
+from .storage import atomic_path, disk_full, location, remove_quietly
 
 T = TypeVar("T")
 
@@ -205,7 +205,7 @@ def write_cog(
     from a finished raster. That intermediate is written uncompressed: every pixel is then
     compressed once, by the COG driver, instead of twice.
     """
-    target = Path(target)
+    target = location(target)
     task = task or f"writing {target.name}"
     names, array = _as_band_array(ds, bands)
     dtype = np.dtype(array.dtype)
@@ -373,15 +373,15 @@ def _windows(pieces: Iterable[tuple[tuple[slice, ...], T]]) -> Iterator[tuple[Wi
 def open_cog(path: Path | str, *, chunks: int = CHUNK_SIZE) -> xr.Dataset:
     """A GeoTIFF as a lazy Dataset, one float variable per band named by its description,
     in physical units (GDAL's per-band scale/offset applied, as the loader applies the inputs')."""
-    path = Path(path)
+    path = location(path)
     try:
-        with rasterio.open(path) as src:
+        with rasterio.open(str(path)) as src:
             names = [d or f"band_{i}" for i, d in enumerate(src.descriptions, start=1)]
             tags, nodata, dtype = src.tags(), src.nodata, np.dtype(src.dtypes[0])
             scaling = list(zip(src.scales, src.offsets, strict=True))
         # Every band of a window in one read: GDAL decompresses a pixel-interleaved tile once
         # for all its bands, where one read per band would decompress it once per band.
-        arr = _open_lazily(path, chunks={"band": -1, "y": chunks, "x": chunks}, masked=False)
+        arr = _open_lazily(str(path), chunks={"band": -1, "y": chunks, "x": chunks}, masked=False)
     except rasterio.errors.RasterioIOError as err:
         raise AssetReadError(f"Cannot open {path} as a GeoTIFF: {err}") from err
     # One task per window turns every band into physical float32: chained xarray operations
@@ -423,7 +423,7 @@ def _physical_block(
 def open_single_band(path: Path | str, *, chunks: int = CHUNK_SIZE) -> xr.DataArray:
     """A one-band GeoTIFF (e.g. an integer class map) as a lazy DataArray in its own dtype."""
     try:
-        arr = _open_lazily(path, chunks={"band": 1, "y": chunks, "x": chunks})
+        arr = _open_lazily(str(path), chunks={"band": 1, "y": chunks, "x": chunks})
     except rasterio.errors.RasterioIOError as err:
         raise AssetReadError(f"Cannot open {path} as a GeoTIFF: {err}") from err
     band: xr.DataArray = arr.isel(band=0, drop=True)

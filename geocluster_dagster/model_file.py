@@ -20,7 +20,7 @@ import numpy as np
 from . import __version__
 from .cluster import ClusterSettings, FittedClusterer, Mixture, Projection
 from .errors import AssetReadError, ConfigError
-from .storage import write_json
+from .storage import location, write_json
 
 FORMAT = "geocluster_dagster.cluster_model"
 #: 2: the file carries the SHA-256 digest of its parameters (``digest``), checked when read.
@@ -67,12 +67,12 @@ def model_digest(model: FittedClusterer) -> str:
 
 def save_model(model: FittedClusterer, path: str | os.PathLike[str]) -> Path:
     """Write ``model`` as JSON at ``path``, atomically, with the digest of its parameters."""
-    return write_json({**model_to_dict(model), "digest": model_digest(model)}, Path(path))
+    return write_json({**model_to_dict(model), "digest": model_digest(model)}, location(path))
 
 
 def load_model(path: str | os.PathLike[str]) -> FittedClusterer:
     """The model stored at ``path`` by :func:`save_model`; AssetReadError for anything else."""
-    path = Path(path)
+    path = location(path)
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as err:

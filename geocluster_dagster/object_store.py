@@ -24,11 +24,12 @@ S3-compatible store), never from settings, metadata or logs.
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlparse
 
 from .errors import AssetReadError, ConfigError
@@ -54,13 +55,23 @@ class Version:
     folder: bool
 
 
-def _filesystem(url: str) -> tuple[Any, str]:
-    """The fsspec filesystem of ``url`` (credentials from the environment) and the key in it.
+def _options() -> dict[str, Any]:
+    """How fsspec opens the store. Listings are not cached: another process (a run, a Dask
+    worker) may have published since. The endpoint the environment names is one of the options,
+    so fsspec's cache of clients gives another endpoint its own client."""
+    return {
+        "use_listings_cache": False,
+        "endpoint_url": os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"),
+        "client_kwargs": {"region_name": os.environ.get("AWS_REGION")},
+        "config_kwargs": {"retries": {"mode": "standard"}},  # 503 SlowDown and resets, retried
+    }
 
-    Listings are not cached: another process (a run, a Dask worker) may have published since."""
+
+def _filesystem(url: str) -> tuple[Any, str]:
+    """The fsspec filesystem of ``url`` (credentials from the environment) and the key in it."""
     import fsspec.core
 
-    fs, key = fsspec.core.url_to_fs(url, use_listings_cache=False, skip_instance_cache=True)
+    fs, key = fsspec.core.url_to_fs(url, **_options())
     return fs, str(key).rstrip("/")
 
 
@@ -81,27 +92,30 @@ def _url(url: str, key: str) -> str:
 
 
 def publish(local: Path, url: str) -> Version:
-    """Upload ``local`` (a file, or a folder of files) as a new version of the product at
-    ``url`` and point the product at it; versions nothing points at any more (the one before,
-    or a killed run's upload) are removed. Returns the version published."""
+    """Upload ``local`` as the product at ``url``.
+
+    A file is one object: one PUT (a multipart upload shows nothing until it completes)
+    replaces it whole. A folder is uploaded as a new version and the product pointed at it;
+    versions nothing points at any more (the one before, or a killed run's upload) are removed.
+    Returns what was published."""
     fs, key = _filesystem(url)
     _, name = _split(key)
+    if not local.is_dir():
+        fs.put_file(str(local), key)
+        return Version("", url, False)
     version = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:12]}"
     target = f"{_versions_prefix(key)}/{version}/{name}"
-    folder = local.is_dir()
-    if folder:
-        for path in sorted(p for p in local.rglob("*") if p.is_file()):
-            fs.put_file(str(path), f"{target}/{path.relative_to(local).as_posix()}")
-    else:
-        fs.put_file(str(local), target)
-    pointer = {"format": POINTER_FORMAT, "version": version, "folder": folder}
+    for path in sorted(p for p in local.rglob("*") if p.is_file()):
+        fs.put_file(str(path), f"{target}/{path.relative_to(local).as_posix()}")
+    pointer = {"format": POINTER_FORMAT, "version": version, "folder": True}
     fs.pipe_file(key, json.dumps(pointer).encode())  # the one write that publishes
     _remove_versions(fs, key, keep=version)
-    return Version(version, _url(url, target), folder)
+    return Version(version, _url(url, target), True)
 
 
 def current(url: str) -> Version | None:
-    """The version the product at ``url`` points at, or None when it was never published."""
+    """The version the folder product at ``url`` points at, or None when it was never
+    published."""
     fs, key = _filesystem(url)
     try:
         data = fs.cat_file(key)
@@ -123,8 +137,8 @@ def current(url: str) -> Version | None:
 
 
 def remove(url: str) -> bool:
-    """Unpublish the product at ``url`` (its pointer first, then every version). True if it
-    was published."""
+    """Unpublish the product at ``url`` (a file; or a folder's pointer first, then every
+    version). True if it was published."""
     fs, key = _filesystem(url)
     published = fs.exists(key)
     if published:
@@ -152,3 +166,94 @@ def _remove_versions(fs: Any, key: str, *, keep: str | None) -> None:
     for entry in entries:
         if Path(entry).name != keep:
             fs.rm(entry, recursive=True)
+
+
+def exists(url: str) -> bool:
+    """Whether the product (or any object) at ``url`` is published."""
+    fs, key = _filesystem(url)
+    return bool(fs.exists(key))
+
+
+def location(url: str, *, folder: bool) -> str | None:
+    """Where the bytes of the product at ``url`` are: its current version for a folder, the
+    object itself for a file; None when it was never published."""
+    if folder:
+        version = current(url)
+        return version.url if version is not None else None
+    return url if exists(url) else None
+
+
+def as_path(url: str) -> Path:
+    """``url`` with the pathlib interface (universal_pathlib over fsspec): ``/``,
+    ``read_text``, ``exists``, ``open``, ``iterdir`` and ``str()`` as the URL, which rasterio
+    and GDAL open (with :func:`gdal_options`). Typed as a Path: the products take either."""
+    from upath import UPath
+
+    located = UPath(url, **_options())
+    return cast(Path, located)
+
+
+def gdal_options() -> dict[str, str]:
+    """GDAL's own configuration for the S3-compatible endpoint the SDKs find in
+    ``AWS_ENDPOINT_URL`` (GDAL reads ``AWS_S3_ENDPOINT``, ``AWS_HTTPS`` and path-style
+    addressing instead); empty for AWS itself."""
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if not endpoint:
+        return {}
+    parsed = urlparse(endpoint)
+    return {
+        "AWS_S3_ENDPOINT": parsed.netloc or parsed.path,
+        "AWS_HTTPS": "NO" if parsed.scheme == "http" else "YES",
+        "AWS_VIRTUAL_HOSTING": "FALSE",
+    }
+
+
+#: What :func:`configure_gdal` set, so that a later call may update its own values (the
+#: endpoint changed) but never one the user set.
+_CONFIGURED: dict[str, str] = {}
+
+
+def configure_gdal() -> None:
+    """Give this process's GDAL the endpoint of :func:`gdal_options`, where the environment
+    does not already say otherwise (GDAL reads its configuration from the environment)."""
+    for name, value in gdal_options().items():
+        if name not in os.environ or os.environ[name] == _CONFIGURED.get(name):
+            os.environ[name] = _CONFIGURED[name] = value
+
+
+def check_root(url: str, setting: str) -> None:
+    """Refuse, before any work, an output root on a store this process cannot use: no
+    credentials, a bucket that does not exist, an endpoint nothing answers at, access denied.
+    One line, naming ``setting`` and what to set."""
+    bucket = urlparse(url).netloc
+    try:
+        fs, key = _filesystem(url)
+        fs.ls(bucket, detail=False)
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{setting}={url!r}: the bucket {bucket!r} does not exist at "
+            f"{_endpoint()}: create it, or name an existing bucket."
+        ) from None
+    except PermissionError as err:
+        raise ConfigError(
+            f"{setting}={url!r}: the store refuses these credentials for bucket {bucket!r} "
+            f"({err}): check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) and the "
+            "bucket's policy."
+        ) from None
+    except Exception as err:
+        name = type(err).__name__
+        if "Credentials" in name or "credentials" in str(err):
+            raise ConfigError(
+                f"{setting}={url!r}: no credentials for the store: set AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE, or run with an instance or pod role)."
+            ) from None
+        if "Connect" in name or isinstance(err, OSError):
+            raise ConfigError(
+                f"{setting}={url!r}: nothing answers at {_endpoint()} ({name}): check "
+                "AWS_ENDPOINT_URL (an S3-compatible store) or the network."
+            ) from None
+        raise
+
+
+def _endpoint() -> str:
+    return os.environ.get("AWS_ENDPOINT_URL") or "AWS S3 (AWS_ENDPOINT_URL is not set)"

@@ -149,7 +149,7 @@ def _legend_columns(n_entries: int) -> int:
 def band_names(path: PathLike) -> list[str]:
     """The band descriptions of a GeoTIFF, in band order (band i + 1 is ``names[i]``)."""
     try:
-        with rasterio.open(path) as src:
+        with rasterio.open(str(path)) as src:
             return [d or f"band_{i}" for i, d in enumerate(src.descriptions, start=1)]
     except rasterio.errors.RasterioIOError as exc:
         raise AssetReadError(f"cannot read the bands of {path}: {exc}.") from exc
@@ -179,7 +179,7 @@ def read_preview(
     if max_size < 1:
         raise ConfigError(f"max_size={max_size} is invalid: use a positive number of pixels.")
     try:
-        with rasterio.open(path) as src:
+        with rasterio.open(str(path)) as src:
             indexes = list(bands) if bands is not None else list(src.indexes)
             bad = [b for b in indexes if b not in src.indexes]
             if bad:

@@ -20,6 +20,7 @@ import rasterio
 from rasterio.enums import Resampling
 
 from .errors import AssetReadError
+from .storage import location
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -36,9 +37,9 @@ def figure_markdown(
     """A PNG figure as a markdown data-URI image of at most ``max_px`` and ``max_chars``."""
     from PIL import Image  # Pillow ships with matplotlib
 
-    png_path = Path(png_path)
+    png_path = location(png_path)
     try:
-        with Image.open(png_path) as image:
+        with png_path.open("rb") as handle, Image.open(handle) as image:
             rgba = image.convert("RGBA")
     except OSError as exc:
         raise AssetReadError(f"cannot read the plot {png_path} for the UI: {exc}.") from exc
@@ -61,9 +62,9 @@ def class_map_markdown(
     with a swatch of the class's colour, so the map can be read without leaving the UI."""
     from PIL import Image
 
-    tif_path = Path(tif_path)
+    tif_path = location(tif_path)
     try:
-        with rasterio.open(tif_path) as src:
+        with rasterio.open(str(tif_path)) as src:
             # A small AOI is drawn larger (each pixel a block), a scene smaller (from overviews).
             scale = max(src.height, src.width) / max_px
             shape = (max(1, round(src.height / scale)), max(1, round(src.width / scale)))

@@ -178,7 +178,7 @@ def judge_cog(files: Mapping[Path, Sequence[str]], stats: Mapping[str, Any]) -> 
     found_bands: dict[str, list[str]] = {}
     wrong: list[str] = []
     for path, promised in files.items():
-        with rasterio.open(path) as src:
+        with rasterio.open(str(path)) as src:
             names, nodata, dtype = list(src.descriptions), src.nodata, src.dtypes[0]
         found_bands[path.name] = names
         expected_nodata = 0 if dtype == DN_DTYPE else float("nan")
@@ -231,7 +231,7 @@ def _read_last_tiles(path: Path) -> None:
     import rasterio
     from rasterio.windows import Window
 
-    with rasterio.open(path) as src:
+    with rasterio.open(str(path)) as src:
         block_h, block_w = src.block_shapes[0]
         last = Window(
             (src.width - 1) // block_w * block_w,

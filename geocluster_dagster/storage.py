@@ -3,7 +3,9 @@
 Every output is written to a temporary path beside its target and renamed into place only when
 complete, so a failure (bad data, full disk, killed run) never replaces a good earlier output
 with a broken one. Temporaries name their host and process, so the next write of the same
-output removes those of killed runs.
+output removes those of killed runs. On object storage (an ``s3://`` output root) the
+temporary path is on this machine's scratch disk, and the output is published by
+:func:`geocluster_dagster.object_store.publish` when complete.
 """
 
 from __future__ import annotations
@@ -17,13 +19,21 @@ import os
 import re
 import shutil
 import socket
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import cast
 
+from . import object_store
 from .errors import ConfigError, GeoclusterError, OutputNotWritable, PartitionBusy
+
+
+def is_remote(path: Path | str) -> bool:
+    """Whether ``path`` is on object storage (an ``s3://`` URL, or a path object of one)."""
+    return object_store.is_object_url(str(path))
 
 
 @contextlib.contextmanager
@@ -36,6 +46,10 @@ def atomic_path(
     when the block is done: True keeps what is at ``target`` (e.g. an equal copy another
     process finished meanwhile) and discards the new one.
     """
+    if is_remote(target):
+        with _uploaded(str(target)) as tmp:
+            yield tmp
+        return
     target = Path(target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -73,6 +87,19 @@ def atomic_path(
         raise
 
 
+@contextlib.contextmanager
+def _uploaded(url: str) -> Iterator[Path]:
+    """A temporary path on this machine (env GEOCLUSTER_SCRATCH, else the system's temporary
+    folder) that is published at ``url`` only if the block succeeds, and removed either way."""
+    scratch = Path(tempfile.mkdtemp(prefix="geocluster-", dir=os.environ.get("GEOCLUSTER_SCRATCH")))
+    try:
+        tmp = scratch / url.rstrip("/").rsplit("/", 1)[-1]
+        yield tmp
+        object_store.publish(tmp, url)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 _STORAGE_ERRNOS = (
     errno.ENOSPC,
     errno.EDQUOT,
@@ -96,6 +123,8 @@ FULL_BELOW_BYTES = 2 * 1024 * 1024
 
 
 def disk_full(target: Path) -> bool:
+    if is_remote(target):  # written on this machine's scratch disk first
+        target = Path(os.environ.get("GEOCLUSTER_SCRATCH") or tempfile.gettempdir()) / "x"
     try:
         stats = os.statvfs(target.parent)
     except OSError:
@@ -211,6 +240,10 @@ def current_version(target: Path) -> Path | None:
 def remove_quietly(path: Path) -> None:
     """Best-effort cleanup: it must never mask the error that made cleanup necessary. A folder
     product's link goes with the version folder it points to."""
+    if is_remote(path):
+        with contextlib.suppress(Exception):  # best effort, whatever the store answers
+            object_store.remove(str(path))
+        return
     if path.is_symlink():
         version = current_version(path)
         with contextlib.suppress(OSError):
@@ -257,9 +290,8 @@ def _not_writable(target: Path, err: OSError, *, full: bool = False) -> OutputNo
 
 
 def write_json(obj: object, target: Path | str) -> Path:
-    return write_text_atomically(
-        Path(target), json.dumps(obj, indent=2, sort_keys=True, default=str)
-    )
+    target = object_store.as_path(str(target)) if is_remote(target) else Path(target)
+    return write_text_atomically(target, json.dumps(obj, indent=2, sort_keys=True, default=str))
 
 
 def write_text_atomically(target: Path, text: str) -> Path:
@@ -274,6 +306,58 @@ def write_text_atomically(target: Path, text: str) -> Path:
 _URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:(?=/)")
 
 
+def output_location(text: str, setting: str) -> Path:
+    """The output root a user gave: an object store URL (``s3://bucket/prefix``), or a folder
+    (:func:`expand_path`)."""
+    if not is_remote(text):
+        return expand_path(text, setting)
+    bucket = text.split("://", 1)[1].split("/", 1)[0]
+    if not bucket:
+        raise ConfigError(f"{setting}={text!r} names no bucket: write s3://<bucket>/<prefix>.")
+    object_store.configure_gdal()  # rasterio reads the products back through GDAL
+    return object_store.as_path(text.rstrip("/"))
+
+
+def location(path: str | os.PathLike[str]) -> Path:
+    """``path`` as a path object: a local Path, or an object store's (:func:`object_store.as_path`).
+    ``str()`` of either is what rasterio and GDAL open."""
+    if is_remote(str(path)):
+        return object_store.as_path(str(path)) if isinstance(path, str) else cast(Path, path)
+    return Path(path)
+
+
+def check_writable(root: Path | str, setting: str) -> None:
+    """Refuse, before any work, an output root on an object store this process cannot use
+    (:func:`geocluster_dagster.object_store.check_root`); a folder is judged when written."""
+    if is_remote(root):
+        object_store.check_root(str(root), setting)
+
+
+def published(target: Path) -> Path:
+    """Where a product just written at ``target`` can be read: ``target`` itself on a disk
+    (a folder product is a link to its version), its current version on object storage."""
+    if not is_remote(target):
+        return target
+    located = object_store.location(str(target), folder=True) or object_store.location(
+        str(target), folder=False
+    )
+    if located is None:
+        raise OutputNotWritable(f"{target} was written but cannot be found in the store.")
+    return object_store.as_path(located)
+
+
+def local_state(root: Path) -> Path:
+    """Where this machine keeps what belongs to it rather than to the products of ``root``
+    (locks, the CLI's Dagster instance, the demo's input catalog): under ``root`` on a disk;
+    for an object store, env GEOCLUSTER_STATE, else ``~/.cache/geocluster/<bucket and prefix>``."""
+    if not is_remote(root):
+        return root
+    base = os.environ.get("GEOCLUSTER_STATE") or os.path.join(
+        os.path.expanduser("~"), ".cache", "geocluster"
+    )
+    return Path(base) / re.sub(r"[^A-Za-z0-9._-]+", "_", str(root).split("://", 1)[1])
+
+
 def expand_path(text: str, setting: str) -> Path:
     """A path a user wrote, with ``~`` and ``$VARS`` expanded as a shell would, made absolute.
 
@@ -284,8 +368,9 @@ def expand_path(text: str, setting: str) -> Path:
     if scheme:
         raise ConfigError(
             f"{setting}={text!r} is a URL ({scheme.group(0)}//), and this setting takes a folder "
-            "or file on this machine: products are not written to object storage. Give a local "
-            "path, or mount the bucket (rclone mount, s3fs, blobfuse2) and give its mount point."
+            "or file on this machine. Give a local path (or mount the store and give its mount "
+            "point); only the output root can be an object store, and only s3:// (S3 and "
+            "S3-compatible stores)."
         )
     expanded = os.path.expanduser(os.path.expandvars(text))
     if "$" in expanded:

@@ -246,3 +246,20 @@ def brumadinho(tmp_path_factory):
         write_mosaic(stack, aoi.buffer(-0.001), root / f"{date}.tif", where=date)
         images[date] = open_cog(root / f"{date}.tif")
     return root, images
+
+
+@pytest.fixture
+def s3(tmp_path, monkeypatch):
+    """An S3-compatible server on loopback, its endpoint and keys in this process's
+    environment (and GDAL's endpoint settings of earlier tests cleared) for the test."""
+    from geocluster_dagster import object_store
+
+    from .servers.s3 import S3Server
+
+    monkeypatch.setattr(object_store, "_CONFIGURED", {})
+    for name in ("AWS_S3_ENDPOINT", "AWS_HTTPS", "AWS_VIRTUAL_HOSTING"):
+        monkeypatch.delenv(name, raising=False)
+    with S3Server(tmp_path / "s3") as server:
+        for name, value in server.environment().items():
+            monkeypatch.setenv(name, value)
+        yield server

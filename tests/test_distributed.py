@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +29,13 @@ DASK = str(Path(sys.executable).with_name("dask"))
 @pytest.fixture
 def dask_processes(tmp_path):
     """A scheduler and two single-threaded worker processes, stopped at the end."""
+    with _dask_processes(tmp_path) as started:
+        yield started
+
+
+@contextlib.contextmanager
+def _dask_processes(tmp_path, *, env=None, cwd=None):
+    """A scheduler and two single-threaded worker processes (in ``cwd``, with ``env``)."""
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     logs = tmp_path / "dask-logs"
@@ -70,6 +79,8 @@ def dask_processes(tmp_path):
                     ],
                     stdout=(logs / f"worker-{i}.log").open("w"),
                     stderr=subprocess.STDOUT,
+                    env=env,
+                    cwd=cwd,
                 )
             )
         from distributed import Client
@@ -139,3 +150,53 @@ def test_a_partition_on_scheduler_and_two_workers_equals_the_local_run(dask_proc
     # One key, one task: a scheduler given two different tasks under one key can deadlock
     # (dask/dask#9888), which block-by-block computes used to cause.
     assert "Detected different `run_spec`" not in (logs / "scheduler.log").read_text()
+
+
+def test_workers_that_cannot_see_the_output_root_write_a_partition_into_the_bucket(
+    s3, tmp_path, monkeypatch
+):
+    """The output root only in an S3-compatible store: workers in another folder, with the
+    store's endpoint and keys in their environment and nothing else, read and compute every
+    product; the outputs equal the local run's, pixel for pixel."""
+    from geocluster_dagster import object_store
+
+    demo = build_demo(tmp_path / "demo")
+    monkeypatch.setenv("GEOCLUSTER_STATE", str(tmp_path / "state"))
+    root = s3.bucket("outputs") + "/prefix"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    # The workers' environment: the store's, without GDAL's own endpoint settings (the
+    # resource's worker plugin gives them), nothing of the output root.
+    worker_env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("AWS_S3_ENDPOINT", "AWS_HTTPS", "AWS_VIRTUAL_HOSTING")
+        and not k.startswith("GEOCLUSTER_")
+    }
+    with _dask_processes(tmp_path, env=worker_env, cwd=elsewhere) as (address, logs):
+        remote = _materialize(demo, root, DaskCluster(scheduler_address=address))
+        assert remote.success
+        from distributed import Client
+
+        with Client(address) as client:
+            transitions = client.run(lambda dask_worker: len(dask_worker.state.log))
+    assert len(transitions) == 2 and all(n > 0 for n in transitions.values()), transitions
+    local = _materialize(demo, tmp_path / "local", DaskCluster())
+    assert local.success
+    object_store.configure_gdal()
+    for asset, name in (
+        ("mosaic", ""),
+        ("geotiff", "bands.tif"),
+        ("geotiff", "indices.tif"),
+        ("clusters", "cluster_map.tif"),
+    ):
+        suffix = ".tif" if asset == "mosaic" else ""
+        url = f"{root}/{asset}/demo/{DEMO_MONTH}{suffix}"
+        located = object_store.location(url, folder=not suffix)
+        assert located is not None, url
+        remote_file = f"{located}/{name}" if name else located
+        local_file = tmp_path / "local" / asset / "demo" / f"{DEMO_MONTH}{suffix}" / name
+        with rasterio.open(remote_file) as a, rasterio.open(local_file) as b:
+            assert (a.crs, a.transform, a.descriptions) == (b.crs, b.transform, b.descriptions)
+            np.testing.assert_array_equal(a.read(), b.read())
+    assert not list(elsewhere.iterdir())  # the workers wrote nothing where they ran

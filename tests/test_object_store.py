@@ -10,22 +10,17 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from geocluster_dagster import object_store
+from geocluster_dagster.demo import DEMO_MONTH
 from geocluster_dagster.errors import AssetReadError
 
+from .helpers import item_file
 from .servers.s3 import S3Server
 
 pytestmark = pytest.mark.servers
-
-
-@pytest.fixture
-def s3(tmp_path, monkeypatch):
-    with S3Server(tmp_path / "s3") as server:
-        for name, value in server.environment().items():
-            monkeypatch.setenv(name, value)
-        yield server
 
 
 def _folder(path, files: dict[str, bytes]):
@@ -112,3 +107,138 @@ def test_a_kill_during_an_upload_leaves_the_earlier_version_and_the_next_run_cle
     # The next publication removes it.
     again = object_store.publish(_folder(tmp_path / "again", {"bands.tif": b"again"}), url)
     assert object_store.versions(url) == [again.id] and _read(again, "bands.tif") == b"again"
+
+
+def test_the_demo_graph_materializes_into_the_bucket(s3, demo, dask_cluster, tmp_path, monkeypatch):
+    """Every asset of a demo partition on an s3:// output root: the products are in the
+    bucket, nothing of them on this machine, and they read back as the local run's."""
+    from .helpers import materialization, run
+
+    monkeypatch.setenv("GEOCLUSTER_STATE", str(tmp_path / "state"))
+    monkeypatch.setenv("GEOCLUSTER_SCRATCH", str(tmp_path / "scratch"))
+    (tmp_path / "scratch").mkdir()
+    root = s3.bucket("outputs") + "/prefix"
+    args = {
+        "registry": demo.aoi_registry,
+        "catalog": str(demo.catalog),
+        "dask_cluster": dask_cluster,
+    }
+    result = run(root, **args)
+    assert result.success
+    stored = s3.root / "outputs" / "prefix"
+    for product in ("stac_items", "band_stack", "mosaic", "geotiff", "clusters", "diagnostics"):
+        assert (stored / product / "demo").is_dir(), product
+    assert list((tmp_path / "scratch").iterdir()) == []  # every temporary upload removed
+    assert not list((tmp_path / "state").rglob("*.tif"))
+    metadata = materialization(result, "clusters").metadata
+    assert metadata["cluster_map_path"].value.startswith("s3://outputs/prefix/clusters/demo/")
+
+    # The same partition on a local disk: the same pixels, the same scores.
+    local = run(tmp_path / "local", **args)
+    assert local.success
+    for asset in ("clusters", "diagnostics"):
+        remote_numbers = {
+            k: v.value
+            for k, v in materialization(result, asset).metadata.items()
+            if isinstance(v.value, int | float)
+        }
+        local_numbers = {
+            k: v.value
+            for k, v in materialization(local, asset).metadata.items()
+            if isinstance(v.value, int | float)
+        }
+        assert remote_numbers == local_numbers, asset
+    item = json.loads(item_file(stored, "demo", DEMO_MONTH).read_text())
+    local_item = json.loads(item_file(tmp_path / "local", "demo", DEMO_MONTH).read_text())
+    assert sorted(item["assets"]) == sorted(local_item["assets"])
+    for key in ("bands", "indices", "cluster_map"):
+        assert item["assets"][key]["file:size"] > 0
+    # The Item read back from the bucket loads with odc-stac, as it does from a disk.
+    import odc.stac
+    import pystac
+
+    from geocluster_dagster import object_store
+
+    object_store.configure_gdal()
+    url = f"{root}/stac/demo/{DEMO_MONTH[:4]}/{DEMO_MONTH}.json"
+    loaded = odc.stac.load([pystac.read_dict(item, href=url)], bands=["red", "nir", "ndvi"])
+    local_loaded = odc.stac.load(
+        [pystac.Item.from_file(str(item_file(tmp_path / "local", "demo", DEMO_MONTH)))],
+        bands=["red", "nir", "ndvi"],
+    )
+    for band in ("red", "nir", "ndvi"):
+        np.testing.assert_array_equal(loaded[band].values, local_loaded[band].values)
+
+
+def _command(output: str, env: dict[str, str], cwd) -> subprocess.CompletedProcess[str]:
+    clean = {
+        k: v for k, v in os.environ.items() if not k.startswith(("GEOCLUSTER_", "DAGSTER_", "AWS_"))
+    }
+    # No credentials from the machine's files or an instance role: only what the test gives.
+    clean.update(
+        AWS_EC2_METADATA_DISABLED="true",
+        AWS_CONFIG_FILE="/dev/null",
+        AWS_SHARED_CREDENTIALS_FILE="/dev/null",
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "geocluster_dagster", "--output", output, "demo"],
+        env={**clean, "GEOCLUSTER_STATE": str(cwd / "state"), **env},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_a_store_the_run_cannot_use_is_refused_in_one_line_before_any_work(tmp_path):
+    with S3Server(tmp_path / "s3") as server:
+        server.bucket("outputs")
+        cases = {
+            "does not exist": ("s3://nosuch/demo", server.environment()),
+            "refuses these credentials": (
+                "s3://outputs/demo",
+                {**server.environment(), "AWS_SECRET_ACCESS_KEY": "wrong"},
+            ),
+            "no credentials": (
+                "s3://outputs/demo",
+                {
+                    k: v
+                    for k, v in server.environment().items()
+                    if not k.startswith("AWS_ACCESS") and not k.startswith("AWS_SECRET")
+                },
+            ),
+        }
+        for problem, (output, env) in cases.items():
+            done = _command(output, env, tmp_path)
+            lines = done.stderr.strip().splitlines()
+            assert done.returncode == 2 and len(lines) == 1, (problem, done.stderr)
+            assert lines[0].startswith(f"Error: --output (env GEOCLUSTER_OUTPUT)={output!r}: ")
+            assert problem in lines[0], lines[0]
+        assert sorted(p.name for p in (tmp_path / "s3").iterdir()) == ["outputs"]
+        assert not list((tmp_path / "s3" / "outputs").iterdir())  # nothing written
+
+
+def test_change_between_two_dates_in_the_bucket_along_the_cli(s3, tmp_path):
+    """The CLI's path on an s3:// output root: two half-month dates, then the AOI's reference
+    model and the second date again: the change is found through the pointers, and is true
+    (the demo's ground is the same on both dates)."""
+    from .helpers import invoke
+
+    root = s3.bucket("outputs") + "/demo"
+    env = {"GEOCLUSTER_DATE_WINDOWS": "half_month", "GEOCLUSTER_STATE": str(tmp_path / "state")}
+    for date in ("2023-06-01", "2023-06-16"):
+        done = invoke(root, "materialize", "--aoi", "demo", "--date", date, env=env)
+        assert done.exit_code == 0, done.output
+    done = invoke(root, "reference", "--aoi", "demo", env=env)
+    assert done.exit_code == 0, done.output
+    done = invoke(root, "materialize", "--aoi", "demo", "--date", "2023-06-16", env=env)
+    assert done.exit_code == 0, done.output
+    change = object_store.current(f"{root}/cluster_change/demo/2023-06-16")
+    assert change is not None
+    stored = s3.root / change.url.removeprefix("s3://")
+    summary = json.loads((stored / "summary.json").read_text())
+    assert summary["model"]["how"] in ("reference", "shared") and summary["changed_share"] <= 0.01
+    item = json.loads(item_file(s3.root / "outputs" / "demo", "demo", "2023-06-16").read_text())
+    assert "change_map" in item["assets"]
+    assert object_store.current(f"{root}/cluster_model/demo") is not None
+    assert not list(tmp_path.glob("*.tif")) and not (tmp_path / "demo").exists()

@@ -269,7 +269,7 @@ def cluster_model(
     context.log.info(f"Pooling {len(dates)} date partitions of {aoi_id}: {', '.join(dates)}")
     images = {
         date: open_geotiff(
-            outputs.path(GEOTIFF, window_of(f"{aoi_id}|{date}")), chunks=outputs.chunk_size
+            outputs.existing(GEOTIFF, window_of(f"{aoi_id}|{date}")), chunks=outputs.chunk_size
         )
         for date in dates
     }
@@ -311,7 +311,7 @@ def clusters(
     plan = model_plan(
         to_settings(ModelSettings, config),
         window.aoi_id,
-        lambda aoi: outputs.of_aoi(CLUSTER_MODEL, aoi),
+        lambda aoi: outputs.read_of_aoi(CLUSTER_MODEL, aoi),
     )
     context.log.info(f"Model: {plan.describe()}")
     folder = outputs.path(CLUSTERS, window)
@@ -446,7 +446,7 @@ def cluster_change(
             _dated(outputs, window.aoi_id, earlier),
             _dated(outputs, window.aoi_id, window.date_key),
             folder,
-            reference=outputs.of_aoi(CLUSTER_MODEL, window.aoi_id),
+            reference=outputs.read_of_aoi(CLUSTER_MODEL, window.aoi_id),
             settings=settings,
             label=f"AOI {window.aoi_id!r},",
         )
@@ -506,7 +506,7 @@ def stac_item(
         geotiff=outputs.existing(GEOTIFF, window),
         clusters=outputs.existing(CLUSTERS, window),
         diagnostics=outputs.existing(DIAGNOSTICS, window),
-        change=outputs.path(CLUSTER_CHANGE, window) if change else None,
+        change=outputs.existing(CLUSTER_CHANGE, window) if change else None,
     )
     facts = write_stac_item(
         folders,

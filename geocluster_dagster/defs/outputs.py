@@ -22,8 +22,17 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
+from .. import object_store
 from ..blocks import CHUNK_SIZE
-from ..storage import claim_output_root, exclusive_lock, expand_path, recover_interrupted
+from ..storage import (
+    check_writable,
+    claim_output_root,
+    exclusive_lock,
+    is_remote,
+    local_state,
+    output_location,
+    recover_interrupted,
+)
 from .partitions import DATE_WINDOWS, PartitionWindow, date_partitions, split_key
 from .resources import output_root
 from .run_health import tag_this_process
@@ -65,8 +74,9 @@ class OutputStore(dg.ConfigurableResource):  # type: ignore[type-arg]
 
     base_dir: str | None = Field(
         default=None,
-        description="Output root. Unset: env GEOCLUSTER_OUTPUT, else ./geocluster_output. Dask "
-        "workers must reach it.",
+        description="Output root: a folder (Dask workers must reach it at the same path) or "
+        "s3://bucket/prefix (credentials and endpoint from the AWS_* environment). Unset: env "
+        "GEOCLUSTER_OUTPUT, else ./geocluster_output.",
     )
     chunk_size: int = Field(
         default=CHUNK_SIZE, description="Chunk edge (pixels) when reading stored rasters back."
@@ -81,7 +91,9 @@ class OutputStore(dg.ConfigurableResource):  # type: ignore[type-arg]
         run = context.run
         if run is not None and context.instance is not None:
             tag_this_process(context.instance, run.run_id)  # see run_health: killed runs
-        # Before any step: a root of another kind of date window is refused, never overwritten.
+        # Before any step: a store this process cannot use is refused in one line, and a root
+        # of another kind of date window is refused, never overwritten.
+        check_writable(self.root(), "outputs.base_dir (env GEOCLUSTER_OUTPUT)")
         claim_output_root(self.root(), DATE_WINDOWS)
         key = run.tags.get(PARTITION_TAG) if run is not None else None
         if run is None or key is None:  # not a run of one partition
@@ -91,7 +103,7 @@ class OutputStore(dg.ConfigurableResource):  # type: ignore[type-arg]
         aoi_id, name = split_key(key) if "|" in key else (key, "cluster_model")
         say = (context.log or log).warning  # the run is held up: say so even in a quiet CLI
         with exclusive_lock(
-            self.root() / ".locks" / aoi_id / f"{name}.lock",
+            local_state(self.root()) / ".locks" / aoi_id / f"{name}.lock",
             what=f"Partition {key}",
             holder=f"run {run.run_id}",
             timeout_s=self.lock_timeout_s,
@@ -101,7 +113,9 @@ class OutputStore(dg.ConfigurableResource):  # type: ignore[type-arg]
 
     def root(self) -> Path:
         """The output root, resolved when a run uses it (see `resources`)."""
-        return expand_path(self.base_dir, "outputs.base_dir") if self.base_dir else output_root()
+        if self.base_dir:
+            return output_location(self.base_dir, "outputs.base_dir")
+        return output_root()
 
     def path(self, product: Product, window: PartitionWindow) -> Path:
         """Where ``product`` of the partition is (or will be) written."""
@@ -110,6 +124,16 @@ class OutputStore(dg.ConfigurableResource):  # type: ignore[type-arg]
     def of_aoi(self, product: Product, aoi_id: str) -> Path:
         """Where a product partitioned by AOI only is written: ``<base_dir>/<asset>/<aoi>``."""
         return self.root() / product.asset / f"{aoi_id}{product.suffix}"
+
+    def read_of_aoi(self, product: Product, aoi_id: str) -> Path:
+        """Where a product partitioned by AOI only is read: on object storage, the version its
+        pointer names (the written path while it was never published)."""
+        path = self.of_aoi(product, aoi_id)
+        if is_remote(path):
+            located = object_store.location(str(path), folder=not product.suffix)
+            if located is not None:
+                return object_store.as_path(located)
+        return path
 
     def dates_with(self, product: Product, aoi_id: str) -> list[str]:
         """The date partitions of ``aoi_id`` whose ``product`` is on disk, sorted. Files of
@@ -131,7 +155,12 @@ class OutputStore(dg.ConfigurableResource):  # type: ignore[type-arg]
     def existing(self, product: Product, window: PartitionWindow) -> Path:
         """The path of an upstream output, refused with what to do when it was never written."""
         path = self.path(product, window)
-        recover_interrupted(path)  # a run killed while swapping the folder in
+        if is_remote(path):  # the version the product's pointer names
+            located = object_store.location(str(path), folder=not product.suffix)
+            if located is not None:
+                return object_store.as_path(located)
+        else:
+            recover_interrupted(path)  # a run killed while swapping the folder in
         if not path.exists():
             raise dg.Failure(
                 description=(

@@ -25,7 +25,7 @@ from ..aoi import AOI, load_registry
 from ..errors import ConfigError, InvalidAOI
 from ..remote import RemoteReadSettings
 from ..search import StacSource, is_url
-from ..storage import expand_path
+from ..storage import expand_path, local_state, output_location
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -64,15 +64,16 @@ def deployment_setting(configured: str | None, field: str, env: str, default: st
 
 
 def output_root() -> Path:
-    """Where outputs (and the generated demo catalog) live: env GEOCLUSTER_OUTPUT, else ./geocluster_output."""
-    return expand_path(os.environ.get(ENV_OUTPUT) or "geocluster_output", ENV_OUTPUT)
+    """Where outputs live: env GEOCLUSTER_OUTPUT (a folder, or s3://bucket/prefix), else
+    ./geocluster_output."""
+    return output_location(os.environ.get(ENV_OUTPUT) or "geocluster_output", ENV_OUTPUT)
 
 
 def demo_paths() -> "DemoPaths":
     """Build (once) and return the embedded demo: a synthetic scene made from real spectra."""
     from ..demo import build_demo
 
-    return build_demo(output_root() / "demo_catalog")
+    return build_demo(local_state(output_root()) / "demo_catalog")
 
 
 def default_of(settings_class: type, name: str) -> Any:
@@ -274,6 +275,8 @@ class DaskCluster(dg.ConfigurableResource):  # type: ignore[type-arg]
                     f"unset it to compute in the run's own process."
                 ) from err
             with client:
+                # The workers read the products on an object store through GDAL themselves.
+                client.register_plugin(gdal_endpoint_plugin(), name="geocluster-gdal-endpoint")
                 say(
                     f"Dask: using scheduler {address} ({len(client.scheduler_info()['workers'])} workers)"
                 )
@@ -296,6 +299,7 @@ class DaskCluster(dg.ConfigurableResource):  # type: ignore[type-arg]
             ) as cluster,
             Client(cluster) as client,
         ):
+            client.register_plugin(gdal_endpoint_plugin(), name="geocluster-gdal-endpoint")
             if self.processes:
                 _forward_worker_logs(client)
             say(
@@ -326,3 +330,18 @@ def _forward_worker_logs(client: "Client") -> None:
     deadline = time.monotonic() + 10
     while not client.run_on_scheduler(subscribed) and time.monotonic() < deadline:
         time.sleep(0.05)
+
+
+def gdal_endpoint_plugin() -> Any:
+    """A Dask worker plugin that gives each worker's GDAL the S3-compatible endpoint of its
+    environment (:func:`geocluster_dagster.object_store.configure_gdal`), also for workers that
+    join later: they read the products of an ``s3://`` output root themselves."""
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class GdalEndpoint(WorkerPlugin):
+        def setup(self, worker: Any) -> None:
+            from ..object_store import configure_gdal
+
+            configure_gdal()
+
+    return GdalEndpoint()

@@ -197,7 +197,7 @@ def check_what_settings_name(
                 "of those, or add the AOI to the registry and materialize its cluster_model."
             )
     try:
-        model_plan(choice, window.aoi_id, lambda aoi: outputs.of_aoi(CLUSTER_MODEL, aoi))
+        model_plan(choice, window.aoi_id, lambda aoi: outputs.read_of_aoi(CLUSTER_MODEL, aoi))
     except GeoclusterError as err:
         raise ConfigError(f"ops.clusters.config.model={choice.model!r}: {err}") from err
     change_config = (ops.get("cluster_change") or {}).get("config") or {}

@@ -29,7 +29,7 @@ import shapely.geometry
 from shapely.geometry.base import BaseGeometry
 
 from .. import __version__
-from ..storage import exclusive_lock, write_json
+from ..storage import exclusive_lock, local_state, write_json
 from .geotiff import BANDS, INDICES
 
 CATALOG_DIR = "stac"
@@ -93,7 +93,7 @@ def _raster_bands(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     and ``raster:`` fields inline) and the statistics GDAL computes from the overviews."""
     # PAM off: GDAL would store the statistics it computes in a new <file>.aux.xml beside the
     # product, and the products are not this function's to change.
-    with rasterio.Env(GDAL_PAM_ENABLED="NO"), rasterio.open(path) as src:
+    with rasterio.Env(GDAL_PAM_ENABLED="NO"), rasterio.open(str(path)) as src:
         grid = {
             "proj:code": f"EPSG:{src.crs.to_epsg()}" if src.crs and src.crs.to_epsg() else None,
             "proj:shape": [src.height, src.width],
@@ -133,7 +133,7 @@ def _asset(
     href_from: Path, path: Path, title: str, roles: list[str], media: str, **extra: Any
 ) -> pystac.Asset:
     return pystac.Asset(
-        href=os.path.relpath(path, href_from.parent),
+        href=os.path.relpath(str(path), str(href_from.parent)),
         title=title,
         media_type=media,
         roles=roles,
@@ -283,7 +283,7 @@ def _cluster_assets(item: pystac.Item, item_path: Path, products: PartitionProdu
 
 
 def _colours(path: Path) -> dict[int, str]:
-    with rasterio.open(path) as src:
+    with rasterio.open(str(path)) as src:
         try:
             table = src.colormap(1)
         except ValueError:  # no colour table
@@ -476,7 +476,7 @@ def _list_in_root(output_root: Path, aoi_id: str) -> int:
     root = folder / "catalog.json"
     child = f"./{aoi_id}/collection.json"
     with exclusive_lock(
-        output_root / ".locks" / "stac" / "catalog.lock",
+        local_state(output_root) / ".locks" / "stac" / "catalog.lock",
         what="The output STAC catalog's root",
         holder=f"AOI {aoi_id}",
         timeout_s=600,
@@ -505,9 +505,11 @@ def _catalog(children: list[str]) -> dict[str, Any]:
 
 
 def _aoi_lock(output_root: Path, aoi_id: str, date_key: str) -> Any:
-    """The lock under which one partition of an AOI at a time changes the AOI's catalogs."""
+    """The lock under which one partition of an AOI at a time changes the AOI's catalogs. On
+    object storage it holds on this machine; across machines the run queue's limit of one run
+    per AOI (deploy/dagster.yaml) does."""
     return exclusive_lock(
-        output_root / ".locks" / "stac" / f"{aoi_id}.lock",
+        local_state(output_root) / ".locks" / "stac" / f"{aoi_id}.lock",
         what=f"The output STAC catalog of AOI {aoi_id}",
         holder=f"partition {aoi_id}|{date_key}",
         timeout_s=600,

@@ -51,7 +51,7 @@ from ..export import write_cog
 from ..model_file import load_model, save_model
 from ..quality import Judgement, judge_overlap, judge_plausible_change
 from ..reference import check_features
-from ..storage import atomic_path, remove_quietly, write_json
+from ..storage import atomic_path, is_remote, published, remove_quietly, write_json
 from .cluster_model import reference_model_file
 from .clusters import open_clusters
 from .described import DENOMINATORS, Detail, Facts, FilePath, Markdown, Measure, markdown_table
@@ -176,7 +176,9 @@ def retire_cluster_change(folder: Path) -> None:
     """Remove the change product an earlier run left at ``folder`` (of maps since remade, or
     of dates no longer compared), so that nothing downstream (the STAC Item, the report)
     publishes it."""
-    if folder.exists():
+    if is_remote(folder):
+        remove_quietly(folder)
+    elif folder.exists():
         retired = folder.with_name(f".{folder.name}.retired")
         folder.rename(retired)
         remove_quietly(retired)
@@ -197,8 +199,8 @@ def open_cluster_change(folder: Path) -> StoredChange:
     return StoredChange(
         folder=folder,
         summary=json.loads((folder / SUMMARY).read_text()),
-        transitions=pd.read_csv(folder / TRANSITIONS),
-        class_areas=pd.read_csv(folder / CLASS_AREAS),
+        transitions=_read_csv(folder / TRANSITIONS),
+        class_areas=_read_csv(folder / CLASS_AREAS),
     )
 
 
@@ -313,7 +315,7 @@ def write_cluster_change(
         class_areas=tables.class_areas,
         summary=tables.summary,
         model=common,
-        folder=folder,
+        folder=published(folder),
         settings=settings,
     )
 
@@ -370,3 +372,8 @@ def _write_categories(
 
 def _totals(per_value: np.ndarray) -> dict[int, int]:
     return {int(v): int(n) for v, n in enumerate(per_value) if v > 0 and n > 0}
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    with path.open("rb") as handle:  # a local file, or an object of the store
+        return pd.read_csv(handle)

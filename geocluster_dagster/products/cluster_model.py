@@ -29,7 +29,7 @@ from ..reference import (
     reference_features,
     reference_table,
 )
-from ..storage import atomic_path, expand_path, write_json
+from ..storage import atomic_path, expand_path, published, write_json
 from .clusters import ELBOW, MODEL, ModelPlan, fit_model, k_choice_details, k_choice_warnings
 from .described import Detail, Facts, FilePath, Json, Measure, markdown_table
 
@@ -123,7 +123,7 @@ def write_cluster_model(
         if curve is not None:
             curve.to_csv(tmp / ELBOW, index=False)
     return ClusterModelFacts(
-        folder=folder,
+        folder=published(folder),
         model=model,
         pixels_per_date=counts,
         k_choice=choice,

@@ -41,7 +41,7 @@ from ..preview import class_map_markdown
 from ..progress import heartbeat
 from ..quality import ClusterQuality, Judgement, judge_clusters
 from ..reference import MATCH_MAX_DISTANCE, Match, check_features, match_to_reference
-from ..storage import atomic_path, write_json
+from ..storage import atomic_path, published, write_json
 from .described import (
     DENOMINATORS,
     Detail,
@@ -315,7 +315,7 @@ def write_clusters(
         if curve is not None:
             curve.to_csv(tmp / ELBOW, index=False)
     return ClustersFacts(
-        folder=folder,
+        folder=published(folder),
         plan=plan,
         features=features,
         fit_sample_pixels=int(sample.shape[0]),
@@ -375,10 +375,10 @@ def open_clusters(folder: Path, *, chunks: int = CHUNK_SIZE) -> StoredClusters:
         directory=folder,
         cluster_map=open_single_band(folder / CLUSTER_MAP, chunks=chunks),
         model=load_model(folder / MODEL),
-        signatures=pd.read_csv(folder / SIGNATURES_CSV),
-        sample=np.load(folder / SAMPLE),
+        signatures=_read_csv(folder / SIGNATURES_CSV),
+        sample=_load_array(folder / SAMPLE),
         summary=json.loads((folder / SUMMARY).read_text()),
-        elbow=pd.read_csv(folder / ELBOW) if (folder / ELBOW).exists() else None,
+        elbow=_read_csv(folder / ELBOW) if (folder / ELBOW).exists() else None,
         density=_load_density(folder / DENSITY),
     )
 
@@ -386,6 +386,17 @@ def open_clusters(folder: Path, *, chunks: int = CHUNK_SIZE) -> StoredClusters:
 def _load_density(path: Path) -> np.ndarray | None:
     if not path.exists():
         return None
-    with np.load(path, allow_pickle=False) as stored:  # plain arrays: nothing in it runs code
-        counts: np.ndarray = stored["counts"]
+    with path.open("rb") as handle, np.load(handle, allow_pickle=False) as stored:
+        counts: np.ndarray = stored["counts"]  # plain arrays: nothing in it runs code
     return counts
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    with path.open("rb") as handle:  # a local file, or an object of the store
+        return pd.read_csv(handle)
+
+
+def _load_array(path: Path) -> np.ndarray:
+    with path.open("rb") as handle:
+        array: np.ndarray = np.load(handle, allow_pickle=False)
+    return array

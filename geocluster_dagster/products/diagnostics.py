@@ -23,7 +23,7 @@ from ..fields import described
 from ..preview import figure_markdown
 from ..progress import heartbeat
 from ..quality import Judgement, SeparationQuality, judge_silhouette
-from ..storage import atomic_path, write_json
+from ..storage import atomic_path, location, published, write_json
 from .clusters import ELBOW, StoredClusters
 from .described import Detail, Facts, FilePath, Markdown, Measure
 
@@ -253,7 +253,7 @@ def write_diagnostics(
         drawn = sorted(p.name for p in tmp.glob("*.png"))
     return DiagnosticsFacts(
         scores=scores,
-        figures={Path(name).stem: folder / name for name in drawn},
+        figures={Path(name).stem: published(folder) / name for name in drawn},
         knee=knee,
         silhouette_best=silhouette_best,
         cover_best=cover_best,
@@ -291,7 +291,7 @@ def _draw_figures(
                 )
     from .. import plot  # matplotlib loads only for the step that draws
 
-    source = Path(geotiff.attrs["source_path"])  # the file of the spectral bands
+    source = location(geotiff.attrs["source_path"])  # the file of the spectral bands
     crs_label = str(geotiff.rio.crs)
     names = plot.band_names(source)
     with heartbeat("drawing the figures"):

@@ -31,7 +31,7 @@ from ..errors import AssetReadError
 from ..export import CogSettings, RasterStats, open_cog, write_cog
 from ..indices import IndexSettings, add_indices
 from ..quality import Judgement, judge_cog
-from ..storage import atomic_path
+from ..storage import atomic_path, published
 from .described import DENOMINATORS, Detail, Facts, FilePath, Json, Measure, rounded
 
 BANDS = "bands.tif"
@@ -173,12 +173,13 @@ def write_image(
                 encoding=encoding if name == BANDS else None,
             )
             stats.merge(written)
+        sizes = {name: (tmp / name).stat().st_size for name in files}
     return GeotiffFacts(
         stats=stats,
         files=files,
         encoded=encoding is not None,
-        folder=folder,
-        file_bytes={name: (folder / name).stat().st_size for name in files},
+        folder=published(folder),
+        file_bytes=sizes,
     )
 
 

@@ -73,9 +73,7 @@ def _table(frame: pd.DataFrame) -> str:
 
 
 def _link(report: Path, target: Path, text: str) -> str:
-    return (
-        f'<a href="{html.escape(os.path.relpath(target, report.parent))}">{html.escape(text)}</a>'
-    )
+    return f'<a href="{html.escape(os.path.relpath(str(target), str(report.parent)))}">{html.escape(text)}</a>'
 
 
 def _checks(products: Sequence[Path]) -> str:
@@ -120,7 +118,8 @@ def write_report(inputs: ReportInputs, target: Path) -> Path:
     items = json.loads(inputs.items.read_text()).get("features", [])
     summary = json.loads((inputs.clusters / "summary.json").read_text())
     scores = json.loads((inputs.diagnostics / "scores.json").read_text())
-    signatures = pd.read_csv(inputs.clusters / "signatures.csv")
+    with (inputs.clusters / "signatures.csv").open("rb") as handle:
+        signatures = pd.read_csv(handle)
     scenes = pd.DataFrame(
         [
             {

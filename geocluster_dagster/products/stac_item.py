@@ -84,7 +84,7 @@ def write_stac_item(
     """Write the partition's report at ``report`` and its Item into the catalog under
     ``output_root``, from the products in ``folders`` (the settings that made them are read
     from their own tags and summaries, so the Item says what is on disk)."""
-    with rasterio.open(folders.geotiff / BANDS) as src:
+    with rasterio.open(str(folders.geotiff / BANDS)) as src:
         tags = src.tags()
     clusters = json.loads((folders.clusters / CLUSTERS_SUMMARY).read_text())
     written = write_report(
