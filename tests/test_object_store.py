@@ -242,3 +242,43 @@ def test_change_between_two_dates_in_the_bucket_along_the_cli(s3, tmp_path):
     assert "change_map" in item["assets"]
     assert object_store.current(f"{root}/cluster_model/demo") is not None
     assert not list(tmp_path.glob("*.tif")) and not (tmp_path / "demo").exists()
+
+
+def test_a_run_killed_while_it_uploads_leaves_the_bucket_readable_and_the_next_run_equal(
+    s3, tmp_path
+):
+    """SIGKILL the command while a folder product is going up: the partition's products stay
+    the earlier run's (whole, behind their pointers); the next run is clean and equal."""
+    root = s3.bucket("outputs") + "/demo"
+    env = {"GEOCLUSTER_STATE": str(tmp_path / "state")}
+    from .helpers import invoke
+
+    first = invoke(root, "demo", env=env)
+    assert first.exit_code == 0, first.output
+    scores = [line for line in first.output.splitlines() if line.startswith("Scores: ")]
+    pointer = s3.root / "outputs" / "demo" / "diagnostics" / "demo" / DEMO_MONTH
+    published = json.loads(pointer.read_text())["version"]
+
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("GEOCLUSTER_", "DAGSTER_"))}
+    command = [sys.executable, "-m", "geocluster_dagster", "--output", root, "demo"]
+    running = subprocess.Popen(
+        command, env={**clean, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    versions = pointer.parent / f".{DEMO_MONTH}.versions"
+    deadline = time.monotonic() + 300
+    # A second version of the diagnostics appears when its upload starts: kill then.
+    while time.monotonic() < deadline and running.poll() is None:
+        if versions.is_dir() and len(list(versions.iterdir())) > 1:
+            break
+        time.sleep(0.01)
+    assert running.poll() is None, "the run ended before its upload could be killed"
+    running.send_signal(signal.SIGKILL)
+    running.wait()
+    # The diagnostics are still the first run's, whole.
+    assert json.loads(pointer.read_text())["version"] == published
+    assert object_store.current(f"{root}/diagnostics/demo/{DEMO_MONTH}").id == published
+    # The next run is clean (the killed upload reaped) and equal.
+    again = invoke(root, "demo", env=env)
+    assert again.exit_code == 0, again.output
+    assert [line for line in again.output.splitlines() if line.startswith("Scores: ")] == scores
+    assert len(list(versions.iterdir())) == 1
