@@ -246,3 +246,87 @@ def test_environment_yml_lists_exactly_the_package_dependencies():
     assert set(listed) - tooling - required == set(), (
         "environment.yml lists what the package does not use"
     )
+
+
+# --- Kubernetes: Dagster's Helm chart with one pod per run, the products in a bucket -----------
+
+KUBERNETES = REPO_ROOT / "deploy" / "kubernetes"
+#: The oldest Kubernetes the manifests are checked against (GKE, EKS and AKS all serve it).
+KUBERNETES_VERSION = "1.30.0"
+
+
+def _manifests() -> list[dict]:
+    documents = []
+    for path in sorted(KUBERNETES.glob("*.yaml")):
+        if path.name != "values.yaml":  # Helm values, not a manifest
+            documents += [d for d in yaml.safe_load_all(path.read_text()) if d]
+    return documents
+
+
+def test_the_kubernetes_manifests_are_valid_against_the_kubernetes_schemas():
+    """Offline, with the schemas kubernetes-validate ships; strict: no unknown field."""
+    import kubernetes_validate
+
+    documents = _manifests()
+    assert {d["kind"] for d in documents} == {"Deployment", "Service", "Secret"}
+    for document in documents:
+        kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
+    # A field the schema does not know is refused: the check is not a formality.
+    broken = json.loads(json.dumps(documents[0]))
+    broken["spec"]["template"]["spec"]["containers"][0]["envFrm"] = []
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, KUBERNETES_VERSION, strict=True)
+
+
+def test_the_helm_values_give_every_pod_the_bucket_and_its_secret_and_one_run_per_aoi():
+    import kubernetes_validate
+
+    values = yaml.safe_load((KUBERNETES / "values.yaml").read_text())
+    (secret,) = [d for d in _manifests() if d["kind"] == "Secret"]
+    (deployment,) = values["dagster-user-deployments"]["deployments"]
+    assert deployment["dagsterApiGrpcArgs"] == ["--module-name", "geocluster_dagster.definitions"]
+    env = {e["name"]: e["value"] for e in deployment["env"]}
+    # The products in the bucket (no shared disk), the credentials only from the Secret.
+    assert env[ENV_OUTPUT].startswith("s3://") and not [k for k in env if k.startswith("AWS_")]
+    assert set(secret["stringData"]) >= {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    reference = {"name": secret["metadata"]["name"]}
+    launcher = values["runLauncher"]
+    assert launcher["type"] == "K8sRunLauncher"
+    assert reference in deployment["envSecrets"]
+    assert reference in launcher["config"]["k8sRunLauncher"]["envSecrets"]
+    assert deployment["includeConfigInLaunchedRuns"] == {"enabled": True}
+    # Every variable set is one the package reads (docs/configuration.md lists them).
+    documented = set(
+        re.findall(r"`(GEOCLUSTER_[A-Z_]+)`", (REPO_ROOT / "docs" / "configuration.md").read_text())
+    )
+    documented |= set(
+        re.findall(r"`(GEOCLUSTER_[A-Z_]+)`", (REPO_ROOT / "docs" / "deployment.md").read_text())
+    )
+    assert set(env) <= documented, set(env) - documented
+    # The user code pod as the chart renders it: its env, secret and resources are valid.
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": deployment["name"]},
+        "spec": {
+            "containers": [
+                {
+                    "name": deployment["name"],
+                    "image": f"{deployment['image']['repository']}:{deployment['image']['tag']}",
+                    "env": deployment["env"],
+                    "envFrom": [{"secretRef": s} for s in deployment["envSecrets"]],
+                    "resources": deployment["resources"],
+                }
+            ]
+        },
+    }
+    kubernetes_validate.validate(pod, KUBERNETES_VERSION, strict=True)
+    # The run queue: the same limit as deploy/dagster.yaml, one run per AOI across the cluster.
+    chart = values["dagsterDaemon"]["runCoordinator"]
+    assert chart["enabled"] and chart["type"] == "QueuedRunCoordinator"
+    limits = chart["config"]["queuedRunCoordinator"]["tagConcurrencyLimits"]
+    instance = yaml.safe_load((REPO_ROOT / "deploy" / "dagster.yaml").read_text())
+    assert limits == instance["run_coordinator"]["config"]["tag_concurrency_limits"]
+    assert limits[0]["key"] == get_multidimensional_partition_tag(AOI_PARTITIONS)
+    assert values["dagsterDaemon"]["runMonitoring"]["enabled"]
+    assert values["postgresql"]["enabled"] is False  # an external, managed PostgreSQL
