@@ -87,11 +87,23 @@ def atomic_path(
         raise
 
 
+#: The scratch folders of uploads: ``geocluster-upload-<host>.<pid>-<random>``.
+_SCRATCH_PREFIX = "geocluster-upload-"
+
+
 @contextlib.contextmanager
 def _uploaded(url: str) -> Iterator[Path]:
     """A temporary path on this machine (env GEOCLUSTER_SCRATCH, else the system's temporary
-    folder) that is published at ``url`` only if the block succeeds, and removed either way."""
-    scratch = Path(tempfile.mkdtemp(prefix="geocluster-", dir=os.environ.get("GEOCLUSTER_SCRATCH")))
+    folder) that is published at ``url`` only if the block succeeds, and removed either way.
+    Scratch folders of killed runs of this host are removed first (a killed run cannot clean
+    up, and a whole scene's products would fill the scratch disk)."""
+    base = Path(os.environ.get("GEOCLUSTER_SCRATCH") or tempfile.gettempdir())
+    host = socket.gethostname()
+    for stale in base.glob(f"{_SCRATCH_PREFIX}{host}.*-*"):
+        pid = stale.name.removeprefix(f"{_SCRATCH_PREFIX}{host}.").split("-", 1)[0]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f"{_SCRATCH_PREFIX}{_owner()}-", dir=base))
     try:
         tmp = scratch / url.rstrip("/").rsplit("/", 1)[-1]
         yield tmp

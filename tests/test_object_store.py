@@ -282,3 +282,28 @@ def test_a_run_killed_while_it_uploads_leaves_the_bucket_readable_and_the_next_r
     assert again.exit_code == 0, again.output
     assert [line for line in again.output.splitlines() if line.startswith("Scores: ")] == scores
     assert len(list(versions.iterdir())) == 1
+
+
+def test_the_scratch_of_a_killed_upload_is_removed_by_the_next(s3, tmp_path, monkeypatch):
+    """A run killed while its product waited on the scratch disk leaves it there: the next
+    upload on this host removes it, and leaves a live process's alone."""
+    import socket
+
+    from geocluster_dagster.storage import atomic_path
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setenv("GEOCLUSTER_SCRATCH", str(scratch))
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    host = socket.gethostname()
+    killed = scratch / f"geocluster-upload-{host}.{int(dead.stdout)}-abc"
+    alive = scratch / f"geocluster-upload-{host}.{os.getpid()}-def"
+    for folder in (killed, alive):
+        (folder / "bands.tif").parent.mkdir(parents=True)
+        (folder / "bands.tif").write_bytes(b"x" * 1000)
+    with atomic_path(s3.bucket("outputs") + "/mosaic/demo/2023-06-01.tif") as tmp:
+        tmp.write_bytes(b"II*\x00")
+    assert not killed.exists() and alive.exists()
+    assert sorted(p.name for p in scratch.iterdir()) == [alive.name]  # its own removed too
