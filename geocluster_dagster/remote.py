@@ -39,6 +39,7 @@ from odc.geo.geobox import GeoBox
 from odc.loader import RasterLoadParams, RasterSource, RioDriver, RioReader
 from odc.loader.types import ReaderSubsetSelection
 
+from . import object_store
 from .errors import AssetReadError, ConfigError
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,9 @@ DEFAULT_RETRY_CODES = (429, 500, 502, 503, 504)
 #: GDAL_HTTP_RETRY_CODES exists from GDAL 3.10 on.
 _GDAL_HAS_RETRY_CODES = tuple(int(p) for p in rasterio.__gdal_version__.split(".")[:2]) >= (3, 10)
 _MAX_BACKOFF_S = 30.0
-_VSI_PREFIXES = {"http": "/vsicurl/", "https": "/vsicurl/"}
+_VSI_PREFIXES = {"http": "/vsicurl/", "https": "/vsicurl/", "s3": "/vsis3/"}
+#: Buckets whose objects are always requester-pays (USGS's Landsat Collection 2 archive).
+REQUESTER_PAYS_BUCKETS = frozenset({"usgs-landsat"})
 _STATUS = re.compile(r"(?:HTTP (?:response|error) code: |response_code=)(\d{3})")
 _URL_QUERY = re.compile(r"(https?://[^\s'\"?]+)\?[^\s'\"]*")
 #: The last HTTP error status GDAL logged in this thread (reset before each attempt).
@@ -74,6 +77,9 @@ class RemoteReadSettings:
     """GDAL_HTTP_RETRY_CODES (GDAL >= 3.10): statuses GDAL retries by itself."""
     attempts: int = 3
     """Whole-read attempts per asset (fresh signature, GDAL cache bypassed) before failing."""
+    requester_pays: bool = False
+    """Read ``s3://`` hrefs of requester-pays buckets, paying for the transfer with the
+    credentials of the environment. USGS's ``s3://usgs-landsat`` always is one."""
 
     def __post_init__(self) -> None:
         if self.max_retries < 0 or self.attempts < 1:
@@ -262,7 +268,17 @@ class RemoteReader:
 
     def _options(self, url: str, *, fresh: bool) -> dict[str, str]:
         options = self.settings.gdal_options()
-        prefix = _VSI_PREFIXES.get(urlparse(url).scheme)
+        parsed = urlparse(url)
+        if parsed.scheme == "s3":
+            # The endpoint of an S3-compatible store (AWS_ENDPOINT_URL), as GDAL names it.
+            options.update(object_store.gdal_options())
+            # A bucket lists a scene's folder in one request, which gives GDAL every file's
+            # size: then a store that answers a ranged GET with 200 instead of 206 (rclone's)
+            # is read right too.
+            options.pop("GDAL_DISABLE_READDIR_ON_OPEN", None)
+            if self.settings.requester_pays or parsed.netloc in REQUESTER_PAYS_BUCKETS:
+                options["AWS_REQUEST_PAYER"] = "requester"
+        prefix = _VSI_PREFIXES.get(parsed.scheme)
         if fresh and prefix:
             # GDAL splits this list on ':' so an http URL covers every /vsicurl/http file of
             # this thread while the attempt runs; that only costs re-downloads.

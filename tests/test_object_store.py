@@ -307,3 +307,61 @@ def test_the_scratch_of_a_killed_upload_is_removed_by_the_next(s3, tmp_path, mon
         tmp.write_bytes(b"II*\x00")
     assert not killed.exists() and alive.exists()
     assert sorted(p.name for p in scratch.iterdir()) == [alive.name]  # its own removed too
+
+
+def test_scenes_whose_assets_are_s3_hrefs_are_read_through_the_store(
+    s3, demo, dask_cluster, tmp_path, monkeypatch
+):
+    """Items whose asset hrefs are s3:// URLs (as Earth Search's and USGS's Landsat items
+    are): the pixels are read from the bucket, and the partition equals the one read from
+    the files themselves."""
+    import shutil
+
+    import pystac
+
+    from .helpers import materialization, run
+
+    monkeypatch.setenv("GEOCLUSTER_STATE", str(tmp_path / "state"))
+    s3.bucket("scenes")
+    items = []
+    for path in sorted(demo.catalog.parent.rglob("*.json")):
+        if json.loads(path.read_text()).get("type") != "Feature":
+            continue
+        item = pystac.Item.from_file(str(path))
+        for asset in item.assets.values():
+            source = asset.get_absolute_href()
+            assert source is not None
+            name = source.rsplit("/", 1)[-1]
+            (s3.root / "scenes" / item.id).mkdir(parents=True, exist_ok=True)
+            shutil.copy(source, s3.root / "scenes" / item.id / name)
+            asset.href = f"s3://scenes/{item.id}/{name}"
+        items.append(item)
+    catalog = tmp_path / "items.json"
+    catalog.write_text(json.dumps(pystac.ItemCollection(items).to_dict(transform_hrefs=False)))
+    args = {"registry": demo.aoi_registry, "dask_cluster": dask_cluster}
+    from_bucket = run(tmp_path / "a", catalog=str(catalog), **args)
+    assert from_bucket.success
+    from_files = run(tmp_path / "b", catalog=str(demo.catalog), **args)
+    assert from_files.success
+    assert (tmp_path / "a" / "mosaic" / "demo" / f"{DEMO_MONTH}.tif").stat().st_size > 0
+    for asset in ("mosaic", "clusters"):
+        a, b = (materialization(r, asset).metadata for r in (from_bucket, from_files))
+        numbers = {k: v.value for k, v in a.items() if isinstance(v.value, int | float)}
+        assert numbers == {k: v.value for k, v in b.items() if isinstance(v.value, int | float)}
+
+
+def test_a_requester_pays_bucket_is_read_with_the_requester_paying():
+    """GDAL's AWS_REQUEST_PAYER for USGS's bucket (always requester-pays) and, with the
+    setting, any bucket; never for http(s) hrefs."""
+    from geocluster_dagster.remote import RemoteReader, RemoteReadSettings
+
+    usgs = "s3://usgs-landsat/collection02/level-2/standard/oli-tirs/2023/SR_B4.TIF"
+    other = "s3://my-bucket/scene/SR_B4.TIF"
+    reader = RemoteReader()
+    assert reader._options(usgs, fresh=False)["AWS_REQUEST_PAYER"] == "requester"
+    assert "AWS_REQUEST_PAYER" not in reader._options(other, fresh=False)
+    paying = RemoteReader(RemoteReadSettings(requester_pays=True))
+    assert paying._options(other, fresh=False)["AWS_REQUEST_PAYER"] == "requester"
+    assert "AWS_REQUEST_PAYER" not in paying._options("https://host/scene/SR_B4.TIF", fresh=False)
+    # A retry bypasses GDAL's cache of an s3 href as of an http one.
+    assert reader._options(other, fresh=True)["CPL_VSIL_CURL_NON_CACHED"] == f"/vsis3/{other}"

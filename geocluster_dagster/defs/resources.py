@@ -170,6 +170,10 @@ class StacCatalog(dg.ConfigurableResource):  # type: ignore[type-arg]
         default=default_of(RemoteReadSettings, "attempts"),
         description="Attempts per asset read (fresh signed URL, GDAL cache bypassed) for failures GDAL does not retry, e.g. truncated bodies, expired tokens.",
     )
+    read_requester_pays: bool = Field(
+        default=default_of(RemoteReadSettings, "requester_pays"),
+        description="Read s3:// hrefs of requester-pays buckets, paying with the AWS_* credentials of the environment (USGS's usgs-landsat always is one).",
+    )
 
     def setting(self) -> Setting:
         return deployment_setting(self.url, "stac.url", ENV_STAC_URL, DEMO)
@@ -195,6 +199,7 @@ class StacCatalog(dg.ConfigurableResource):  # type: ignore[type-arg]
             retry_delay_s=self.read_retry_delay_s,
             timeout_s=self.read_timeout_s,
             attempts=self.read_attempts,
+            requester_pays=self.read_requester_pays,
         )
 
 
