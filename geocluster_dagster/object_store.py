@@ -24,6 +24,7 @@ S3-compatible store), never from settings, metadata or logs.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 import uuid
@@ -67,9 +68,49 @@ def _options() -> dict[str, Any]:
     }
 
 
+log = logging.getLogger(__name__)
+
+
+class _RetriesLogged(logging.Handler):
+    """The retries of a request to the store (503 SlowDown, throttling, a dropped connection,
+    a timeout), which botocore's standard retry mode and s3fs log at DEBUG only, as warnings of
+    this package's logger: the run's log shows them."""
+
+    #: The messages that say a request is retried, by the logger that writes them.
+    RETRIES = {
+        "botocore.retries.standard": "Retry needed, retrying request after delay of",
+        "s3fs": "Retryable error",
+    }
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not str(record.msg).startswith(self.RETRIES.get(record.name, "\0")):
+            return  # (only the retries: the template is compared, nothing is formatted)
+        args = record.args if isinstance(record.args, tuple) else ()
+        if record.name == "s3fs":
+            why = str(args[0]) if args else record.getMessage()
+        elif args and isinstance(args[0], float):
+            why = f"after {args[0]:.2f} s: an error the store may recover from"
+        else:
+            why = record.getMessage()
+        log.warning(
+            "A request to the object store at %s failed and is retried (%s).", _endpoint(), why
+        )
+
+
+def _log_retries() -> None:
+    for name in _RetriesLogged.RETRIES:
+        logger = logging.getLogger(name)
+        if not any(isinstance(h, _RetriesLogged) for h in logger.handlers):
+            logger.addHandler(_RetriesLogged())
+            logger.setLevel(logging.DEBUG)
+            logger.propagate = False  # their other DEBUG lines stay out of the logs
+
+
 def _filesystem(url: str) -> tuple[Any, str]:
     """The fsspec filesystem of ``url`` (credentials from the environment) and the key in it."""
     import fsspec.core
+
+    _log_retries()
 
     fs, key = fsspec.core.url_to_fs(url, **_options())
     return fs, str(key).rstrip("/")

@@ -365,3 +365,34 @@ def test_a_requester_pays_bucket_is_read_with_the_requester_paying():
     assert "AWS_REQUEST_PAYER" not in paying._options("https://host/scene/SR_B4.TIF", fresh=False)
     # A retry bypasses GDAL's cache of an s3 href as of an http one.
     assert reader._options(other, fresh=True)["CPL_VSIL_CURL_NON_CACHED"] == f"/vsis3/{other}"
+
+
+def test_throttling_and_a_dropped_connection_are_retried_with_a_log_line(
+    s3, tmp_path, monkeypatch, caplog
+):
+    """503 SlowDown answers and a connection reset on the upload of a product: retried by the
+    client, each retried answer a warning in the run's log, and the product published whole.
+    (A dropped keep-alive connection is reopened by aiohttp itself, without a log line.)"""
+    from .servers.fault_proxy import Fault, FaultProxy
+
+    url = s3.bucket("outputs") + "/geotiff/demo/2023-06-01"
+    with FaultProxy(s3.endpoint, keep_host=True) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.base_url)
+        proxy.add(
+            Fault.status(503, times=2, method="PUT", path="bands.tif"),
+            Fault.reset(times=1, method="PUT", path="indices.tif"),
+        )
+        folder = tmp_path / "geotiff"
+        folder.mkdir()
+        (folder / "bands.tif").write_bytes(b"bands")
+        (folder / "indices.tif").write_bytes(b"indices")
+        with caplog.at_level("WARNING", logger="geocluster_dagster.object_store"):
+            version = object_store.publish(folder, url)
+            outcomes = proxy.outcomes()
+    assert outcomes["status 503"] == 2 and outcomes["reset"] == 1, outcomes
+    retried = [r for r in caplog.records if "is retried" in r.getMessage()]
+    assert len(retried) == 2, [r.getMessage() for r in caplog.records]
+    assert all(proxy.base_url in r.getMessage() for r in retried)
+    stored = s3.root / version.url.removeprefix("s3://")
+    assert (stored / "bands.tif").read_bytes() == b"bands"
+    assert (stored / "indices.tif").read_bytes() == b"indices"

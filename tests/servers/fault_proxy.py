@@ -18,6 +18,10 @@ request a 502, as a real gateway answers. With ``sas_key`` the proxy is also the
 of tests/servers/sas.py: it answers 403, as Azure does, to a blob request whose SAS token is
 missing, forged or expired.
 
+With ``keep_host`` it stands in front of an S3-compatible server: the client's ``Host`` header and
+the query string go upstream as they came, so a request signed for the proxy (AWS SigV4 signs
+both) is still valid there.
+
 It also works as a forward HTTP proxy (``GDAL_HTTP_PROXY``): requests in absolute form
 (``GET http://account.blob.core.windows.net/path``) go to the same upstream, whatever the host.
 
@@ -192,12 +196,19 @@ class FaultProxy(_ServerProcess):
     module = "tests.servers.fault_proxy"
 
     def __init__(
-        self, upstream: str, *, sas_key: str | None = None, stop_after_s: float = 600.0
+        self,
+        upstream: str,
+        *,
+        sas_key: str | None = None,
+        keep_host: bool = False,
+        stop_after_s: float = 600.0,
     ) -> None:
         self.prefix = f"p{secrets.token_hex(4)}"
         args = ["--upstream", upstream.rstrip("/"), "--prefix", self.prefix]
         if sas_key is not None:
             args += ["--sas-key", sas_key]
+        if keep_host:
+            args += ["--keep-host"]
         super().__init__(args, stop_after_s)
 
     def url(self, path: str | Path) -> str:
@@ -249,10 +260,13 @@ def sas_signature(key: str, account: str, container: str, expiry: str) -> str:
 
 
 class _Proxy:
-    def __init__(self, upstream: str, prefix: str, sas_key: str | None) -> None:
+    def __init__(
+        self, upstream: str, prefix: str, sas_key: str | None, keep_host: bool = False
+    ) -> None:
         self.upstream = upstream
         self.prefix = f"/{prefix}"
         self.sas_key = sas_key
+        self.keep_host = keep_host
         self.upstream_down = False
         self.faults: list[Fault] = []
         self.log: list[Event] = []
@@ -360,11 +374,15 @@ class _Proxy:
         from aiohttp import web
 
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_HEADERS}
-        # The token in the query is the storage front's business, not the file server's.
+        target = self.upstream + self._path(request)
+        if self.keep_host:  # a signed S3 request: its Host and query are part of the signature
+            headers["Host"] = request.headers["Host"]
+            target += f"?{request.query_string}" if request.query_string else ""
+        # (Otherwise the token in the query is the storage front's business, not the server's.)
         try:
             upstream = await self.session.request(
                 request.method,
-                self.upstream + self._path(request),
+                target,
                 headers=headers,
                 data=await request.read(),
             )
@@ -441,6 +459,7 @@ if __name__ == "__main__":
     parser.add_argument("--upstream", required=True)
     parser.add_argument("--prefix", default="")
     parser.add_argument("--sas-key")
+    parser.add_argument("--keep-host", action="store_true")
     options = server_arguments(parser)
-    proxy = _Proxy(options.upstream, options.prefix, options.sas_key)
+    proxy = _Proxy(options.upstream, options.prefix, options.sas_key, options.keep_host)
     serve(proxy.app(), options.port, options.parent, options.stop_after)
