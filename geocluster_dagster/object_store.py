@@ -230,6 +230,7 @@ def as_path(url: str) -> Path:
     and GDAL open (with :func:`gdal_options`). Typed as a Path: the products take either."""
     from upath import UPath
 
+    _log_retries()
     located = UPath(url, **_options())
     return cast(Path, located)
 
@@ -269,7 +270,11 @@ def check_root(url: str, setting: str) -> None:
     bucket = urlparse(url).netloc
     try:
         fs, key = _filesystem(url)
-        fs.ls(bucket, detail=False)
+        try:
+            fs.ls(key, detail=False)  # the root's own top level: a few asset folders
+        except FileNotFoundError:
+            if not fs.exists(bucket):  # else a new, empty root
+                raise
     except FileNotFoundError:
         raise ConfigError(
             f"{setting}={url!r}: the bucket {bucket!r} does not exist at "
