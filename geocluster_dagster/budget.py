@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +25,7 @@ from odc.geo.geom import Geometry
 from shapely.geometry.base import BaseGeometry
 
 from .errors import ConfigError, OutputNotWritable
-from .storage import is_remote, write_text_atomically
+from .storage import is_remote, scratch_dir, write_text_atomically
 
 #: A whole Landsat scene is about 7,800 x 7,800 = 61 million 30 m pixels.
 LANDSAT_SCENE_PX = 61_000_000
@@ -169,7 +167,7 @@ def refuse_full_disk(cost: Estimate, folder: Path, *, where: str) -> None:
     """Refuse when the output root has less free space than the partition's writes need. On
     object storage the products are written on this machine's scratch disk first: that one."""
     if is_remote(folder):
-        probe = Path(os.environ.get("GEOCLUSTER_SCRATCH") or tempfile.gettempdir())
+        probe = scratch_dir()
         fix = "point env GEOCLUSTER_SCRATCH at a larger disk"
     else:
         probe = folder

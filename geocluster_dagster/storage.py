@@ -87,6 +87,12 @@ def atomic_path(
         raise
 
 
+def scratch_dir() -> Path:
+    """Where products bound for object storage are written first: env GEOCLUSTER_SCRATCH,
+    else the system's temporary folder."""
+    return Path(os.environ.get("GEOCLUSTER_SCRATCH") or tempfile.gettempdir())
+
+
 #: The scratch folders of uploads: ``geocluster-upload-<host>.<pid>-<random>``.
 _SCRATCH_PREFIX = "geocluster-upload-"
 
@@ -97,7 +103,7 @@ def _uploaded(url: str) -> Iterator[Path]:
     folder) that is published at ``url`` only if the block succeeds, and removed either way.
     Scratch folders of killed runs of this host are removed first (a killed run cannot clean
     up, and a whole scene's products would fill the scratch disk)."""
-    base = Path(os.environ.get("GEOCLUSTER_SCRATCH") or tempfile.gettempdir())
+    base = scratch_dir()
     host = socket.gethostname()
     for stale in base.glob(f"{_SCRATCH_PREFIX}{host}.*-*"):
         pid = stale.name.removeprefix(f"{_SCRATCH_PREFIX}{host}.").split("-", 1)[0]
@@ -136,7 +142,7 @@ FULL_BELOW_BYTES = 2 * 1024 * 1024
 
 def disk_full(target: Path) -> bool:
     if is_remote(target):  # written on this machine's scratch disk first
-        target = Path(os.environ.get("GEOCLUSTER_SCRATCH") or tempfile.gettempdir()) / "x"
+        target = scratch_dir() / "x"
     try:
         stats = os.statvfs(target.parent)
     except OSError:
@@ -302,8 +308,9 @@ def _not_writable(target: Path, err: OSError, *, full: bool = False) -> OutputNo
 
 
 def write_json(obj: object, target: Path | str) -> Path:
-    target = object_store.as_path(str(target)) if is_remote(target) else Path(target)
-    return write_text_atomically(target, json.dumps(obj, indent=2, sort_keys=True, default=str))
+    return write_text_atomically(
+        location(target), json.dumps(obj, indent=2, sort_keys=True, default=str)
+    )
 
 
 def write_text_atomically(target: Path, text: str) -> Path:
@@ -345,16 +352,14 @@ def check_writable(root: Path | str, setting: str) -> None:
         object_store.check_root(str(root), setting)
 
 
-def published(target: Path) -> Path:
-    """Where a product just written at ``target`` can be read: ``target`` itself on a disk
-    (a folder product is a link to its version), its current version on object storage."""
-    if not is_remote(target):
-        return target
-    located = object_store.location(str(target), folder=True) or object_store.location(
-        str(target), folder=False
-    )
+def published(folder: Path) -> Path:
+    """Where a folder product just written at ``folder`` can be read: ``folder`` itself on a
+    disk (a link to its version), its current version on object storage."""
+    if not is_remote(folder):
+        return folder
+    located = object_store.location(str(folder), folder=True)
     if located is None:
-        raise OutputNotWritable(f"{target} was written but cannot be found in the store.")
+        raise OutputNotWritable(f"{folder} was written but cannot be found in the store.")
     return object_store.as_path(located)
 
 

@@ -31,6 +31,14 @@ def _folder(path, files: dict[str, bytes]):
     return path
 
 
+def _numbers(result, asset: str) -> dict:
+    """The numbers of ``asset``'s materialization in a run's result."""
+    from .helpers import materialization
+
+    metadata = materialization(result, asset).metadata
+    return {k: v.value for k, v in metadata.items() if isinstance(v.value, int | float)}
+
+
 def _read(version: object_store.Version, name: str) -> bytes:
     import fsspec
 
@@ -137,17 +145,7 @@ def test_the_demo_graph_materializes_into_the_bucket(s3, demo, dask_cluster, tmp
     local = run(tmp_path / "local", **args)
     assert local.success
     for asset in ("clusters", "diagnostics"):
-        remote_numbers = {
-            k: v.value
-            for k, v in materialization(result, asset).metadata.items()
-            if isinstance(v.value, int | float)
-        }
-        local_numbers = {
-            k: v.value
-            for k, v in materialization(local, asset).metadata.items()
-            if isinstance(v.value, int | float)
-        }
-        assert remote_numbers == local_numbers, asset
+        assert _numbers(result, asset) == _numbers(local, asset), asset
     item = json.loads(item_file(stored, "demo", DEMO_MONTH).read_text())
     local_item = json.loads(item_file(tmp_path / "local", "demo", DEMO_MONTH).read_text())
     assert sorted(item["assets"]) == sorted(local_item["assets"])
@@ -319,7 +317,7 @@ def test_scenes_whose_assets_are_s3_hrefs_are_read_through_the_store(
 
     import pystac
 
-    from .helpers import materialization, run
+    from .helpers import run
 
     monkeypatch.setenv("GEOCLUSTER_STATE", str(tmp_path / "state"))
     s3.bucket("scenes")
@@ -345,9 +343,7 @@ def test_scenes_whose_assets_are_s3_hrefs_are_read_through_the_store(
     assert from_files.success
     assert (tmp_path / "a" / "mosaic" / "demo" / f"{DEMO_MONTH}.tif").stat().st_size > 0
     for asset in ("mosaic", "clusters"):
-        a, b = (materialization(r, asset).metadata for r in (from_bucket, from_files))
-        numbers = {k: v.value for k, v in a.items() if isinstance(v.value, int | float)}
-        assert numbers == {k: v.value for k, v in b.items() if isinstance(v.value, int | float)}
+        assert _numbers(from_bucket, asset) == _numbers(from_files, asset), asset
 
 
 def test_a_requester_pays_bucket_is_read_with_the_requester_paying():

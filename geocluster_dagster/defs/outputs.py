@@ -129,11 +129,7 @@ class OutputStore(dg.ConfigurableResource):  # type: ignore[type-arg]
         """Where a product partitioned by AOI only is read: on object storage, the version its
         pointer names (the written path while it was never published)."""
         path = self.of_aoi(product, aoi_id)
-        if is_remote(path):
-            located = object_store.location(str(path), folder=not product.suffix)
-            if located is not None:
-                return object_store.as_path(located)
-        return path
+        return _current(path, product) or path
 
     def dates_with(self, product: Product, aoi_id: str) -> list[str]:
         """The date partitions of ``aoi_id`` whose ``product`` is on disk, sorted. Files of
@@ -155,10 +151,10 @@ class OutputStore(dg.ConfigurableResource):  # type: ignore[type-arg]
     def existing(self, product: Product, window: PartitionWindow) -> Path:
         """The path of an upstream output, refused with what to do when it was never written."""
         path = self.path(product, window)
-        if is_remote(path):  # the version the product's pointer names
-            located = object_store.location(str(path), folder=not product.suffix)
+        if is_remote(path):
+            located = _current(path, product)
             if located is not None:
-                return object_store.as_path(located)
+                return located
         else:
             recover_interrupted(path)  # a run killed while swapping the folder in
         if not path.exists():
@@ -169,3 +165,12 @@ class OutputStore(dg.ConfigurableResource):  # type: ignore[type-arg]
                 )
             )
         return path
+
+
+def _current(path: Path, product: Product) -> Path | None:
+    """On object storage, where the product at ``path`` is read: the version a folder's
+    pointer names, a file itself; None when it was never published (and on a disk)."""
+    if not is_remote(path):
+        return None
+    located = object_store.location(str(path), folder=not product.suffix)
+    return object_store.as_path(located) if located is not None else None

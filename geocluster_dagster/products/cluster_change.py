@@ -53,7 +53,7 @@ from ..quality import Judgement, judge_overlap, judge_plausible_change
 from ..reference import check_features
 from ..storage import atomic_path, is_remote, published, remove_quietly, write_json
 from .cluster_model import reference_model_file
-from .clusters import open_clusters
+from .clusters import open_clusters, read_csv
 from .described import DENOMINATORS, Detail, Facts, FilePath, Markdown, Measure, markdown_table
 from .geotiff import open_geotiff
 
@@ -199,8 +199,8 @@ def open_cluster_change(folder: Path) -> StoredChange:
     return StoredChange(
         folder=folder,
         summary=json.loads((folder / SUMMARY).read_text()),
-        transitions=_read_csv(folder / TRANSITIONS),
-        class_areas=_read_csv(folder / CLASS_AREAS),
+        transitions=read_csv(folder / TRANSITIONS),
+        class_areas=read_csv(folder / CLASS_AREAS),
     )
 
 
@@ -372,8 +372,3 @@ def _write_categories(
 
 def _totals(per_value: np.ndarray) -> dict[int, int]:
     return {int(v): int(n) for v, n in enumerate(per_value) if v > 0 and n > 0}
-
-
-def _read_csv(path: Path) -> pd.DataFrame:
-    with path.open("rb") as handle:  # a local file, or an object of the store
-        return pd.read_csv(handle)

@@ -375,10 +375,10 @@ def open_clusters(folder: Path, *, chunks: int = CHUNK_SIZE) -> StoredClusters:
         directory=folder,
         cluster_map=open_single_band(folder / CLUSTER_MAP, chunks=chunks),
         model=load_model(folder / MODEL),
-        signatures=_read_csv(folder / SIGNATURES_CSV),
+        signatures=read_csv(folder / SIGNATURES_CSV),
         sample=_load_array(folder / SAMPLE),
         summary=json.loads((folder / SUMMARY).read_text()),
-        elbow=_read_csv(folder / ELBOW) if (folder / ELBOW).exists() else None,
+        elbow=read_csv(folder / ELBOW) if (folder / ELBOW).exists() else None,
         density=_load_density(folder / DENSITY),
     )
 
@@ -391,8 +391,9 @@ def _load_density(path: Path) -> np.ndarray | None:
     return counts
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
-    with path.open("rb") as handle:  # a local file, or an object of the store
+def read_csv(path: Path) -> pd.DataFrame:
+    """A CSV of a product, a local file or an object of the store."""
+    with path.open("rb") as handle:
         return pd.read_csv(handle)
 
 

@@ -251,9 +251,10 @@ def write_diagnostics(
         write_json(scores.as_dict(), tmp / SCORES)
         elbow.to_csv(tmp / ELBOW, index=False)
         drawn = sorted(p.name for p in tmp.glob("*.png"))
+    located = published(folder)
     return DiagnosticsFacts(
         scores=scores,
-        figures={Path(name).stem: published(folder) / name for name in drawn},
+        figures={Path(name).stem: located / name for name in drawn},
         knee=knee,
         silhouette_best=silhouette_best,
         cover_best=cover_best,
