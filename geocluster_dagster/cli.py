@@ -421,8 +421,8 @@ def _check_run_config(job: dg.JobDefinition, run_config: dict[str, Any]) -> None
     envvar="GEOCLUSTER_OUTPUT",
     default="geocluster_output",
     show_default=True,
-    help="Output root: a folder, or s3://bucket/prefix (credentials from AWS_*). Also env "
-    "GEOCLUSTER_OUTPUT.",
+    help="Output root: a folder, s3://bucket/prefix (credentials from AWS_*) or "
+    "az://container/prefix (credentials from AZURE_STORAGE_*). Also env GEOCLUSTER_OUTPUT.",
 )
 @click.option(
     "-v",

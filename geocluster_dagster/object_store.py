@@ -1,5 +1,6 @@
-"""Products on object storage (S3 and S3-compatible stores): each product uploaded as a new
-version under a hidden prefix, then published by replacing one small pointer object.
+"""Products on object storage (S3 and S3-compatible stores, Azure Blob Storage): each product
+uploaded as a new version under a hidden prefix, then published by replacing one small pointer
+object.
 
 An object store has neither the rename nor the symbolic link that atomic publication on a local
 disk rests on (:func:`geocluster_dagster.storage.atomic_path`). So the product
@@ -16,16 +17,23 @@ removes it (:func:`publish` removes every version but the one it publishes). Two
 publish one product at once; the partition's run holds the product's partition exclusively (the
 run queue's per-partition limit, see docs/deployment.md).
 
-Credentials come from the environment the SDKs read (``AWS_ACCESS_KEY_ID`` and
-``AWS_SECRET_ACCESS_KEY``, ``AWS_PROFILE``, an instance or pod role; ``AWS_ENDPOINT_URL`` for an
-S3-compatible store), never from settings, metadata or logs.
+Credentials come from the environment the SDKs read, never from settings, metadata or logs:
+for ``s3://``, ``AWS_ACCESS_KEY_ID`` and ``AWS_SECRET_ACCESS_KEY``, ``AWS_PROFILE``, an instance or
+pod role, and ``AWS_ENDPOINT_URL`` for an S3-compatible store; for ``az://<container>/<prefix>``,
+``AZURE_STORAGE_CONNECTION_STRING`` (which also names an emulator's endpoint), or
+``AZURE_STORAGE_ACCOUNT_NAME`` with ``AZURE_STORAGE_ACCOUNT_KEY`` or ``AZURE_STORAGE_SAS_TOKEN``,
+or the account name alone with a managed or workload identity. GDAL, which reads the rasters,
+names the account and key ``AZURE_STORAGE_ACCOUNT`` and ``AZURE_STORAGE_ACCESS_KEY``:
+:func:`configure_gdal` gives it them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import socket
 import time
 import uuid
 from dataclasses import dataclass
@@ -35,14 +43,16 @@ from urllib.parse import urlparse
 
 from .errors import AssetReadError, ConfigError
 
-#: URL schemes of the object stores products can be written to.
-SCHEMES = ("s3",)
+#: URL schemes of the object stores products can be written to, and what the store is called.
+STORES = {"s3": "S3", "az": "Azure Blob Storage"}
+SCHEMES = tuple(STORES)
 #: What a pointer object says it is: a document of another kind at a product's key is refused.
 POINTER_FORMAT = "geocluster-pointer/1"
 
 
 def is_object_url(text: str) -> bool:
-    """True for a URL of an object store products can be written to (``s3://bucket/prefix``)."""
+    """True for a URL of an object store products can be written to (``s3://bucket/prefix``,
+    ``az://container/prefix``)."""
     return urlparse(str(text)).scheme in SCHEMES
 
 
@@ -56,10 +66,33 @@ class Version:
     folder: bool
 
 
-def _options() -> dict[str, Any]:
-    """How fsspec opens the store. Listings are not cached: another process (a run, a Dask
-    worker) may have published since. The endpoint the environment names is one of the options,
-    so fsspec's cache of clients gives another endpoint its own client."""
+#: The environment variables the Azure SDK (through adlfs) reads its account and credentials
+#: from; GDAL's names for the same, where they differ.
+AZURE_VARIABLES = (
+    "AZURE_STORAGE_CONNECTION_STRING",
+    "AZURE_STORAGE_ACCOUNT_NAME",
+    "AZURE_STORAGE_ACCOUNT_KEY",
+    "AZURE_STORAGE_SAS_TOKEN",
+)
+_GDAL_AZURE_NAMES = {
+    "AZURE_STORAGE_ACCOUNT_NAME": "AZURE_STORAGE_ACCOUNT",
+    "AZURE_STORAGE_ACCOUNT_KEY": "AZURE_STORAGE_ACCESS_KEY",
+}
+
+
+def _scheme(url: str) -> str:
+    return urlparse(str(url)).scheme
+
+
+def _options(url: str) -> dict[str, Any]:
+    """How fsspec opens the store of ``url``. Listings are not cached: another process (a run,
+    a Dask worker) may have published since. For S3, the endpoint the environment names is one
+    of the options, so fsspec's cache of clients gives another endpoint its own client; Azure's
+    account and keys are left to adlfs to read from the environment (a path object that travels
+    to a Dask worker must not carry them), see :func:`_forget_stale_azure_clients`."""
+    if _scheme(url) == "az":
+        _forget_stale_azure_clients()
+        return {"use_listings_cache": False}
     return {
         "use_listings_cache": False,
         "endpoint_url": os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"),
@@ -93,8 +126,27 @@ class _RetriesLogged(logging.Handler):
         else:
             why = record.getMessage()
         log.warning(
-            "A request to the object store at %s failed and is retried (%s).", _endpoint(), why
+            "A request to the object store at %s failed and is retried (%s).",
+            _endpoint("s3://"),
+            why,
         )
+
+
+_azure_fingerprint: str | None = None
+
+
+def _forget_stale_azure_clients() -> None:
+    """Drop fsspec's cached Azure clients when the account or credentials in the environment
+    changed since they were made (a digest is compared, the values are kept nowhere)."""
+    global _azure_fingerprint
+    digest = hashlib.sha256(
+        "\0".join(os.environ.get(name, "") for name in AZURE_VARIABLES).encode()
+    ).hexdigest()
+    if digest != _azure_fingerprint:
+        from adlfs import AzureBlobFileSystem
+
+        AzureBlobFileSystem.clear_instance_cache()
+        _azure_fingerprint = digest
 
 
 def _log_retries() -> None:
@@ -112,7 +164,7 @@ def _filesystem(url: str) -> tuple[Any, str]:
 
     _log_retries()
 
-    fs, key = fsspec.core.url_to_fs(url, **_options())
+    fs, key = fsspec.core.url_to_fs(url, **_options(url))
     return fs, str(key).rstrip("/")
 
 
@@ -231,14 +283,22 @@ def as_path(url: str) -> Path:
     from upath import UPath
 
     _log_retries()
-    located = UPath(url, **_options())
+    located = UPath(url, **_options(url))
     return cast(Path, located)
 
 
-def gdal_options() -> dict[str, str]:
-    """GDAL's own configuration for the S3-compatible endpoint the SDKs find in
-    ``AWS_ENDPOINT_URL`` (GDAL reads ``AWS_S3_ENDPOINT``, ``AWS_HTTPS`` and path-style
-    addressing instead); empty for AWS itself."""
+def gdal_options(scheme: str = "s3") -> dict[str, str]:
+    """GDAL's own configuration for the store of ``scheme``, where GDAL reads other variables
+    than the SDKs. S3: the S3-compatible endpoint the SDKs find in ``AWS_ENDPOINT_URL`` (GDAL
+    reads ``AWS_S3_ENDPOINT``, ``AWS_HTTPS`` and path-style addressing instead; nothing for AWS
+    itself). Azure: the account and key under GDAL's names (a connection string has the same
+    name for both)."""
+    if scheme == "az":
+        return {
+            gdal_name: os.environ[name]
+            for name, gdal_name in _GDAL_AZURE_NAMES.items()
+            if os.environ.get(name)
+        }
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     if not endpoint:
         return {}
@@ -256,50 +316,108 @@ _CONFIGURED: dict[str, str] = {}
 
 
 def configure_gdal() -> None:
-    """Give this process's GDAL the endpoint of :func:`gdal_options`, where the environment
-    does not already say otherwise (GDAL reads its configuration from the environment)."""
-    for name, value in gdal_options().items():
-        if name not in os.environ or os.environ[name] == _CONFIGURED.get(name):
-            os.environ[name] = _CONFIGURED[name] = value
+    """Give this process's GDAL the stores' settings of :func:`gdal_options`, where the
+    environment does not already say otherwise (GDAL reads its configuration from the
+    environment)."""
+    for scheme in SCHEMES:
+        for name, value in gdal_options(scheme).items():
+            if name not in os.environ or os.environ[name] == _CONFIGURED.get(name):
+                os.environ[name] = _CONFIGURED[name] = value
+
+
+#: What each store calls the top level of a URL, and what a user sets to give it credentials.
+_CONTAINER = {"s3": "bucket", "az": "container"}
+_CREDENTIALS = {
+    "s3": "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE, or run with an "
+    "instance or pod role)",
+    "az": "set AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT_NAME with "
+    "AZURE_STORAGE_ACCOUNT_KEY or AZURE_STORAGE_SAS_TOKEN (or the account name alone with a "
+    "managed identity)",
+}
+_ENDPOINT_SETTING = {
+    "s3": "AWS_ENDPOINT_URL (an S3-compatible store)",
+    "az": "the BlobEndpoint of AZURE_STORAGE_CONNECTION_STRING (an emulator)",
+}
 
 
 def check_root(url: str, setting: str) -> None:
     """Refuse, before any work, an output root on a store this process cannot use: no
-    credentials, a bucket that does not exist, an endpoint nothing answers at, access denied.
-    One line, naming ``setting`` and what to set."""
-    bucket = urlparse(url).netloc
+    credentials, a bucket or container that does not exist, an endpoint nothing answers at,
+    access denied. One line, naming ``setting`` and what to set."""
+    scheme = _scheme(url)
+    container = urlparse(url).netloc
+    what = f"{_CONTAINER[scheme]} {container!r}"
+    unreachable = ConfigError(
+        f"{setting}={url!r}: nothing answers at {_endpoint(url)}: check "
+        f"{_ENDPOINT_SETTING[scheme]} or the network."
+    )
+    if not _answers(_endpoint(url)):
+        raise unreachable  # before an SDK spends a minute retrying the connection
     try:
         fs, key = _filesystem(url)
         try:
             fs.ls(key, detail=False)  # the root's own top level: a few asset folders
         except FileNotFoundError:
-            if not fs.exists(bucket):  # else a new, empty root
+            if not fs.exists(container):  # else a new, empty root
                 raise
     except FileNotFoundError:
         raise ConfigError(
-            f"{setting}={url!r}: the bucket {bucket!r} does not exist at "
-            f"{_endpoint()}: create it, or name an existing bucket."
-        ) from None
-    except PermissionError as err:
-        raise ConfigError(
-            f"{setting}={url!r}: the store refuses these credentials for bucket {bucket!r} "
-            f"({err}): check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) and the "
-            "bucket's policy."
+            f"{setting}={url!r}: the {what} does not exist at {_endpoint(url)}: create it, "
+            f"or name an existing {_CONTAINER[scheme]}."
         ) from None
     except Exception as err:
-        name = type(err).__name__
-        if "Credentials" in name or "credentials" in str(err):
+        name, status = type(err).__name__, getattr(err, "status_code", None)
+        if isinstance(err, PermissionError) or status in (401, 403):
+            first = str(err).strip().splitlines()[0] if str(err).strip() else name
             raise ConfigError(
-                f"{setting}={url!r}: no credentials for the store: set AWS_ACCESS_KEY_ID and "
-                "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE, or run with an instance or pod role)."
+                f"{setting}={url!r}: the store refuses these credentials for the {what} "
+                f"({first}): {_CREDENTIALS[scheme]}, and check the {_CONTAINER[scheme]}'s "
+                "access policy."
             ) from None
-        if "Connect" in name or isinstance(err, OSError):
+        if (
+            "Credential" in name
+            or "credentials" in str(err)
+            or "Must provide either a connection_string" in str(err)
+        ):
             raise ConfigError(
-                f"{setting}={url!r}: nothing answers at {_endpoint()} ({name}): check "
-                "AWS_ENDPOINT_URL (an S3-compatible store) or the network."
+                f"{setting}={url!r}: no credentials for {STORES[scheme]}: {_CREDENTIALS[scheme]}."
             ) from None
+        if "Connect" in name or "ServiceRequest" in name or isinstance(err, OSError):
+            raise unreachable from None
         raise
 
 
-def _endpoint() -> str:
-    return os.environ.get("AWS_ENDPOINT_URL") or "AWS S3 (AWS_ENDPOINT_URL is not set)"
+def _endpoint(url: str) -> str:
+    """The address the store of ``url`` is reached at, for messages (never a credential)."""
+    if _scheme(url) == "az":
+        settings = dict(
+            part.split("=", 1)
+            for part in os.environ.get("AZURE_STORAGE_CONNECTION_STRING", "").split(";")
+            if "=" in part
+        )
+        if settings.get("BlobEndpoint"):
+            return settings["BlobEndpoint"].rstrip("/")
+        account = settings.get("AccountName") or os.environ.get("AZURE_STORAGE_ACCOUNT_NAME")
+        suffix = settings.get("EndpointSuffix", "core.windows.net")
+        return f"https://{account}.blob.{suffix}" if account else "Azure (no account is set)"
+    return (
+        os.environ.get("AWS_ENDPOINT_URL_S3")
+        or os.environ.get("AWS_ENDPOINT_URL")
+        or "AWS S3 (AWS_ENDPOINT_URL is not set)"
+    )
+
+
+def _answers(endpoint: str, timeout: float = 5.0) -> bool:
+    """Whether anything accepts a connection at ``endpoint`` (an http(s) URL); True when the
+    address is not a URL (the SDK then finds its own) or a proxy stands between."""
+    parsed = urlparse(endpoint)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        return True
+    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY")):
+        return True
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parsed.hostname, port), timeout=timeout):
+            return True
+    except OSError:
+        return False

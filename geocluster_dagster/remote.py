@@ -271,7 +271,7 @@ class RemoteReader:
         parsed = urlparse(url)
         if parsed.scheme == "s3":
             # The endpoint of an S3-compatible store (AWS_ENDPOINT_URL), as GDAL names it.
-            options.update(object_store.gdal_options())
+            options.update(object_store.gdal_options("s3"))
             # A bucket lists a scene's folder in one request, which gives GDAL every file's
             # size: then a store that answers a ranged GET with 200 instead of 206 (rclone's)
             # is read right too.

@@ -32,7 +32,8 @@ from .errors import ConfigError, GeoclusterError, OutputNotWritable, PartitionBu
 
 
 def is_remote(path: Path | str) -> bool:
-    """Whether ``path`` is on object storage (an ``s3://`` URL, or a path object of one)."""
+    """Whether ``path`` is on object storage (an ``s3://`` or ``az://`` URL, or a path object of
+    one)."""
     return object_store.is_object_url(str(path))
 
 
@@ -326,13 +327,14 @@ _URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:(?=/)")
 
 
 def output_location(text: str, setting: str) -> Path:
-    """The output root a user gave: an object store URL (``s3://bucket/prefix``), or a folder
-    (:func:`expand_path`)."""
+    """The output root a user gave: an object store URL (``s3://bucket/prefix``,
+    ``az://container/prefix``), or a folder (:func:`expand_path`)."""
     if not is_remote(text):
         return expand_path(text, setting)
-    bucket = text.split("://", 1)[1].split("/", 1)[0]
-    if not bucket:
-        raise ConfigError(f"{setting}={text!r} names no bucket: write s3://<bucket>/<prefix>.")
+    scheme, rest = text.split("://", 1)
+    if not rest.split("/", 1)[0]:
+        top = "container" if scheme == "az" else "bucket"
+        raise ConfigError(f"{setting}={text!r} names no {top}: write {scheme}://<{top}>/<prefix>.")
     object_store.configure_gdal()  # rasterio reads the products back through GDAL
     return object_store.as_path(text.rstrip("/"))
 
@@ -386,8 +388,8 @@ def expand_path(text: str, setting: str) -> Path:
         raise ConfigError(
             f"{setting}={text!r} is a URL ({scheme.group(0)}//), and this setting takes a folder "
             "or file on this machine. Give a local path (or mount the store and give its mount "
-            "point); only the output root can be an object store, and only s3:// (S3 and "
-            "S3-compatible stores)."
+            "point); only the output root can be an object store: s3:// (S3 and S3-compatible "
+            "stores) or az:// (Azure Blob Storage)."
         )
     expanded = os.path.expanduser(os.path.expandvars(text))
     if "$" in expanded:

@@ -15,8 +15,10 @@ export DEBIAN_FRONTEND=noninteractive
 # postgresql-15 + postgresql-15-postgis-3: pgstac's database and the Dagster instance on PostgreSQL;
 # nginx-light: the byte-range file server; gdal-bin: the tests read class maps back with
 # gdalinfo, as GDAL (and QGIS) see them; chromium: they open the HTML report in a real browser;
-# python3-venv: the .venv below (Debian's python3 comes without it).
+# python3-venv: the .venv below (Debian's python3 comes without it). npm (with nodejs) installs
+# Azurite, Microsoft's Azure Storage emulator, below; a machine that has npm keeps its own.
 PACKAGES=(python3 python3-venv postgresql-15 postgresql-15-postgis-3 nginx-light gdal-bin chromium)
+command -v npm >/dev/null 2>&1 || PACKAGES+=(nodejs npm)
 
 if [ ! -d ../shared/data ]; then
     echo "scripts/test.sh: the real test data is missing: expected $(cd .. && pwd)/shared/data (the shared/ folder beside this checkout)" >&2
@@ -46,6 +48,13 @@ fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 . .venv/bin/activate
 pip install -q -e ".[test]"
+# Azurite, the Azure Blob Storage server the az:// tests start on loopback (tests/servers/azurite.py),
+# into .venv/node_modules.
+if command -v npm >/dev/null 2>&1; then
+    npm install --prefix .venv --no-audit --no-fund --silent azurite@3
+else
+    echo "scripts/test.sh: npm is missing: the Azure Blob Storage tests will be reported as skipped ('needs Azurite')." >&2
+fi
 
 # One command per line: under `set -e` a failure inside an && list would not stop the script.
 ruff check .

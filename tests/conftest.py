@@ -263,3 +263,24 @@ def s3(tmp_path, monkeypatch):
         for name, value in server.environment().items():
             monkeypatch.setenv(name, value)
         yield server
+
+
+@pytest.fixture
+def azure(tmp_path, monkeypatch):
+    """Azure Blob Storage on loopback (Azurite), its connection string in this process's
+    environment for the test, and no AWS or other Azure settings of the machine."""
+    from geocluster_dagster import object_store
+
+    from .servers.azurite import Azurite
+
+    monkeypatch.setattr(object_store, "_CONFIGURED", {})
+    for name in [
+        *object_store.AZURE_VARIABLES,
+        "AZURE_STORAGE_ACCOUNT",
+        "AZURE_STORAGE_ACCESS_KEY",
+    ]:
+        monkeypatch.delenv(name, raising=False)
+    with Azurite(tmp_path / "azurite") as server:
+        for name, value in server.environment().items():
+            monkeypatch.setenv(name, value)
+        yield server

@@ -152,17 +152,20 @@ def test_a_partition_on_scheduler_and_two_workers_equals_the_local_run(dask_proc
     assert "Detected different `run_spec`" not in (logs / "scheduler.log").read_text()
 
 
-def test_workers_that_cannot_see_the_output_root_write_a_partition_into_the_bucket(
-    s3, tmp_path, monkeypatch
+@pytest.mark.parametrize("store", ["s3", "azure"])
+def test_workers_that_cannot_see_the_output_root_write_a_partition_into_the_store(
+    store, request, tmp_path, monkeypatch
 ):
-    """The output root only in an S3-compatible store: workers in another folder, with the
-    store's endpoint and keys in their environment and nothing else, read and compute every
-    product; the outputs equal the local run's, pixel for pixel."""
+    """The output root only in an object store (S3-compatible, or Azure Blob): workers in
+    another folder, with the store's endpoint and keys in their environment and nothing else,
+    read and compute every product; the outputs equal the local run's, pixel for pixel."""
     from geocluster_dagster import object_store
 
     demo = build_demo(tmp_path / "demo")
     monkeypatch.setenv("GEOCLUSTER_STATE", str(tmp_path / "state"))
-    root = s3.bucket("outputs") + "/prefix"
+    server = request.getfixturevalue(store)
+    top = server.bucket("outputs") if store == "s3" else server.container("outputs")
+    root = top + "/prefix"
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     # The workers' environment: the store's, without GDAL's own endpoint settings (the

@@ -75,8 +75,9 @@ class OutputStore(dg.ConfigurableResource):  # type: ignore[type-arg]
     base_dir: str | None = Field(
         default=None,
         description="Output root: a folder (Dask workers must reach it at the same path) or "
-        "s3://bucket/prefix (credentials and endpoint from the AWS_* environment). Unset: env "
-        "GEOCLUSTER_OUTPUT, else ./geocluster_output.",
+        "s3://bucket/prefix (credentials and endpoint from the AWS_* environment) or "
+        "az://container/prefix (from AZURE_STORAGE_*). Unset: env GEOCLUSTER_OUTPUT, else "
+        "./geocluster_output.",
     )
     chunk_size: int = Field(
         default=CHUNK_SIZE, description="Chunk edge (pixels) when reading stored rasters back."

@@ -64,8 +64,8 @@ def deployment_setting(configured: str | None, field: str, env: str, default: st
 
 
 def output_root() -> Path:
-    """Where outputs live: env GEOCLUSTER_OUTPUT (a folder, or s3://bucket/prefix), else
-    ./geocluster_output."""
+    """Where outputs live: env GEOCLUSTER_OUTPUT (a folder, s3://bucket/prefix or
+    az://container/prefix), else ./geocluster_output."""
     return output_location(os.environ.get(ENV_OUTPUT) or "geocluster_output", ENV_OUTPUT)
 
 
@@ -338,9 +338,11 @@ def _forward_worker_logs(client: "Client") -> None:
 
 
 def gdal_endpoint_plugin() -> Any:
-    """A Dask worker plugin that gives each worker's GDAL the S3-compatible endpoint of its
-    environment (:func:`geocluster_dagster.object_store.configure_gdal`), also for workers that
-    join later: they read the products of an ``s3://`` output root themselves."""
+    """A Dask worker plugin that gives each worker's GDAL the object stores' settings of its own
+    environment (an S3-compatible endpoint, Azure's account and key under GDAL's names:
+    :func:`geocluster_dagster.object_store.configure_gdal`), also for workers that join later:
+    they read the products of an ``s3://`` or ``az://`` output root themselves. The
+    credentials stay in each worker's environment; none are sent."""
     from distributed.diagnostics.plugin import WorkerPlugin
 
     class GdalEndpoint(WorkerPlugin):
