@@ -13,6 +13,10 @@ COPY pyproject.toml README.md workspace.yaml ./
 COPY geocluster_dagster ./geocluster_dagster
 # dagster-postgres: deploy/dagster.yaml's storage (the same range as the test extra).
 RUN pip install --no-cache-dir . "dagster-postgres>=0.29.5,<0.30"
+# The demo's catalog, scenes and AOIs, in the image: every container (the daemon's runs, each Dask
+# worker) reads the same files at the same path, with no volume between them
+# (deploy/docker-compose.yml points GEOCLUSTER_STAC_URL and GEOCLUSTER_AOI_REGISTRY here).
+RUN python -c "from geocluster_dagster.demo import build_demo; build_demo('/opt/geocluster_dagster/demo')"
 
 ENV DAGSTER_HOME=/var/lib/dagster \
     GEOCLUSTER_OUTPUT=/data/geocluster_output

@@ -7,6 +7,7 @@ dagster-postgres creates its schema in a throwaway PostgreSQL on loopback (tests
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import shutil
@@ -26,7 +27,12 @@ from packaging.utils import canonicalize_name
 
 from geocluster_dagster.cli import _OWN_INSTANCE, RUN_QUEUE, _create_own_instance
 from geocluster_dagster.defs.partitions import AOI_PARTITIONS, partitions
-from geocluster_dagster.defs.resources import ENV_DASK_SCHEDULER, ENV_OUTPUT
+from geocluster_dagster.defs.resources import (
+    ENV_AOI_REGISTRY,
+    ENV_DASK_SCHEDULER,
+    ENV_OUTPUT,
+    ENV_STAC_URL,
+)
 
 from .servers.postgres import PostgresServer
 
@@ -63,6 +69,31 @@ def _dockerfile() -> tuple[dict[str, str], list[tuple[str, str]], list[str]]:
         elif instruction == "CMD":
             cmd = json.loads(rest)
     return env, copies, cmd
+
+
+def _run_lines() -> list[str]:
+    """The RUN instructions of the Dockerfile, continued lines joined."""
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    return [line.strip()[4:] for line in text.splitlines() if line.startswith("RUN ")]
+
+
+def _interpolated(environment: dict, host: dict[str, str]) -> dict[str, str]:
+    """A service's environment as Docker Compose makes it from ``host`` (the shell or
+    deploy/.env): ``${VAR}`` and ``${VAR:-default}``, nested, and ``$$`` for a literal ``$``;
+    a variable listed without a value is passed on only when ``host`` sets it."""
+    innermost = re.compile(r"\$\{(\w+)(?::-([^${}]*))?\}")
+
+    def value(text: str) -> str:
+        text = text.replace("$$", "\0")
+        while True:
+            replaced = innermost.sub(lambda m: host.get(m.group(1)) or (m.group(2) or ""), text)
+            if replaced == text:
+                return text.replace("\0", "$")
+            text = replaced
+
+    made = {k: value(str(v)) for k, v in environment.items() if v is not None}
+    made.update({k: host[k] for k, v in environment.items() if v is None and k in host})
+    return made
 
 
 def _volumes(service: dict) -> dict[str, str]:
@@ -102,22 +133,161 @@ def test_compose_runs_the_webserver_and_the_daemon_from_one_image_with_deploy_da
         assert ENV_DASK_SCHEDULER in environment  # passed on for the dask profile
     assert webserver["environment"] == daemon["environment"]
 
-    # The same outputs and compute logs in both (runs execute in the daemon's container).
-    output = webserver["environment"][ENV_OUTPUT]
-    data_mount = next(m for m in _volumes(webserver) if output.startswith(m.rstrip("/") + "/"))
-    assert _volumes(webserver) == _volumes(daemon)
-    assert _volumes(webserver)[f"{home}/storage"] in compose["volumes"]
-    assert _volumes(webserver)[data_mount] in compose["volumes"]
+    # The same settings and compute logs in both (runs execute in the daemon's container).
+    assert _volumes(webserver) == _volumes(daemon) == {f"{home}/storage": "dagster-storage"}
+    assert "dagster-storage" in compose["volumes"]
 
-    # The Dask scheduler and worker are optional, and the workers see the same data.
+    # The products in the compose network's object store, which Dagster waits for.
+    environment = _interpolated(webserver["environment"], {})
+    store = services["object-store"]
+    assert urlsplit(environment[ENV_OUTPUT]).scheme == "s3"
+    endpoint = urlsplit(environment["AWS_ENDPOINT_URL"])
+    assert endpoint.hostname == "object-store" and f":{endpoint.port}" in store["command"][0]
+    assert f"/objects/{urlsplit(environment[ENV_OUTPUT]).netloc}" in store["command"][0]
+    assert _volumes(store) == {"/objects": "objects"} and "objects" in compose["volumes"]
+    for service in (webserver, daemon):
+        assert service["depends_on"]["object-store"]["condition"] == "service_healthy"
+    # The store's keys are the clients' keys, whatever deploy/.env sets.
+    for host_env in ({}, {"AWS_SECRET_ACCESS_KEY": "s3cret"}, {"OBJECT_STORE_SECRET_KEY": "k"}):
+        clients = _interpolated(webserver["environment"], host_env)
+        served = _interpolated(store["environment"], host_env)
+        assert served["OBJECT_STORE_ACCESS_KEY"] == clients["AWS_ACCESS_KEY_ID"]
+        assert served["OBJECT_STORE_SECRET_KEY"] == clients["AWS_SECRET_ACCESS_KEY"]
+
+    # The Dask scheduler and worker are optional, with the runs' settings and no volume at all.
     scheduler, worker = services["dask-scheduler"], services["dask-worker"]
     assert scheduler["profiles"] == worker["profiles"] == ["dask"]
     assert "postgres" not in worker.get("depends_on", [])
     assert worker["image"] == scheduler["image"] == webserver["image"]
-    assert _volumes(worker)[data_mount] == _volumes(webserver)[data_mount]
+    assert _volumes(worker) == _volumes(scheduler) == {}
+    assert worker["environment"] == webserver["environment"]
     assert worker["command"][:2] == ["dask", "worker"]
     address = urlsplit(worker["command"][2])
     assert address.hostname == "dask-scheduler" and str(address.port) in scheduler["command"]
+
+    # The demo the compose file names is the one the image builds.
+    baked = next(line for line in _run_lines() if "build_demo(" in line)
+    demo_root = re.search(r"build_demo\('([^']+)'\)", baked)
+    assert demo_root is not None
+    for name in (ENV_STAC_URL, ENV_AOI_REGISTRY):
+        assert environment[name].startswith(demo_root.group(1) + "/"), name
+
+
+@pytest.mark.servers
+def test_the_compose_services_share_nothing_but_the_object_store(tmp_path):
+    """The compose deployment without Docker: its object store, its Dask scheduler and worker
+    started with the compose file's own commands and environments (service names and the
+    image's demo folder mapped to loopback and a temporary folder), then a partition run with
+    the daemon's environment. Every product lands in the store's bucket; the worker, in a
+    folder of its own, reads the demo from the image's path and writes nothing where it runs."""
+    import secrets
+    import subprocess
+
+    from .servers.ports import free_port, stop_process, wait_for_port
+
+    services = _compose()["services"]
+    store_port, scheduler_port = free_port(), free_port()
+    demo_root = re.search(
+        r"build_demo\('([^']+)'\)", next(line for line in _run_lines() if "build_demo(" in line)
+    )
+    assert demo_root is not None
+    objects, image_demo = tmp_path / "objects", tmp_path / "image_demo"
+    mapped = {  # what the compose network and the image name, here
+        "object-store:9000": f"127.0.0.1:{store_port}",
+        "dask-scheduler:8786": f"127.0.0.1:{scheduler_port}",
+        demo_root.group(1): str(image_demo),
+    }
+
+    def here(text: str) -> str:
+        for theirs, ours in mapped.items():
+            text = text.replace(theirs, ours)
+        return text
+
+    host = {"OBJECT_STORE_SECRET_KEY": secrets.token_hex(16)}  # as deploy/.env would set it
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("GEOCLUSTER_", "AWS_"))}
+    # The image's build step, as the Dockerfile runs it.
+    baked = next(line for line in _run_lines() if "build_demo(" in line)
+    subprocess.run(here(baked), shell=True, check=True, env=base)
+
+    store_command = services["object-store"]["command"][0].replace("$$", "$")
+    store_command = store_command.replace("/objects", str(objects))
+    store_command = store_command.replace("--addr :9000", f"--addr 127.0.0.1:{store_port}")
+    store_env = {**base, **_interpolated(services["object-store"]["environment"], host)}
+    worker_env = {
+        **base,
+        **{
+            k: here(v)
+            for k, v in _interpolated(services["dask-worker"]["environment"], host).items()
+        },
+    }
+    scheduler_command = [
+        here(word) if word != "8786" else str(scheduler_port)
+        for word in services["dask-scheduler"]["command"]
+    ]
+    scheduler_command[scheduler_command.index("--dashboard-address") + 1] = ":0"
+    worker_command = [here(word) for word in services["dask-worker"]["command"]]
+    elsewhere = tmp_path / "worker"
+    elsewhere.mkdir()
+    processes = []
+    try:
+        processes.append(subprocess.Popen(["sh", "-c", store_command], env=store_env))
+        wait_for_port(store_port, process=processes[-1])
+        processes.append(subprocess.Popen(scheduler_command, env=worker_env, cwd=elsewhere))
+        wait_for_port(scheduler_port, process=processes[-1])
+        processes.append(subprocess.Popen(worker_command, env=worker_env, cwd=elsewhere))
+        daemon_env = {
+            **base,
+            **{
+                k: here(v)
+                for k, v in _interpolated(services["daemon"]["environment"], host).items()
+            },
+            ENV_DASK_SCHEDULER: f"tcp://127.0.0.1:{scheduler_port}",
+            "GEOCLUSTER_STATE": str(tmp_path / "daemon_state"),
+        }
+        daemon_env.pop("DAGSTER_HOME")  # the CLI keeps its own instance: no PostgreSQL here
+        daemon_env.pop("DAGSTER_POSTGRES_URL")
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "geocluster_dagster",
+                "materialize",
+                "--aoi",
+                "demo",
+                "--date",
+                "2023-06",
+            ],  # fmt: skip
+            env=daemon_env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        from distributed import Client
+
+        with Client(f"tcp://127.0.0.1:{scheduler_port}", timeout=30) as client:
+            worked = client.run(lambda dask_worker: len(dask_worker.state.log))
+        assert len(worked) == 1 and all(n > 0 for n in worked.values()), worked  # it computed
+    finally:
+        for process in reversed(processes):
+            stop_process(process)
+    bucket = (
+        objects
+        / urlsplit(_interpolated(services["daemon"]["environment"], host)[ENV_OUTPUT]).netloc
+    )
+    stored = {p.relative_to(bucket).parts[1] for p in bucket.rglob("*") if p.is_file()}
+    assert {
+        "stac_items",
+        "band_stack",
+        "mosaic",
+        "geotiff",
+        "clusters",
+        "diagnostics",
+        "stac",
+    } <= stored
+    assert list(elsewhere.iterdir()) == []  # the worker wrote nothing where it ran
+    assert not list((tmp_path / "daemon_state").rglob("*.tif"))
 
 
 def test_compose_passes_on_only_settings_the_code_reads():
