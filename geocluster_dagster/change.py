@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -97,8 +97,13 @@ class ChangeSettings:
             if not isinstance(value, int | float) or not 0 <= value <= 1:
                 raise ConfigError(f"{name}={value!r} is invalid: use a share in [0, 1].")
 
-    def earlier(self, dates: list[str], date: str) -> str | None:
-        """The date to compare ``date`` with, among the AOI's ``dates`` with a map."""
+    def earlier(
+        self, dates: list[str], date: str, within: Sequence[str] | None = None
+    ) -> str | None:
+        """The date to compare ``date`` with, among the AOI's ``dates`` with a map: the given
+        ``compare_with``, else the latest earlier one, among ``within`` when given (the
+        look-back the asset graph declares). A map only outside ``within`` is refused, naming
+        it, rather than compared without the graph knowing."""
         if self.compare_with is not None:
             if self.compare_with >= date:
                 where = "this partition's own date" if self.compare_with == date else "after it"
@@ -113,6 +118,13 @@ class ChangeSettings:
                 )
             return self.compare_with
         before = [d for d in dates if d < date]
+        if within is not None and before and before[-1] not in within:
+            raise NotComparable(
+                f"the latest earlier map, {before[-1]}, is older than the look-back of the "
+                f"change ({len(within)} windows before {date}): set compare_with={before[-1]} "
+                "in the run config to compare with it, or materialize clusters for a date in "
+                "between."
+            )
         return before[-1] if before else None
 
 

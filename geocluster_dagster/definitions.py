@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from .defs.assets import ASSETS
+from .defs.automation import automation_sensor
 from .defs.jobs import pipeline_job, reference_job
 from .defs.outputs import OutputStore
 from .defs.resources import AOIRegistry, DaskCluster, StacCatalog
@@ -30,7 +31,7 @@ defs = dg.Definitions(
     assets=ASSETS,
     jobs=[pipeline_job, reference_job],
     schedules=[weekly_refresh_schedule],
-    sensors=[aoi_registry_sensor, new_imagery_sensor, dead_run_sensor],
+    sensors=[aoi_registry_sensor, new_imagery_sensor, dead_run_sensor, automation_sensor],
     resources=build_resources(),
     executor=dg.in_process_executor,
 )

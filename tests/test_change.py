@@ -277,6 +277,28 @@ def test_settings_refuse_what_cannot_work():
         ChangeSettings(warn_changed_share=1.5)
 
 
+def test_the_earlier_map_is_looked_for_within_the_look_back_the_graph_declares():
+    """Dagster's lineage knows the change's inputs only within the look-back (a year of
+    windows): a map found only before it is named, not compared behind the graph's back."""
+    from geocluster_dagster.defs.partitions import LOOKBACK_WINDOWS, lookback_dates
+    from geocluster_dagster.errors import NotComparable
+
+    within = lookback_dates("2020-03-01")
+    assert len(within) == LOOKBACK_WINDOWS["month"] and within[-1] == "2020-02-01"
+    assert within[0] == "2019-03-01"
+    assert lookback_dates("2013-05-01") == ["2013-04-01"]  # the first partition's start
+    dates = ["2018-06-01", "2019-05-01"]
+    assert ChangeSettings().earlier(dates, "2020-03-01", within=within) == "2019-05-01"
+    with pytest.raises(
+        NotComparable, match="2018-06-01, is older than the look-back .* compare_with"
+    ):
+        ChangeSettings().earlier(["2018-06-01"], "2020-03-01", within=within)
+    # An explicit compare_with is the user's choice, outside the look-back too.
+    chosen = ChangeSettings(compare_with="2018-06-01")
+    assert chosen.earlier(["2018-06-01"], "2020-03-01", within=within) == "2018-06-01"
+    assert ChangeSettings().earlier([], "2020-03-01", within=within) is None
+
+
 def test_stable_areas_that_are_not_polygons_are_refused(tmp_path):
     from geocluster_dagster.change import read_stable_areas
 

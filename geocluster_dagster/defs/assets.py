@@ -42,6 +42,7 @@ from ..products.stac_items import open_stac_items, write_stac_items
 from ..quality import ClusterQuality, MosaicQuality, SeparationQuality
 from ..reference import ModelSettings, PoolSettings
 from ..search import SearchSettings
+from .automation import REMADE_INPUTS
 from .config import (
     BandStackConfig,
     ChangeConfig,
@@ -70,6 +71,8 @@ from .partitions import (
     AOI_PARTITIONS,
     PartitionWindow,
     aoi_partitions,
+    lookback_dates,
+    lookback_mapping,
     partition_window,
     partitions,
     window_of,
@@ -79,6 +82,7 @@ from .steps import (
     GROUP,
     check_spec,
     check_what_settings_name,
+    code_version,
     not_written,
     product_asset,
     sources_used,
@@ -90,6 +94,8 @@ from .steps import (
 with warnings.catch_warnings():  # beta in Dagster 1.x, and the one mapping that says this
     warnings.simplefilter("ignore", dg.BetaWarning)
     _SAME_AOI = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name=AOI_PARTITIONS)
+#: A partition <- its AOI's partitions of the same window and the look-back before it.
+_THIS_AND_EARLIER = lookback_mapping()
 
 
 @product_asset(
@@ -250,6 +256,7 @@ def geotiff(
     name=CLUSTER_MODEL.asset,
     partitions_def=aoi_partitions,
     group_name=GROUP,
+    code_version=code_version(CLUSTER_MODEL),
     deps=[dg.AssetDep(GEOTIFF.asset, partition_mapping=_SAME_AOI)],
     description="The AOI's reference model: one model fitted on an equal sample from several "
     "date partitions' geotiffs, so that clusters (model: aoi_reference, or matched with model: "
@@ -401,12 +408,16 @@ _CHANGE_CHECKS = [
     specs=[
         dg.AssetSpec(
             CLUSTER_CHANGE.asset,
+            # This date's and the earlier dates' maps and geotiffs, as far back as the change
+            # looks for the map it compares with (a year of windows).
             deps=[
-                clusters,
-                geotiff,
+                dg.AssetDep(CLUSTERS.asset, partition_mapping=_THIS_AND_EARLIER),
+                dg.AssetDep(GEOTIFF.asset, partition_mapping=_THIS_AND_EARLIER),
                 dg.AssetDep(CLUSTER_MODEL.asset, partition_mapping=_SAME_AOI),
             ],
             group_name=GROUP,
+            code_version=code_version(CLUSTER_CHANGE),
+            automation_condition=REMADE_INPUTS,
             kinds={"geotiff"},
             skippable=True,
             description="Change from the AOI's previous date with a map: both dates' geotiffs "
@@ -432,7 +443,16 @@ def cluster_change(
     window = partition_window(context)
     folder = outputs.path(CLUSTER_CHANGE, window)
     settings = to_settings(ChangeSettings, config)
-    earlier = settings.earlier(outputs.dates_with(CLUSTERS, window.aoi_id), window.date_key)
+    try:
+        earlier = settings.earlier(
+            outputs.dates_with(CLUSTERS, window.aoi_id),
+            window.date_key,
+            within=lookback_dates(window.date_key),
+        )
+    except NotComparable as err:  # only a map older than the look-back
+        context.log.warning(f"cluster_change not computed: {err}")
+        yield _not_compared(folder, str(err))
+        return
     if earlier is None:
         reason = (
             f"{window.key} is the first date of AOI {window.aoi_id} with a map: there is "
@@ -486,7 +506,8 @@ def _not_compared(
 
 @product_asset(
     STAC_ITEM,
-    deps=[geotiff, clusters, diagnostics],
+    deps=[geotiff, clusters, diagnostics, CLUSTER_CHANGE.asset],
+    automation_condition=REMADE_INPUTS,
     description="The partition's report (report/<aoi>/<date>.html: one file, figures embedded) "
     "and its STAC Item in the output catalog (stac/catalog.json): every product as an asset "
     "with checksums, bands, units, classes, provenance and the scenes it was derived from.",

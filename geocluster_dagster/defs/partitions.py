@@ -10,6 +10,7 @@ partitions materialized under another setting are no longer part of the graph.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, get_args
@@ -76,6 +77,43 @@ date_partitions = date_partitions_for(
 )
 
 partitions = dg.MultiPartitionsDefinition({"aoi": aoi_partitions, "date": date_partitions})
+
+#: How far back cluster_change looks for the earlier map it compares with, in windows of each
+#: kind: one year, so that a cloudy season (months of windows without a clear map) is bridged,
+#: and a change is never reported between maps years apart without the user asking
+#: (``compare_with``).
+LOOKBACK_WINDOWS: dict[str, int] = {"month": 12, "half_month": 24, "quarter": 4, "year": 1}
+
+
+def lookback_mapping(windows: str = DATE_WINDOWS) -> dg.MultiPartitionMapping:
+    """A partition's own AOI at its own date window and the :data:`LOOKBACK_WINDOWS` before
+    it: what cluster_change reads of clusters, as Dagster's lineage, staleness and backfill
+    planning see it."""
+    with warnings.catch_warnings():  # beta in Dagster 1.x; the one mapping that says this
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        return _lookback(LOOKBACK_WINDOWS[windows])
+
+
+def _lookback(windows: int) -> dg.MultiPartitionMapping:
+    return dg.MultiPartitionMapping(
+        {
+            AOI_PARTITIONS: dg.DimensionPartitionMapping(
+                AOI_PARTITIONS, dg.IdentityPartitionMapping()
+            ),
+            "date": dg.DimensionPartitionMapping(
+                "date",
+                dg.TimeWindowPartitionMapping(start_offset=-windows, end_offset=0),
+            ),
+        }
+    )
+
+
+def lookback_dates(date_key: str) -> list[str]:
+    """The deployment's date keys of the windows before ``date_key`` that
+    :func:`lookback_mapping` covers, oldest first (fewer near the first partition)."""
+    keys = list(date_partitions.get_partition_keys())
+    where = keys.index(date_key)
+    return keys[max(0, where - LOOKBACK_WINDOWS[DATE_WINDOWS]) : where]
 
 
 @dataclass(frozen=True)

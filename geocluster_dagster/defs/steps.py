@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import importlib
 import inspect
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -238,9 +239,18 @@ def product_asset(
         partitions_def=partitions,
         group_name=GROUP,
         check_specs=specs or None,
+        code_version=code_version(product),
         **kwargs,
     )
     return lambda compute: asset(step(compute))
+
+
+def code_version(product: Product) -> str:
+    """The version of the product's writer (``VERSION`` of its module in
+    :mod:`geocluster_dagster.products`), which Dagster compares with the one each partition
+    was made with."""
+    module = importlib.import_module(f"geocluster_dagster.products.{product.asset}")
+    return str(module.VERSION)
 
 
 def check_spec(product: Product, name: str, description: str, blocking: bool = False) -> Any:
@@ -286,6 +296,7 @@ def written(
         context.log.warning(warning)
     if judgements:
         record_checks(path, judgements)
+    version = facts.data_version()
     return dg.MaterializeResult(
         metadata={
             "output_path": dg.MetadataValue.path(str(path)),
@@ -293,6 +304,7 @@ def written(
             **metadata,
         },
         check_results=checked(judgements) or None,
+        data_version=dg.DataVersion(version) if version else None,
     )
 
 

@@ -27,6 +27,10 @@ from ..search import StacSource
 from ..storage import write_json
 from .described import Detail, Facts, Json, Measure
 
+#: The version of what this product's writer makes: raise it when a release changes its
+#: files or numbers, so that Dagster shows the partitions made before as stale (code_version).
+VERSION = "1"
+
 
 @dataclass
 class BandStackRecipe:

@@ -57,6 +57,10 @@ from .clusters import open_clusters, read_csv
 from .described import DENOMINATORS, Detail, Facts, FilePath, Markdown, Measure, markdown_table
 from .geotiff import open_geotiff
 
+#: The version of what this product's writer makes: raise it when a release changes its
+#: files or numbers, so that Dagster shows the partitions made before as stale (code_version).
+VERSION = "1"
+
 CHANGE_MAP = "change.tif"
 CHANGE_PNG = "change_map.png"
 TRANSITIONS_PNG = "transitions.png"

@@ -20,7 +20,7 @@ import xarray as xr
 from ..cluster import ClusterSettings, FittedClusterer
 from ..errors import AssetReadError
 from ..evaluate import KChoice
-from ..model_file import load_model, save_model
+from ..model_file import load_model, model_digest, save_model
 from ..naming import NamingSettings, name_clusters
 from ..reference import (
     ModelSettings,
@@ -32,6 +32,10 @@ from ..reference import (
 from ..storage import atomic_path, expand_path, published, write_json
 from .clusters import ELBOW, MODEL, ModelPlan, fit_model, k_choice_details, k_choice_warnings
 from .described import Detail, Facts, FilePath, Json, Measure, markdown_table
+
+#: The version of what this product's writer makes: raise it when a release changes its
+#: files or numbers, so that Dagster shows the partitions made before as stale (code_version).
+VERSION = "1"
 
 TABLE = "clusters.csv"
 SUMMARY = "summary.json"
@@ -61,6 +65,11 @@ class ClusterModelFacts(Facts):
             ),
             Measure("feature_count", len(features), "features", ", ".join(features)),
         ]
+
+    def data_version(self) -> str:
+        """The model's parameters: a refit that moves any centre marks the maps made with the
+        earlier model as stale."""
+        return model_digest(self.model)[:16]
 
     def details(self) -> dict[str, Detail]:
         return {

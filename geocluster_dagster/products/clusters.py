@@ -10,6 +10,7 @@ parameters, see :mod:`geocluster_dagster.model_file`),
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -53,6 +54,10 @@ from .described import (
     markdown_table,
 )
 
+#: The version of what this product's writer makes: raise it when a release changes its
+#: files or numbers, so that Dagster shows the partitions made before as stale (code_version).
+VERSION = "1"
+
 CLUSTER_MAP = "cluster_map.tif"
 MODEL = "model.json"
 #: Where earlier versions kept the model: a pickle, which is never loaded (it can run code).
@@ -84,6 +89,14 @@ class ClustersFacts(Facts):
     """With a matched model: where each of the partition's own clusters went."""
     classes: list[ClassName] = dataclasses.field(default_factory=list)
     """The name of every cluster, and the rule and index values that gave it."""
+    digest: str = ""
+    """Of the model's parameters and the map's signatures (:meth:`data_version`)."""
+
+    def data_version(self) -> str | None:
+        """The model and the signatures of the map it made (each cluster's pixel count and
+        mean of every feature): the same map from the same pixels keeps its version, new
+        pixels or a refitted model give a new one, without reading the map again."""
+        return self.digest or None
 
     def measures(self) -> list[Measure]:
         return [
@@ -314,7 +327,9 @@ def write_clusters(
         write_json(summary, tmp / SUMMARY)
         if curve is not None:
             curve.to_csv(tmp / ELBOW, index=False)
+    digest = hashlib.sha256((model_digest(model) + signatures.to_csv(index=False)).encode())
     return ClustersFacts(
+        digest=digest.hexdigest()[:16],
         folder=published(folder),
         plan=plan,
         features=features,

@@ -95,6 +95,12 @@ class Facts:
     def warnings(self) -> list[str]:
         return []
 
+    def data_version(self) -> str | None:
+        """A digest of what the product holds, the same whenever it holds the same (None: let
+        the orchestrator derive one from the code and the inputs). A product whose version
+        changes marks what was made from it as stale."""
+        return None
+
 
 def rounded(value: Any, digits: int = 4) -> Any:
     """Every float in a nest of dicts and lists kept to ``digits`` significant digits."""

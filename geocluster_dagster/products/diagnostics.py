@@ -35,6 +35,10 @@ COMPOSITES = (
     ("false_colour", "False colour (NIR, red, green)", ("nir", "red", "green")),
 )
 
+#: The version of what this product's writer makes: raise it when a release changes its
+#: files or numbers, so that Dagster shows the partitions made before as stale (code_version).
+VERSION = "1"
+
 #: The figures worth a thumbnail in the partition's metadata, in the order they are shown.
 PREVIEWS = ("cluster_map", "true_colour", "signatures", "silhouette")
 

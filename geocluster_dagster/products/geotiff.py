@@ -34,6 +34,10 @@ from ..quality import Judgement, judge_cog
 from ..storage import atomic_path, published
 from .described import DENOMINATORS, Detail, Facts, FilePath, Json, Measure, rounded
 
+#: The version of what this product's writer makes: raise it when a release changes its
+#: files or numbers, so that Dagster shows the partitions made before as stale (code_version).
+VERSION = "1"
+
 BANDS = "bands.tif"
 INDICES = "indices.tif"
 

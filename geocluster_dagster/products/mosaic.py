@@ -29,6 +29,10 @@ from ..load import STATE_LAYERS
 from ..quality import Judgement, MosaicQuality, judge_clear_fraction
 from .described import DENOMINATORS, Detail, Facts, Json, Measure, rounded, share
 
+#: The version of what this product's writer makes: raise it when a release changes its
+#: files or numbers, so that Dagster shows the partitions made before as stale (code_version).
+VERSION = "1"
+
 
 @dataclass(frozen=True)
 class MosaicFacts(Facts):

@@ -24,6 +24,10 @@ from .geotiff import BANDS
 from .report import ReportInputs, write_report
 from .stac_items import open_stac_items
 
+#: The version of what this product's writer makes: raise it when a release changes its
+#: files or numbers, so that Dagster shows the partitions made before as stale (code_version).
+VERSION = "1"
+
 
 @dataclass(frozen=True)
 class PartitionFolders:

@@ -7,6 +7,7 @@ are (unsigned, absolute): they are signed again when read.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +22,10 @@ from ..quality import Judgement, judge_scenes
 from ..search import SearchSettings, StacSource, cloud_cover, search_items
 from ..storage import write_json
 from .described import Detail, Facts, Markdown, Measure
+
+#: The version of what this product's writer makes: raise it when a release changes its
+#: files or numbers, so that Dagster shows the partitions made before as stale (code_version).
+VERSION = "1"
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,21 @@ class StacItemsFacts(Facts):
 
     def judge(self) -> Judgement:
         return judge_scenes(len(self.items), self.cloud_covers(), self.no_imagery)
+
+    def data_version(self) -> str:
+        """The scenes found, by source, collection, id and last update: the same search
+        finding the same scenes gives the same version (signed hrefs, which change with each
+        search, are left out); a new or reprocessed scene gives a new one."""
+        scenes = sorted(
+            (
+                item.collection_id or "",
+                item.id,
+                str(item.properties.get("updated") or item.properties.get("datetime") or ""),
+            )
+            for item in self.items
+        )
+        text = json.dumps([self.source, self.collection, scenes])
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def write_stac_items(
