@@ -116,8 +116,10 @@ class AssetLines(logging.Handler):
             self.written[materialization.asset_key.to_user_string()] = metadata
             if "not_compared" in metadata:
                 self._said[step] = f"nothing compared: {metadata['not_compared'].value}"
-            if "no_imagery" in metadata:
+            if "no_imagery" in metadata and "item_count" in metadata:  # the search: why
                 self._later(step, f"    no imagery: {metadata['no_imagery'].value}")
+            elif "no_imagery" in metadata:  # a step after it: the reason is said above
+                self._said[step] = "no imagery: wrote nothing"
         elif kind == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
             check = event.event_specific_data
             if not check.passed:

@@ -143,8 +143,9 @@ def test_a_blocking_check_failure_stops_the_assets_downstream(demo, dask_cluster
     assert "blocking asset check failed" in failure_message(result)
 
 
-def test_a_month_without_imagery_is_skipped_not_failed(demo, dask_cluster, tmp_path):
-    """A backfill over May (no scene) and June: June complete, May 'no imagery', no failure."""
+def test_a_month_without_imagery_says_so_and_fails_nothing(demo, dask_cluster, tmp_path):
+    """A backfill over May (no scene) and June: June complete, May 'no imagery' in every
+    asset (materialized, writing nothing), no failure and no skipped step."""
     instance = dg.DagsterInstance.ephemeral()
     results = {
         month: run(
@@ -166,23 +167,22 @@ def test_a_month_without_imagery_is_skipped_not_failed(demo, dask_cluster, tmp_p
     scenes = _check(may, "stac_items", "has_scenes")
     assert not scenes.passed and scenes.severity == dg.AssetCheckSeverity.WARN
     assert scenes.description.startswith("No imagery: ")
-    assert {
-        m.asset_key.to_user_string() for m in may.asset_materializations_for_node("stac_items")
-    } == {"stac_items"}
-    assert _skipped(may) == {
-        "mosaic",
-        "geotiff",
-        "clusters",
-        "diagnostics",
-        "cluster_change",
-        "stac_item",
-    }
-    assert not (tmp_path / "out" / "band_stack" / "demo" / "2023-05-01.json").exists()
+    assert _skipped(may) == set()
+    downstream = ["band_stack", "mosaic", "geotiff", "clusters", "diagnostics"]
+    for asset in [*downstream, "cluster_change", "stac_item"]:
+        metadata = materialization(may, asset).metadata
+        assert metadata["no_imagery"].value.startswith("No imagery for AOI 'demo', 2023-05-01")
+        assert "output_path" not in metadata, asset
+    clear = _check(may, "mosaic", "clear_fraction")
+    assert clear.passed and clear.description == "Not evaluated: no imagery in the window."
+    assert clear.metadata["evaluated"].value is False
+    for asset in downstream:  # nothing written for May
+        assert not list((tmp_path / "out" / asset / "demo").glob("2023-05-01*")), asset
+    assert not list((tmp_path / "out").rglob("2023-05-01*.html"))
     june = results[DEMO_MONTH]
     assert _check(june, "stac_items", "has_scenes").passed
     for asset in ("mosaic", "geotiff", "clusters", "diagnostics"):
-        materialization(june, asset)
-    assert not may.asset_materializations_for_node("band_stack")
+        assert "no_imagery" not in materialization(june, asset).metadata
 
 
 def test_an_unexpected_error_is_a_failure_that_names_it():

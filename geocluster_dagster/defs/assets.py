@@ -80,6 +80,7 @@ from .partitions import (
 from .resources import AOIRegistry, DaskCluster, StacCatalog
 from .steps import (
     GROUP,
+    after_imagery,
     check_spec,
     check_what_settings_name,
     code_version,
@@ -105,11 +106,12 @@ _THIS_AND_EARLIER = lookback_mapping()
             "has_scenes",
             False,
             "At least one scene in the window (WARN): none makes the partition 'no imagery', "
-            "and the assets downstream are skipped, not failed.",
+            "and the assets downstream record 'no imagery' (writing nothing), not a failure.",
         )
     ],
     description="STAC items covering the AOI in the date window, filtered by collection and cloud cover.",
     kinds={"stac"},
+    searches=True,
 )
 def stac_items(
     context: dg.AssetExecutionContext,
@@ -145,7 +147,6 @@ def stac_items(
     deps=[stac_items],
     description="Lazy, chunked, cloud-masked bands in physical units on one grid; stored as the recipe that reopens them (items, grid, mask and read settings), not a copy of the pixels.",
     kinds={"xarray", "stac"},
-    output_required=False,  # a partition without imagery yields nothing: the rest is skipped
 )
 def band_stack(
     context: dg.AssetExecutionContext,
@@ -154,15 +155,9 @@ def band_stack(
     stac: StacCatalog,
     dask: DaskCluster,
     outputs: OutputStore,
-) -> Iterator[dg.MaterializeResult]:
+) -> dg.MaterializeResult:
     window = partition_window(context)
     items = open_stac_items(outputs.existing(STAC_ITEMS, window))
-    if len(items) == 0:
-        context.log.info(
-            f"No imagery for partition {window.key} (see the stac_items check has_scenes): "
-            "band_stack and the assets after it are skipped."
-        )
-        return
     recipe = BandStackRecipe(
         items=items,
         aoi=aoi_registry.get(window.aoi_id).geometry,
@@ -173,7 +168,7 @@ def band_stack(
     path = outputs.path(BAND_STACK, window)
     facts = write_band_stack(recipe, path, output_root=outputs.root(), where=window.label)
     context.log.info(f"{window.key}: {facts.describe_cost()}")
-    yield written(context, path, facts)
+    return written(context, path, facts)
 
 
 @product_asset(
@@ -434,6 +429,7 @@ _CHANGE_CHECKS = [
     can_subset=True,
 )
 @step
+@after_imagery([name for name, _ in _CHANGE_CHECKS])
 def cluster_change(
     context: dg.AssetExecutionContext,
     config: ChangeConfig,
@@ -443,6 +439,16 @@ def cluster_change(
     window = partition_window(context)
     folder = outputs.path(CLUSTER_CHANGE, window)
     settings = to_settings(ChangeSettings, config)
+    if not outputs.present([CLUSTERS.asset], window):
+        # An asset backfill of a date plans the changes of the year after it too (they read
+        # its map); a later date never materialized has no map to compare yet.
+        reason = (
+            f"{window.key} has no map of its own yet (its clusters was never materialized): "
+            "materialize the partition, and its change is made with it."
+        )
+        context.log.info(reason)
+        yield _not_compared(folder, reason)
+        return
     try:
         earlier = settings.earlier(
             outputs.dates_with(CLUSTERS, window.aoi_id),

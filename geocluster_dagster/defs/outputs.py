@@ -24,6 +24,7 @@ from pydantic import Field
 
 from .. import object_store
 from ..blocks import CHUNK_SIZE
+from ..products.stac_items import open_stac_items
 from ..storage import (
     check_writable,
     claim_output_root,
@@ -144,6 +145,19 @@ class OutputStore(dg.ConfigurableResource):  # type: ignore[type-arg]
             if not path.name.startswith(".") and path.name.endswith(product.suffix)
         )
         return sorted(key for key in keys if date_partitions.has_partition_key(key))
+
+    def found_no_imagery(self, window: PartitionWindow) -> bool:
+        """Whether the partition's search found no scene (its stac_items product lists none).
+        False when it was never searched: the step then fails on its missing input."""
+        path = self.path(STAC_ITEMS, window)
+        if is_remote(path):
+            located = _current(path, STAC_ITEMS)
+            if located is None:
+                return False
+            path = located
+        elif not path.exists():
+            return False
+        return len(open_stac_items(path)) == 0
 
     def present(self, names: Iterable[str], window: PartitionWindow) -> list[str]:
         """Which of the partition's products (asset names, see :data:`PRODUCTS`) are on disk."""

@@ -117,6 +117,58 @@ def step(compute: Callable[..., Any]) -> Callable[..., Any]:
     return call
 
 
+def after_imagery(check_names: Sequence[str] = ()) -> Callable[[Callable[..., Any]], Any]:
+    """For a step after the search: in a partition whose search found no scene, it writes
+    nothing and records a materialization that says "no imagery" (with its checks, not
+    evaluated) instead of being skipped. Dagster counts an asset a run did not materialize as
+    failed in an asset backfill, and the partitions view shows it as never run; so a month
+    without a clear scene would look like a failure, or like work left to do."""
+
+    def wrap(compute: Callable[..., Any]) -> Callable[..., Any]:
+        def no_imagery(context: dg.AssetExecutionContext, outputs: OutputStore) -> Any:
+            window = partition_window(context)
+            if not outputs.found_no_imagery(window):
+                return None
+            reason = (
+                f"No imagery for {window.label}: the stac_items search found no scene (see "
+                "its has_scenes check for why, and which filter to relax)."
+            )
+            context.log.info(f"{reason} {context.asset_key.to_user_string()} writes nothing.")
+            not_evaluated = [
+                dg.AssetCheckResult(
+                    check_name=name,
+                    passed=True,
+                    description="Not evaluated: no imagery in the window.",
+                    metadata={"evaluated": False},
+                )
+                for name in check_names
+            ]
+            return dg.MaterializeResult(
+                metadata={"no_imagery": reason}, check_results=not_evaluated or None
+            )
+
+        if inspect.isgeneratorfunction(compute):
+
+            @functools.wraps(compute)
+            def generate(context: dg.AssetExecutionContext, *args: Any, **kwargs: Any) -> Any:
+                empty = no_imagery(context, kwargs["outputs"])
+                if empty is not None:
+                    yield empty
+                    return
+                yield from compute(context, *args, **kwargs)
+
+            return generate
+
+        @functools.wraps(compute)
+        def call(context: dg.AssetExecutionContext, *args: Any, **kwargs: Any) -> Any:
+            empty = no_imagery(context, kwargs["outputs"])
+            return empty if empty is not None else compute(context, *args, **kwargs)
+
+        return call
+
+    return wrap
+
+
 def _withdraw_publication(context: dg.AssetExecutionContext) -> None:
     """A step rewrote one of the products the partition's STAC Item and report describe:
     withdraw both, so that the catalog never lists a checksum or a figure of the products
@@ -227,10 +279,16 @@ def sources_used(
 
 
 def product_asset(
-    product: Product, checks: Sequence[tuple[str, bool, str]] = (), **kwargs: Any
+    product: Product,
+    checks: Sequence[tuple[str, bool, str]] = (),
+    *,
+    searches: bool = False,
+    **kwargs: Any,
 ) -> Callable[[Callable[..., Any]], dg.AssetsDefinition]:
     """``dg.asset`` for a product of the graph: named after it, partitioned, in the group, with
-    its checks (name, blocking, description): their results come with its materialization."""
+    its checks (name, blocking, description): their results come with its materialization.
+    Every product but the search's own (``searches``) says "no imagery" in a partition whose
+    search found no scene (:func:`after_imagery`)."""
     specs = [
         check_spec(product, name, description, blocking) for name, blocking, description in checks
     ]
@@ -242,7 +300,10 @@ def product_asset(
         code_version=code_version(product),
         **kwargs,
     )
-    return lambda compute: asset(step(compute))
+    if searches:
+        return lambda compute: asset(step(compute))
+    empty = after_imagery([name for name, _, _ in checks])
+    return lambda compute: asset(step(empty(compute)))
 
 
 def code_version(product: Product) -> str:

@@ -1,7 +1,8 @@
 """The stac_items product of a partition: the scenes its search found, as an ItemCollection.
 
 A window without a scene is not an error (a cloudy month has none): the empty search is stored,
-so it is on record, and the assets after it are skipped. The provider's hrefs are kept as they
+so it is on record, and the assets after it write nothing (their materializations say "no
+imagery"). The provider's hrefs are kept as they
 are (unsigned, absolute): they are signed again when read.
 """
 
@@ -77,7 +78,7 @@ class StacItemsFacts(Facts):
         if not self.no_imagery:
             return []
         return [
-            f"No imagery for {self.where}: {self.no_imagery} The assets downstream are skipped."
+            f"No imagery for {self.where}: {self.no_imagery} The assets downstream write nothing."
         ]
 
     def judge(self) -> Judgement:
