@@ -142,6 +142,7 @@ def run_backfill(
         with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
             runs = _wait_for_runs(instance, len(keys), timeout_s=60 * count)
             result = _costs(instance, runs, started, submitted)
+        result["event_log_kb_per_run"] = _event_log_kb(env["DAGSTER_POSTGRES_URL"], runs)
     result.update(
         aois=count,
         aoi_px=f"{side_px}²",
@@ -215,6 +216,21 @@ def _costs(instance: Any, runs: list[Any], started: float, submitted: float) -> 
         "median_run": {k: round(statistics.median(v), 2) for k, v in phases.items()},
         "median_asset_s": {k: round(statistics.median(v), 2) for k, v in assets.items()},
     }
+
+
+def _event_log_kb(url: str, runs: list[Any]) -> dict[str, float]:
+    """What each run of the backfill wrote to the instance's event log, in kB (the events
+    as PostgreSQL stores them: Dagster's serialized JSON): median and largest."""
+    import psycopg
+
+    with psycopg.connect(url.replace("postgresql+psycopg2://", "postgresql://")) as conn:
+        rows = conn.execute(
+            "SELECT run_id, SUM(LENGTH(event)) FROM event_logs WHERE run_id = ANY(%s) "
+            "GROUP BY run_id",
+            ([r.run_id for r in runs],),
+        ).fetchall()
+    sizes = [int(total) / 1000 for _, total in rows] or [0.0]
+    return {"median": round(statistics.median(sizes), 1), "max": round(max(sizes), 1)}
 
 
 def _max_concurrent(work: Path) -> int:

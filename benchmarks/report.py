@@ -270,4 +270,11 @@ def _backfill_lines(backfill: dict[str, Any] | None) -> list[str]:
     ]
     assets = ", ".join(f"{k} {v}" for k, v in backfill["median_asset_s"].items())
     lines += ["", f"Median seconds per asset step: {assets}."]
+    events = backfill.get("event_log_kb_per_run")
+    if events:
+        lines += [
+            "",
+            f"Event log per partition run (PostgreSQL's `event_logs`): median {events['median']} "
+            f"kB, largest {events['max']} kB.",
+        ]
     return lines

@@ -108,6 +108,10 @@ def test_the_backfill_step_runs_small_aois_through_the_daemon_on_postgres(tmp_pa
     table = (out / "results.md").read_text()
     assert f"| 3 | 3 | {backfill['wall_s']} | {backfill['s_per_partition']} |" in table
     assert "every run tagged `geocluster/figures: false`" in table
+    # What each run wrote to the event log, read from PostgreSQL itself.
+    events = backfill["event_log_kb_per_run"]
+    assert 10 < events["median"] <= events["max"], events
+    assert f"median {events['median']} kB, largest {events['max']} kB" in table
 
 
 def _check_inputs(root: Path) -> None:
