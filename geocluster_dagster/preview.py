@@ -29,6 +29,10 @@ if TYPE_CHECKING:
 UI_IMAGE_PX = 1000
 #: Longest markdown entry of one image, in characters (~110 kB of PNG).
 UI_IMAGE_CHARS = 150_000
+#: The maps every materialization carries (the cluster map, the change map): smaller, as each
+#: is stored in the event log of every partition (the files and the report have them in full).
+UI_MAP_PX = 600
+UI_MAP_CHARS = 20_000
 
 
 def figure_markdown(

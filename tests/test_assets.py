@@ -185,7 +185,10 @@ def test_the_demo_partition_writes_every_output(demo_run):
     assert not (out / "cluster_change").exists()
     meta = materialization(result, "diagnostics").metadata
     assert -1 <= meta["silhouette"].value <= 1 and meta["davies_bouldin"].value > 0
-    assert meta["preview_cluster_map"].value.startswith("![")
+    # The figures by file (the report holds them all); embedded only when asked (figures_in_ui).
+    assert not [key for key in meta if key.startswith("preview_")]
+    plots = {key.removeprefix("plot_"): meta[key].value for key in meta if key.startswith("plot_")}
+    assert len(plots) == 8 and all(Path(p).is_file() for p in plots.values()), plots
     assert [p for p in out.rglob("*") if ".tmp" in p.name] == []
     # Every product's numbers in a table with units (a first date has no change to tabulate).
     for asset in ("stac_items", "band_stack", "mosaic", "geotiff", "clusters", "diagnostics"):

@@ -47,6 +47,24 @@ def test_demo_materializes_every_asset_and_prints_where_and_the_scores(tmp_path)
     )
 
 
+def test_a_partitions_run_keeps_its_event_log_small(tmp_path):
+    """What a run of one partition stores in the instance's event log: every event as Dagster
+    serializes it. The figures are files (and in the report), not copies in each event; the
+    metadata is stored once, on the materialization, not again on the step's output."""
+    import dagster as dg
+    from dagster._serdes import serialize_value
+
+    result = invoke(tmp_path, "demo")
+    assert result.exit_code == 0, result.output
+    with dg.DagsterInstance.from_config(str(tmp_path / ".dagster_home")) as instance:
+        (run,) = instance.get_runs()
+        events = instance.all_logs(run.run_id)
+        total = sum(len(serialize_value(event)) for event in events)
+        outputs = [e for e in events if e.dagster_event_type == dg.DagsterEventType.STEP_OUTPUT]
+    assert 20_000 < total <= 150_000, total  # 813 kB before the figures left the event log
+    assert all(len(serialize_value(e)) < 2_000 for e in outputs)  # no metadata copied there
+
+
 def test_a_misspelt_choice_in_the_run_config_is_refused_before_anything_runs(tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump({"ops": {"mosaic": {"config": {"method": "medain"}}}}))

@@ -73,9 +73,13 @@ def ui(tmp_path_factory):
     assert demo.returncode == 0, demo.stdout[-2000:] + demo.stderr[-2000:]
     # The CLI's time for the partition: the whole command (imports, instance, every step),
     # rewriting what the demo wrote, as the UI's run then does.
+    # With every figure embedded in the metadata, to be read on the asset page.
+    config = out / "figures_in_ui.yaml"
+    config.write_text("ops:\n  diagnostics:\n    config:\n      figures_in_ui: true\n")
     started = time.monotonic()
     cli = subprocess.run(
-        [str(BIN / "geocluster"), "materialize", "--aoi", "demo", "--month", DEMO_MONTH[:7]],
+        [str(BIN / "geocluster"), "materialize", "--aoi", "demo", "--month", DEMO_MONTH[:7]]
+        + ["--config", str(config)],
         env=_env(out, home=False),
         capture_output=True,
         text=True,

@@ -194,6 +194,7 @@ class DiagnosticsConfig(dg.Config):
     preview_size: int = setting(DiagnosticsSettings, "preview_size")
     density_bins: int = setting(DiagnosticsSettings, "density_bins")
     figures: bool = setting(DiagnosticsSettings, "figures")
+    figures_in_ui: bool = setting(DiagnosticsSettings, "figures_in_ui")
     min_silhouette: float = setting(SeparationQuality, "min_silhouette")
 
 

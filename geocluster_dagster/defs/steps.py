@@ -358,12 +358,13 @@ def written(
     if judgements:
         record_checks(path, judgements)
     version = facts.data_version()
+    # On the materialization only: metadata returned with the result would be stored twice in
+    # the event log, in the step's output event too.
+    context.add_asset_metadata(
+        {"output_path": dg.MetadataValue.path(str(path)), **metadata_of(facts), **metadata},
+        asset_key=context.asset_key,
+    )
     return dg.MaterializeResult(
-        metadata={
-            "output_path": dg.MetadataValue.path(str(path)),
-            **metadata_of(facts),
-            **metadata,
-        },
         check_results=checked(judgements) or None,
         data_version=dg.DataVersion(version) if version else None,
     )

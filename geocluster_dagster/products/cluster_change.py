@@ -128,7 +128,7 @@ class ClusterChangeFacts(Facts):
 
     def details(self) -> dict[str, Detail]:
         # Imported here: matplotlib (behind the figures) loads only in the steps that draw.
-        from ..preview import figure_markdown
+        from ..preview import UI_MAP_CHARS, UI_MAP_PX, figure_markdown
 
         summary, folder = self.summary, self.folder
         areas = self.class_areas[
@@ -143,9 +143,12 @@ class ClusterChangeFacts(Facts):
             ),
             "class_area_deltas_ha": markdown_table(areas.round(2)),
             "transitions_top10": markdown_table(moves.round(2)),
-            "preview_change_map": Markdown(figure_markdown(folder / CHANGE_PNG)),
-            "preview_transitions": Markdown(figure_markdown(folder / TRANSITIONS_PNG)),
+            "preview_change_map": Markdown(
+                figure_markdown(folder / CHANGE_PNG, UI_MAP_PX, UI_MAP_CHARS)
+            ),
             "change_map_path": FilePath(folder / CHANGE_MAP),
+            "change_map_png": FilePath(folder / CHANGE_PNG),
+            "transitions_png": FilePath(folder / TRANSITIONS_PNG),
             "transitions_path": FilePath(folder / TRANSITIONS),
         }
 

@@ -38,7 +38,7 @@ from ..evaluate import ELBOW_SAMPLE_SIZE, KChoice, choose_k, elbow_curve, subsam
 from ..export import open_single_band, write_cog
 from ..model_file import load_model, model_digest, save_model
 from ..naming import ClassName, NamingSettings, means_of, name_clusters
-from ..preview import class_map_markdown
+from ..preview import UI_MAP_CHARS, UI_MAP_PX, class_map_markdown
 from ..progress import heartbeat
 from ..quality import ClusterQuality, Judgement, judge_clusters
 from ..reference import MATCH_MAX_DISTANCE, Match, check_features, match_to_reference
@@ -133,7 +133,9 @@ class ClustersFacts(Facts):
             "algorithm": self.summary["algorithm"],
             "features": ", ".join(self.features),
             "preview_cluster_map": Markdown(
-                class_map_markdown(self.folder / CLUSTER_MAP, legend=list(legend))
+                class_map_markdown(
+                    self.folder / CLUSTER_MAP, UI_MAP_PX, UI_MAP_CHARS, legend=list(legend)
+                )
             ),
             "cluster_map_path": FilePath(self.folder / CLUSTER_MAP),
             "signatures_path": FilePath(self.folder / SIGNATURES_CSV),

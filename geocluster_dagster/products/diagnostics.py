@@ -70,6 +70,12 @@ class DiagnosticsSettings:
         "curve and the silhouette check only, which saves the drawing. A backfill's runs "
         "take the run tag geocluster/figures: false instead (docs/deployment.md, Many AOIs).",
     )
+    figures_in_ui: bool = described(
+        False,
+        "Also embed every figure, legible (1000 px), in the materialization's metadata, to "
+        "read it on the asset page (about 300 kB more of event log per partition). false: "
+        "the page lists each figure's file and the partition's report, which holds them all.",
+    )
 
     def __post_init__(self) -> None:
         if self.elbow_sample_size < 1:
@@ -111,6 +117,8 @@ class DiagnosticsFacts(Facts):
     """The k of the map diagnosed."""
     not_drawn: str = ""
     """Why there would be no figures, in the user's terms (shown only when there are none)."""
+    figures_in_ui: bool = False
+    """Whether the metadata embeds the figures themselves (DiagnosticsSettings)."""
 
     def measures(self) -> list[Measure]:
         scores = self.scores
@@ -159,11 +167,13 @@ class DiagnosticsFacts(Facts):
         details: dict[str, Detail] = {
             "k_advice": k_advice(self.n_clusters, self.knee, self.silhouette_best, self.cover_best)
         }
-        # Every figure, legible in the UI (one click on the entry opens it at 1000 px).
+        # Every figure, legible in the UI (one click on the entry opens it at 1000 px), when
+        # asked for: each weighs 20-60 kB in the event log of every partition.
+        if self.figures_in_ui:
+            for name in sorted(self.figures, key=_figure_order):
+                details[f"preview_{name}"] = Markdown(figure_markdown(self.figures[name]))
         for name in sorted(self.figures, key=_figure_order):
-            details[f"preview_{name}"] = Markdown(figure_markdown(self.figures[name]))
-        for name, png in self.figures.items():
-            details[f"plot_{name}"] = FilePath(png)
+            details[f"plot_{name}"] = FilePath(self.figures[name])
         if not self.figures:
             details["figures"] = f"not drawn ({self.not_drawn})"
         return details
@@ -264,6 +274,7 @@ def write_diagnostics(
         cover_best=cover_best,
         n_clusters=model.n_clusters,
         not_drawn=not_drawn,
+        figures_in_ui=settings.figures_in_ui,
     )
 
 
