@@ -11,6 +11,7 @@ geocluster demo-scene                # add a new synthetic scene for the new-ima
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -290,6 +291,8 @@ def _run_job(
             ]
             for error in [e for e in errors if e is not None][:1]:
                 echo(f"FAILED: {error_text(error)}", err=True)
+                lines.failures.append(f"FAILED: {error_text(error)}")
+        _print_result(key, "failed", lines, skipped, {}, "")
         sys.exit(1)
     scores = {
         key: value.value  # rounded as the UI shows them (defs/readable.py)
@@ -300,11 +303,37 @@ def _run_job(
     if scores:
         echo(f"Scores: {scores}")
     # The UI must write where this run wrote: the same instance and the same output root.
-    echo(
-        f"Open the UI with:  DAGSTER_HOME={os.environ['DAGSTER_HOME']} "
+    ui = (
+        f"DAGSTER_HOME={os.environ['DAGSTER_HOME']} "
         f"GEOCLUSTER_OUTPUT={os.environ['GEOCLUSTER_OUTPUT']} "
         "dagster dev -m geocluster_dagster.definitions"
     )
+    echo(f"Open the UI with:  {ui}")
+    _print_result(key, "succeeded", lines, skipped, scores, ui)
+
+
+def _print_result(
+    key: Any, status: str, lines: Any, skipped: list[str], scores: dict[str, Any], ui: str
+) -> None:
+    """With ``--json``: the run's result as one JSON object on stdout, for scripts."""
+    if not click.get_current_context().find_root().params.get("as_json"):
+        return
+    products = {
+        asset: str(getattr(metadata["output_path"], "value", metadata["output_path"]))
+        for asset, metadata in lines.written.items()
+        if "output_path" in metadata
+    }
+    result = {
+        "partition": str(key),
+        "status": status,
+        "products": products,
+        "not_built": skipped,
+        "failures": list(lines.failures),
+        "scores": scores,
+        "ui_command": ui,
+    }
+    sys.stdout.write(json.dumps(result) + "\n")
+    sys.stdout.flush()
 
 
 def _instance_full_in_a_step(result: Any) -> Exception | None:
@@ -430,9 +459,21 @@ def _check_run_config(job: dg.JobDefinition, run_config: dict[str, Any]) -> None
     is_flag=True,
     help="Also print Dagster's own event log (every event of every step).",
 )
-def main(output: str, verbose: bool) -> None:
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the result of materialize, demo or reference as one JSON object on stdout "
+    "(partition, status, products, scores, the UI command); the lines for a person go to "
+    "stderr.",
+)
+@click.version_option(package_name="geocluster_dagster", prog_name="geocluster")
+def main(output: str, verbose: bool, as_json: bool) -> None:
     """Satellite imagery to unsupervised land-cover maps, as Dagster assets."""
     from .storage import check_writable, output_location
+    from .terminal import keep_stdout_for_result
+
+    keep_stdout_for_result(as_json)
 
     setting = "--output (env GEOCLUSTER_OUTPUT)"
     os.environ["GEOCLUSTER_OUTPUT"] = str(output_location(output, setting))
@@ -443,11 +484,10 @@ def main(output: str, verbose: bool) -> None:
 def demo() -> None:
     """Build the embedded demo (synthetic scene, real spectra) and materialize the whole graph."""
     from .defs.resources import demo_paths
+    from .terminal import echo
 
     paths = demo_paths()
-    click.echo(
-        f"Demo catalog: {paths.catalog} (synthetic landscape built from real Landsat 8 spectra)"
-    )
+    echo(f"Demo catalog: {paths.catalog} (synthetic landscape built from real Landsat 8 spectra)")
     os.environ.setdefault("GEOCLUSTER_AOI_REGISTRY", "demo")
     os.environ.setdefault("GEOCLUSTER_STAC_URL", "demo")
     _materialize(paths.aoi_id, paths.start.strftime("%Y-%m"), None)

@@ -23,6 +23,16 @@ from .progress import Update
 OUTPUT_PATH = "output_path"
 
 
+#: Whether stdout is kept for a machine-readable result (``geocluster --json``): every line for a
+#: person then goes to stderr.
+_STDOUT_FOR_RESULT = False
+
+
+def keep_stdout_for_result(keep: bool = True) -> None:
+    global _STDOUT_FOR_RESULT
+    _STDOUT_FOR_RESULT = keep
+
+
 def echo(line: str, *, err: bool = False) -> None:
     """Print a line on a line of its own, above any progress bar. The bars draw on a copy of
     the terminal (see :class:`Bars`), which ``tqdm.write`` does not clear when it writes to
@@ -31,7 +41,7 @@ def echo(line: str, *, err: bool = False) -> None:
     for bar in bars:
         bar.clear()
         bar.fp.flush()
-    file = sys.stderr if err else sys.stdout
+    file = sys.stderr if err or _STDOUT_FOR_RESULT else sys.stdout
     file.write(line + "\n")
     file.flush()
     for bar in bars:
@@ -102,7 +112,7 @@ class AssetLines(logging.Handler):
             if message.startswith(_SAID_BY_THE_SUMMARY):
                 return
             if record.levelno >= logging.WARNING:  # now: a retry or a wait is news while it lasts
-                echo(f"    warning ({step or 'run'}): {message}")
+                echo(f"    warning ({step or 'run'}): {message}", err=True)
                 self._warned.setdefault(step, []).append(message)
             elif step:
                 self._said.setdefault(step, message)  # why a step wrote nothing, if it did not

@@ -185,7 +185,7 @@ def test_an_output_root_that_cannot_hold_the_instance_is_named(tmp_path):
     ("filled", "size"),
     [
         # The run database fills while the run records its events (products on another disk).
-        ("instance", "1200k"),
+        ("instance", "800k"),
         # The output root fills while the demo catalog is written (GDAL's own write error).
         ("demo catalog", "4m"),
     ],
@@ -418,3 +418,54 @@ def test_a_failure_in_stac_item_prints_its_reason(tmp_path):
         and f"{tmp_path / 'stac'} is a file where a folder of the output root belongs" in failed[0]
     )
     assert (tmp_path / "stac").read_text() == "not a folder"
+
+
+def _split_run(output: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The command as a user runs it, stdout and stderr apart."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GEOCLUSTER_", "DAGSTER_"))}
+    command = [sys.executable, "-m", "geocluster_dagster", "--output", str(output), *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_version_json_result_and_warnings_on_stderr(tmp_path):
+    from importlib.metadata import version
+
+    shown = _split_run(tmp_path, "--version")
+    assert shown.returncode == 0 and shown.stdout.strip() == (
+        f"geocluster, version {version('geocluster_dagster')}"
+    )
+    # --json: stdout holds the result only, one JSON object; a person's lines are on stderr.
+    done = _split_run(tmp_path, "--json", "demo")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["partition"] == f"demo|{DEMO_MONTH}" and result["status"] == "succeeded"
+    assert set(result["products"]) == {*ASSETS, "stac_item"}
+    assert all(Path(path).exists() for path in result["products"].values())
+    assert 0 < result["scores"]["silhouette"] <= 1
+    assert "dagster dev" in result["ui_command"] and "Scores: " in done.stderr
+    # A warning (here: no scene in May) goes to stderr, the asset lines to stdout.
+    empty = _split_run(tmp_path, "materialize", "--aoi", "demo", "--date", "2023-05")
+    assert empty.returncode == 0, empty.stderr
+    assert "warning (stac_items): No imagery" in empty.stderr
+    assert "warning" not in empty.stdout and "  band_stack " in empty.stdout
+
+
+def test_the_products_csvs_carry_no_float_noise(tmp_path):
+    """237.33, not 237.32999999999998: ten significant digits at most."""
+    done = invoke(tmp_path, "demo")
+    assert done.exit_code == 0, done.output
+    csvs = list(tmp_path.glob("clusters/demo/*/*.csv")) + list(
+        tmp_path.glob("diagnostics/demo/*/*.csv")
+    )
+    assert len(csvs) >= 2
+    numbers = [
+        cell
+        for path in csvs
+        for line in path.read_text().splitlines()[1:]
+        for cell in line.split(",")
+        if re.fullmatch(r"-?\d+\.\d+(e-?\d+)?", cell)
+    ]
+    assert numbers
+    for cell in numbers:
+        mantissa = cell.split("e")[0].lstrip("-").replace(".", "").lstrip("0")
+        assert len(mantissa) <= 10, cell

@@ -53,7 +53,7 @@ from ..quality import Judgement, judge_overlap, judge_plausible_change
 from ..reference import check_features
 from ..storage import atomic_path, is_remote, published, remove_quietly, write_json
 from .cluster_model import reference_model_file
-from .clusters import open_clusters, read_csv
+from .clusters import open_clusters, read_csv, write_csv
 from .described import DENOMINATORS, Detail, Facts, FilePath, Markdown, Measure, markdown_table
 from .geotiff import open_geotiff
 
@@ -314,8 +314,8 @@ def write_cluster_change(
             names_after=names,
             title=f"Transitions, {title}",
         )
-        tables.transitions.to_csv(tmp / TRANSITIONS, index=False)
-        tables.class_areas.to_csv(tmp / CLASS_AREAS, index=False)
+        write_csv(tables.transitions, tmp / TRANSITIONS)
+        write_csv(tables.class_areas, tmp / CLASS_AREAS)
         write_json(tables.summary, tmp / SUMMARY)
     return ClusterChangeFacts(
         transitions=tables.transitions,

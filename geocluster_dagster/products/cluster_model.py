@@ -30,7 +30,15 @@ from ..reference import (
     reference_table,
 )
 from ..storage import atomic_path, expand_path, published, write_json
-from .clusters import ELBOW, MODEL, ModelPlan, fit_model, k_choice_details, k_choice_warnings
+from .clusters import (
+    ELBOW,
+    MODEL,
+    ModelPlan,
+    fit_model,
+    k_choice_details,
+    k_choice_warnings,
+    write_csv,
+)
 from .described import Detail, Facts, FilePath, Json, Measure, markdown_table
 
 #: The version of what this product's writer makes: raise it when a release changes its
@@ -127,10 +135,10 @@ def write_cluster_model(
     with atomic_path(folder) as tmp:
         tmp.mkdir()
         save_model(model, tmp / MODEL)
-        table.to_csv(tmp / TABLE, index=False)
+        write_csv(table, tmp / TABLE)
         write_json(summary, tmp / SUMMARY)
         if curve is not None:
-            curve.to_csv(tmp / ELBOW, index=False)
+            write_csv(curve, tmp / ELBOW)
     return ClusterModelFacts(
         folder=published(folder),
         model=model,

@@ -320,7 +320,7 @@ def write_clusters(
             ],
         )
         save_model(model, tmp / MODEL)
-        signatures.to_csv(tmp / SIGNATURES_CSV, index=False)
+        write_csv(signatures, tmp / SIGNATURES_CSV)
         write_json(json.loads(signatures.to_json(orient="records")), tmp / SIGNATURES_JSON)
         np.save(tmp / SAMPLE, sample)
         density = labelled.red_nir_density()
@@ -328,7 +328,7 @@ def write_clusters(
             np.savez_compressed(tmp / DENSITY, counts=density)
         write_json(summary, tmp / SUMMARY)
         if curve is not None:
-            curve.to_csv(tmp / ELBOW, index=False)
+            write_csv(curve, tmp / ELBOW)
     digest = hashlib.sha256((model_digest(model) + signatures.to_csv(index=False)).encode())
     return ClustersFacts(
         digest=digest.hexdigest()[:16],
@@ -406,6 +406,16 @@ def _load_density(path: Path) -> np.ndarray | None:
     with path.open("rb") as handle, np.load(handle, allow_pickle=False) as stored:
         counts: np.ndarray = stored["counts"]  # plain arrays: nothing in it runs code
     return counts
+
+
+#: Significant digits of the numbers in the products' CSVs: as many as a float holds that mean
+#: something, without the noise of binary fractions (237.33, not 237.32999999999998).
+CSV_DIGITS = 10
+
+
+def write_csv(frame: pd.DataFrame, path: Path) -> None:
+    """A table of a product as CSV, its floats to :data:`CSV_DIGITS` significant digits."""
+    frame.to_csv(path, index=False, float_format=f"%.{CSV_DIGITS}g")
 
 
 def read_csv(path: Path) -> pd.DataFrame:

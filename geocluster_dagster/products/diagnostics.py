@@ -24,7 +24,7 @@ from ..preview import figure_markdown
 from ..progress import heartbeat
 from ..quality import Judgement, SeparationQuality, judge_silhouette
 from ..storage import atomic_path, location, published, write_json
-from .clusters import ELBOW, StoredClusters
+from .clusters import ELBOW, StoredClusters, write_csv
 from .described import Detail, Facts, FilePath, Markdown, Measure
 
 SCORES = "scores.json"
@@ -263,7 +263,7 @@ def write_diagnostics(
                 k_candidates=(knee, silhouette_best),
             )
         write_json(scores.as_dict(), tmp / SCORES)
-        elbow.to_csv(tmp / ELBOW, index=False)
+        write_csv(elbow, tmp / ELBOW)
         drawn = sorted(p.name for p in tmp.glob("*.png"))
     located = published(folder)
     return DiagnosticsFacts(
