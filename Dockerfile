@@ -9,7 +9,7 @@
 FROM python:3.11-slim
 
 WORKDIR /opt/geocluster_dagster
-COPY pyproject.toml README.md workspace.yaml ./
+COPY pyproject.toml README.md LICENSE workspace.yaml ./
 COPY geocluster_dagster ./geocluster_dagster
 # dagster-postgres: deploy/dagster.yaml's storage (the same range as the test extra).
 RUN pip install --no-cache-dir . "dagster-postgres>=0.29.5,<0.30"

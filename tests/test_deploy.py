@@ -500,3 +500,48 @@ def test_the_helm_values_give_every_pod_the_bucket_and_its_secret_and_one_run_pe
     assert limits[0]["key"] == get_multidimensional_partition_tag(AOI_PARTITIONS)
     assert values["dagsterDaemon"]["runMonitoring"]["enabled"]
     assert values["postgresql"]["enabled"] is False  # an external, managed PostgreSQL
+
+
+def test_the_package_declares_its_licence_and_ships_its_text():
+    from importlib.metadata import metadata
+
+    declared = metadata("geocluster_dagster")
+    assert declared["License-Expression"] == "Apache-2.0"
+    assert "LICENSE" in (declared.get_all("License-File") or [])
+    text = (REPO_ROOT / "LICENSE").read_text()
+    assert text.lstrip().startswith("Apache License") and "Version 2.0, January 2004" in text
+    assert any(
+        c.startswith("Topic :: Scientific/Engineering :: GIS")
+        for c in declared.get_all("Classifier") or []
+    )
+
+
+def test_the_image_context_leaves_out_what_the_image_does_not_need():
+    import fnmatch
+
+    ignored = [
+        line.strip()
+        for line in (REPO_ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    for heavy in (".git", ".venv", "geocluster_output", ".dagster_home"):
+        assert heavy in ignored, heavy
+    _, copies, _ = _dockerfile()
+    for source, _ in copies:
+        if source.startswith("deploy/dagster.yaml"):
+            continue
+        assert (REPO_ROOT / source).exists(), source  # what the image copies is there ...
+        assert not any(fnmatch.fnmatch(source, pattern) for pattern in ignored), source  # ... sent
+
+
+def test_the_ui_and_the_dask_dashboard_listen_on_this_machine_only():
+    """Neither has a login: compose publishes them on the loopback interface, not on every
+    interface of the host (docs/deployment.md says how to put them behind one)."""
+    published = [
+        (name, port)
+        for name, service in _compose()["services"].items()
+        for port in service.get("ports", [])
+    ]
+    assert {name for name, _ in published} >= {"webserver", "dask-scheduler"}
+    for name, port in published:
+        assert str(port).startswith("127.0.0.1:"), (name, port)
