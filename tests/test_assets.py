@@ -126,7 +126,7 @@ def test_the_demo_partition_writes_every_output(demo_run):
     composite = open_cog(out / "mosaic" / f"{part}.tif")
     for band in bands:
         np.testing.assert_array_equal(image[band].values, composite[band].values)
-    assert tags["aoi_id"] == "demo" and tags["time_window"] == "2023-06-01/2023-07-01"
+    assert tags["aoi_id"] == "demo" and tags["time_window"] == "2023-06-01/2023-06-30"
     assert set(tags["source_items"].split(",")) >= {i.id for i in items}
     assert tags["package"].startswith("geocluster_dagster") and "config" in tags
     assert tags["collection"] == "landsat-c2-l2" and "cloud" in tags["mask_flags"]

@@ -142,3 +142,11 @@ def test_half_months_of_one_aoi_share_ids_through_its_reference_model(tmp_path):
     assert not (tmp_path / "cluster_change" / "demo" / "2023-06-16").exists()
     item = json.loads(item_file(tmp_path, "demo", "2023-06-16").read_text())
     assert not any("change" in key for key in item["assets"]), item["assets"]
+
+
+def test_a_windows_label_names_its_last_day_not_the_next_windows_first():
+    from geocluster_dagster.defs.partitions import window_of
+
+    window = window_of("demo|2023-06-01")
+    assert window.label == "AOI 'demo', 2023-06-01 to 2023-06-30"
+    assert window.last_day.strftime("%Y-%m-%d") == "2023-06-30"

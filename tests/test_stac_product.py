@@ -60,6 +60,8 @@ def test_the_item_describes_every_product_and_where_it_came_from(outputs, demo):
     with rasterio.open(geotiff / "indices.tif") as src:
         names["indices"] = list(src.descriptions)
     assert props["start_datetime"].startswith(DEMO_MONTH) and item.datetime is None
+    # The window as people and STAC clients read it: its last second, not July's first.
+    assert props["end_datetime"] == "2023-06-30T23:59:59Z", props["end_datetime"]
     assert props["processing:software"]["geocluster_dagster"] == __version__
     assert "fill,dilated_cloud,cirrus,cloud,cloud_shadow" in props["processing:lineage"]
     bands = {key: item.assets[key].extra_fields["bands"] for key in ("bands", "indices")}

@@ -202,7 +202,7 @@ def mosaic(
         where=window.label,
         tags={
             "aoi_id": window.aoi_id,
-            "time_window": f"{window.start:%Y-%m-%d}/{window.end:%Y-%m-%d}",
+            "time_window": f"{window.start:%Y-%m-%d}/{window.last_day:%Y-%m-%d}",
         },
     )
     return written(context, path, facts, [facts.judge(to_settings(MosaicQuality, config))])

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal, get_args
 
 import dagster as dg
@@ -131,8 +131,13 @@ class PartitionWindow:
         return f"{self.aoi_id}|{self.date_key}"
 
     @property
+    def last_day(self) -> datetime:
+        """The window's last day (``end`` is the next window's first, excluded)."""
+        return self.end - timedelta(days=1)
+
+    @property
     def label(self) -> str:
-        return f"AOI {self.aoi_id!r}, {self.start:%Y-%m-%d} to {self.end:%Y-%m-%d}"
+        return f"AOI {self.aoi_id!r}, {self.start:%Y-%m-%d} to {self.last_day:%Y-%m-%d}"
 
 
 def split_key(partition_key: str) -> tuple[str, str]:

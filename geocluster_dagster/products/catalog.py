@@ -18,7 +18,7 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -176,7 +176,9 @@ def build_item(products: PartitionProducts, item_path: Path) -> pystac.Item:
         bbox=list(products.aoi.bounds),
         datetime=None,
         start_datetime=products.start,
-        end_datetime=products.end,
+        # Inclusive, as STAC clients and people read it: the window's last second, not the next
+        # window's first (which would put July 1st in June's Item).
+        end_datetime=products.end - timedelta(seconds=1),
         properties={
             **{k: v for k, v in grid.items() if v is not None},
             "geocluster:aoi_id": products.aoi_id,
