@@ -651,7 +651,8 @@ def plot_red_nir_density(
     ax.set_ylim(nir_edges[0], nir_max)
     ax.set_xlabel("Red surface reflectance (0–1)")
     ax.set_ylabel("NIR surface reflectance (0–1)")
-    ax.set_title(
+    # Over the whole figure: above the axes alone, the second line ran into the legend.
+    fig.suptitle(
         f"Red / NIR feature space ({int(total.sum()):,} pixels)\n"
         "colour = most frequent cluster in the bin, opacity ∝ log(pixel count)"
     )
@@ -667,7 +668,7 @@ def plot_red_nir_density(
     ]
     fig.legend(
         handles=handles,
-        loc="outside right upper",
+        loc="outside right center",
         ncols=_legend_columns(len(handles)),
         frameon=False,
         title="Cluster",

@@ -229,3 +229,29 @@ def test_thumbnail_is_a_small_png_data_uri(tmp_path):
     assert len(markdown) <= 40_000
     with Image.open(io.BytesIO(base64.b64decode(match.group(1)))) as thumb:
         assert thumb.format == "PNG" and max(thumb.size) <= 320
+
+
+def test_the_red_nir_figure_s_title_stays_clear_of_its_legend(tmp_path, monkeypatch):
+    """Its two-line title used to sit above the narrow axes alone, cut at the left edge of
+    the figure and running into the legend of nine long class names."""
+    drawn = {}
+    monkeypatch.setattr(plot, "_save", lambda fig, path: drawn.setdefault("fig", fig) and path)
+    rng = np.random.default_rng(0)
+    counts = rng.integers(0, 50, size=(9, 64, 64))
+    names = {i: f"sparse vegetation/grassland (brightness {i} of 9)" for i in range(1, 10)}
+    edges = np.linspace(0, 0.5, 65)
+    plot.plot_red_nir_density(counts, edges, edges, tmp_path / "r.png", names=names)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.text import Text
+
+    fig = drawn["fig"]
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    (suptitle,) = [t for t in fig.findobj(Text) if t.get_text() == fig.get_suptitle()]
+    title = suptitle.get_window_extent(renderer)
+    legend = fig.legends[0].get_window_extent(renderer)
+    page = fig.bbox
+    assert title and page.x0 <= title.x0 and title.x1 <= page.x1  # not cut at the edges
+    assert not title.overlaps(legend), (title, legend)
+    for ax in fig.axes:
+        assert not ax.get_window_extent(renderer).overlaps(legend)
