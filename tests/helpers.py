@@ -117,6 +117,47 @@ def item_file(out: Path, aoi_id: str, date: str) -> Path:
     return out / "stac" / aoi_id / date[:4] / f"{date}.json"
 
 
+def numbers(result, asset: str) -> dict:
+    """The numbers of ``asset``'s materialization in a run's result."""
+    metadata = materialization(result, asset).metadata
+    return {k: v.value for k, v in metadata.items() if isinstance(v.value, int | float)}
+
+
+def in_store_and_on_disk(root: str, tmp_path: Path, monkeypatch, **args):
+    """The demo partition with its output root in an object store (this machine's scratch and
+    state under ``tmp_path``), then on a local disk: both succeed, every temporary upload is
+    removed, no raster stays on the machine, and the two give the same numbers. The results."""
+    monkeypatch.setenv("GEOCLUSTER_STATE", str(tmp_path / "state"))
+    monkeypatch.setenv("GEOCLUSTER_SCRATCH", str(tmp_path / "scratch"))
+    (tmp_path / "scratch").mkdir()
+    stored = run(root, **args)
+    assert stored.success
+    assert list((tmp_path / "scratch").iterdir()) == []  # every temporary upload removed
+    assert not list((tmp_path / "state").rglob("*.tif"))
+    local = run(tmp_path / "local", **args)
+    assert local.success
+    for asset in ("clusters", "diagnostics"):
+        assert numbers(stored, asset) == numbers(local, asset), asset
+    return stored, local
+
+
+def assert_loads_as_on_disk(item_url: str, local_item: Path) -> None:
+    """The Item read back from an object store loads with odc-stac, pixel for pixel as the
+    same partition's Item on a local disk."""
+    import odc.stac
+    import pystac
+
+    from geocluster_dagster import object_store
+
+    object_store.configure_gdal()
+    document = json.loads(object_store.as_path(item_url).read_text())
+    bands = ["red", "nir", "ndvi"]
+    loaded = odc.stac.load([pystac.read_dict(document, href=item_url)], bands=bands)
+    local_loaded = odc.stac.load([pystac.Item.from_file(str(local_item))], bands=bands)
+    for band in bands:
+        np.testing.assert_array_equal(loaded[band].values, local_loaded[band].values)
+
+
 # --- the real Landsat 7 LEDAPS stacks ----------------------------------------------------------
 
 DATA = SHARED_DATA

@@ -10,14 +10,13 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 
 from geocluster_dagster import object_store
 from geocluster_dagster.demo import DEMO_MONTH
 from geocluster_dagster.errors import AssetReadError
 
-from .helpers import item_file
+from .helpers import item_file, numbers
 from .servers.s3 import S3Server
 
 pytestmark = pytest.mark.servers
@@ -29,14 +28,6 @@ def _folder(path, files: dict[str, bytes]):
         (path / name).parent.mkdir(parents=True, exist_ok=True)
         (path / name).write_bytes(data)
     return path
-
-
-def _numbers(result, asset: str) -> dict:
-    """The numbers of ``asset``'s materialization in a run's result."""
-    from .helpers import materialization
-
-    metadata = materialization(result, asset).metadata
-    return {k: v.value for k, v in metadata.items() if isinstance(v.value, int | float)}
 
 
 def _read(version: object_store.Version, name: str) -> bytes:
@@ -120,52 +111,31 @@ def test_a_kill_during_an_upload_leaves_the_earlier_version_and_the_next_run_cle
 def test_the_demo_graph_materializes_into_the_bucket(s3, demo, dask_cluster, tmp_path, monkeypatch):
     """Every asset of a demo partition on an s3:// output root: the products are in the
     bucket, nothing of them on this machine, and they read back as the local run's."""
-    from .helpers import materialization, run
+    from .helpers import assert_loads_as_on_disk, in_store_and_on_disk, materialization
 
-    monkeypatch.setenv("GEOCLUSTER_STATE", str(tmp_path / "state"))
-    monkeypatch.setenv("GEOCLUSTER_SCRATCH", str(tmp_path / "scratch"))
-    (tmp_path / "scratch").mkdir()
     root = s3.bucket("outputs") + "/prefix"
-    args = {
-        "registry": demo.aoi_registry,
-        "catalog": str(demo.catalog),
-        "dask_cluster": dask_cluster,
-    }
-    result = run(root, **args)
-    assert result.success
+    result, _ = in_store_and_on_disk(
+        root,
+        tmp_path,
+        monkeypatch,
+        registry=demo.aoi_registry,
+        catalog=str(demo.catalog),
+        dask_cluster=dask_cluster,
+    )
     stored = s3.root / "outputs" / "prefix"
     for product in ("stac_items", "band_stack", "mosaic", "geotiff", "clusters", "diagnostics"):
         assert (stored / product / "demo").is_dir(), product
-    assert list((tmp_path / "scratch").iterdir()) == []  # every temporary upload removed
-    assert not list((tmp_path / "state").rglob("*.tif"))
     metadata = materialization(result, "clusters").metadata
     assert metadata["cluster_map_path"].value.startswith("s3://outputs/prefix/clusters/demo/")
-
-    # The same partition on a local disk: the same pixels, the same scores.
-    local = run(tmp_path / "local", **args)
-    assert local.success
-    for asset in ("clusters", "diagnostics"):
-        assert _numbers(result, asset) == _numbers(local, asset), asset
     item = json.loads(item_file(stored, "demo", DEMO_MONTH).read_text())
     local_item = json.loads(item_file(tmp_path / "local", "demo", DEMO_MONTH).read_text())
     assert sorted(item["assets"]) == sorted(local_item["assets"])
     for key in ("bands", "indices", "cluster_map"):
         assert item["assets"][key]["file:size"] > 0
-    # The Item read back from the bucket loads with odc-stac, as it does from a disk.
-    import odc.stac
-    import pystac
-
-    from geocluster_dagster import object_store
-
-    object_store.configure_gdal()
-    url = f"{root}/stac/demo/{DEMO_MONTH[:4]}/{DEMO_MONTH}.json"
-    loaded = odc.stac.load([pystac.read_dict(item, href=url)], bands=["red", "nir", "ndvi"])
-    local_loaded = odc.stac.load(
-        [pystac.Item.from_file(str(item_file(tmp_path / "local", "demo", DEMO_MONTH)))],
-        bands=["red", "nir", "ndvi"],
+    assert_loads_as_on_disk(
+        f"{root}/stac/demo/{DEMO_MONTH[:4]}/{DEMO_MONTH}.json",
+        item_file(tmp_path / "local", "demo", DEMO_MONTH),
     )
-    for band in ("red", "nir", "ndvi"):
-        np.testing.assert_array_equal(loaded[band].values, local_loaded[band].values)
 
 
 def _command(output: str, env: dict[str, str], cwd) -> subprocess.CompletedProcess[str]:
@@ -343,7 +313,7 @@ def test_scenes_whose_assets_are_s3_hrefs_are_read_through_the_store(
     assert from_files.success
     assert (tmp_path / "a" / "mosaic" / "demo" / f"{DEMO_MONTH}.tif").stat().st_size > 0
     for asset in ("mosaic", "clusters"):
-        assert _numbers(from_bucket, asset) == _numbers(from_files, asset), asset
+        assert numbers(from_bucket, asset) == numbers(from_files, asset), asset
 
 
 def test_a_requester_pays_bucket_is_read_with_the_requester_paying():
