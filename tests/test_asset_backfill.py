@@ -91,3 +91,11 @@ def test_an_asset_backfill_over_a_month_without_imagery_succeeds(tmp_path):
             }
             assert "demo|2023-07-01" in later and len(later) == 12, sorted(later)
             assert all("has no map of its own yet" in reason for reason in later.values())
+            # ... and the Items that would publish those changes, if the backfill planned them
+            # too (Dagster may: they read the changes), say there is nothing to publish yet.
+            for record in instance.fetch_materializations(
+                dg.AssetKey("stac_item"), limit=100
+            ).records:
+                if record.partition_key not in keys:
+                    metadata = record.asset_materialization.metadata
+                    assert "was never searched" in metadata["not_published"].value

@@ -353,6 +353,27 @@ def test_bad_aoi_geometry_fails_with_the_fix(demo, dask_cluster, tmp_path, geome
     assert _no_outputs(out)
 
 
+def test_the_item_and_change_of_a_date_never_searched_say_so_instead_of_failing(
+    demo, dask_cluster, tmp_path
+):
+    """What an asset backfill of a date also plans for the dates after it (their change reads
+    its map): with nothing of their own yet, they say so, and the run succeeds."""
+    result = run(
+        tmp_path / "out",
+        registry=demo.aoi_registry,
+        catalog=str(demo.catalog),
+        dask_cluster=dask_cluster,
+        selection=["cluster_change", "stac_item"],
+        key=partition_key("demo", "2023-07-01"),
+    )
+    assert result.success
+    change = materialization(result, "cluster_change").metadata["not_compared"].value
+    assert "has no map of its own yet" in change
+    item = materialization(result, "stac_item").metadata["not_published"].value
+    assert "demo|2023-07-01 was never searched" in item
+    assert not (tmp_path / "out" / "stac").exists()
+
+
 def test_no_items_is_no_imagery_and_names_the_filter_to_relax(demo, dask_cluster, tmp_path):
     result = run(
         tmp_path / "out",

@@ -526,6 +526,15 @@ def stac_item(
     outputs: OutputStore,
 ) -> dg.MaterializeResult:
     window = partition_window(context)
+    if not outputs.present([STAC_ITEMS.asset], window):
+        # An asset backfill of a date also plans the Items of the later dates whose change
+        # reads its map; a date never searched has nothing of its own to publish yet.
+        reason = (
+            f"{window.key} was never searched (its stac_items was never materialized): "
+            "materialize the partition, and its Item is published with it."
+        )
+        context.log.info(reason)
+        return not_written(not_published=reason)
     change = outputs.present(["cluster_change"], window)
     folders = PartitionFolders(
         stac_items=outputs.existing(STAC_ITEMS, window),
