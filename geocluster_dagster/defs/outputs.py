@@ -149,37 +149,34 @@ class OutputStore(dg.ConfigurableResource):  # type: ignore[type-arg]
     def found_no_imagery(self, window: PartitionWindow) -> bool:
         """Whether the partition's search found no scene (its stac_items product lists none).
         False when it was never searched: the step then fails on its missing input."""
-        path = self.path(STAC_ITEMS, window)
-        if is_remote(path):
-            located = _current(path, STAC_ITEMS)
-            if located is None:
-                return False
-            path = located
-        elif not path.exists():
-            return False
-        return len(open_stac_items(path)) == 0
+        searched = self.located(STAC_ITEMS, window)
+        return searched is not None and len(open_stac_items(searched)) == 0
 
     def present(self, names: Iterable[str], window: PartitionWindow) -> list[str]:
         """Which of the partition's products (asset names, see :data:`PRODUCTS`) are on disk."""
         return [name for name in names if self.path(PRODUCTS[name], window).exists()]
 
-    def existing(self, product: Product, window: PartitionWindow) -> Path:
-        """The path of an upstream output, refused with what to do when it was never written."""
+    def located(self, product: Product, window: PartitionWindow) -> Path | None:
+        """Where the partition's ``product`` is read (on object storage, the version its
+        pointer names); None when it was never written."""
         path = self.path(product, window)
         if is_remote(path):
-            located = _current(path, product)
-            if located is not None:
-                return located
-        else:
-            recover_interrupted(path)  # a run killed while swapping the folder in
-        if not path.exists():
+            return _current(path, product)
+        recover_interrupted(path)  # a run killed while swapping the folder in
+        return path if path.exists() else None
+
+    def existing(self, product: Product, window: PartitionWindow) -> Path:
+        """The path of an upstream output, refused with what to do when it was never written."""
+        located = self.located(product, window)
+        if located is None:
+            path = self.path(product, window)
             raise dg.Failure(
                 description=(
                     f"{product.asset} for partition {window.key} is missing at {path}: "
                     f"materialize {product.asset} for this partition first (or check `base_dir`)."
                 )
             )
-        return path
+        return located
 
 
 def _current(path: Path, product: Product) -> Path | None:
