@@ -10,12 +10,13 @@ into physical units.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import pystac
 
 from .errors import BandNotFound, ConfigError
+from .valid_range import LANDSAT_SR, LANDSAT_ST, SENTINEL2_SR, ValidRange
 
 #: Common band names this package understands, in spectral order.
 COMMON_BANDS: tuple[str, ...] = (
@@ -104,6 +105,9 @@ class SensorProfile:
     """Data type of the spectral DN files, for items whose metadata does not say."""
     qa_dtype: str = "uint16"
     """Data type of the QA band files."""
+    valid_ranges: Mapping[str, ValidRange] = field(default_factory=dict)
+    """Common band name -> the physical values the producer documents as valid
+    (:mod:`geocluster_dagster.valid_range`)."""
 
 
 _LANDSAT_SR = Scaling(scale=0.0000275, offset=-0.2, nodata=0)
@@ -131,6 +135,7 @@ LANDSAT_C2_L2 = SensorProfile(
     },
     qa_nodata=1,
     native_resolution=30.0,
+    valid_ranges={name: LANDSAT_ST if name == "lwir" else LANDSAT_SR for name in COMMON_BANDS},
 )
 
 SENTINEL2_L2A = SensorProfile(
@@ -155,7 +160,13 @@ SENTINEL2_L2A = SensorProfile(
     qa_nodata=0,
     native_resolution=10.0,
     qa_dtype="uint8",
+    valid_ranges={name: SENTINEL2_SR for name in COMMON_BANDS if name != "lwir"},
 )
+
+
+def profile_named(name: str) -> SensorProfile | None:
+    """The profile whose ``name`` a stack or raster records (its ``sensor`` attribute)."""
+    return next((p for p in (LANDSAT_C2_L2, SENTINEL2_L2A) if p.name == name), None)
 
 
 def sensor_profile(item: pystac.Item) -> SensorProfile:

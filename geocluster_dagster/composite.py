@@ -27,6 +27,7 @@ from .errors import ConfigError, NoClearPixels, NoOverlap
 from .fields import described
 from .load import CLEAR, MASK_REASONS, NO_DATA, STATE_LAYERS
 from .mask import MASKABLE_FLAGS
+from .valid_range import OutOfRange, check_policy
 
 CompositeMethod = Literal["median", "first_clear"]
 
@@ -43,10 +44,20 @@ class CompositeSettings:
     all_touched: bool = described(
         False, "Keep every pixel the AOI polygon touches (default: pixel centre inside)."
     )
+    out_of_range: OutOfRange = described(
+        "keep",
+        "A composite value outside its band's documented valid range (Landsat C2 surface "
+        "reflectance DN 7273-43636 and temperature DN 293-61440, USGS LSDS-1619; Sentinel-2 "
+        "L2A reflectance 0-1): 'keep' it in the band but compute no index from it (the "
+        "index is nodata there, so NDVI stays within -1..1), 'clamp' it to the range, or "
+        "'mask' it (nodata in that band; the pixel is then left unlabelled). The share "
+        "outside is reported either way (the geotiff's physical_reflectance check).",
+    )
 
     def __post_init__(self) -> None:
         if self.method not in get_args(CompositeMethod):
             raise ConfigError(f"`method` must be 'median' or 'first_clear', got {self.method!r}.")
+        check_policy(self.out_of_range)
 
 
 @dataclass(frozen=True)

@@ -78,12 +78,13 @@ class DnEncoding:
         return out
 
     def physical_summary(self, summary: np.ndarray) -> np.ndarray:
-        """A (band, 4) count/sum/min/max summary of DN blocks, in physical units."""
+        """A (band, 4) count/sum/min/max summary of DN blocks, in physical units (further
+        columns, counts, are kept as they are)."""
         scales, offsets = (c.reshape(-1) for c in self._columns())
         out = summary.astype("float64")
         count = out[:, 0]
         out[:, 1] = out[:, 1] * scales + count * offsets
-        out[:, 2:] = out[:, 2:] * scales[:, None] + offsets[:, None]  # scales are positive
+        out[:, 2:4] = out[:, 2:4] * scales[:, None] + offsets[:, None]  # scales are positive
         return out
 
 

@@ -33,6 +33,7 @@ from .errors import AssetReadError, ConfigError
 from .fields import described
 from .progress import heartbeat, tracked
 from .storage import atomic_path, disk_full, location, remove_quietly
+from .valid_range import VALID_RANGE_TAG, RangePolicy
 
 T = TypeVar("T")
 
@@ -46,14 +47,22 @@ class RasterStats:
     maximum: dict[str, float] = field(default_factory=dict)
     total: dict[str, float] = field(default_factory=dict)
     pixels: int = 0
+    outside: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """Per band whose valid range was applied (:mod:`geocluster_dagster.valid_range`): the
+    values outside it before they were clamped or masked, and the values checked."""
 
     def mean(self, band: str) -> float:
         return self.total[band] / self.count[band] if self.count.get(band) else float("nan")
 
     def add(self, names: Sequence[str], summary: np.ndarray, pixels: int) -> None:
-        """Merge a :func:`block_summary` of a block of ``pixels`` pixels."""
+        """Merge a :func:`block_summary` of a block of ``pixels`` pixels (with a fifth column,
+        the values found outside their valid range before they were clamped or masked)."""
         self.pixels += pixels
-        for name, (n, total, low, high) in zip(names, summary, strict=True):
+        for name, row in zip(names, summary, strict=True):
+            n, total, low, high = row[:4]
+            if len(row) > 5 and row[5]:
+                before = self.outside.get(name, (0, 0))
+                self.outside[name] = (before[0] + int(row[4]), before[1] + int(row[5]))
             self.count[name] = self.count.get(name, 0) + int(n)
             if n:
                 self.total[name] = self.total.get(name, 0.0) + float(total)
@@ -69,6 +78,7 @@ class RasterStats:
         self.minimum.update(other.minimum)
         self.maximum.update(other.maximum)
         self.total.update(other.total)
+        self.outside.update(other.outside)
 
     def as_dict(self) -> dict[str, dict[str, float]]:
         return {
@@ -81,9 +91,14 @@ class RasterStats:
                 "min": self.minimum.get(name, float("nan")),
                 "max": self.maximum.get(name, float("nan")),
                 "mean": self.mean(name),
+                **self._outside(name),
             }
             for name in self.count
         }
+
+    def _outside(self, name: str) -> dict[str, float]:
+        outside, checked = self.outside.get(name, (0, 0))
+        return {"outside_valid_range_share": round(outside / checked, 6)} if checked else {}
 
 
 def block_summary(block: np.ndarray, nodata: float | None) -> np.ndarray:
@@ -101,13 +116,26 @@ def block_summary(block: np.ndarray, nodata: float | None) -> np.ndarray:
     return summary
 
 
-def _with_summary(block: np.ndarray, nodata: float | None) -> tuple[np.ndarray, np.ndarray]:
-    return block, block_summary(block, nodata)
+def _within_range(block: np.ndarray, valid: RangePolicy | None) -> tuple[np.ndarray, np.ndarray]:
+    if valid is None:
+        return block, np.zeros((block.shape[0], 2))
+    return valid.apply(block)
 
 
-def _encoded_with_summary(block: np.ndarray, dn: DnEncoding) -> tuple[np.ndarray, np.ndarray]:
+def _with_summary(
+    block: np.ndarray, nodata: float | None, valid: RangePolicy | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    block, outside = _within_range(block, valid)
+    return block, np.column_stack([block_summary(block, nodata), outside])
+
+
+def _encoded_with_summary(
+    block: np.ndarray, dn: DnEncoding, valid: RangePolicy | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    block, outside = _within_range(block, valid)
     encoded = dn.encode(block)
-    return encoded, dn.physical_summary(block_summary(encoded, DN_NODATA))
+    summary = dn.physical_summary(block_summary(encoded, DN_NODATA))
+    return encoded, np.column_stack([summary, outside])
 
 
 def _as_band_array(
@@ -180,6 +208,7 @@ def write_cog(
     units: Mapping[str, str] | None = None,
     task: str | None = None,
     encoding: DnEncoding | None = None,
+    valid: RangePolicy | None = None,
 ) -> RasterStats:
     """Write (band, y, x) to a tiled GeoTIFF, or a Cloud-Optimized GeoTIFF with ``cog=True``.
 
@@ -192,6 +221,10 @@ def write_cog(
 
     ``encoding`` stores float bands as uint16 DN with a per-band GDAL scale/offset
     (:mod:`geocluster_dagster.encoding`); the statistics stay in physical units.
+
+    ``valid`` clamps or masks each band's values outside its documented valid range before
+    they are encoded and summarised; the statistics count them (``outside``) and the file's
+    ``valid_range`` tag records the ranges, the policy and the counts.
 
     ``colormap`` (value -> RGBA) is the colour table of a single-band class map; ``units``
     (band name -> unit) are set as GDAL band units. ``task`` names the write in the progress
@@ -209,6 +242,8 @@ def write_cog(
     task = task or f"writing {target.name}"
     names, array = _as_band_array(ds, bands)
     dtype = np.dtype(array.dtype)
+    if valid is not None and blocks is not None:
+        raise ValueError("valid ranges apply to the blocks computed here, not to given blocks")
     if encoding is not None:
         if blocks is not None:
             raise ValueError("encoding applies to the blocks computed here, not to given blocks")
@@ -270,9 +305,9 @@ def write_cog(
                     else iter_blocks(
                         array,
                         in_flight=blocks_in_flight,
-                        apply=functools.partial(_with_summary, nodata=nodata)
+                        apply=functools.partial(_with_summary, nodata=nodata, valid=valid)
                         if encoding is None
-                        else functools.partial(_encoded_with_summary, dn=encoding),
+                        else functools.partial(_encoded_with_summary, dn=encoding, valid=valid),
                     )
                 )
                 n_blocks = int(np.prod(array.numblocks[1:]))
@@ -280,6 +315,8 @@ def write_cog(
                     stats.add(names, summary, block.shape[1] * block.shape[2])
                     dst.write(block, window=window)
                     last = (window, block)
+                if valid is not None:
+                    dst.update_tags(**{VALID_RANGE_TAG: valid.tag(names, stats.outside)})
             _verify(tiled_tmp, last)
             if validate is not None:
                 validate(stats)

@@ -20,15 +20,24 @@ from .encoding import DN_DTYPE
 from .errors import ConfigError
 from .fields import described
 from .naming import UNLABELLED
+from .valid_range import DONE_TO_THEM
 
 Severity = Literal["warn", "error"]
 
-#: The physical range of surface reflectance the GeoTIFF's reflectance bands must stay in.
-#: Landsat Collection 2 SR is valid for DN 7273-43636, i.e. reflectance 0.0-1.0 after
-#: scale 2.75e-05 and offset -0.2 (USGS, Landsat 8-9 Collection 2 Level 2 Science Product Guide);
-#: Sentinel-2 L2A since processing baseline 04.00 carries a -0.1 offset (ESA, 2022), and bright
-#: targets (snow, specular roofs) exceed 1.0 a little. So -0.2 .. 1.6 holds every real pixel.
+#: The range a reflectance band must stay in when its producer documents none (a stack whose
+#: sensor this package does not know): wide enough for every real pixel of either sensor
+#: (Sentinel-2 L2A's -0.1 offset since baseline 04.00, bright targets a little above 1).
+#: Bands with a documented range are judged by it (:mod:`geocluster_dagster.valid_range`).
 REFLECTANCE_RANGE = (-0.2, 1.6)
+
+#: Warn when more than this share of a band's composite values fell outside its documented
+#: valid range before they were clamped or masked: beyond a few dark-water or shadow pixels,
+#: the atmospheric correction struggled over much of the AOI (or the scale/offset is wrong).
+#: This package's choice.
+WARN_OUTSIDE_VALID_SHARE = 0.05
+
+#: How far a written value may sit beyond its range: the DN step of the stored encoding.
+_WRITTEN_TOLERANCE = 1e-4
 
 
 @dataclass(frozen=True)
@@ -142,10 +151,14 @@ def judge_clear_fraction(clear_fraction: float, aoi_pixels: int, q: MosaicQualit
     return Judgement("clear_fraction", True, "error", share, metadata)
 
 
-def judge_cog(files: Mapping[Path, Sequence[str]], stats: Mapping[str, Any]) -> list[Judgement]:
+def judge_cog(
+    files: Mapping[Path, Sequence[str]],
+    stats: Mapping[str, Any],
+    valid_range: Mapping[str, Mapping[str, Any]] | None = None,
+) -> list[Judgement]:
     """Each file (path -> the bands it promises) is a valid COG (rio-cogeo's validator) with
     its bands named as promised and the nodata of its type (0 for uint16 DN with a scale, NaN
-    for float), and the reflectances stay in :data:`REFLECTANCE_RANGE`."""
+    for float), and the reflectances within their valid range (:func:`judge_reflectance`)."""
     import rasterio
     from rio_cogeo.cogeo import cog_validate
 
@@ -201,27 +214,71 @@ def judge_cog(files: Mapping[Path, Sequence[str]], stats: Mapping[str, Any]) -> 
             {"bands": found_bands},
         )
     )
-    low, high = REFLECTANCE_RANGE
-    out_of_range = {
-        band: [s["min"], s["max"]]
-        for band, s in stats.items()
-        if band in REFLECTANCE_BANDS
-        and s.get("min") is not None
-        and (s["min"] < low or s["max"] > high)
-    }
-    judgements.append(
-        Judgement(
-            "physical_reflectance",
-            not out_of_range,
-            "warn",
-            f"Every reflectance band within {low}..{high}"
-            if not out_of_range
-            else f"Reflectance outside {low}..{high} in {out_of_range}: check the scale/offset "
-            "of the collection's raster:bands, or the mask.",
-            {"range": list(REFLECTANCE_RANGE), "out_of_range": out_of_range},
-        )
-    )
+    judgements.append(judge_reflectance(stats, valid_range or {}))
     return judgements
+
+
+def judge_reflectance(
+    stats: Mapping[str, Any], valid_range: Mapping[str, Mapping[str, Any]]
+) -> Judgement:
+    """At most :data:`WARN_OUTSIDE_VALID_SHARE` of each reflectance band's composite values
+    lay outside its documented valid range (``valid_range``: the mosaic's ``valid_range``
+    tag), and the written values are where they should be: clamped or masked bands within
+    that range, kept ones and bands without a documented range within
+    :data:`REFLECTANCE_RANGE` (outside it, the scale/offset is wrong)."""
+    ranges: dict[str, list[float]] = {}
+    written_outside: dict[str, list[float]] = {}
+    outside_share: dict[str, float] = {}
+    for band, s in stats.items():
+        if band not in REFLECTANCE_BANDS or s.get("min") is None:
+            continue
+        documented = valid_range.get(band)
+        # Clamped or masked values must lie in the documented range; kept ones (and bands
+        # without one) in the range every real pixel of a right scale/offset stays in.
+        low, high = (
+            (float(documented["low"]), float(documented["high"]))
+            if documented and documented.get("policy") in ("clamp", "mask")
+            else REFLECTANCE_RANGE
+        )
+        ranges[band] = [low, high]
+        if s["min"] < low - _WRITTEN_TOLERANCE or s["max"] > high + _WRITTEN_TOLERANCE:
+            written_outside[band] = [s["min"], s["max"]]
+        if documented and int(documented.get("checked", 0)):
+            outside_share[band] = round(
+                int(documented.get("outside", 0)) / int(documented["checked"]), 6
+            )
+    policy = next((str(v.get("policy")) for v in valid_range.values()), None)
+    many = {b: v for b, v in outside_share.items() if v > WARN_OUTSIDE_VALID_SHARE}
+    problems = []
+    if written_outside:
+        problems.append(
+            f"written values outside the valid range in {written_outside}: check the scale/"
+            "offset of the collection's raster:bands"
+        )
+    if many:
+        problems.append(
+            f"{', '.join(f'{b} {v:.1%}' for b, v in many.items())} of the composite's values "
+            f"were outside the documented valid range and were {DONE_TO_THEM.get(str(policy))} (more than "
+            f"{WARN_OUTSIDE_VALID_SHARE:.0%}): dark water, shadow or haze the atmospheric "
+            "correction did not resolve; look at the true-colour figure, or set the mosaic's "
+            "`out_of_range` to 'mask' to leave those pixels out"
+        )
+    summary = "; ".join(f"{b} {v:.2%}" for b, v in outside_share.items() if v) or "none"
+    return Judgement(
+        "physical_reflectance",
+        not problems,
+        "warn",
+        f"Reflectance within its documented valid range; values outside it, "
+        f"{DONE_TO_THEM.get(str(policy), 'none found')}: {summary}"
+        if not problems
+        else "; ".join(problems) + ".",
+        {
+            "range": ranges,
+            "out_of_range": written_outside,
+            "outside_valid_range_share": outside_share,
+            **({"out_of_range_policy": policy} if policy else {}),
+        },
+    )
 
 
 def _read_last_tiles(path: Path) -> None:

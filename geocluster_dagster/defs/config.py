@@ -29,6 +29,7 @@ from ..products.diagnostics import DiagnosticsSettings
 from ..quality import ClusterQuality, MosaicQuality, SeparationQuality
 from ..reference import ModelSettings, PoolSettings
 from ..search import SearchSettings
+from ..valid_range import OutOfRange
 
 S = TypeVar("S")
 
@@ -139,6 +140,7 @@ class MosaicConfig(dg.Config):
 
     method: CompositeMethod = setting(CompositeSettings, "method")
     all_touched: bool = setting(CompositeSettings, "all_touched")
+    out_of_range: OutOfRange = setting(CompositeSettings, "out_of_range")
     warn_clear_fraction: float = setting(MosaicQuality, "warn_clear_fraction")
     error_clear_fraction: float = setting(MosaicQuality, "error_clear_fraction")
 

@@ -32,11 +32,12 @@ from ..export import CogSettings, RasterStats, open_cog, write_cog
 from ..indices import IndexSettings, add_indices
 from ..quality import Judgement, judge_cog
 from ..storage import atomic_path, published
+from ..valid_range import VALID_RANGE_TAG, read_tag, within
 from .described import DENOMINATORS, Detail, Facts, FilePath, Json, Measure, rounded
 
 #: The version of what this product's writer makes: raise it when a release changes its
 #: files or numbers, so that Dagster shows the partitions made before as stale (code_version).
-VERSION = "1"
+VERSION = "2"  # 2: no index from a value outside its band's valid range
 
 BANDS = "bands.tif"
 INDICES = "indices.tif"
@@ -57,6 +58,9 @@ class GeotiffFacts(Facts):
     """File name -> its size on disk, with overviews."""
     indices: list[str] = field(default_factory=list)
     """The indices asked for, by name."""
+    valid_range: dict[str, dict[str, object]] = field(default_factory=dict)
+    """The mosaic's ``valid_range`` tag: per band, its documented range, the policy and the
+    values that were outside it (:mod:`geocluster_dagster.valid_range`)."""
 
     def paths(self) -> dict[str, Path]:
         return {name: self.folder / name for name in self.files}
@@ -111,7 +115,9 @@ class GeotiffFacts(Facts):
     def judge(self) -> list[Judgement]:
         files = self.paths()
         return judge_cog(
-            {files[name]: bands for name, bands in self.files.items()}, self.stats.as_dict()
+            {files[name]: bands for name, bands in self.files.items()},
+            self.stats.as_dict(),
+            self.valid_range,
         )
 
 
@@ -128,8 +134,15 @@ def write_geotiff(
     and write both into ``folder``, tagged with the mosaic's provenance, the AOI, this package's
     version and the run's ``config`` of this step."""
     names = (indices or IndexSettings()).names_for(mosaic)
-    image = add_indices(mosaic, names)
-    added = [str(name) for name in image.data_vars if name not in mosaic.data_vars]
+    valid_range = read_tag(mosaic.attrs.get(VALID_RANGE_TAG))
+    # Indices only from valid reflectance: where an input is outside its documented range
+    # (kept as delivered), the index is nodata rather than NDVI = +85.
+    inputs = mosaic.assign(
+        {band: within(mosaic[band], valid_range[band]) for band in valid_range if band in mosaic}
+    )
+    added_indices = add_indices(inputs, names)
+    added = [str(name) for name in added_indices.data_vars if name not in mosaic.data_vars]
+    image = mosaic.assign({name: added_indices[name] for name in added})
     tags = provenance(mosaic.attrs)
     tags.update(
         {
@@ -140,7 +153,7 @@ def write_geotiff(
         }
     )
     facts = write_image(image, folder, added, cog, tags=tags)
-    return dataclasses.replace(facts, indices=list(names))
+    return dataclasses.replace(facts, indices=list(names), valid_range=valid_range)
 
 
 def write_image(

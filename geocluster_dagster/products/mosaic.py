@@ -12,6 +12,7 @@ from pathlib import Path
 import xarray as xr
 from shapely.geometry.base import BaseGeometry
 
+from ..bands import profile_named
 from ..blocks import CHUNK_SIZE
 from ..composite import (
     CompositeSettings,
@@ -27,11 +28,12 @@ from ..encoding import DnEncoding
 from ..export import RasterStats, open_cog, write_cog
 from ..load import STATE_LAYERS
 from ..quality import Judgement, MosaicQuality, judge_clear_fraction
+from ..valid_range import RangePolicy
 from .described import DENOMINATORS, Detail, Facts, Json, Measure, rounded, share
 
 #: The version of what this product's writer makes: raise it when a release changes its
 #: files or numbers, so that Dagster shows the partitions made before as stale (code_version).
-VERSION = "1"
+VERSION = "2"  # 2: values outside their documented valid range counted (and clamped or masked)
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,9 @@ def write_mosaic(
 ) -> MosaicFacts:
     """Composite ``stack``'s clear observations, clip them to ``aoi`` and write a tiled GeoTIFF.
 
+    Values outside their band's documented valid range are clamped or masked as
+    ``settings.out_of_range`` says, and counted (:mod:`geocluster_dagster.valid_range`).
+
     The stack is read once, while the composite is written. A partition whose AOI covers no
     pixel, or has no clear pixel, is refused (NoOverlap, NoClearPixels) before its file
     replaces an earlier one; ``where`` names the partition in those messages. The file's tags
@@ -121,8 +126,19 @@ def write_mosaic(
         validate=refuse_unclear,
         task="compositing the mosaic",
         encoding=DnEncoding.for_bands(stack.attrs, [str(b) for b in image.data_vars]),
+        valid=range_policy(str(stack.attrs.get("sensor", "")), image, settings),
     )
     return MosaicFacts(coverage=counted[0], stats=stats)
+
+
+def range_policy(sensor: str, image: xr.Dataset, settings: CompositeSettings) -> RangePolicy | None:
+    """The valid range of each of ``image``'s bands for the ``sensor`` a stack names (None for a
+    sensor this package has no documented ranges for)."""
+    profile = profile_named(sensor)
+    if profile is None or not profile.valid_ranges:
+        return None
+    ranges = tuple(profile.valid_ranges.get(str(band)) for band in image.data_vars)
+    return RangePolicy(ranges, settings.out_of_range)
 
 
 def open_mosaic(path: Path, *, chunks: int = CHUNK_SIZE) -> xr.Dataset:
