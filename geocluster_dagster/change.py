@@ -40,18 +40,13 @@ from .change_states import (
     UNKNOWN,
     WITHIN_COVER,
 )
-from .cluster import ClusterSettings, FittedClusterer
+from .cluster import CONFIDENT_SILHOUETTE, ClusterSettings, FittedClusterer
 from .errors import ConfigError, NoClearPixels, NotComparable
 from .fields import described
 from .model_file import model_digest
 from .naming import cover_of, name_clusters
 from .reference import is_date_key, pooled_sample
 from .storage import expand_path
-
-#: A label is confident when its simplified silhouette is above 0.25: Kaufman & Rousseeuw
-#: (1990, *Finding Groups in Data*, p. 88) read a silhouette of 0.25 or less as "no substantial
-#: structure", i.e. the pixel sits about as near another cluster as its own.
-CONFIDENT_SILHOUETTE = 0.25
 
 
 @dataclass(frozen=True)
@@ -84,6 +79,14 @@ class ChangeSettings:
     warn_stable_change: float = described(
         0.1,
         "Warn when more than this share of the stable_areas' compared pixels changed land cover.",
+    )
+    confident_only: bool = described(
+        False,
+        "Count only the pixels both dates label confidently (each label's simplified "
+        "silhouette above 0.25, the clusters' confidence layer): the others are 'unknown' in "
+        "the change map and left out of the transitions and areas, and the summary says how "
+        "many (left_out_pixels). Off: every pixel both dates label is compared, and the "
+        "confident ones are also counted apart (confident_changed_share).",
     )
 
     def __post_init__(self) -> None:
@@ -240,10 +243,17 @@ def pair_counts(first: np.ndarray, second: np.ndarray) -> np.ndarray:
 
 
 def classify_both(
-    block: np.ndarray, *, model: FittedClusterer, n_features: int, states: np.ndarray
+    block: np.ndarray,
+    *,
+    model: FittedClusterer,
+    n_features: int,
+    states: np.ndarray,
+    confident_only: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One block of both images' features stacked (2 x features, h, w): the (3, h, w) layers
-    from, to, change, the counts of every (from, to) pair and of the confidently labelled."""
+    from, to, change, the counts of every (from, to) pair and of the confidently labelled.
+    With ``confident_only``, a pixel not labelled confidently in both dates is UNKNOWN in
+    the change layer (its from and to labels stay)."""
     _, height, width = block.shape
     labels, confident = [], []
     for part in (block[:n_features], block[n_features:]):
@@ -258,7 +268,10 @@ def classify_both(
         confident.append(sure)
     first, second = labels
     both = confident[0] & confident[1]
-    layers = np.stack([first, second, states[first, second]]).reshape(3, height, width)
+    change = states[first, second]
+    if confident_only:
+        change = np.where(both, change, UNKNOWN).astype(change.dtype)
+    layers = np.stack([first, second, change]).reshape(3, height, width)
     return layers, pair_counts(first, second), pair_counts(first[both], second[both])
 
 
@@ -271,6 +284,8 @@ class ChangeCounts:
         default_factory=lambda: np.zeros((256, 256), np.int64)
     )
     stable: np.ndarray | None = None
+    left_out: int = 0
+    """Pixels both dates label but not both confidently, left out with ``confident_only``."""
 
 
 def read_stable_areas(path: str, crs: Any) -> Any:
@@ -334,6 +349,7 @@ def tabulate(
     common: CommonModel,
     *,
     stable_path: str | None = None,
+    confident_only: bool = False,
 ) -> ChangeTables:
     """The transitions, the class areas and the summary of the pixel pairs ``counts`` holds."""
     hectares = (pixel_area_m2 or np.nan) / 10_000.0
@@ -398,7 +414,12 @@ def tabulate(
         "changed_hectares": overall["changed_pixels"] * hectares,
         "same_cover_pixels": within,
         "same_cover_share": round(within / compared, 6) if compared else 0.0,
-        "unknown_pixels": int(every.sum() - every[0, 0] - compared),
+        "unknown_pixels": int(every.sum() - every[0, 0] - compared) + counts.left_out,
+        "confident_only": confident_only,
+        "left_out_pixels": counts.left_out,
+        "left_out_share": round(counts.left_out / (compared + counts.left_out), 6)
+        if compared + counts.left_out
+        else 0.0,
         "largest_transitions": largest,
         "pixel_area_m2": pixel_area_m2,
         "confident": {

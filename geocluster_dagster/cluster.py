@@ -42,6 +42,14 @@ ALGORITHMS: tuple[str, ...] = get_args(Algorithm)
 MAX_CLUSTERS = 254
 NODATA_LABEL = 0
 
+#: A label is confident when its simplified silhouette is above 0.25: Kaufman & Rousseeuw
+#: (1990, *Finding Groups in Data*, p. 88) read a silhouette of 0.25 or less as "no substantial
+#: structure", i.e. the pixel sits about as near another cluster as its own.
+CONFIDENT_SILHOUETTE = 0.25
+#: The confidence layer stores each pixel's simplified silhouette (see
+#: :meth:`FittedClusterer.predict_with_confidence`) as a uint8 percentage, 0-100; 255 is nodata.
+CONFIDENCE_NODATA = 255
+
 
 @dataclass(frozen=True)
 class ClusterSettings:
@@ -743,6 +751,42 @@ def _signature_table(
     return frame
 
 
+def _predict_block_with_confidence(
+    block: np.ndarray, model: FittedClusterer
+) -> tuple[np.ndarray, np.ndarray]:
+    """(h, w) uint8 labels and float32 confidence (NaN where a feature is missing)."""
+    n_features, height, width = block.shape
+    X = block.reshape(n_features, -1).T
+    valid = np.isfinite(X).all(axis=1)
+    labels = np.full(height * width, NODATA_LABEL, dtype=np.uint8)
+    confidence = np.full(height * width, np.nan, dtype=np.float32)
+    if valid.any():
+        labels[valid], confidence[valid] = model.predict_with_confidence(X[valid])
+    return labels.reshape(height, width), confidence.reshape(height, width)
+
+
+def confidence_percent(confidence: np.ndarray) -> np.ndarray:
+    """Confidence 0-1 (NaN: no label) as the stored uint8 percentage (:data:`CONFIDENCE_NODATA`)."""
+    stored = np.full(confidence.shape, CONFIDENCE_NODATA, dtype=np.uint8)
+    known = np.isfinite(confidence)
+    stored[known] = np.rint(np.clip(confidence[known], 0.0, 1.0) * 100).astype(np.uint8)
+    return stored
+
+
+def _confidence_stats(labels: np.ndarray, confidence: np.ndarray, n_bins: int) -> np.ndarray:
+    """(2, n_bins): per label, the sum of its pixels' confidence and how many are not
+    confident (at most :data:`CONFIDENT_SILHOUETTE`)."""
+    flat = labels.ravel().astype(np.intp)
+    values = np.nan_to_num(confidence.ravel().astype(np.float64))
+    low = (values <= CONFIDENT_SILHOUETTE).astype(np.float64)
+    return np.stack(
+        [
+            np.bincount(flat, weights=values, minlength=n_bins),
+            np.bincount(flat, weights=low, minlength=n_bins),
+        ]
+    )
+
+
 def _labels_and_stats(
     block: np.ndarray,
     *,
@@ -750,13 +794,19 @@ def _labels_and_stats(
     feature_rows: Sequence[int],
     n_bins: int,
     density: tuple[DensityGrid, int, int] | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    labels = _predict_block(block[list(feature_rows)], model)
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray]:
+    labels, confidence = _predict_block_with_confidence(block[list(feature_rows)], model)
     counts = None
     if density is not None:
         grid, red, nir = density
         counts = block_counts(labels, block[red], block[nir], grid=grid, k=model.max_id)
-    return labels, _label_stats_block(labels, *block, n_bins=n_bins), counts
+    return (
+        labels,
+        confidence_percent(confidence),
+        _label_stats_block(labels, *block, n_bins=n_bins),
+        counts,
+        _confidence_stats(labels, confidence, n_bins),
+    )
 
 
 class LabelledBlocks:
@@ -772,6 +822,11 @@ class LabelledBlocks:
     With ``density`` (and red and NIR among ``ds``'s variables) the same task also counts the
     red-vs-NIR density per cluster (:meth:`red_nir_density`), equal to
     :func:`geocluster_dagster.evaluate.red_nir_density` of the written map.
+
+    Each label's confidence (:meth:`FittedClusterer.predict_with_confidence`) comes from the
+    same distances: ``confidence_sink(index, block)`` receives the (1, y, x) uint8 percentage
+    blocks of the confidence layer as the labels are yielded, and :meth:`signatures` gains
+    each cluster's ``confidence_mean`` and ``low_confidence_share``.
     """
 
     def __init__(
@@ -781,6 +836,7 @@ class LabelledBlocks:
         *,
         in_flight: int = 4,
         density: DensityGrid | None = None,
+        confidence_sink: Callable[[tuple[slice, ...], np.ndarray], None] | None = None,
     ) -> None:
         feature_stack(ds, model.features)  # names a missing or misshapen feature band
         self.names = [str(name) for name in ds.data_vars]
@@ -799,21 +855,28 @@ class LabelledBlocks:
             else None,
         )
         self._in_flight = in_flight
+        self._confidence_sink = confidence_sink
         self._sums: np.ndarray | None = None
         self._density: np.ndarray | None = None
+        self._confidence: np.ndarray | None = None
 
     def __iter__(self) -> Iterator[tuple[tuple[slice, ...], np.ndarray]]:
-        self._sums = self._density = None
+        self._sums = self._density = self._confidence = None
         sums = np.zeros((1 + len(self.names), 3, self.model.max_id + 1))
+        confidence_sums = np.zeros((2, self.model.max_id + 1))
         density = None
-        for index, (labels, stats, counts) in iter_blocks(
+        for index, (labels, confidence, stats, counts, sure) in iter_blocks(
             self._stack, in_flight=self._in_flight, apply=self._apply
         ):
             sums += stats
+            confidence_sums += sure
             if counts is not None:
                 density = counts if density is None else density + counts
-            yield (slice(0, 1), *index[1:]), labels[np.newaxis]
-        self._sums, self._density = sums, density
+            where = (slice(0, 1), *index[1:])
+            if self._confidence_sink is not None:
+                self._confidence_sink(where, confidence[np.newaxis])
+            yield where, labels[np.newaxis]
+        self._sums, self._density, self._confidence = sums, density, confidence_sums
 
     def red_nir_density(self) -> np.ndarray | None:
         """The (k, bins, bins) red-vs-NIR counts, once every block has been iterated; None
@@ -830,7 +893,15 @@ class LabelledBlocks:
             raise RuntimeError(
                 "signatures are summed while the blocks are iterated: write them first"
             )
-        return _signature_table(self._sums, self.names, pixel_area_m2, self.model.ids)
+        table = _signature_table(self._sums, self.names, pixel_area_m2, self.model.ids)
+        assert self._confidence is not None  # summed with the signatures
+        ids = np.sort(np.asarray(self.model.ids)).astype(np.intp)
+        sizes = self._sums[0, 0, ids]
+        total, low = self._confidence[:, ids]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            table["confidence_mean"] = np.where(sizes > 0, total / sizes, np.nan)
+            table["low_confidence_share"] = np.where(sizes > 0, low / sizes, np.nan)
+        return table
 
 
 def pixel_area_m2(ds: xr.Dataset | xr.DataArray) -> float | None:

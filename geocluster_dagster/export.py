@@ -339,6 +339,84 @@ def write_cog(
     return stats
 
 
+class BlockSink:
+    """A single-band COG written from blocks another raster's pass computes (e.g. the
+    confidence layer beside the cluster map, from the same distances): ``write(index, block)``
+    takes (1, y, x) blocks in any order into an uncompressed tiled intermediate, and
+    :meth:`close` builds its overviews and compresses it into ``target`` once, verified.
+
+    Used as a context manager; on an error the intermediate is removed and ``target`` is not
+    written. ``target`` should sit in a folder published whole (its atomicity is the folder's).
+    """
+
+    def __init__(
+        self,
+        grid: xr.DataArray,
+        target: Path,
+        *,
+        dtype: str,
+        nodata: float,
+        description: str,
+        unit: str = "",
+        tags: Mapping[str, str] | None = None,
+        compress: str = "deflate",
+        compress_level: int | None = None,
+        blocksize: int = 512,
+        overview_resampling: str = "average",
+    ) -> None:
+        self.target = target
+        self._tiled = target.with_name(target.name + ".tiled.tif")
+        self._options = (compress, compress_level, blocksize, overview_resampling)
+        self._last: tuple[Window, np.ndarray] | None = None
+        geobox = grid.odc.geobox
+        self._dst = rasterio.open(
+            self._tiled,
+            "w",
+            driver="GTiff",
+            width=geobox.shape.x,
+            height=geobox.shape.y,
+            count=1,
+            dtype=dtype,
+            crs=geobox.crs.to_wkt(),
+            transform=geobox.affine,
+            nodata=nodata,
+            tiled=True,
+            blockxsize=blocksize,
+            blockysize=blocksize,
+            BIGTIFF="IF_SAFER",
+        )
+        self._dst.set_band_description(1, description)
+        if unit:
+            self._dst.set_band_unit(1, unit)
+        if tags:
+            self._dst.update_tags(**tags)
+
+    def write(self, index: tuple[slice, ...], block: np.ndarray) -> None:
+        rows, cols = index[-2], index[-1]
+        window = Window(cols.start, rows.start, cols.stop - cols.start, rows.stop - rows.start)
+        self._dst.write(block, window=window)
+        self._last = (window, block)
+
+    def close(self) -> None:
+        self._dst.close()
+        _verify(self._tiled, self._last)
+        compress, level, blocksize, resampling = self._options
+        build_overviews(self._tiled, blocksize, resampling)
+        copy_to_cog(self._tiled, self.target, compress, level, blocksize)
+        _verify(self.target, self._last)
+        remove_quietly(self._tiled)
+
+    def __enter__(self) -> BlockSink:
+        return self
+
+    def __exit__(self, kind: object, error: object, trace: object) -> None:
+        if error is None:
+            self.close()
+        else:
+            self._dst.close()
+            remove_quietly(self._tiled)
+
+
 #: GDAL block cache (MB) while building overviews and the COG: bounded, so that the COG of a
 #: whole scene does not take GDAL's default 5% of RAM. The intermediate is band-sequential,
 #: so each band's overviews come from that band's blocks alone: within this cache, a

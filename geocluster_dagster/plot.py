@@ -325,6 +325,49 @@ def plot_cluster_map(
     )
 
 
+def plot_confidence(
+    percent: np.ndarray,
+    extent: Sequence[float],
+    path: PathLike,
+    *,
+    title: str,
+    crs_label: str | None,
+    confident_above: float,
+    low_share: float,
+    axis_units: str = "m",
+) -> Path:
+    """The confidence layer of a cluster map: (h, w) percent 0-100, NaN where unlabelled.
+
+    A sequential palette from 0 (a pixel on the boundary of two clusters) to 100 (at its
+    cluster's centre), with the not-confident range (``confident_above`` percent or less)
+    marked on the colour bar and its share of the map in the title."""
+    values = np.asarray(percent, dtype=np.float64)
+    if values.ndim != 2:
+        raise ValueError(f"percent must be a 2-D (y, x) array, got shape {values.shape}.")
+    fig = _new_figure(map_figure_size(extent, legend_width=1.2), layout="compressed")
+    ax = fig.add_subplot()
+    shown = ax.imshow(
+        np.ma.masked_invalid(values),
+        extent=_extent_tuple(extent),
+        interpolation="nearest",
+        cmap="cividis",
+        vmin=0,
+        vmax=100,
+    )
+    _format_map_axes(ax, crs_label, axis_units)
+    bar = fig.colorbar(shown, ax=ax, shrink=0.8, label="confidence (%)")
+    bar.ax.axhspan(0, confident_above, facecolor="none", edgecolor="red", hatch="//")
+    bar.ax.text(
+        -0.3, confident_above / 2, "not\nconfident", rotation=90, va="center", ha="right",
+        fontsize=8, transform=bar.ax.get_yaxis_transform(),
+    )  # fmt: skip
+    ax.set_title(
+        f"{title}\n(simplified silhouette 1 − a/b; ≤ {confident_above:.0f} %: not confident, "
+        f"{_fraction_text(low_share)} of the map; unlabelled pixels hatched)"
+    )
+    return _save(fig, path)
+
+
 def _percentile_stretch(band: np.ndarray, low: float = 2, high: float = 98) -> np.ndarray:
     finite = np.isfinite(band)
     if not finite.any():

@@ -172,6 +172,7 @@ def test_the_demo_partition_writes_every_output(demo_run):
     plots = {p.name for p in (out / "diagnostics" / part).glob("*.png")}
     assert plots == {
         "cluster_map.png",
+        "confidence.png",
         "true_colour.png",
         "false_colour.png",
         "signatures.png",
@@ -188,7 +189,7 @@ def test_the_demo_partition_writes_every_output(demo_run):
     # The figures by file (the report holds them all); embedded only when asked (figures_in_ui).
     assert not [key for key in meta if key.startswith("preview_")]
     plots = {key.removeprefix("plot_"): meta[key].value for key in meta if key.startswith("plot_")}
-    assert len(plots) == 8 and all(Path(p).is_file() for p in plots.values()), plots
+    assert len(plots) == 9 and all(Path(p).is_file() for p in plots.values()), plots
     assert [p for p in out.rglob("*") if ".tmp" in p.name] == []
     # Every product's numbers in a table with units (a first date has no change to tabulate).
     for asset in ("stac_items", "band_stack", "mosaic", "geotiff", "clusters", "diagnostics"):

@@ -117,6 +117,49 @@ def test_the_brumadinho_mudflow_changes_and_the_stable_land_does_not_under_the_d
     }
 
 
+@pytest.mark.parametrize("with_reference", [True, False], ids=["reference", "no_reference"])
+def test_comparing_only_confident_labels_removes_false_change_and_keeps_the_mudflow(
+    brumadinho, tmp_path, with_reference
+):
+    """confident_only: pixels not labelled confidently in both dates are left out (unknown),
+    and counted. Outside the mudflow less land changes; inside, what is compared still does."""
+    _, images = brumadinho
+    reference = None
+    if with_reference:
+        reference = write_cluster_model(
+            images, ClusterSettings(), PoolSettings(), tmp_path / "ref", aoi_id="b"
+        ).model
+    plan = (
+        (lambda _: ModelPlan("apply", reference, "ref")) if reference else (lambda _: ModelPlan())
+    )
+    dated = _dated(images, tmp_path, plan)
+    common = common_model(dated[BEFORE], dated[AFTER], reference=None)
+    shares = {}
+    for only in (False, True):
+        folder = tmp_path / f"change_{only}"
+        facts = write_cluster_change(
+            dated[BEFORE], dated[AFTER], folder, common=common,
+            settings=ChangeSettings(confident_only=only),
+        )  # fmt: skip
+        before, after, state = _read(folder)
+        stable, mudflow = stable_overlap(images, before, after)
+        compared = state != UNKNOWN
+        shares[only] = (
+            (state[stable & compared] == CHANGED).mean(),
+            (state[mudflow & compared] == CHANGED).mean(),
+        )
+        both = (before > 0) & (after > 0)
+        left_out = int((both & ~compared).sum())
+        assert facts.summary["confident_only"] is only
+        assert facts.summary["left_out_pixels"] == left_out
+        assert facts.summary["compared_pixels"] == int(compared.sum())
+    (stable_all, mud_all), (stable_sure, mud_sure) = shares[False], shares[True]
+    # measured: stable 0.081 -> 0.055 (reference), 0.085 -> 0.069; mudflow 0.92 -> 0.94, 0.93 -> 0.96
+    assert stable_sure < stable_all - 0.01 and stable_sure <= 0.075, shares
+    assert mud_sure >= mud_all - 0.01 and mud_sure > 0.9, shares
+    assert 0.1 < facts.summary["left_out_share"] < 0.6  # measured 0.30, 0.43
+
+
 def test_maps_fitted_alone_are_compared_in_one_model_of_both_dates(brumadinho, tmp_path):
     """Two fits number their clusters each its own way: their ids are never compared. One
     model of both dates classifies both, so identical spectra get identical labels."""

@@ -322,8 +322,12 @@ def test_labelled_blocks_give_predict_maps_labels_and_the_signatures_in_one_read
         np.testing.assert_array_equal(src.read(1), expected_map.values)
     expected = cluster_signatures(ds_2002_masked, expected_map, 900.0)
     got = labelled.signatures(900.0)
-    assert list(got.columns) == list(expected.columns)
-    np.testing.assert_allclose(got.to_numpy(float), expected.to_numpy(float), rtol=1e-9)
+    # ... plus each cluster's confidence, which only the labelling pass knows
+    confidence = ["confidence_mean", "low_confidence_share"]
+    assert list(got.columns) == [*expected.columns, *confidence]
+    plain = got.drop(columns=confidence)
+    np.testing.assert_allclose(plain.to_numpy(float), expected.to_numpy(float), rtol=1e-9)
+    assert got["confidence_mean"].between(0, 1).all()
     # The red-vs-NIR density came from the same reads: the counts of the written map.
     density, _, _ = red_nir_density(
         ds_2002_masked, expected_map, bins=64, n_clusters=model_1999.max_id

@@ -64,7 +64,7 @@ def _whole(out: Path) -> dict[str, str]:
     digests["signatures"] = hashlib.sha256((clusters / "signatures.csv").read_bytes()).hexdigest()
     diagnostics = out / "diagnostics" / PART
     pngs = sorted(diagnostics.glob("*.png"))
-    assert len(pngs) == 8, pngs
+    assert len(pngs) == 9, pngs
     for png in pngs:
         with Image.open(png) as image:
             image.verify()

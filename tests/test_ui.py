@@ -185,7 +185,7 @@ def test_every_figure_opens_legibly_from_the_asset_page(ui):
     base, out, _ = ui
     with _page(f"{base}/assets/diagnostics") as page:
         figures = sorted(p.stem for p in (out / "diagnostics" / "demo" / DEMO_MONTH).glob("*.png"))
-        assert len(figures) == 8
+        assert len(figures) == 9
         sizes = {
             name: _open_figure(
                 page, base, "diagnostics", f"preview_{name}", f"diagnostics_{name}.png"

@@ -208,6 +208,7 @@ class ChangeConfig(dg.Config):
     warn_changed_share: float = setting(ChangeSettings, "warn_changed_share")
     stable_areas: str | None = setting(ChangeSettings, "stable_areas")
     warn_stable_change: float = setting(ChangeSettings, "warn_stable_change")
+    confident_only: bool = setting(ChangeSettings, "confident_only")
 
 
 #: Each config class and the plain settings it feeds, for the consistency test.

@@ -274,6 +274,17 @@ def _cluster_assets(item: pystac.Item, item_path: Path, products: PartitionProdu
             ["data"], _COG, **_band_fields(bands), **{"classification:classes": classes},
         ),
     )  # fmt: skip
+    if (folder / "confidence.tif").exists():  # products made before the confidence layer lack it
+        _, confidence = _raster_bands(folder / "confidence.tif")
+        item.add_asset(
+            "confidence",
+            _asset(
+                item_path, folder / "confidence.tif",
+                "Confidence of each label (simplified silhouette, percent; 25 or less: not "
+                "confident; 255 = nodata)",
+                ["data", "quality"], _COG, **_band_fields(confidence),
+            ),
+        )  # fmt: skip
     for name, title, media in (
         ("signatures.csv", "Per-cluster signatures", "text/csv"),
         ("model.json", "Cluster model (plain parameters, no code)", pystac.MediaType.JSON),

@@ -122,7 +122,29 @@ class ClusterChangeFacts(Facts):
                 digits=4,
             ),
             Measure(
-                "unknown_pixels", int(summary["unknown_pixels"]), "px", "mapped in one date only"
+                "unknown_pixels",
+                int(summary["unknown_pixels"]),
+                "px",
+                "mapped in one date only"
+                + (
+                    ", or not confidently in both (confident_only)"
+                    if summary.get("confident_only")
+                    else ""
+                ),
+            ),
+            *(
+                [
+                    Measure(
+                        "left_out_share",
+                        float(summary["left_out_share"]),
+                        "0..1",
+                        "pixels both dates label but not both confidently, left out of the "
+                        "comparison (confident_only), as a share of those both label",
+                        digits=4,
+                    )
+                ]
+                if summary.get("confident_only")
+                else []
             ),
         ]
 
@@ -273,12 +295,22 @@ def write_cluster_change(
         stable = read_stable_areas(settings.stable_areas, after.image.rio.crs)
     counts = ChangeCounts(stable=np.zeros((256, 256), np.int64) if stable is not None else None)
     # bound with functools.partial, as LabelledBlocks binds its model: picklable for workers
-    apply = functools.partial(classify_both, model=model, n_features=len(features), states=states)
+    apply = functools.partial(
+        classify_both,
+        model=model,
+        n_features=len(features),
+        states=states,
+        confident_only=settings.confident_only,
+    )
 
     def layers() -> Iterator[tuple[tuple[slice, ...], np.ndarray]]:
         for index, (block, pairs, sure) in iter_blocks(stack, apply=apply):
-            counts.all += pairs
             counts.confident += sure
+            if settings.confident_only:  # only pairs labelled confidently in both dates
+                counts.all += sure
+                counts.left_out += int(pairs[1:, 1:].sum() - sure[1:, 1:].sum())
+            else:
+                counts.all += pairs
             rows, cols = index[1], index[2]
             if stable is not None and counts.stable is not None:
                 inside = geometry_mask(
@@ -287,6 +319,8 @@ def write_cluster_change(
                     transform=transform * Affine.translation(cols.start, rows.start),
                     invert=True,
                 )
+                if settings.confident_only:
+                    inside &= ~((block[0] > 0) & (block[1] > 0) & (block[2] == UNKNOWN))
                 counts.stable += pair_counts(block[0][inside], block[1][inside])
             yield (slice(0, 3), rows, cols), block
 
@@ -296,7 +330,7 @@ def write_cluster_change(
         _write_change_map(tmp / CHANGE_MAP, template, crs, layers(), before.date, after.date)
         tables = tabulate(
             counts, states, (before.date, after.date), model.names_by_id, area, common,
-            stable_path=settings.stable_areas,
+            stable_path=settings.stable_areas, confident_only=settings.confident_only,
         )  # fmt: skip
         _write_categories(tmp / CHANGE_MAP, counts.all, states, model.names_by_id, area)
         save_model(model, tmp / MODEL)

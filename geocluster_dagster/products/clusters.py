@@ -25,6 +25,8 @@ from .. import __version__
 from ..blocks import CHUNK_SIZE
 from ..categories import BandCategories, class_colours, write_pam
 from ..cluster import (
+    CONFIDENCE_NODATA,
+    CONFIDENT_SILHOUETTE,
     ClusterSettings,
     FittedClusterer,
     LabelledBlocks,
@@ -35,7 +37,7 @@ from ..cluster import (
 from ..density import DensityGrid
 from ..errors import AssetReadError
 from ..evaluate import ELBOW_SAMPLE_SIZE, KChoice, choose_k, elbow_curve, subsample_index
-from ..export import open_single_band, write_cog
+from ..export import BlockSink, open_single_band, write_cog
 from ..model_file import load_model, model_digest, save_model
 from ..naming import ClassName, NamingSettings, means_of, name_clusters
 from ..preview import UI_MAP_CHARS, UI_MAP_PX, class_map_markdown
@@ -56,9 +58,17 @@ from .described import (
 
 #: The version of what this product's writer makes: raise it when a release changes its
 #: files or numbers, so that Dagster shows the partitions made before as stale (code_version).
-VERSION = "1"
+VERSION = "2"  # 2: the confidence layer, and confidence per cluster in the signatures
 
 CLUSTER_MAP = "cluster_map.tif"
+#: Each labelled pixel's confidence (simplified silhouette) as a uint8 percentage, 255 nodata.
+CONFIDENCE = "confidence.tif"
+CONFIDENCE_MEANING = (
+    "simplified silhouette 1 - a/b in percent: a = distance to the pixel's cluster centre, "
+    "b = to the nearest other centre, in the model's standardised space; 100 at a centre, 0 "
+    f"on a boundary; {round(CONFIDENT_SILHOUETTE * 100)} or less is not confident "
+    "(Kaufman & Rousseeuw 1990)"
+)
 MODEL = "model.json"
 #: Where earlier versions kept the model: a pickle, which is never loaded (it can run code).
 PICKLED_MODEL = "model.joblib"
@@ -111,11 +121,21 @@ class ClustersFacts(Facts):
                 f"the smallest cluster, as a share of the {DENOMINATORS['map']}",
                 digits=4,
             ),
+            Measure(
+                "low_confidence_share_of_map",
+                low_confidence_share(self.signatures),
+                "0..1",
+                f"labelled pixels whose confidence is {round(CONFIDENT_SILHOUETTE * 100)} % or "
+                "less: about as near another cluster as their own (lower is better)",
+                digits=4,
+            ),
         ]
 
     def details(self) -> dict[str, Detail]:
         signatures = self.signatures
-        sizes = signatures[["cluster", "name", "pixel_count", "area_ha", "fraction"]].round(4)
+        sizes = signatures[
+            ["cluster", "name", "pixel_count", "area_ha", "fraction", "low_confidence_share"]
+        ].round(4)
         classes = pd.DataFrame(
             [{"cluster": c.id, "name": c.name, "rule": c.rule} for c in self.classes]
         )
@@ -138,6 +158,7 @@ class ClustersFacts(Facts):
                 )
             ),
             "cluster_map_path": FilePath(self.folder / CLUSTER_MAP),
+            "confidence_path": FilePath(self.folder / CONFIDENCE),
             "signatures_path": FilePath(self.folder / SIGNATURES_CSV),
             "cluster_sizes": markdown_table(sizes.rename(columns={"fraction": "share_of_map"})),
             "class_names": markdown_table(classes),
@@ -161,6 +182,13 @@ class ClustersFacts(Facts):
             {c.id: c.name for c in self.classes},
             quality,
         )
+
+
+def low_confidence_share(signatures: pd.DataFrame) -> float:
+    """The share of a map's labelled pixels that are not confident, from its signatures."""
+    sizes = signatures["pixel_count"].astype(float)
+    low = (signatures["low_confidence_share"].fillna(0.0) * sizes).sum()
+    return float(low / sizes.sum()) if sizes.sum() else float("nan")
 
 
 def k_choice_details(choice: KChoice | None) -> dict[str, Detail]:
@@ -247,7 +275,11 @@ def write_clusters(
         if plan.how == "match":
             assert plan.reference is not None
             model, matches = match_to_reference(model, plan.reference, plan.max_distance)
-    labelled = LabelledBlocks(geotiff, model, density=DensityGrid())
+    # The confidence layer is written from the same distances as the labels (one pass).
+    sink: list[BlockSink] = []
+    labelled = LabelledBlocks(
+        geotiff, model, density=DensityGrid(), confidence_sink=lambda i, b: sink[0].write(i, b)
+    )
     summary = {
         "aoi_id": aoi_id,
         "features": list(features),
@@ -277,17 +309,27 @@ def write_clusters(
     colours = class_colours([int(i) for i in model.ids])  # the plots' colours, by id
     with atomic_path(folder) as tmp:
         tmp.mkdir()
-        write_cog(
+        with BlockSink(
             labelled.grid,
-            tmp / CLUSTER_MAP,
-            cog=True,
-            nodata=0,
-            tags=tags,
-            overview_resampling="nearest",  # labels are categories: never average them
-            blocks=labelled,
-            colormap=colours,
-            task="labelling the cluster map",
-        )
+            tmp / CONFIDENCE,
+            dtype="uint8",
+            nodata=CONFIDENCE_NODATA,
+            description="confidence",
+            unit="percent",
+            tags={"aoi_id": aoi_id, "meaning": CONFIDENCE_MEANING},
+        ) as confidence:
+            sink.append(confidence)
+            write_cog(
+                labelled.grid,
+                tmp / CLUSTER_MAP,
+                cog=True,
+                nodata=0,
+                tags=tags,
+                overview_resampling="nearest",  # labels are categories: never average them
+                blocks=labelled,
+                colormap=colours,
+                task="labelling the cluster map",
+            )
         area = pixel_area_m2(geotiff)
         signatures = labelled.signatures(area)
         # Ids that come from the reference keep its names; the others are named from here.

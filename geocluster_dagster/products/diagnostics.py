@@ -1,6 +1,6 @@
 """The diagnostics of one partition's clustering: which scores and figures, on which samples.
 
-Writes a folder of PNG figures (cluster map, true and false colour, spectral signatures,
+Writes a folder of PNG figures (cluster map, its confidence, true and false colour, spectral signatures,
 silhouette, elbow, cluster sizes, red-vs-NIR density), ``scores.json`` and ``elbow.csv``,
 whole or not at all. Scores come from the model's fit sample; the map figures are read from
 the COGs' overviews, never at full resolution.
@@ -17,6 +17,7 @@ import xarray as xr
 
 from .. import evaluate
 from ..bands import REFLECTANCE_BANDS, WAVELENGTH_UM
+from ..cluster import CONFIDENCE_NODATA, CONFIDENT_SILHOUETTE
 from ..density import DENSITY_BINS, DensityGrid
 from ..errors import ConfigError
 from ..fields import described
@@ -24,7 +25,7 @@ from ..preview import figure_markdown
 from ..progress import heartbeat
 from ..quality import Judgement, SeparationQuality, judge_silhouette
 from ..storage import atomic_path, location, published, write_json
-from .clusters import ELBOW, StoredClusters, write_csv
+from .clusters import CONFIDENCE, ELBOW, StoredClusters, low_confidence_share, write_csv
 from .described import Detail, Facts, FilePath, Markdown, Measure
 
 SCORES = "scores.json"
@@ -37,7 +38,7 @@ COMPOSITES = (
 
 #: The version of what this product's writer makes: raise it when a release changes its
 #: files or numbers, so that Dagster shows the partitions made before as stale (code_version).
-VERSION = "1"
+VERSION = "2"  # 2: the confidence figure
 
 #: The figures worth a thumbnail in the partition's metadata, in the order they are shown.
 PREVIEWS = ("cluster_map", "true_colour", "signatures", "silhouette")
@@ -66,7 +67,7 @@ class DiagnosticsSettings:
     )
     figures: bool = described(
         True,
-        "Draw the eight figures (and their previews in the UI). false: the scores, the elbow "
+        "Draw the nine figures (and their previews in the UI). false: the scores, the elbow "
         "curve and the silhouette check only, which saves the drawing. A backfill's runs "
         "take the run tag geocluster/figures: false instead (docs/deployment.md, Many AOIs).",
     )
@@ -290,7 +291,7 @@ def _draw_figures(
     *,
     k_candidates: tuple[int | None, int],
 ) -> None:
-    """The eight figures of :func:`write_diagnostics`, into the folder being written."""
+    """The nine figures of :func:`write_diagnostics`, into the folder being written."""
     model = clusters.model
     silhouettes, labels = silhouette_values
     knee, silhouette_best = k_candidates
@@ -323,6 +324,19 @@ def _draw_figures(
             n_clusters=model.max_id,
             signatures=clusters.signatures,
         )
+        confidence_path = clusters.cluster_map_path.with_name(CONFIDENCE)
+        if confidence_path.exists():  # clusters made before the confidence layer lack it
+            stored, extent = plot.read_preview(confidence_path, max_size=settings.preview_size)
+            percent = np.where(stored[0] == CONFIDENCE_NODATA, np.nan, stored[0])
+            plot.plot_confidence(
+                percent,
+                extent,
+                tmp / "confidence.png",
+                title=f"Confidence of the labels, {label}",
+                crs_label=crs_label,
+                confident_above=CONFIDENT_SILHOUETTE * 100,
+                low_share=low_confidence_share(clusters.signatures),
+            )
         for name, title, rgb in COMPOSITES:
             if all(b in names for b in rgb):
                 image, extent = plot.read_preview(

@@ -26,6 +26,7 @@ from .geotiff import BANDS, INDICES
 #: The figures, in the order an analyst reads them, with their captions.
 FIGURES = (
     ("cluster_map", "Cluster map"),
+    ("confidence", "Confidence of the labels"),
     ("true_colour", "True colour"),
     ("false_colour", "False colour (NIR, red, green)"),
     ("signatures", "Spectral signatures"),
@@ -142,7 +143,9 @@ def write_report(inputs: ReportInputs, target: Path) -> Path:
         "Davies-Bouldin": f"{scores['davies_bouldin']:.3f}",
     }
     columns = [
-        c for c in ("cluster", "name", "pixel_count", "area_ha", "fraction") if c in signatures
+        c
+        for c in ("cluster", "name", "pixel_count", "area_ha", "fraction", "low_confidence_share")
+        if c in signatures
     ]
     means = [c for c in signatures.columns if c.endswith("_mean")]
     parts = [
@@ -194,6 +197,12 @@ def write_report(inputs: ReportInputs, target: Path) -> Path:
             + (
                 f"In the areas marked stable, {stable['changed_share']:.1%} changed. "
                 if stable
+                else ""
+            )
+            + (
+                f"Only pixels both dates label confidently were compared (confident_only): "
+                f"{change['left_out_share']:.1%} of those both dates label were left out. "
+                if change.get("confident_only")
                 else ""
             )
             + (f"Largest transitions: {largest}." if largest else "No land cover changed.")
