@@ -717,3 +717,32 @@ def plot_red_nir_density(
         title="Cluster",
     )
     return _save(fig, path)
+
+
+def plot_error_matrix(matrix: pd.DataFrame, path: PathLike, *, title: str) -> Path:
+    """An accuracy assessment's error matrix: reference samples per map class (rows) and
+    reference label (columns), each row shaded by its share of the row, the diagonal (agreement)
+    in bold."""
+    counts = matrix.to_numpy(dtype=float)
+    rows = counts.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        shares = np.where(rows > 0, counts / rows, np.nan)
+    size = (max(6.0, 1.1 * counts.shape[1] + 3.5), max(4.5, 0.6 * counts.shape[0] + 2.5))
+    fig = _new_figure(size, layout="compressed")
+    ax = fig.add_subplot()
+    mesh = ax.imshow(shares, cmap="Blues", vmin=0, vmax=1, aspect="auto")
+    for i, row in enumerate(matrix.index):
+        for j, column in enumerate(matrix.columns):
+            if counts[i, j] > 0:
+                ax.text(
+                    j, i, f"{counts[i, j]:,.0f}", ha="center", va="center", fontsize="small",
+                    fontweight="bold" if row == column else "normal",
+                    color="white" if shares[i, j] > 0.6 else "black",
+                )  # fmt: skip
+    ax.set_xticks(range(counts.shape[1]), labels=list(map(str, matrix.columns)), rotation=35, ha="right")  # fmt: skip
+    ax.set_yticks(range(counts.shape[0]), labels=list(map(str, matrix.index)))
+    ax.set_xlabel("reference label")
+    ax.set_ylabel("map class (clusters matched to a label)")
+    ax.set_title(title)
+    fig.colorbar(mesh, ax=ax, label="share of the map class's samples")
+    return _save(fig, path)

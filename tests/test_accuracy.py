@@ -137,3 +137,45 @@ def test_reference_data_a_user_cannot_use_is_refused_in_their_terms(tmp_path):
         read_reference(empty, "class")
     with pytest.raises(ConfigError, match="No reference sample falls on a mapped pixel"):
         estimate(pd.DataFrame(), {"water": 10}, 0.09)
+
+
+def test_the_accuracy_product_of_a_map(landsat7_map, tmp_path):
+    from geocluster_dagster.products.accuracy import (
+        ACCURACY_JSON,
+        CLASS_ACCURACY,
+        ERROR_MATRIX,
+        FIGURE,
+        AccuracySettings,
+        write_accuracy,
+    )
+
+    clusters, _ = landsat7_map
+    facts = write_accuracy(clusters, POLYGONS, tmp_path / "accuracy", title="L7 1999")
+    folder = tmp_path / "accuracy"
+    assert {p.name for p in folder.iterdir()} == {
+        ACCURACY_JSON,
+        ERROR_MATRIX,
+        CLASS_ACCURACY,
+        FIGURE,
+    }
+    document = json.loads((folder / ACCURACY_JSON).read_text())
+    assert document["samples"] == 718 and document["reference_label"] == "class"
+    assert document["overall_accuracy"] == pytest.approx(facts.accuracy.overall, abs=1e-6)
+    matrix = pd.read_csv(folder / ERROR_MATRIX, index_col="map_class")
+    assert int(matrix.to_numpy().sum()) == 718
+    measures = {m.key: m.value for m in facts.measures()}
+    assert measures["reference_samples"] == 718
+    verdict = facts.judge()
+    assert (
+        verdict.passed == (facts.accuracy.overall >= 0.85)
+        and "95 % interval" in verdict.description
+    )
+    strict = write_accuracy(
+        clusters, POLYGONS, tmp_path / "strict", AccuracySettings(warn_overall_accuracy=0.99)
+    )
+    judged = strict.judge()
+    assert not judged.passed and "warn_overall_accuracy=99%" in judged.description
+    # an unusable label column leaves no product behind
+    with pytest.raises(ConfigError, match="reference_label"):
+        write_accuracy(clusters, POLYGONS, tmp_path / "none", label_column="label")
+    assert not (tmp_path / "none").exists()
