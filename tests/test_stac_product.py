@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 
 import numpy as np
 import odc.stac
@@ -50,9 +51,15 @@ def test_the_item_describes_every_product_and_where_it_came_from(outputs, demo):
     props = item.properties
     geotiff = outputs / "geotiff" / "demo" / DEMO_MONTH
     with rasterio.open(geotiff / "bands.tif") as src:
-        assert props["proj:code"] == f"EPSG:{src.crs.to_epsg()}"
-        assert props["proj:shape"] == [src.height, src.width]
-        assert props["proj:transform"] == list(src.transform)[:6]
+        # each raster asset carries its own grid; figures and tables carry none
+        for key in ("bands", "indices", "cluster_map", "confidence"):
+            grid = item.assets[key].extra_fields
+            assert grid["proj:code"] == f"EPSG:{src.crs.to_epsg()}", key
+            assert grid["proj:shape"] == [src.height, src.width], key
+            assert grid["proj:transform"] == list(src.transform)[:6], key
+        assert not [k for k in props if k.startswith("proj:")]
+        assert not [k for k, a in item.assets.items() if a.media_type == "image/png" and
+                    "proj:shape" in a.extra_fields]  # fmt: skip
         names = {"bands": list(src.descriptions)}
         scaling = dict(
             zip(src.descriptions, zip(src.scales, src.offsets, strict=True), strict=True)
@@ -80,9 +87,13 @@ def test_the_item_describes_every_product_and_where_it_came_from(outputs, demo):
     assert 0 < red["minimum"] < red["mean"] < red["maximum"] < 1  # reflectance, not DN
     classes = item.assets["cluster_map"].extra_fields["classification:classes"]
     summary = json.loads((outputs / "clusters" / "demo" / DEMO_MONTH / "summary.json").read_text())
-    assert [(c["value"], c["name"]) for c in classes] == [
+    assert [(c["value"], c["title"]) for c in classes] == [
         (c["id"], c["name"]) for c in summary["classes"]
     ]
+    # classification v2.0.0: `name` is machine-readable (its schema's pattern), `title` the label
+    assert all(re.fullmatch(r"[0-9A-Za-z\-_]+", c["name"]) for c in classes), classes
+    assert len({c["name"] for c in classes}) == len(classes)
+    assert "https://stac-extensions.github.io/eo/v1.1.0/schema.json" in item.stac_extensions
     assert all(len(c["color_hint"]) == 6 for c in classes)
     for key, asset in item.assets.items():
         path = (item_file(outputs, "demo", DEMO_MONTH).parent / asset.href).resolve()
@@ -105,6 +116,18 @@ def test_odc_stac_loads_the_geotiff_back_unchanged(outputs):
         with rasterio.open(folder / name) as src:
             stored = src.read(list(src.descriptions).index(band) + 1)
         np.testing.assert_array_equal(loaded[band].values, stored)
+
+
+def test_odc_stac_loads_every_raster_of_the_item_without_a_band_list(outputs):
+    """The natural call: every raster product, each in its own type, and no figure taken for a
+    band (the figures are PNGs without a grid)."""
+    item = pystac.Item.from_file(str(item_file(outputs, "demo", DEMO_MONTH)))
+    loaded = odc.stac.load([item], chunks={}).isel(time=0)
+    assert {"red", "lwir", "ndvi", "lst", "cluster_map", "confidence"} <= set(loaded.data_vars)
+    assert not [name for name in loaded.data_vars if str(name).startswith("plot_")]
+    assert loaded["cluster_map"].dtype == np.uint8 and loaded["confidence"].dtype == np.uint8
+    with rasterio.open(outputs / "clusters" / "demo" / DEMO_MONTH / "cluster_map.tif") as src:
+        np.testing.assert_array_equal(loaded["cluster_map"].values, src.read(1))
 
 
 def test_the_report_holds_every_figure_and_check_and_renders_in_a_browser(outputs, tmp_path):
@@ -210,3 +233,44 @@ def test_an_item_of_the_one_collection_layout_moves_when_published_again(tmp_pat
         link["href"] for link in json.loads(root.read_text())["links"] if link["rel"] == "child"
     ]
     assert children == ["./demo/collection.json"]
+
+
+def test_the_change_map_asset_describes_its_three_bands_for_odc_stac(outputs, tmp_path):
+    """The change COG's bands (from, to, change) are named and typed in the Item, so that
+    odc-stac loads each as the uint8 it is."""
+    from datetime import datetime, timezone
+
+    import shapely
+
+    from geocluster_dagster.change import DatedImage, common_model
+    from geocluster_dagster.products.catalog import PartitionProducts, build_item
+    from geocluster_dagster.products.cluster_change import write_cluster_change
+    from geocluster_dagster.products.clusters import open_clusters
+    from geocluster_dagster.products.geotiff import open_geotiff
+
+    geotiff = outputs / "geotiff" / "demo" / DEMO_MONTH
+    clusters = outputs / "clusters" / "demo" / DEMO_MONTH
+    image, model = open_geotiff(geotiff), open_clusters(clusters).model
+    before, after = DatedImage("2023-05-01", image, model), DatedImage(DEMO_MONTH, image, model)
+    write_cluster_change(before, after, tmp_path / "change", common=common_model(before, after))
+    products = PartitionProducts(
+        aoi_id="demo",
+        date_key=DEMO_MONTH,
+        start=datetime(2023, 6, 1, tzinfo=timezone.utc),
+        end=datetime(2023, 7, 1, tzinfo=timezone.utc),
+        aoi=shapely.box(*image.rio.transform_bounds("EPSG:4326")),
+        geotiff=geotiff,
+        clusters=clusters,
+        change=tmp_path / "change",
+    )
+    path = tmp_path / "item.json"
+    build_item(products, path).save_object(include_self_link=False, dest_href=str(path))
+    item = pystac.Item.from_file(str(path))
+    assert [b["name"] for b in item.assets["change_map"].extra_fields["bands"]] == [
+        "from", "to", "change",
+    ]  # fmt: skip
+    loaded = odc.stac.load([item], bands=["from", "to", "change"], chunks={}).isel(time=0)
+    with rasterio.open(tmp_path / "change" / "change.tif") as src:
+        for index, band in enumerate(("from", "to", "change"), start=1):
+            assert loaded[band].dtype == np.uint8
+            np.testing.assert_array_equal(loaded[band].values, src.read(index))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -36,8 +37,11 @@ CATALOG_DIR = "stac"
 STAC_VERSION = "1.1.0"
 EXTENSIONS = {
     "proj": "https://stac-extensions.github.io/projection/v2.0.0/schema.json",
-    "eo": "https://stac-extensions.github.io/eo/v2.0.0/schema.json",
-    "raster": "https://stac-extensions.github.io/raster/v2.0.0/schema.json",
+    # eo and raster v1.1: their `eo:bands` and `raster:bands` are what odc-stac reads band
+    # names, nodata and scale from (it does not read STAC 1.1's `bands` yet), and v2.0 forbids
+    # them; `bands` (core STAC 1.1) carries the same in the 1.1 form beside them.
+    "eo": "https://stac-extensions.github.io/eo/v1.1.0/schema.json",
+    "raster": "https://stac-extensions.github.io/raster/v1.1.0/schema.json",
     "classification": "https://stac-extensions.github.io/classification/v2.0.0/schema.json",
     "processing": "https://stac-extensions.github.io/processing/v1.2.0/schema.json",
     "file": "https://stac-extensions.github.io/file/v2.1.0/schema.json",
@@ -96,6 +100,8 @@ def _raster_bands(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     with rasterio.Env(GDAL_PAM_ENABLED="NO"), rasterio.open(str(path)) as src:
         grid = {
             "proj:code": f"EPSG:{src.crs.to_epsg()}" if src.crs and src.crs.to_epsg() else None,
+            # a CRS without an EPSG code (e.g. a custom projection) is given in full
+            "proj:wkt2": src.crs.to_wkt() if src.crs and not src.crs.to_epsg() else None,
             "proj:shape": [src.height, src.width],
             "proj:transform": list(src.transform)[:6],
             "proj:bbox": list(src.bounds),
@@ -141,6 +147,13 @@ def _asset(
     )
 
 
+def _grid_fields(grid: dict[str, Any]) -> dict[str, Any]:
+    """A raster asset's own grid (``proj:code``, shape, transform, bbox): on the rasters, not
+    the Item, so that readers (odc-stac) take the figures and tables for what they are, not
+    bands on the Item's grid."""
+    return {k: v for k, v in grid.items() if v is not None}
+
+
 def _band_fields(bands: list[dict[str, Any]]) -> dict[str, Any]:
     """The bands in the STAC 1.1 form, and in the eo:/raster: 1.x form odc-stac reads."""
     eo = [
@@ -168,7 +181,6 @@ def build_item(products: PartitionProducts, item_path: Path) -> pystac.Item:
         for name in (BANDS, INDICES)
         if (products.geotiff / name).exists()
     }
-    grid = files[BANDS][0]  # both files are on one grid
     geometry = shapely.geometry.mapping(products.aoi)
     item = pystac.Item(
         id=f"{products.aoi_id}_{products.date_key}",
@@ -180,7 +192,6 @@ def build_item(products: PartitionProducts, item_path: Path) -> pystac.Item:
         # window's first (which would put July 1st in June's Item).
         end_datetime=products.end - timedelta(seconds=1),
         properties={
-            **{k: v for k, v in grid.items() if v is not None},
             "geocluster:aoi_id": products.aoi_id,
             "geocluster:date_partition": products.date_key,
             "processing:software": _software(),
@@ -194,13 +205,14 @@ def build_item(products: PartitionProducts, item_path: Path) -> pystac.Item:
         ("indices", INDICES, "Spectral indices (COG)"),
     ):
         if name in files:
-            _, bands = files[name]
+            grid, bands = files[name]
             item.add_asset(
                 key,
                 _asset(
-                    item_path, products.geotiff / name, title, ["data"], _COG, **_band_fields(bands)
+                    item_path, products.geotiff / name, title, ["data"], _COG,
+                    **_grid_fields(grid), **_band_fields(bands),
                 ),
-            )
+            )  # fmt: skip
     _cluster_assets(item, item_path, products)
     if products.diagnostics is not None:
         for png in sorted(products.diagnostics.glob("*.png")):
@@ -216,6 +228,7 @@ def build_item(products: PartitionProducts, item_path: Path) -> pystac.Item:
                 _asset(item_path, scores, "Clustering scores", ["metadata"], pystac.MediaType.JSON),
             )
     if products.change is not None and (products.change / "change.tif").exists():
+        grid, bands = _raster_bands(products.change / "change.tif")
         item.add_asset(
             "change_map",
             _asset(
@@ -224,6 +237,8 @@ def build_item(products: PartitionProducts, item_path: Path) -> pystac.Item:
                 "Change from the previous date (from, to, change)",
                 ["data"],
                 _COG,
+                **_grid_fields(grid),
+                **_band_fields(bands),
             ),
         )
         item.add_asset(
@@ -260,29 +275,35 @@ def _cluster_assets(item: pystac.Item, item_path: Path, products: PartitionProdu
     classes = [
         {
             "value": c["id"],
-            "name": c["name"],
+            "name": class_slug(c["name"]),  # classification v2: a machine-readable name
+            "title": c["name"],
             "description": c["rule"],
             **({"color_hint": colours[c["id"]]} if c["id"] in colours else {}),
         }
         for c in summary.get("classes", [])
     ]
-    _, bands = _raster_bands(folder / "cluster_map.tif")
+    slugs = [c["name"] for c in classes]
+    for c in classes:  # two names that differ only in punctuation keep distinct slugs
+        if slugs.count(c["name"]) > 1:
+            c["name"] = f"{c['name']}-{c['value']}"
+    grid, bands = _raster_bands(folder / "cluster_map.tif")
     item.add_asset(
         "cluster_map",
         _asset(
             item_path, folder / "cluster_map.tif", "Cluster map (ids of the model, 0 = nodata)",
-            ["data"], _COG, **_band_fields(bands), **{"classification:classes": classes},
+            ["data"], _COG, **_grid_fields(grid), **_band_fields(bands),
+            **{"classification:classes": classes},
         ),
     )  # fmt: skip
     if (folder / "confidence.tif").exists():  # products made before the confidence layer lack it
-        _, confidence = _raster_bands(folder / "confidence.tif")
+        grid, confidence = _raster_bands(folder / "confidence.tif")
         item.add_asset(
             "confidence",
             _asset(
                 item_path, folder / "confidence.tif",
                 "Confidence of each label (simplified silhouette, percent; 25 or less: not "
                 "confident; 255 = nodata)",
-                ["data", "quality"], _COG, **_band_fields(confidence),
+                ["data", "quality"], _COG, **_grid_fields(grid), **_band_fields(confidence),
             ),
         )  # fmt: skip
     for name, title, media in (
@@ -293,6 +314,13 @@ def _cluster_assets(item: pystac.Item, item_path: Path, products: PartitionProdu
         item.add_asset(
             name.split(".")[0], _asset(item_path, folder / name, title, ["metadata"], media)
         )
+
+
+def class_slug(name: str) -> str:
+    """A class name in the form classification v2.0.0 requires of ``name`` (letters, digits,
+    ``-`` and ``_``): 'dense vegetation (darkest)' -> 'dense-vegetation-darkest'."""
+    slug = re.sub(r"[^0-9A-Za-z]+", "-", name).strip("-").lower()
+    return slug or "unnamed"
 
 
 def _colours(path: Path) -> dict[int, str]:

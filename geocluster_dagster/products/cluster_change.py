@@ -59,7 +59,7 @@ from .geotiff import open_geotiff
 
 #: The version of what this product's writer makes: raise it when a release changes its
 #: files or numbers, so that Dagster shows the partitions made before as stale (code_version).
-VERSION = "1"
+VERSION = "2"  # 2: confident_only, left_out_pixels in the summary
 
 CHANGE_MAP = "change.tif"
 CHANGE_PNG = "change_map.png"
