@@ -445,3 +445,22 @@ def _slugify(text: str) -> str:
 def _preview(value: Any, limit: int = 80) -> str:
     text = repr(value) if isinstance(value, str) else json.dumps(value, default=repr)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+#: The AOI registry properties that register an AOI's reference data for the accuracy asset.
+REFERENCE_DATA, REFERENCE_LABEL = "reference_data", "reference_label"
+
+
+def reference_of(aoi: AOI, registry: Path) -> tuple[Path, str | None] | None:
+    """The AOI's reference data (its ``reference_data`` property: a GeoJSON, GeoPackage or
+    shapefile; a relative path is relative to the registry's folder) and the label column its
+    ``reference_label`` property names (None: the accuracy settings' default); None when the
+    AOI registers none."""
+    value = aoi.properties.get(REFERENCE_DATA)
+    if not value:
+        return None
+    path = Path(str(value)).expanduser()
+    if not path.is_absolute():
+        path = (registry if registry.is_dir() else registry.parent) / path
+    label = aoi.properties.get(REFERENCE_LABEL)
+    return path, str(label) if label else None

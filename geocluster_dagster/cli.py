@@ -206,19 +206,15 @@ def _sync_aois(instance: dg.DagsterInstance, run_config: dict[str, Any] | None =
     return aois
 
 
-def _materialize(aoi_id: str, when: str, run_config: dict[str, Any] | None) -> None:
+def _materialize(
+    aoi_id: str, when: str, run_config: dict[str, Any] | None, job: str = "geocluster_pipeline"
+) -> None:
     from .defs.partitions import date_partitions, partition_key
 
     instance = _instance()
     _known_aoi(aoi_id, instance, run_config)
     date_key = _date_key(when, date_partitions)
-    _run_job(
-        "geocluster_pipeline",
-        partition_key(aoi_id, date_key),
-        f"{aoi_id} | {date_key}",
-        run_config,
-        instance,
-    )
+    _run_job(job, partition_key(aoi_id, date_key), f"{aoi_id} | {date_key}", run_config, instance)
 
 
 def _known_aoi(
@@ -512,6 +508,28 @@ def materialize(aoi_id: str, when: str, config_file: str | None) -> None:
     """Materialize the whole graph for one AOI and date window (a month by default)."""
 
     _materialize(aoi_id, when, _run_config(config_file))
+
+
+@main.command()
+@click.option("--aoi", "aoi_id", required=True, help="AOI id from the registry.")
+@click.option(
+    "--date",
+    "--month",
+    "when",
+    required=True,
+    help="A month (YYYY-MM) or day (YYYY-MM-DD): the date window whose map is assessed.",
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Run config YAML (ops: {accuracy: {config: ...}}).",
+)
+def accuracy(aoi_id: str, when: str, config_file: str | None) -> None:
+    """Assess a materialized cluster map against the AOI's reference data (the registry's
+    reference_data), then publish its STAC Item and report again with the accuracy."""
+
+    _materialize(aoi_id, when, _run_config(config_file), job="geocluster_accuracy")
 
 
 @main.command(name="demo-scene")

@@ -6,7 +6,7 @@ import dagster as dg
 
 from .defs.assets import ASSETS
 from .defs.automation import automation_sensor
-from .defs.jobs import pipeline_job, reference_job
+from .defs.jobs import accuracy_job, pipeline_job, reference_job
 from .defs.outputs import OutputStore
 from .defs.resources import AOIRegistry, DaskCluster, StacCatalog
 from .defs.run_health import dead_run_sensor
@@ -29,7 +29,7 @@ def build_resources() -> dict[str, object]:
 
 defs = dg.Definitions(
     assets=ASSETS,
-    jobs=[pipeline_job, reference_job],
+    jobs=[pipeline_job, reference_job, accuracy_job],
     schedules=[weekly_refresh_schedule],
     sensors=[aoi_registry_sensor, new_imagery_sensor, dead_run_sensor, automation_sensor],
     resources=build_resources(),

@@ -256,6 +256,18 @@ def current_version(target: Path) -> Path | None:
     return target.parent / os.readlink(target)
 
 
+def retire(folder: Path) -> None:
+    """Remove a folder product an earlier run left that must no longer be published (a
+    change of maps since remade, an assessment of reference data no longer registered): on a
+    disk, renamed first so that no reader meets it half removed."""
+    if is_remote(folder):
+        remove_quietly(folder)
+    elif folder.exists():
+        retired = folder.with_name(f".{folder.name}.retired")
+        folder.rename(retired)
+        remove_quietly(retired)
+
+
 def remove_quietly(path: Path) -> None:
     """Best-effort cleanup: it must never mask the error that made cleanup necessary. A folder
     product's link goes with the version folder it points to."""

@@ -126,6 +126,8 @@ class AssetLines(logging.Handler):
             self.written[materialization.asset_key.to_user_string()] = metadata
             if "not_compared" in metadata:
                 self._said[step] = f"nothing compared: {metadata['not_compared'].value}"
+            if "not_assessed" in metadata:
+                self._said[step] = f"not assessed: {metadata['not_assessed'].value}"
             if "no_imagery" in metadata and "item_count" in metadata:  # the search: why
                 self._later(step, f"    no imagery: {metadata['no_imagery'].value}")
             elif "no_imagery" in metadata:  # a step after it: the reason is said above

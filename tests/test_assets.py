@@ -80,11 +80,16 @@ def test_definitions_load_with_every_asset_resource_sensor_and_schedule():
     keys = {a.key.to_user_string() for a in defs.resolve_all_asset_specs()}
     pipeline = {"stac_items", "band_stack", "mosaic", "geotiff", "clusters", "diagnostics"}
     pipeline |= {"cluster_change", "stac_item"}
-    assert keys == pipeline | {"cluster_model"}
+    assert keys == pipeline | {"cluster_model", "accuracy"}
     job = defs.resolve_job_def("geocluster_pipeline")
     assert job.partitions_def is not None
     assert {k.to_user_string() for k in job.asset_layer.selected_asset_keys} == pipeline
     assert defs.resolve_job_def("geocluster_reference").partitions_def is not None
+    # accuracy only where reference data exists: its own job, which publishes the Item again
+    accuracy = defs.resolve_job_def("geocluster_accuracy")
+    assert {k.to_user_string() for k in accuracy.asset_layer.selected_asset_keys} == {
+        "accuracy", "stac_item",
+    }  # fmt: skip
     assert defs.resolve_sensor_def("aoi_registry_sensor") and defs.resolve_schedule_def(
         "weekly_refresh_schedule"
     )

@@ -192,6 +192,7 @@ def test_the_configuration_reference_gives_every_field_with_its_default():
         "cluster_model": configs.ReferenceModelConfig,
         "diagnostics": configs.DiagnosticsConfig,
         "cluster_change": configs.ChangeConfig,
+        "accuracy": configs.AccuracyConfig,
     }
     assert set(documented) == set(classes)
     for op, config_class in classes.items():

@@ -16,6 +16,7 @@ from typing import Any
 
 import dagster as dg
 
+from ..aoi import reference_of
 from ..budget import TIMINGS, record_run
 from ..change import ChangeSettings, DatedImage
 from ..cluster import ClusterSettings
@@ -25,6 +26,7 @@ from ..export import CogSettings
 from ..indices import IndexSettings
 from ..load import LoadSettings
 from ..naming import NamingSettings
+from ..products.accuracy import AccuracySettings, write_accuracy
 from ..products.band_stack import (
     BandStackRecipe,
     open_band_stack,
@@ -42,8 +44,10 @@ from ..products.stac_items import open_stac_items, write_stac_items
 from ..quality import ClusterQuality, MosaicQuality, SeparationQuality
 from ..reference import ModelSettings, PoolSettings
 from ..search import SearchSettings
+from ..storage import retire
 from .automation import REMADE_INPUTS
 from .config import (
+    AccuracyConfig,
     BandStackConfig,
     ChangeConfig,
     ClusterConfig,
@@ -55,6 +59,7 @@ from .config import (
     to_settings,
 )
 from .outputs import (
+    ACCURACY,
     BAND_STACK,
     CLUSTER_CHANGE,
     CLUSTER_MODEL,
@@ -511,8 +516,68 @@ def _not_compared(
 
 
 @product_asset(
+    ACCURACY,
+    checks=[
+        (
+            "overall_accuracy",
+            False,
+            "The map's estimated overall accuracy against the AOI's reference data is at least "
+            "warn_overall_accuracy (WARN; not evaluated for an AOI without reference data).",
+        )
+    ],
+    deps=[clusters],
+    automation_condition=REMADE_INPUTS,
+    description="The cluster map's accuracy against the AOI's reference data (the registry's "
+    "reference_data: labelled points or polygons): clusters matched to reference labels, "
+    "Olofsson et al. (2014)'s area-weighted error matrix, overall, user's and producer's "
+    "accuracy and class areas with 95 % intervals (accuracy.json, CSVs, a figure). Not part "
+    "of geocluster_pipeline: run the geocluster_accuracy job (or `geocluster accuracy`).",
+    kinds={"matplotlib"},
+)
+def accuracy(
+    context: dg.AssetExecutionContext,
+    config: AccuracyConfig,
+    aoi_registry: AOIRegistry,
+    outputs: OutputStore,
+) -> dg.MaterializeResult:
+    window = partition_window(context)
+    folder = outputs.path(ACCURACY, window)
+    reference = reference_of(aoi_registry.get(window.aoi_id), aoi_registry.resolved_path())
+    if reference is None:
+        retire(folder)  # an assessment of reference data the registry no longer names
+        reason = (
+            f"AOI {window.aoi_id} registers no reference data: add a `reference_data` property "
+            "(a GeoJSON, GeoPackage or shapefile of labelled points or polygons; a path "
+            "relative to the registry) and, if its label column is not 'class', a "
+            f"`reference_label` to its feature in the AOI registry ({aoi_registry.resolved_path()})."
+        )
+        context.log.info(reason)
+        return dg.MaterializeResult(
+            metadata={"not_assessed": reason},
+            check_results=[
+                dg.AssetCheckResult(
+                    check_name="overall_accuracy",
+                    passed=True,
+                    description="Not evaluated: no reference data.",
+                    metadata={"evaluated": False},
+                )
+            ],
+        )
+    path, label = reference
+    facts = write_accuracy(
+        outputs.existing(CLUSTERS, window),
+        path,
+        folder,
+        to_settings(AccuracySettings, config),
+        label_column=label,
+        title=window.label,
+    )
+    return written(context, folder, facts, [facts.judge()])
+
+
+@product_asset(
     STAC_ITEM,
-    deps=[geotiff, clusters, diagnostics, CLUSTER_CHANGE.asset],
+    deps=[geotiff, clusters, diagnostics, CLUSTER_CHANGE.asset, accuracy],
     automation_condition=REMADE_INPUTS,
     description="The partition's report (report/<aoi>/<date>.html: one file, figures embedded) "
     "and its STAC Item in the output catalog (stac/catalog.json): every product as an asset "
@@ -543,6 +608,9 @@ def stac_item(
         clusters=outputs.existing(CLUSTERS, window),
         diagnostics=outputs.existing(DIAGNOSTICS, window),
         change=outputs.existing(CLUSTER_CHANGE, window) if change else None,
+        accuracy=outputs.existing(ACCURACY, window)
+        if outputs.present([ACCURACY.asset], window)
+        else None,
     )
     facts = write_stac_item(
         folders,
@@ -585,4 +653,4 @@ PIPELINE_ASSETS = [
     cluster_change,
     stac_item,
 ]
-ASSETS = [*PIPELINE_ASSETS, cluster_model]
+ASSETS = [*PIPELINE_ASSETS, accuracy, cluster_model]

@@ -25,6 +25,7 @@ from ..export import CogSettings, Compression
 from ..indices import IndexSettings
 from ..load import GroupBy, LoadSettings, Resampling
 from ..naming import NamingSettings
+from ..products.accuracy import AccuracySettings
 from ..products.diagnostics import DiagnosticsSettings
 from ..quality import ClusterQuality, MosaicQuality, SeparationQuality
 from ..reference import ModelSettings, PoolSettings
@@ -145,6 +146,13 @@ class MosaicConfig(dg.Config):
     error_clear_fraction: float = setting(MosaicQuality, "error_clear_fraction")
 
 
+class AccuracyConfig(dg.Config):
+    """The reference data's label column, and the accuracy a map needs."""
+
+    reference_label: str = setting(AccuracySettings, "reference_label")
+    warn_overall_accuracy: float = setting(AccuracySettings, "warn_overall_accuracy")
+
+
 class GeoTiffConfig(dg.Config):
     """Spectral indices added to the exported Cloud-Optimized GeoTIFF, and its compression."""
 
@@ -221,6 +229,7 @@ SETTINGS_OF: dict[type[dg.Config], tuple[type, ...]] = {
     ReferenceModelConfig: (ClusterSettings, PoolSettings, NamingSettings),
     DiagnosticsConfig: (DiagnosticsSettings, SeparationQuality),
     ChangeConfig: (ChangeSettings,),
+    AccuracyConfig: (AccuracySettings,),
 }
 
 
@@ -233,6 +242,7 @@ CONFIG_OF: dict[str, type[dg.Config]] = {
     "clusters": ClusterConfig,
     "diagnostics": DiagnosticsConfig,
     "cluster_change": ChangeConfig,
+    "accuracy": AccuracyConfig,
     "cluster_model": ReferenceModelConfig,
 }
 

@@ -60,13 +60,23 @@ CLUSTERS = Product("clusters", "")
 DIAGNOSTICS = Product("diagnostics", "")
 CLUSTER_MODEL = Product("cluster_model", "")
 CLUSTER_CHANGE = Product("cluster_change", "")
+ACCURACY = Product("accuracy", "")
 STAC_ITEM = Product("stac_item", ".json")
 REPORT = Product("report", ".html")
 
 #: Each AOI x date asset's product, by asset name, in the order a run writes them.
 PRODUCTS = {
     p.asset: p
-    for p in (STAC_ITEMS, BAND_STACK, MOSAIC, GEOTIFF, CLUSTERS, DIAGNOSTICS, CLUSTER_CHANGE)
+    for p in (
+        STAC_ITEMS,
+        BAND_STACK,
+        MOSAIC,
+        GEOTIFF,
+        CLUSTERS,
+        DIAGNOSTICS,
+        CLUSTER_CHANGE,
+        ACCURACY,
+    )  # fmt: skip
 }
 
 

@@ -28,7 +28,13 @@ from pystac.extensions.raster import DataType, RasterBand, RasterExtension
 from pystac.extensions.view import ViewExtension
 from rasterio.transform import Affine
 
-from geocluster_dagster.demo.landscape import LandCoverPatch, _from_local, _transformer
+from geocluster_dagster.demo.landscape import (
+    DEMO_CLASSES,
+    LandCoverPatch,
+    _from_local,
+    _transformer,
+    local_landscape,
+)
 from geocluster_dagster.demo.scene import (
     _PIXEL,
     _QA_BITFIELDS,
@@ -46,7 +52,7 @@ from geocluster_dagster.demo.scene import (
 from geocluster_dagster.errors import ConfigError
 from geocluster_dagster.storage import atomic_path, remove_quietly, write_json
 
-DEMO_VERSION = "1"
+DEMO_VERSION = "2"  # 2: reference points for the accuracy asset
 DEMO_AOI_ID = "demo"
 DEMO_COLLECTION = "landsat-c2-l2"
 DEMO_MONTH = "2023-06-01"
@@ -401,6 +407,7 @@ def _write_demo(staging: Path, patch: LandCoverPatch | None = None) -> None:
 
     save_catalog(catalog, collection, staging)
     (staging / _AOI_REGISTRY).write_text(json.dumps(_aoi_registry(), indent=2) + "\n")
+    (staging / DEMO_REFERENCE).write_text(json.dumps(_reference_points()) + "\n")
     _write_manifest(staging, patch)
 
 
@@ -476,6 +483,44 @@ _AOI_OUTLINE = (
 )
 
 
+#: Reference data of the demo AOI: points with their true cover (``cover``), in the registry's
+#: folder; the accuracy asset assesses the demo's maps against them.
+DEMO_REFERENCE = "demo_reference.geojson"
+DEMO_REFERENCE_POINTS = 500
+
+
+def _reference_points(n: int = DEMO_REFERENCE_POINTS, seed: int = 7) -> dict[str, Any]:
+    """``n`` points drawn uniformly at random inside the AOI, each with the landscape's true
+    land cover there: a simple random sample, which Olofsson et al.'s estimator accepts."""
+    outline = shapely.Polygon(_AOI_OUTLINE)
+    west, south, east, north = outline.bounds
+    rng = np.random.default_rng(seed)
+    xs: list[float] = []
+    ys: list[float] = []
+    while len(xs) < n:
+        x, y = rng.uniform(west, east, n), rng.uniform(south, north, n)
+        inside = shapely.contains_xy(outline, x, y)
+        xs += x[inside].tolist()
+        ys += y[inside].tolist()
+    x, y = np.array(xs[:n]), np.array(ys[:n])
+    classes, _ = local_landscape(x, y)
+    lon, lat = _from_local(x, y, "EPSG:4326")
+    return {
+        "type": "FeatureCollection",
+        "features": [
+            {
+                "type": "Feature",
+                "properties": {"cover": DEMO_CLASSES[int(c) - 1]},
+                "geometry": {
+                    "type": "Point",
+                    "coordinates": [round(float(a), 7), round(float(b), 7)],
+                },
+            }
+            for c, a, b in zip(classes, lon, lat, strict=True)
+        ],
+    }
+
+
 def save_catalog(catalog: pystac.Catalog, collection: pystac.Collection, folder: Path) -> None:
     """Finish the collection (extent, item_assets) and save a self-contained catalog in folder."""
     collection.update_extent_from_items()
@@ -510,6 +555,9 @@ def _aoi_registry() -> dict[str, Any]:
                 "properties": {
                     "id": DEMO_AOI_ID,
                     "name": "Demo AOI (synthetic landscape across the UTM 16/17 boundary, 84 W)",
+                    # ground truth at random points, for the accuracy asset
+                    "reference_data": DEMO_REFERENCE,
+                    "reference_label": "cover",
                 },
                 "geometry": {"type": "Polygon", "coordinates": [ring + [ring[0]]]},
             }

@@ -9,6 +9,8 @@ counts, rows the map's classes, columns the reference labels), ``class_accuracy.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ from ..errors import ConfigError
 from ..fields import described
 from ..quality import Judgement
 from ..storage import atomic_path, published, write_json
-from .clusters import open_clusters, write_csv
+from .clusters import CLUSTER_MAP, open_clusters, write_csv
 from .described import Detail, Facts, FilePath, Json, Measure, markdown_table, rounded
 
 #: The version of what this product's writer makes: raise it when a release changes its
@@ -29,6 +31,7 @@ from .described import Detail, Facts, FilePath, Json, Measure, markdown_table, r
 VERSION = "1"
 
 ACCURACY_JSON = "accuracy.json"
+MAP_CHECKSUM = "cluster_map_sha256"
 ERROR_MATRIX = "error_matrix.csv"
 CLASS_ACCURACY = "class_accuracy.csv"
 FIGURE = "error_matrix.png"
@@ -154,6 +157,23 @@ class AccuracyFacts(Facts):
         )
 
 
+def file_checksum(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def current_accuracy(accuracy: Path | None, clusters: Path) -> Path | None:
+    """``accuracy`` if it assessed the cluster map now in ``clusters`` (None if there is no
+    accuracy product, or it assessed a map since remade: it would describe another map)."""
+    if accuracy is None or not (accuracy / ACCURACY_JSON).exists():
+        return None
+    recorded = json.loads((accuracy / ACCURACY_JSON).read_text()).get(MAP_CHECKSUM)
+    return accuracy if recorded == file_checksum(clusters / CLUSTER_MAP) else None
+
+
 def write_accuracy(
     clusters: Path,
     reference: str | Path,
@@ -179,6 +199,8 @@ def write_accuracy(
     result, matching = assess(pairs, names, sizes, (area or 0.0) / 10_000.0)
     document: dict[str, Any] = {
         **result.as_dict(),
+        # which map was assessed: the Item publishes this product only beside that same map
+        MAP_CHECKSUM: file_checksum(stored.cluster_map_path),
         "reference_data": str(reference),
         "reference_label": column,
         "samples": len(pairs),

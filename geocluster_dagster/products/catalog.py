@@ -65,6 +65,7 @@ class PartitionProducts:
     clusters: Path
     diagnostics: Path | None = None
     change: Path | None = None
+    accuracy: Path | None = None
     report: Path | None = None
     sources: Sequence[pystac.Item] = ()
     search: str = ""
@@ -251,6 +252,21 @@ def build_item(products: PartitionProducts, item_path: Path) -> pystac.Item:
                 "text/csv",
             ),
         )
+    if products.accuracy is not None:
+        for key, name, title, media in (
+            (
+                "accuracy",
+                "accuracy.json",
+                "Accuracy against the AOI's reference data (Olofsson et al. 2014)",
+                pystac.MediaType.JSON,
+            ),
+            ("error_matrix", "error_matrix.csv", "Error matrix (reference samples)", "text/csv"),
+            ("plot_error_matrix", "error_matrix.png", "error matrix", pystac.MediaType.PNG),
+        ):
+            if (products.accuracy / name).exists():
+                item.add_asset(
+                    key, _asset(item_path, products.accuracy / name, title, ["metadata"], media)
+                )
     if products.report is not None:
         item.add_asset(
             "report",

@@ -51,7 +51,7 @@ from ..export import write_cog
 from ..model_file import load_model, save_model
 from ..quality import Judgement, judge_overlap, judge_plausible_change
 from ..reference import check_features
-from ..storage import atomic_path, is_remote, published, remove_quietly, write_json
+from ..storage import atomic_path, published, retire, write_json
 from .cluster_model import reference_model_file
 from .clusters import open_clusters, read_csv, write_csv
 from .described import DENOMINATORS, Detail, Facts, FilePath, Markdown, Measure, markdown_table
@@ -205,12 +205,7 @@ def retire_cluster_change(folder: Path) -> None:
     """Remove the change product an earlier run left at ``folder`` (of maps since remade, or
     of dates no longer compared), so that nothing downstream (the STAC Item, the report)
     publishes it."""
-    if is_remote(folder):
-        remove_quietly(folder)
-    elif folder.exists():
-        retired = folder.with_name(f".{folder.name}.retired")
-        folder.rename(retired)
-        remove_quietly(retired)
+    retire(folder)
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,8 @@ class ReportInputs:
     clusters: Path
     diagnostics: Path
     change: Path | None = None
+    accuracy: Path | None = None
+    """The accuracy product, when it assessed this map."""
 
 
 def _png(path: Path) -> str:
@@ -212,6 +214,8 @@ def write_report(inputs: ReportInputs, target: Path) -> Path:
             png = inputs.change / f"{stem}.png"
             if png.exists():
                 parts += [f"<h3>{caption}</h3>", _png(png)]
+    if inputs.accuracy is not None:
+        parts += _accuracy_section(inputs.accuracy)
     files = [
         (inputs.geotiff / BANDS, "GeoTIFF of the spectral bands"),
         (inputs.geotiff / INDICES, "GeoTIFF of the spectral indices"),
@@ -232,6 +236,33 @@ def write_report(inputs: ReportInputs, target: Path) -> Path:
     with atomic_path(target) as tmp:
         tmp.write_text(document, encoding="utf-8")
     return target
+
+
+def _accuracy_section(folder: Path) -> list[str]:
+    """The map's accuracy against the AOI's reference data: the estimates with their 95 %
+    intervals, per class, the error matrix figure and the caveats."""
+    document = json.loads((folder / "accuracy.json").read_text())
+    low, high = document["overall_accuracy_ci95"]
+    classes = pd.DataFrame(document["classes"])
+    shown = classes[
+        ["class", "samples_mapped", "users_accuracy", "users_accuracy_ci95",
+         "producers_accuracy", "producers_accuracy_ci95", "mapped_ha", "estimated_ha",
+         "estimated_ha_ci95"]
+    ].round(3)  # fmt: skip
+    parts = [
+        "<h2>Accuracy</h2>",
+        f"<p>Overall accuracy {document['overall_accuracy']:.1%} (95 % interval {low:.1%} to "
+        f"{high:.1%}) on {document['samples']:,} reference samples of "
+        f"<code>{html.escape(Path(str(document['reference_data'])).name)}</code> "
+        f"({html.escape(str(document['method']))}). Accuracies are shares (0-1) with the "
+        "half-width of their 95 % interval; areas in hectares.</p>",
+        _table(shown),
+    ]
+    figure = folder / "error_matrix.png"
+    if figure.exists():
+        parts.append(_png(figure))
+    parts.append("<p>" + " ".join(html.escape(c) for c in document.get("caveats", [])) + "</p>")
+    return parts
 
 
 def report_facts(report: Path) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import rasterio
 from shapely.geometry.base import BaseGeometry
 
 from ..storage import remove_quietly
+from .accuracy import current_accuracy
 from .catalog import CATALOG_DIR, PartitionProducts, item_path, withdraw_item, write_item
 from .clusters import SUMMARY as CLUSTERS_SUMMARY
 from .described import Detail, Facts, FilePath, Measure
@@ -40,6 +41,9 @@ class PartitionFolders:
     diagnostics: Path
     change: Path | None = None
     """The cluster_change folder, when the partition was compared with an earlier date."""
+    accuracy: Path | None = None
+    """The accuracy folder, when the map was assessed (published only if it assessed this
+    very map: :func:`geocluster_dagster.products.accuracy.current_accuracy`)."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,7 @@ def write_stac_item(
     with rasterio.open(str(folders.geotiff / BANDS)) as src:
         tags = src.tags()
     clusters = json.loads((folders.clusters / CLUSTERS_SUMMARY).read_text())
+    accuracy = current_accuracy(folders.accuracy, folders.clusters)
     written = write_report(
         ReportInputs(
             title=title,
@@ -100,6 +105,7 @@ def write_stac_item(
             clusters=folders.clusters,
             diagnostics=folders.diagnostics,
             change=folders.change,
+            accuracy=accuracy,
         ),
         report,
     )
@@ -113,6 +119,7 @@ def write_stac_item(
         clusters=folders.clusters,
         diagnostics=folders.diagnostics,
         change=folders.change,
+        accuracy=accuracy,
         report=written,
         sources=list(open_stac_items(folders.stac_items)),
         search=search,
