@@ -140,6 +140,8 @@ class DatedImage:
     model: FittedClusterer
     source: str = ""
     """Where the map's model came from (a reference's model.json), when not fitted alone."""
+    min_mapping_unit_ha: float = 0.0
+    """The minimum mapping unit its cluster map was sieved to (0: none)."""
 
 
 @dataclass(frozen=True)

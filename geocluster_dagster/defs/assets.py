@@ -44,6 +44,7 @@ from ..products.stac_items import open_stac_items, write_stac_items
 from ..quality import ClusterQuality, MosaicQuality, SeparationQuality
 from ..reference import ModelSettings, PoolSettings
 from ..search import SearchSettings
+from ..sieve import SieveSettings
 from ..storage import retire
 from .automation import REMADE_INPUTS
 from .config import (
@@ -329,6 +330,7 @@ def clusters(
         aoi_id=window.aoi_id,
         plan=plan,
         naming=to_settings(NamingSettings, config),
+        sieve=to_settings(SieveSettings, config),
     )
     return written(context, folder, facts, facts.judge(to_settings(ClusterQuality, config)))
 

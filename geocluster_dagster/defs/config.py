@@ -30,6 +30,7 @@ from ..products.diagnostics import DiagnosticsSettings
 from ..quality import ClusterQuality, MosaicQuality, SeparationQuality
 from ..reference import ModelSettings, PoolSettings
 from ..search import SearchSettings
+from ..sieve import SieveSettings
 from ..valid_range import OutOfRange
 
 S = TypeVar("S")
@@ -183,6 +184,7 @@ class ClusterConfig(_ClusteringConfig):
     model: str = setting(ModelSettings, "model")
     match_max_distance: float = setting(ModelSettings, "match_max_distance")
     min_cluster_share: float = setting(ClusterQuality, "min_cluster_share")
+    min_mapping_unit_ha: float = setting(SieveSettings, "min_mapping_unit_ha")
 
 
 class ReferenceModelConfig(_ClusteringConfig):
@@ -225,7 +227,7 @@ SETTINGS_OF: dict[type[dg.Config], tuple[type, ...]] = {
     BandStackConfig: (LoadSettings,),
     MosaicConfig: (CompositeSettings, MosaicQuality),
     GeoTiffConfig: (IndexSettings, CogSettings),
-    ClusterConfig: (ClusterSettings, ModelSettings, NamingSettings, ClusterQuality),
+    ClusterConfig: (ClusterSettings, ModelSettings, NamingSettings, ClusterQuality, SieveSettings),
     ReferenceModelConfig: (ClusterSettings, PoolSettings, NamingSettings),
     DiagnosticsConfig: (DiagnosticsSettings, SeparationQuality),
     ChangeConfig: (ChangeSettings,),

@@ -51,6 +51,7 @@ from ..export import write_cog
 from ..model_file import load_model, save_model
 from ..quality import Judgement, judge_overlap, judge_plausible_change
 from ..reference import check_features
+from ..sieve import halo_for, sieve, unit_in_pixels
 from ..storage import atomic_path, published, retire, write_json
 from .cluster_model import reference_model_file
 from .clusters import open_clusters, read_csv, write_csv
@@ -59,7 +60,11 @@ from .geotiff import open_geotiff
 
 #: The version of what this product's writer makes: raise it when a release changes its
 #: files or numbers, so that Dagster shows the partitions made before as stale (code_version).
-VERSION = "2"  # 2: confident_only, left_out_pixels in the summary
+VERSION = "2"  # 2: confident_only, left_out_pixels in the summary, the maps' sieve
+
+#: The sieve's pass over the written change map: blocks of this edge, each read with its halo.
+SIEVE_BLOCK = 1024
+SIEVE_PASSES = 3
 
 CHANGE_MAP = "change.tif"
 CHANGE_PNG = "change_map.png"
@@ -198,7 +203,8 @@ def open_dated(date: str, geotiff: Path, clusters: Path, *, chunks: int = CHUNK_
     image = open_geotiff(geotiff, chunks=chunks)
     stored = open_clusters(clusters)
     source = (stored.summary.get("model") or {}).get("reference") or ""
-    return DatedImage(date, image, stored.model, source)
+    unit = float((stored.summary.get("min_mapping_unit") or {}).get("hectares") or 0.0)
+    return DatedImage(date, image, stored.model, source, min_mapping_unit_ha=unit)
 
 
 def retire_cluster_change(folder: Path) -> None:
@@ -320,13 +326,25 @@ def write_cluster_change(
             yield (slice(0, 3), rows, cols), block
 
     crs = after.image.rio.crs
+    # The maps' minimum mapping unit (the larger of the two dates'): the change compares maps
+    # sieved like theirs, so that specks the maps do not show are not counted as change.
+    unit_ha = max(before.min_mapping_unit_ha, after.min_mapping_unit_ha)
+    unit = unit_in_pixels(unit_ha, area) if area else 0
     with atomic_path(folder) as tmp:
         tmp.mkdir()
         _write_change_map(tmp / CHANGE_MAP, template, crs, layers(), before.date, after.date)
+        if unit > 1:
+            _sieve_change_map(
+                tmp / CHANGE_MAP, template, crs, (before.date, after.date), unit, states, counts,
+                stable_mask=None if stable is None else (stable, transform),
+            )  # fmt: skip
         tables = tabulate(
             counts, states, (before.date, after.date), model.names_by_id, area, common,
             stable_path=settings.stable_areas, confident_only=settings.confident_only,
         )  # fmt: skip
+        tables.summary["min_mapping_unit"] = (
+            {"hectares": unit_ha, "pixels": unit} if unit > 1 else None
+        )
         _write_categories(tmp / CHANGE_MAP, counts.all, states, model.names_by_id, area)
         save_model(model, tmp / MODEL)
         preview, extent = plot.read_preview(tmp / CHANGE_MAP, max_size=preview_size)
@@ -388,6 +406,65 @@ def _write_change_map(
         blocks=layers,
         task="classifying both dates and writing the change map",
     )
+
+
+def _sieve_change_map(
+    path: Path,
+    template: xr.DataArray,
+    crs: Any,
+    dates: tuple[str, str],
+    unit: int,
+    states: np.ndarray,
+    counts: ChangeCounts,
+    *,
+    stable_mask: tuple[Any, Any] | None,
+) -> None:
+    """Sieve the written change map's from and to bands to ``unit`` pixels, block by block with
+    the seamless halo (:mod:`geocluster_dagster.sieve`), and state the change from the sieved
+    pair; pixels left out for want of confidence stay unknown. ``counts.all`` (and the stable
+    areas') are counted again from the sieved map; the confident pixels' counts stay those of
+    the per-pixel labels."""
+    import rasterio
+    from rasterio.features import geometry_mask
+    from rasterio.windows import Window
+
+    unsieved = path.with_name(path.stem + ".unsieved.tif")
+    path.rename(unsieved)
+    halo = halo_for(unit, SIEVE_PASSES)
+    counts.all = np.zeros((256, 256), np.int64)
+    if counts.stable is not None:
+        counts.stable = np.zeros((256, 256), np.int64)
+    with rasterio.open(unsieved) as src:
+        height, width = src.height, src.width
+
+        def blocks() -> Iterator[tuple[tuple[slice, ...], np.ndarray]]:
+            for row in range(0, height, SIEVE_BLOCK):
+                for col in range(0, width, SIEVE_BLOCK):
+                    r0, c0 = max(0, row - halo), max(0, col - halo)
+                    r1 = min(height, row + SIEVE_BLOCK + halo)
+                    c1 = min(width, col + SIEVE_BLOCK + halo)
+                    layers = src.read(window=Window(c0, r0, c1 - c0, r1 - r0))
+                    first, second = (sieve(layers[i], unit, passes=SIEVE_PASSES) for i in (0, 1))
+                    rows = slice(row - r0, min(height, row + SIEVE_BLOCK) - r0)
+                    cols = slice(col - c0, min(width, col + SIEVE_BLOCK) - c0)
+                    old = layers[:, rows, cols]
+                    first, second = first[rows, cols], second[rows, cols]
+                    left_out = (old[2] == UNKNOWN) & (old[0] > 0) & (old[1] > 0)
+                    change = np.where(left_out, UNKNOWN, states[first, second]).astype(np.uint8)
+                    kept = ~left_out
+                    counts.all += pair_counts(first[kept], second[kept])
+                    at = (slice(row, row + first.shape[0]), slice(col, col + first.shape[1]))
+                    if stable_mask is not None and counts.stable is not None:
+                        shape, transform = stable_mask
+                        inside = geometry_mask(
+                            [shape], out_shape=first.shape, invert=True,
+                            transform=transform * Affine.translation(at[1].start, at[0].start),
+                        ) & kept  # fmt: skip
+                        counts.stable += pair_counts(first[inside], second[inside])
+                    yield (slice(0, 3), *at), np.stack([first, second, change])
+
+        _write_change_map(path, template, crs, blocks(), *dates)
+    unsieved.unlink()
 
 
 def _write_categories(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -35,7 +35,7 @@ from ..cluster import (
     sample_valid_pixels,
 )
 from ..density import DensityGrid
-from ..errors import AssetReadError
+from ..errors import AssetReadError, ConfigError
 from ..evaluate import ELBOW_SAMPLE_SIZE, KChoice, choose_k, elbow_curve, subsample_index
 from ..export import BlockSink, open_single_band, write_cog
 from ..model_file import load_model, model_digest, save_model
@@ -44,6 +44,7 @@ from ..preview import UI_MAP_CHARS, UI_MAP_PX, class_map_markdown
 from ..progress import heartbeat
 from ..quality import ClusterQuality, Judgement, judge_clusters
 from ..reference import MATCH_MAX_DISTANCE, Match, check_features, match_to_reference
+from ..sieve import SieveSettings, sieved_blocks, unit_in_pixels
 from ..storage import atomic_path, published, write_json
 from .described import (
     DENOMINATORS,
@@ -61,6 +62,8 @@ from .described import (
 VERSION = "2"  # 2: the confidence layer, and confidence per cluster in the signatures
 
 CLUSTER_MAP = "cluster_map.tif"
+#: Block edge of the sieve's pass over the written map (each read with its halo around it).
+SIEVE_BLOCK = 1024
 #: Each labelled pixel's confidence (simplified silhouette) as a uint8 percentage, 255 nodata.
 CONFIDENCE = "confidence.tif"
 CONFIDENCE_MEANING = (
@@ -152,6 +155,11 @@ class ClustersFacts(Facts):
             **({"matches": markdown_table(matches)} if self.matches else {}),
             "algorithm": self.summary["algorithm"],
             "features": ", ".join(self.features),
+            **(
+                {"min_mapping_unit": Json(self.summary["min_mapping_unit"])}
+                if self.summary.get("min_mapping_unit")
+                else {}
+            ),
             "preview_cluster_map": Markdown(
                 class_map_markdown(
                     self.folder / CLUSTER_MAP, UI_MAP_PX, UI_MAP_CHARS, legend=list(legend)
@@ -182,6 +190,70 @@ class ClustersFacts(Facts):
             {c.id: c.name for c in self.classes},
             quality,
         )
+
+
+@dataclasses.dataclass
+class _Sieved:
+    counts: np.ndarray
+    """Pixels per label of the sieved map."""
+    changed: int
+    """Pixels whose label the sieve changed."""
+
+
+def _sieve_map(
+    path: Path,
+    grid: xr.DataArray,
+    unit: int,
+    tags: dict[str, str],
+    colours: dict[int, tuple[int, int, int, int]],
+) -> _Sieved:
+    """Replace the written map at ``path`` by its sieve (regions below ``unit`` pixels), read
+    block by block with the halo that makes the blocks seamless."""
+    import rasterio
+    from rasterio.windows import Window
+
+    unsieved = path.with_name(path.stem + ".unsieved.tif")
+    path.rename(unsieved)
+    result = _Sieved(counts=np.zeros(256, dtype=np.int64), changed=0)
+    with rasterio.open(unsieved) as src:
+
+        def read(row: int, col: int, rows: int, cols: int) -> np.ndarray:
+            block: np.ndarray = src.read(1, window=Window(col, row, cols, rows))
+            return block
+
+        def blocks() -> Iterator[tuple[tuple[slice, ...], np.ndarray]]:
+            for (rows, cols), block in sieved_blocks(
+                read, src.height, src.width, SIEVE_BLOCK, unit
+            ):
+                result.counts += np.bincount(block.ravel(), minlength=256)
+                result.changed += int((block != read(rows.start, cols.start, *block.shape)).sum())
+                yield (slice(0, 1), rows, cols), block[np.newaxis]
+
+        write_cog(
+            grid,
+            path,
+            cog=True,
+            nodata=0,
+            tags={**tags, "min_mapping_unit_px": str(unit)},
+            overview_resampling="nearest",
+            blocks=blocks(),
+            colormap=colours,
+            task="sieving the cluster map",
+        )
+    unsieved.unlink()
+    return result
+
+
+def _with_sieved_areas(
+    signatures: pd.DataFrame, counts: np.ndarray, pixel_area: float | None
+) -> pd.DataFrame:
+    """The signatures with each cluster's pixel count, share and area from the sieved map."""
+    sized: pd.DataFrame = signatures.copy()
+    pixels = counts[sized["cluster"].astype(int).to_numpy()]
+    sized["pixel_count"] = pixels
+    sized["fraction"] = pixels / pixels.sum() if pixels.sum() else np.nan
+    sized["area_ha"] = pixels * (pixel_area / 10_000.0) if pixel_area else np.nan
+    return sized
 
 
 def low_confidence_share(signatures: pd.DataFrame) -> float:
@@ -253,8 +325,13 @@ def write_clusters(
     aoi_id: str,
     plan: ModelPlan = ModelPlan(),
     naming: NamingSettings | None = None,
+    sieve: SieveSettings | None = None,
 ) -> ClustersFacts:
     """Make the partition's model as ``plan`` says, name its clusters and write the product.
+
+    With a minimum mapping unit (``sieve``), the map is sieved after it is written, block by
+    block from the written labels (:mod:`geocluster_dagster.sieve`), and the class areas are
+    counted from the sieved map.
 
     One pass over the GeoTIFF predicts the map and sums the per-cluster signatures (see
     :class:`geocluster_dagster.cluster.LabelledBlocks`). The fit sample is drawn either way:
@@ -332,6 +409,22 @@ def write_clusters(
             )
         area = pixel_area_m2(geotiff)
         signatures = labelled.signatures(area)
+        unit_ha = (sieve or SieveSettings()).min_mapping_unit_ha
+        if unit_ha > 0 and not area:
+            raise ConfigError(
+                f"min_mapping_unit_ha={unit_ha} needs pixels of a known area, and this map's "
+                "grid has none (a geographic crs): set the band_stack's `crs` to a projected "
+                "one, or min_mapping_unit_ha to 0."
+            )
+        unit = unit_in_pixels(unit_ha, area or 1.0)
+        if unit > 1:
+            sieved = _sieve_map(tmp / CLUSTER_MAP, labelled.grid, unit, tags, colours)
+            summary["min_mapping_unit"] = {
+                "hectares": (sieve or SieveSettings()).min_mapping_unit_ha,
+                "pixels": unit,
+                "changed_pixels": sieved.changed,
+            }
+            signatures = _with_sieved_areas(signatures, sieved.counts, area)
         # Ids that come from the reference keep its names; the others are named from here.
         kept = {m.id for m in matches if m.matched} if plan.how == "match" else set(model.ids)
         inherited = {

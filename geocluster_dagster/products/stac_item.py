@@ -132,6 +132,7 @@ def write_stac_item(
             "algorithm": clusters.get("algorithm"),
             "n_clusters": clusters.get("n_clusters"),
             "features": clusters.get("features"),
+            "min_mapping_unit": clusters.get("min_mapping_unit"),
         },
     )
     path = write_item(products, output_root)
