@@ -4,8 +4,9 @@
 #   scripts/test.sh                     # everything, as CI (.ci/run) runs it
 #   scripts/test.sh tests/test_aoi.py -q   # extra arguments go to pytest
 #
-# As root it installs the Debian packages the tests use (the servers they start on loopback,
-# gdalinfo, chromium); then, as any user, it creates .venv, installs the package with its test
+# As root it installs the Debian packages the tests use that are missing (the servers they start
+# on loopback, gdalinfo, chromium; it says which, upgrades none, and leaves the machine's own
+# nginx and PostgreSQL services as they were); then, as any user, it creates .venv, installs the package with its test
 # extras, runs the checks of "Contributing" (lint, format, strict types) and the tests. Needs the
 # real data in ../shared (the shared/ folder beside this checkout). Safe to run again.
 set -euo pipefail
@@ -26,11 +27,21 @@ if [ ! -d ../shared/data ]; then
 fi
 
 if [ "$(id -u)" -eq 0 ]; then
+    # The machine's own nginx and PostgreSQL are left as they are: the tests start their own
+    # instances on free ports. Only a service the installation below starts is stopped again.
+    running_before=()
+    for service_name in nginx postgresql; do
+        service "$service_name" status >/dev/null 2>&1 && running_before+=("$service_name")
+    done
+    echo "scripts/test.sh: as root: installing the Debian packages that are missing of ${PACKAGES[*]} (installed ones are not upgraded)" >&2
     apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${PACKAGES[@]}" >/dev/null
-    # The packages start their default services; the tests run their own instances on free ports.
-    service nginx stop >/dev/null 2>&1 || true
-    service postgresql stop >/dev/null 2>&1 || true
+    apt-get install -y -qq --no-install-recommends --no-upgrade "${PACKAGES[@]}" >/dev/null
+    for service_name in nginx postgresql; do
+        if [[ " ${running_before[*]-} " != *" $service_name "* ]] && service "$service_name" status >/dev/null 2>&1; then
+            service "$service_name" stop >/dev/null 2>&1 || true
+            echo "scripts/test.sh: stopped $service_name, which its installation started (it was not running before)" >&2
+        fi
+    done
 else
     missing=()
     for package in "${PACKAGES[@]}"; do
