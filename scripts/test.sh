@@ -67,6 +67,10 @@ else
     echo "scripts/test.sh: npm is missing: the Azure Blob Storage tests will be reported as skipped ('needs Azurite')." >&2
 fi
 
+# The real scenes the tests read: every file of tests/test_data.json, whole (names what is
+# missing or different, and where its dataset comes from).
+python scripts/verify-test-data.py ../shared/data
+
 # One command per line: under `set -e` a failure inside an && list would not stop the script.
 ruff check .
 ruff format --check .
