@@ -40,7 +40,12 @@ from ..products.diagnostics import DiagnosticsSettings, write_diagnostics
 from ..products.geotiff import open_geotiff, write_geotiff
 from ..products.mosaic import open_mosaic, write_mosaic
 from ..products.stac_item import PartitionFolders, write_stac_item
-from ..products.stac_items import open_stac_items, write_stac_items
+from ..products.stac_items import (
+    acquisition_days,
+    open_stac_items,
+    scenes_label,
+    write_stac_items,
+)
 from ..quality import ClusterQuality, MosaicQuality, SeparationQuality
 from ..reference import ModelSettings, PoolSettings
 from ..search import SearchSettings
@@ -358,7 +363,9 @@ def diagnostics(
         open_clusters(outputs.existing(CLUSTERS, window), chunks=outputs.chunk_size),
         folder,
         settings,
-        label=window.label,
+        # Which days the map shows, not only its window: figures are read apart from the run.
+        label=f"{window.label}, "
+        + scenes_label(acquisition_days(open_stac_items(outputs.existing(STAC_ITEMS, window)))),
         not_drawn=not_drawn,
     )
     return written(context, folder, facts, [facts.judge(to_settings(SeparationQuality, config))])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -142,3 +142,22 @@ def write_stac_items(
 def open_stac_items(path: Path) -> pystac.ItemCollection:
     """The items :func:`write_stac_items` stored."""
     return pystac.ItemCollection.from_dict(json.loads(path.read_text()))
+
+
+def acquisition_days(items: Iterable[pystac.Item]) -> list[str]:
+    """The days (YYYY-MM-DD, UTC) the items were acquired, each once, in order."""
+    days = set()
+    for item in items:
+        when = item.datetime or item.common_metadata.start_datetime
+        if when is not None:
+            days.add(when.strftime("%Y-%m-%d"))
+    return sorted(days)
+
+
+def scenes_label(days: list[str]) -> str:
+    """The acquisition days in a figure's title: each up to four, else how many and the span."""
+    if not days:
+        return "no scene"
+    if len(days) <= 4:
+        return "scenes of " + ", ".join(days)
+    return f"scenes of {len(days)} days, {days[0]} to {days[-1]}"
