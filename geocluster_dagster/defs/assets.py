@@ -9,31 +9,23 @@ first, errors explained, stale products named) is :mod:`.steps`'.
 
 import dataclasses
 import time
-import warnings
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import dagster as dg
 
-from ..aoi import reference_of
 from ..budget import TIMINGS, record_run
-from ..change import ChangeSettings, DatedImage
 from ..cluster import ClusterSettings
 from ..composite import CompositeSettings
-from ..errors import ConfigError, NotComparable
+from ..errors import ConfigError
 from ..export import CogSettings
 from ..indices import IndexSettings
 from ..load import LoadSettings
 from ..naming import NamingSettings
-from ..products.accuracy import AccuracySettings, write_accuracy
 from ..products.band_stack import (
     BandStackRecipe,
     open_band_stack,
     stored_estimate,
     write_band_stack,
 )
-from ..products.cluster_change import open_dated, retire_cluster_change, write_cluster_change
 from ..products.cluster_model import model_plan, write_cluster_model
 from ..products.clusters import open_clusters, write_clusters
 from ..products.diagnostics import DiagnosticsSettings, write_diagnostics
@@ -50,12 +42,9 @@ from ..quality import ClusterQuality, MosaicQuality, SeparationQuality
 from ..reference import ModelSettings, PoolSettings
 from ..search import SearchSettings
 from ..sieve import SieveSettings
-from ..storage import retire
 from .automation import REMADE_INPUTS
 from .config import (
-    AccuracyConfig,
     BandStackConfig,
-    ChangeConfig,
     ClusterConfig,
     DiagnosticsConfig,
     GeoTiffConfig,
@@ -64,6 +53,7 @@ from .config import (
     SearchConfig,
     to_settings,
 )
+from .map_comparisons import accuracy, cluster_change
 from .outputs import (
     ACCURACY,
     BAND_STACK,
@@ -79,20 +69,15 @@ from .outputs import (
     OutputStore,
 )
 from .partitions import (
-    AOI_PARTITIONS,
     PartitionWindow,
     aoi_partitions,
-    lookback_dates,
-    lookback_mapping,
     partition_window,
-    partitions,
+    same_aoi_mapping,
     window_of,
 )
 from .resources import AOIRegistry, DaskCluster, StacCatalog
 from .steps import (
     GROUP,
-    after_imagery,
-    check_spec,
     check_what_settings_name,
     code_version,
     not_written,
@@ -102,12 +87,7 @@ from .steps import (
     written,
 )
 
-#: cluster_model (per AOI) <-> the AOI x date partitions of that AOI.
-with warnings.catch_warnings():  # beta in Dagster 1.x, and the one mapping that says this
-    warnings.simplefilter("ignore", dg.BetaWarning)
-    _SAME_AOI = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name=AOI_PARTITIONS)
-#: A partition <- its AOI's partitions of the same window and the look-back before it.
-_THIS_AND_EARLIER = lookback_mapping()
+_SAME_AOI = same_aoi_mapping()
 
 
 @product_asset(
@@ -394,199 +374,9 @@ def _figures_setting(
     return dataclasses.replace(settings, figures=False), f"run tag {FIGURES_TAG}=false"
 
 
-_CHANGE_CHECKS = [
-    (
-        "comparable_ids",
-        "Both dates are classified by one model, so an id means the same cluster in both (WARN: "
-        "if no model can classify both, no change is computed and the check says why).",
-    ),
-    ("overlap", "The two dates overlap enough to compare (WARN below min_overlap)."),
-    (
-        "plausible_change",
-        "Little of what both dates label confidently changed land cover (warn_changed_share), "
-        "and little of the stable_areas did (warn_stable_change) (WARN).",
-    ),
-]
-
-
-# A multi_asset only to make the asset and its checks optional (can_subset): the AOI's first
-# map has nothing to compare with, and dates no model can classify both are not compared;
-# neither is a failure, and neither has an overlap to report.
-@dg.multi_asset(
-    name=CLUSTER_CHANGE.asset,
-    specs=[
-        dg.AssetSpec(
-            CLUSTER_CHANGE.asset,
-            # This date's and the earlier dates' maps and geotiffs, as far back as the change
-            # looks for the map it compares with (a year of windows).
-            deps=[
-                dg.AssetDep(CLUSTERS.asset, partition_mapping=_THIS_AND_EARLIER),
-                dg.AssetDep(GEOTIFF.asset, partition_mapping=_THIS_AND_EARLIER),
-                dg.AssetDep(CLUSTER_MODEL.asset, partition_mapping=_SAME_AOI),
-            ],
-            group_name=GROUP,
-            code_version=code_version(CLUSTER_CHANGE),
-            automation_condition=REMADE_INPUTS,
-            kinds={"geotiff"},
-            skippable=True,
-            description="Change from the AOI's previous date with a map: both dates' geotiffs "
-            "classified by one model (the maps' own when they share one, else the AOI's "
-            "reference model, else one fitted on both dates), a from/to/change COG, the "
-            "transition matrix in pixels and hectares, per-class area deltas, a change map and "
-            "a transition heat map.",
-        )
-    ],
-    check_specs=[
-        check_spec(CLUSTER_CHANGE, name, description) for name, description in _CHANGE_CHECKS
-    ],
-    partitions_def=partitions,
-    can_subset=True,
-)
-@step
-@after_imagery([name for name, _ in _CHANGE_CHECKS])
-def cluster_change(
-    context: dg.AssetExecutionContext,
-    config: ChangeConfig,
-    dask: DaskCluster,
-    outputs: OutputStore,
-) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
-    window = partition_window(context)
-    folder = outputs.path(CLUSTER_CHANGE, window)
-    settings = to_settings(ChangeSettings, config)
-    if not outputs.present([CLUSTERS.asset], window):
-        # An asset backfill of a date plans the changes of the year after it too (they read
-        # its map); a later date never materialized has no map to compare yet.
-        reason = (
-            f"{window.key} has no map of its own yet (its clusters was never materialized): "
-            "materialize the partition, and its change is made with it."
-        )
-        context.log.info(reason)
-        yield _not_compared(folder, reason)
-        return
-    try:
-        earlier = settings.earlier(
-            outputs.dates_with(CLUSTERS, window.aoi_id),
-            window.date_key,
-            within=lookback_dates(window.date_key),
-        )
-    except NotComparable as err:  # only a map older than the look-back
-        context.log.warning(f"cluster_change not computed: {err}")
-        yield _not_compared(folder, str(err))
-        return
-    if earlier is None:
-        reason = (
-            f"{window.key} is the first date of AOI {window.aoi_id} with a map: there is "
-            "nothing earlier to compare with."
-        )
-        context.log.info(reason)
-        yield _not_compared(folder, reason)
-        return
-    try:
-        facts = write_cluster_change(
-            _dated(outputs, window.aoi_id, earlier),
-            _dated(outputs, window.aoi_id, window.date_key),
-            folder,
-            reference=outputs.read_of_aoi(CLUSTER_MODEL, window.aoi_id),
-            settings=settings,
-            label=f"AOI {window.aoi_id!r},",
-        )
-    except NotComparable as err:
-        # Not a failure of this run: the maps exist, they just cannot be compared.
-        context.log.warning(f"cluster_change not computed: {err}")
-        yield _not_compared(folder, str(err), earlier)
-        yield dg.AssetCheckResult(
-            check_name="comparable_ids",
-            passed=False,
-            severity=dg.AssetCheckSeverity.WARN,
-            description=str(err),
-            metadata={"from_date": earlier, "to_date": window.date_key},
-        )
-        return
-    context.log.info(f"Both dates classified by {facts.model.describe()}")
-    yield written(context, folder, facts, facts.judge())
-
-
-def _dated(outputs: OutputStore, aoi_id: str, date: str) -> DatedImage:
-    """A date of the AOI to compare: its geotiff and the model its map was made with."""
-    window = window_of(f"{aoi_id}|{date}")
-    geotiff, clusters = outputs.existing(GEOTIFF, window), outputs.existing(CLUSTERS, window)
-    return open_dated(date, geotiff, clusters, chunks=outputs.chunk_size)
-
-
-def _not_compared(
-    folder: Path, reason: str, earlier: str | None = None
-) -> dg.MaterializeResult[Any]:
-    """The partition's change, recorded as "not compared" rather than left unmaterialized: a
-    backfill counts an asset a run did not materialize as failed, and the map of a first date
-    has nothing to fail at. A change an earlier run left (of maps since remade) is removed, so
-    that nothing downstream (the STAC Item, the report) publishes it."""
-    retire_cluster_change(folder)
-    return not_written(not_compared=reason, compared_with=earlier or "none")
-
-
-@product_asset(
-    ACCURACY,
-    checks=[
-        (
-            "overall_accuracy",
-            False,
-            "The map's estimated overall accuracy against the AOI's reference data is at least "
-            "warn_overall_accuracy (WARN; not evaluated for an AOI without reference data).",
-        )
-    ],
-    deps=[clusters],
-    automation_condition=REMADE_INPUTS,
-    description="The cluster map's accuracy against the AOI's reference data (the registry's "
-    "reference_data: labelled points or polygons): clusters matched to reference labels, "
-    "Olofsson et al. (2014)'s area-weighted error matrix, overall, user's and producer's "
-    "accuracy and class areas with 95 % intervals (accuracy.json, CSVs, a figure). Not part "
-    "of geocluster_pipeline: run the geocluster_accuracy job (or `geocluster accuracy`).",
-    kinds={"matplotlib"},
-)
-def accuracy(
-    context: dg.AssetExecutionContext,
-    config: AccuracyConfig,
-    aoi_registry: AOIRegistry,
-    outputs: OutputStore,
-) -> dg.MaterializeResult:
-    window = partition_window(context)
-    folder = outputs.path(ACCURACY, window)
-    reference = reference_of(aoi_registry.get(window.aoi_id), aoi_registry.resolved_path())
-    if reference is None:
-        retire(folder)  # an assessment of reference data the registry no longer names
-        reason = (
-            f"AOI {window.aoi_id} registers no reference data: add a `reference_data` property "
-            "(a GeoJSON, GeoPackage or shapefile of labelled points or polygons; a path "
-            "relative to the registry) and, if its label column is not 'class', a "
-            f"`reference_label` to its feature in the AOI registry ({aoi_registry.resolved_path()})."
-        )
-        context.log.info(reason)
-        return dg.MaterializeResult(
-            metadata={"not_assessed": reason},
-            check_results=[
-                dg.AssetCheckResult(
-                    check_name="overall_accuracy",
-                    passed=True,
-                    description="Not evaluated: no reference data.",
-                    metadata={"evaluated": False},
-                )
-            ],
-        )
-    path, label = reference
-    facts = write_accuracy(
-        outputs.existing(CLUSTERS, window),
-        path,
-        folder,
-        to_settings(AccuracySettings, config),
-        label_column=label,
-        title=window.label,
-    )
-    return written(context, folder, facts, [facts.judge()])
-
-
 @product_asset(
     STAC_ITEM,
-    deps=[geotiff, clusters, diagnostics, CLUSTER_CHANGE.asset, accuracy],
+    deps=[geotiff, clusters, diagnostics, CLUSTER_CHANGE.asset, ACCURACY.asset],
     automation_condition=REMADE_INPUTS,
     description="The partition's report (report/<aoi>/<date>.html: one file, figures embedded) "
     "and its STAC Item in the output catalog (stac/catalog.json): every product as an asset "

@@ -85,6 +85,13 @@ partitions = dg.MultiPartitionsDefinition({"aoi": aoi_partitions, "date": date_p
 LOOKBACK_WINDOWS: dict[str, int] = {"month": 12, "half_month": 24, "quarter": 4, "year": 1}
 
 
+def same_aoi_mapping() -> dg.MultiToSingleDimensionPartitionMapping:
+    """cluster_model (per AOI) <-> the AOI x date partitions of that AOI."""
+    with warnings.catch_warnings():  # beta in Dagster 1.x, and the one mapping that says this
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        return dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name=AOI_PARTITIONS)
+
+
 def lookback_mapping(windows: str = DATE_WINDOWS) -> dg.MultiPartitionMapping:
     """A partition's own AOI at its own date window and the :data:`LOOKBACK_WINDOWS` before
     it: what cluster_change reads of clusters, as Dagster's lineage, staleness and backfill
