@@ -14,6 +14,7 @@ import contextlib
 import errno
 import fcntl
 import glob
+import hashlib
 import json
 import os
 import re
@@ -254,6 +255,15 @@ def current_version(target: Path) -> Path | None:
     if not target.is_symlink():
         return None
     return target.parent / os.readlink(target)
+
+
+def sha256_of(path: Path) -> str:
+    """The SHA-256 of a file (hex), read a megabyte at a time."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def retire(folder: Path) -> None:

@@ -47,6 +47,21 @@ def _applied_reference(images, root):
     return _dated(images, root, lambda _: ModelPlan("apply", reference, "ref"))
 
 
+def _both_dates(images, root, with_reference):
+    """Both dates' maps under the default settings, with the AOI's reference model applied to
+    both (fitted on both dates) or each fitted alone, and the one model that classifies both."""
+    reference = None
+    if with_reference:
+        reference = write_cluster_model(
+            images, ClusterSettings(), PoolSettings(), root / "ref", aoi_id="b"
+        ).model
+    plan = (
+        (lambda _: ModelPlan("apply", reference, "ref")) if reference else (lambda _: ModelPlan())
+    )
+    dated = _dated(images, root, plan)
+    return dated, common_model(dated[BEFORE], dated[AFTER], reference=None)
+
+
 def _read(folder):
     with rasterio.open(folder / CHANGE_MAP) as src:
         return src.read()
@@ -62,16 +77,7 @@ def test_the_brumadinho_mudflow_changes_and_the_stable_land_does_not_under_the_d
     applied to both dates, and with each date fitted alone (then classified by one model of
     both dates)."""
     _, images = brumadinho
-    reference = None
-    if with_reference:
-        reference = write_cluster_model(
-            images, ClusterSettings(), PoolSettings(), tmp_path / "ref", aoi_id="b"
-        ).model
-    plan = (
-        (lambda _: ModelPlan("apply", reference, "ref")) if reference else (lambda _: ModelPlan())
-    )
-    dated = _dated(images, tmp_path, plan)
-    common = common_model(dated[BEFORE], dated[AFTER], reference=None)
+    dated, common = _both_dates(images, tmp_path, with_reference)
     assert common.how == ("shared" if with_reference else "pooled")
     facts = write_cluster_change(dated[BEFORE], dated[AFTER], tmp_path / "change", common=common)
     summary, transitions = facts.summary, facts.transitions
@@ -124,16 +130,7 @@ def test_comparing_only_confident_labels_removes_false_change_and_keeps_the_mudf
     """confident_only: pixels not labelled confidently in both dates are left out (unknown),
     and counted. Outside the mudflow less land changes; inside, what is compared still does."""
     _, images = brumadinho
-    reference = None
-    if with_reference:
-        reference = write_cluster_model(
-            images, ClusterSettings(), PoolSettings(), tmp_path / "ref", aoi_id="b"
-        ).model
-    plan = (
-        (lambda _: ModelPlan("apply", reference, "ref")) if reference else (lambda _: ModelPlan())
-    )
-    dated = _dated(images, tmp_path, plan)
-    common = common_model(dated[BEFORE], dated[AFTER], reference=None)
+    dated, common = _both_dates(images, tmp_path, with_reference)
     shares = {}
     for only in (False, True):
         folder = tmp_path / f"change_{only}"
@@ -170,16 +167,7 @@ def test_sieved_maps_compared_confidently_find_the_mudflow_and_less_elsewhere(
     import dataclasses
 
     _, images = brumadinho
-    reference = None
-    if with_reference:
-        reference = write_cluster_model(
-            images, ClusterSettings(), PoolSettings(), tmp_path / "ref", aoi_id="b"
-        ).model
-    plan = (
-        (lambda _: ModelPlan("apply", reference, "ref")) if reference else (lambda _: ModelPlan())
-    )
-    dated = _dated(images, tmp_path, plan)
-    common = common_model(dated[BEFORE], dated[AFTER], reference=None)
+    dated, common = _both_dates(images, tmp_path, with_reference)
     shares, specks = {}, {}
     for unit, only in ((0.0, False), (0.5, True)):
         before_date, after_date = (

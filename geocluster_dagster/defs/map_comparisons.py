@@ -34,6 +34,7 @@ from .steps import (
     after_imagery,
     check_spec,
     code_version,
+    not_evaluated_checks,
     not_written,
     product_asset,
     step,
@@ -214,14 +215,7 @@ def accuracy(
         context.log.info(reason)
         return dg.MaterializeResult(
             metadata={"not_assessed": reason},
-            check_results=[
-                dg.AssetCheckResult(
-                    check_name="overall_accuracy",
-                    passed=True,
-                    description="Not evaluated: no reference data.",
-                    metadata={"evaluated": False},
-                )
-            ],
+            check_results=not_evaluated_checks(["overall_accuracy"], "no reference data"),
         )
     path, label = reference
     facts = write_accuracy(

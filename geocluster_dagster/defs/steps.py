@@ -117,6 +117,20 @@ def step(compute: Callable[..., Any]) -> Callable[..., Any]:
     return call
 
 
+def not_evaluated_checks(check_names: Sequence[str], why: str) -> list[dg.AssetCheckResult]:
+    """The checks of a step that had nothing to judge, recorded as not evaluated (passed, so
+    that nothing downstream stops; ``evaluated: false`` says which they are) and why."""
+    return [
+        dg.AssetCheckResult(
+            check_name=name,
+            passed=True,
+            description=f"Not evaluated: {why}.",
+            metadata={"evaluated": False},
+        )
+        for name in check_names
+    ]
+
+
 def after_imagery(check_names: Sequence[str] = ()) -> Callable[[Callable[..., Any]], Any]:
     """For a step after the search: in a partition whose search found no scene, it writes
     nothing and records a materialization that says "no imagery" (with its checks, not
@@ -134,15 +148,7 @@ def after_imagery(check_names: Sequence[str] = ()) -> Callable[[Callable[..., An
                 "its has_scenes check for why, and which filter to relax)."
             )
             context.log.info(f"{reason} {context.asset_key.to_user_string()} writes nothing.")
-            not_evaluated = [
-                dg.AssetCheckResult(
-                    check_name=name,
-                    passed=True,
-                    description="Not evaluated: no imagery in the window.",
-                    metadata={"evaluated": False},
-                )
-                for name in check_names
-            ]
+            not_evaluated = not_evaluated_checks(check_names, "no imagery in the window")
             return dg.MaterializeResult(
                 metadata={"no_imagery": reason}, check_results=not_evaluated or None
             )

@@ -9,7 +9,6 @@ counts, rows the map's classes, columns the reference labels), ``class_accuracy.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from ..cluster import pixel_area_m2
 from ..errors import ConfigError
 from ..fields import described
 from ..quality import Judgement
-from ..storage import atomic_path, published, write_json
+from ..storage import atomic_path, published, sha256_of, write_json
 from .clusters import CLUSTER_MAP, open_clusters, write_csv
 from .described import Detail, Facts, FilePath, Json, Measure, markdown_table, rounded
 
@@ -157,21 +156,13 @@ class AccuracyFacts(Facts):
         )
 
 
-def file_checksum(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def current_accuracy(accuracy: Path | None, clusters: Path) -> Path | None:
     """``accuracy`` if it assessed the cluster map now in ``clusters`` (None if there is no
     accuracy product, or it assessed a map since remade: it would describe another map)."""
     if accuracy is None or not (accuracy / ACCURACY_JSON).exists():
         return None
     recorded = json.loads((accuracy / ACCURACY_JSON).read_text()).get(MAP_CHECKSUM)
-    return accuracy if recorded == file_checksum(clusters / CLUSTER_MAP) else None
+    return accuracy if recorded == sha256_of(clusters / CLUSTER_MAP) else None
 
 
 def write_accuracy(
@@ -200,7 +191,7 @@ def write_accuracy(
     document: dict[str, Any] = {
         **result.as_dict(),
         # which map was assessed: the Item publishes this product only beside that same map
-        MAP_CHECKSUM: file_checksum(stored.cluster_map_path),
+        MAP_CHECKSUM: sha256_of(stored.cluster_map_path),
         "reference_data": str(reference),
         "reference_label": column,
         "samples": len(pairs),

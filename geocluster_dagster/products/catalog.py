@@ -13,7 +13,6 @@ of every asset, and links to the scenes it was derived from.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -30,7 +29,7 @@ import shapely.geometry
 from shapely.geometry.base import BaseGeometry
 
 from .. import __version__
-from ..storage import exclusive_lock, local_state, write_json
+from ..storage import exclusive_lock, local_state, sha256_of, write_json
 from .geotiff import BANDS, INDICES
 
 CATALOG_DIR = "stac"
@@ -76,11 +75,7 @@ class PartitionProducts:
 
 def file_fields(path: Path) -> dict[str, Any]:
     """``file:checksum`` (a SHA2-256 multihash, hex) and ``file:size`` of a file."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return {"file:checksum": "1220" + digest.hexdigest(), "file:size": path.stat().st_size}
+    return {"file:checksum": "1220" + sha256_of(path), "file:size": path.stat().st_size}
 
 
 def _software() -> dict[str, str]:
