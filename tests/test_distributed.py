@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -19,7 +21,7 @@ from geocluster_dagster.defs.partitions import partition_key
 from geocluster_dagster.defs.resources import AOIRegistry, DaskCluster, StacCatalog
 from geocluster_dagster.demo import DEMO_MONTH, build_demo
 
-from .servers.ports import free_port, wait_for_port
+from .servers.ports import wait_for_port
 
 pytestmark = pytest.mark.servers
 
@@ -33,13 +35,33 @@ def dask_processes(tmp_path):
         yield started
 
 
+def _scheduler_address(scheduler_file: Path, process, log: Path, timeout: float = 60.0) -> str:
+    """The address the scheduler wrote into its scheduler file, once it listens there."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(
+                f"dask scheduler exited with code {process.returncode}: {log.read_text()[-2000:]}"
+            )
+        if scheduler_file.exists():
+            with contextlib.suppress(ValueError):
+                address = json.loads(scheduler_file.read_text())["address"]
+                wait_for_port(int(address.rsplit(":", 1)[1]), process=process)
+                return address
+        time.sleep(0.1)
+    raise TimeoutError(
+        f"dask scheduler wrote no address after {timeout} s: {log.read_text()[-2000:]}"
+    )
+
+
 @contextlib.contextmanager
 def _dask_processes(tmp_path, *, env=None, cwd=None):
     """A scheduler and two single-threaded worker processes (in ``cwd``, with ``env``)."""
-    port = free_port()
-    address = f"tcp://127.0.0.1:{port}"
     logs = tmp_path / "dask-logs"
     logs.mkdir()
+    # The scheduler binds a port of its own choosing (port 0) and writes its address into a
+    # scheduler file once it listens: a port picked beforehand can be taken before it binds.
+    scheduler_file = tmp_path / "scheduler.json"
     procs = [
         subprocess.Popen(
             [
@@ -48,16 +70,18 @@ def _dask_processes(tmp_path, *, env=None, cwd=None):
                 "--host",
                 "127.0.0.1",
                 "--port",
-                str(port),
+                "0",
                 "--dashboard-address",
                 ":0",
+                "--scheduler-file",
+                str(scheduler_file),
             ],
             stdout=(logs / "scheduler.log").open("w"),
             stderr=subprocess.STDOUT,
         )
     ]
     try:
-        wait_for_port(port, process=procs[0])
+        address = _scheduler_address(scheduler_file, procs[0], logs / "scheduler.log")
         for i in range(2):
             procs.append(
                 subprocess.Popen(
