@@ -257,6 +257,21 @@ def current_version(target: Path) -> Path | None:
     return target.parent / os.readlink(target)
 
 
+def link_or_copy(source: Path, target: Path) -> None:
+    """Put the file ``source`` (a product) at ``target``, a new path on this machine, without
+    decoding it: a hard link when both are on one filesystem (no byte is copied, and since
+    products are replaced by a rename, never rewritten in place, the link keeps these bytes
+    when ``source`` is remade), else a byte copy (another filesystem, object storage)."""
+    if not is_remote(source):
+        try:
+            os.link(source, target)
+            return
+        except OSError:  # another filesystem, or one without hard links
+            pass
+    with source.open("rb") as src, target.open("wb") as dst:
+        shutil.copyfileobj(src, dst, 16 << 20)
+
+
 def sha256_of(path: Path) -> str:
     """The SHA-256 of a file (hex), read a megabyte at a time."""
     digest = hashlib.sha256()

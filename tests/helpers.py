@@ -21,6 +21,7 @@ from geocluster_dagster.defs.resources import AOIRegistry, StacCatalog
 from geocluster_dagster.demo import DEMO_MONTH
 
 from .conftest import BRUMADINHO_ORIGINS, SHARED_DATA
+from .servers.ports import installed
 
 # --- the demo graph, materialized in-process ---------------------------------------------------
 
@@ -240,3 +241,9 @@ def invoke(output: Path, *args: str, env: dict[str, str] | None = None) -> Comma
     }
     command = [sys.executable, "-m", "geocluster_dagster", "--output", str(output), *args]
     return CommandRun(subprocess.run(command, env=env, capture_output=True, text=True, timeout=600))
+
+
+def gdalinfo_json(path, *options: str) -> dict:
+    """What GDAL itself reports (Debian gdal-bin, as .ci/run installs it)."""
+    tool = installed("gdalinfo", "gdal-bin")
+    return json.loads(subprocess.run([tool, "-json", *options, str(path)], check=True, capture_output=True, text=True).stdout)  # fmt: skip

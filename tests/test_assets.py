@@ -756,7 +756,7 @@ def test_disk_full_fails_cleanly_and_keeps_the_earlier_geotiff(demo, dask_cluste
             {"elbow_k_min": 8, "elbow_k_max": 3},
             "use 2 <= elbow_k_min <= elbow_k_max",
         ),
-        ("geotiff", {"compress_level": 99}, "compress_level=99 is invalid for deflate: use 1..12"),
+        ("geotiff", {"compress_level": 99}, "compress_level=99 is invalid for zstd: use 1..22"),
         ("band_stack", {"bands": ["red", "nir", "red"]}, "`bands` names ['red'] more than once"),
     ],
 )

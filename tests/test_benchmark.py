@@ -60,14 +60,14 @@ def test_benchmark_end_to_end(tmp_path: Path) -> None:
     assert ratios["project_over_floor"] == round(walls["project"] / walls["floor"], 2)
     # the COG copy timed alone is a part of the project's geotiff step
     assert 0 < project["cog_copy_s"] < project["asset_s"]["geotiff"]
-    assert project["cog_copy_settings"] == "deflate level 1" and project["cog_copy_mb"] > 0
+    assert project["cog_copy_settings"] == "zstd level 1" and project["cog_copy_mb"] > 0
     assert ratios["cog_copy_over_floor"] == round(project["cog_copy_s"] / walls["floor"], 2)
     assert ratios["baseline_over_project"] == round(walls["baseline"] / walls["project"], 2)
     assert report["machine"]["logical_cores"] >= 1 and report["machine"]["ram_mb"] > 0
     table = (out / "results.md").read_text()
     for name in ("floor", "baseline", "project"):
         assert f"| {SIZE}² | {name} | {walls[name]:.1f} |" in table
-    assert f"* {SIZE}²: {project['cog_copy_s']} s (deflate level 1" in table
+    assert f"* {SIZE}²: {project['cog_copy_s']} s (zstd level 1" in table
 
     _check_inputs(Path(entry["inputs"]))
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-
 import rasterio
 from rio_cogeo.cogeo import cog_validate
 
@@ -19,16 +16,9 @@ from geocluster_dagster.products.clusters import (
     write_clusters,
 )
 
-from .helpers import STACK_1999, STACK_2002, landsat7_dataset
-from .servers.ports import installed
+from .helpers import STACK_1999, STACK_2002, gdalinfo_json, landsat7_dataset
 
 BANDS = ["blue", "green", "red", "nir", "swir16", "swir22"]
-
-
-def gdalinfo(path) -> dict:
-    """What GDAL itself reports (Debian gdal-bin, as .ci/run installs it)."""
-    tool = installed("gdalinfo", "gdal-bin")
-    return json.loads(subprocess.run([tool, "-json", str(path)], check=True, capture_output=True, text=True).stdout)  # fmt: skip
 
 
 def test_the_cluster_map_carries_its_colours_names_and_attribute_table(tmp_path):
@@ -37,7 +27,7 @@ def test_the_cluster_map_carries_its_colours_names_and_attribute_table(tmp_path)
     )  # fmt: skip
     path = tmp_path / "c" / CLUSTER_MAP
     assert cog_validate(str(path), quiet=True)[0]
-    info = gdalinfo(path)
+    info = gdalinfo_json(path)
     band = info["bands"][0]
     names = [c.name for c in facts.classes]
     assert band["colorInterpretation"] == "Palette"
@@ -58,7 +48,9 @@ def test_the_cluster_map_carries_its_colours_names_and_attribute_table(tmp_path)
         landsat7_dataset(STACK_2002)[BANDS], ClusterSettings(), tmp_path / "d", aoi_id="l7",
         plan=ModelPlan("apply", open_clusters(tmp_path / "c").model, "ref"),
     )  # fmt: skip
-    assert gdalinfo(tmp_path / "d" / CLUSTER_MAP)["bands"][0]["colorTable"] == band["colorTable"]
+    assert (
+        gdalinfo_json(tmp_path / "d" / CLUSTER_MAP)["bands"][0]["colorTable"] == band["colorTable"]
+    )
     assert [c.name for c in again.classes] == names
 
 
@@ -76,7 +68,7 @@ def test_the_change_map_names_its_three_bands(tmp_path):
     write_cluster_change(before, after, tmp_path / "change", common=common_model(before, after))
     path = tmp_path / "change" / CHANGE_MAP
     assert cog_validate(str(path), quiet=True)[0]
-    info = gdalinfo(path)
+    info = gdalinfo_json(path)
     assert [b["description"] for b in info["bands"]] == ["from", "to", "change"]
     assert info["bands"][2]["categories"] == [
         "",

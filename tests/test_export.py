@@ -39,7 +39,7 @@ def test_cog_round_trip_keeps_values_names_nodata_and_tags(mosaic, tmp_path):
         assert src.profile["tiled"] and src.profile["blockxsize"] == 128
         assert src.overviews(1), "a COG carries internal overviews"
         assert src.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
-        assert src.compression.name == "deflate" and src.interleaving.name == "pixel"
+        assert src.compression.name == "zstd" and src.interleaving.name == "pixel"
         assert src.tags()["aoi"] == "brumadinho" and src.tags()["items"] == '["a", "b"]'
         assert src.transform == mosaic.odc.geobox.affine
         full = src.read(3)

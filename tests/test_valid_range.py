@@ -132,7 +132,7 @@ def test_a_real_scene_keeps_its_reflectance_and_ndvi_in_range(dark_scene, policy
     else:
         assert int(np.isnan(red).sum()) == below and np.nanmin(red) >= LANDSAT_SR.low - 2e-5
 
-    geotiff = write_geotiff(mosaic, root / f"geotiff_{policy}", aoi_id="brumadinho")
+    geotiff = write_geotiff(path, root / f"geotiff_{policy}", aoi_id="brumadinho")
     ndvi = open_geotiff(root / f"geotiff_{policy}")["ndvi"].values
     assert np.nanmin(ndvi) >= -1 and np.nanmax(ndvi) <= 1
     if policy != "clamp":  # no index from a value outside the range

@@ -8,6 +8,7 @@ first, errors explained, stale products named) is :mod:`.steps`'.
 """
 
 import dataclasses
+import json
 import time
 
 import dagster as dg
@@ -30,7 +31,7 @@ from ..products.cluster_model import model_plan, write_cluster_model
 from ..products.clusters import open_clusters, write_clusters
 from ..products.diagnostics import DiagnosticsSettings, write_diagnostics
 from ..products.geotiff import open_geotiff, write_geotiff
-from ..products.mosaic import open_mosaic, write_mosaic
+from ..products.mosaic import write_mosaic
 from ..products.stac_item import PartitionFolders, write_stac_item
 from ..products.stac_items import (
     acquisition_days,
@@ -194,6 +195,7 @@ def mosaic(
         tags={
             "aoi_id": window.aoi_id,
             "time_window": f"{window.start:%Y-%m-%d}/{window.last_day:%Y-%m-%d}",
+            "config": json.dumps(config.model_dump()),
         },
     )
     return written(context, path, facts, [facts.judge(to_settings(MosaicQuality, config))])
@@ -228,12 +230,13 @@ def geotiff(
     window = partition_window(context)
     folder = outputs.path(GEOTIFF, window)
     facts = write_geotiff(
-        open_mosaic(outputs.existing(MOSAIC, window), chunks=outputs.chunk_size),
+        outputs.existing(MOSAIC, window),
         folder,
         to_settings(IndexSettings, config),
         to_settings(CogSettings, config),
         aoi_id=window.aoi_id,
         config=config.model_dump(),
+        chunks=outputs.chunk_size,
     )
     return written(context, folder, facts, facts.judge())
 

@@ -59,7 +59,8 @@ from .described import (
 
 #: The version of what this product's writer makes: raise it when a release changes its
 #: files or numbers, so that Dagster shows the partitions made before as stale (code_version).
-VERSION = "2"  # 2: the confidence layer, and confidence per cluster in the signatures
+VERSION = "3"  # 2: the confidence layer, and confidence per cluster in the signatures
+# 3: zstd COGs; labels and confidence from one matrix product (confidence equal within 3e-8)
 
 CLUSTER_MAP = "cluster_map.tif"
 #: Block edge of the sieve's pass over the written map (each read with its halo around it).

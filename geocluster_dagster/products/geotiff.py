@@ -7,6 +7,12 @@ the inputs share no encoding; ``indices.tif`` holds the spectral indices in floa
 float32 copy of DN-precision reflectance costs twice the bytes and compresses far worse: two
 files write and decode faster than one float32 file (measured in benchmarks/README.md).
 
+``bands.tif`` *is* the mosaic's COG: a hard link to it on a disk (no byte copied; the mosaic is
+replaced by a rename, so a remade mosaic never changes the bands of a geotiff made before),
+a byte copy on object storage. The pixels are then encoded once per partition, and this step
+only computes and writes the indices. Its tags are the mosaic's (AOI, window, sources,
+method, package, compression, band statistics); ``indices.tif`` adds this step's settings.
+
 Both files carry the partition's provenance tags, so either opened alone (in QGIS, say) says
 what it is. The folder is swapped in whole (:func:`geocluster_dagster.storage.atomic_path`): a
 run killed between the two files never leaves new bands beside old indices.
@@ -14,7 +20,6 @@ run killed between the two files never leaves new bands beside old indices.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,16 +33,24 @@ from ..bands import band_unit
 from ..blocks import CHUNK_SIZE
 from ..encoding import STACK_ATTR, DnEncoding
 from ..errors import AssetReadError
-from ..export import CogSettings, RasterStats, open_cog, write_cog
+from ..export import (
+    COG_SETTINGS_TAG,
+    STATISTICS_TAG,
+    CogSettings,
+    RasterStats,
+    open_cog,
+    write_cog,
+)
 from ..indices import IndexSettings, add_indices
 from ..quality import Judgement, judge_cog
-from ..storage import atomic_path, published
+from ..storage import atomic_path, link_or_copy, published
 from ..valid_range import VALID_RANGE_TAG, read_tag, within
 from .described import DENOMINATORS, Detail, Facts, FilePath, Json, Measure, rounded
 
 #: The version of what this product's writer makes: raise it when a release changes its
 #: files or numbers, so that Dagster shows the partitions made before as stale (code_version).
-VERSION = "2"  # 2: no index from a value outside its band's valid range
+VERSION = "3"  # 2: no index from a value outside its band's valid range
+# 3: bands.tif is the mosaic's own file (its tags), not a second encoding of it
 
 BANDS = "bands.tif"
 INDICES = "indices.tif"
@@ -122,17 +135,31 @@ class GeotiffFacts(Facts):
 
 
 def write_geotiff(
-    mosaic: xr.Dataset,
+    mosaic_path: Path,
     folder: Path,
     indices: IndexSettings | None = None,
     cog: CogSettings | None = None,
     *,
     aoi_id: str,
     config: Mapping[str, Any] | None = None,
+    chunks: int = CHUNK_SIZE,
 ) -> GeotiffFacts:
-    """Add the spectral indices ``indices`` asks for to ``mosaic`` (the opened mosaic product)
-    and write both into ``folder``, tagged with the mosaic's provenance, the AOI, this package's
-    version and the run's ``config`` of this step."""
+    """Write the geotiff product of the mosaic at ``mosaic_path`` into ``folder``: the mosaic's
+    own file as :data:`BANDS`, and the spectral indices ``indices`` asks for, computed from it,
+    as :data:`INDICES`, tagged with the mosaic's provenance, the AOI, this package's version and
+    the run's ``config`` of this step.
+
+    The bands are not encoded again: ``bands.tif`` is the mosaic's file (a hard link on a disk,
+    a byte copy otherwise), whose tags hold its statistics. Only when ``cog`` asks for other
+    compression than the mosaic was written with are they decoded and written again."""
+    cog = cog or CogSettings()
+    mosaic = open_cog(mosaic_path, chunks=chunks)
+    band_stats = RasterStats.from_tag(mosaic.attrs.get(STATISTICS_TAG))
+    if band_stats is None:
+        raise AssetReadError(
+            f"{mosaic_path} holds no band statistics (a mosaic written by an earlier version): "
+            "materialize mosaic for this partition again, then geotiff."
+        )
     names = (indices or IndexSettings()).names_for(mosaic)
     valid_range = read_tag(mosaic.attrs.get(VALID_RANGE_TAG))
     # Indices only from valid reflectance: where an input is outside its documented range
@@ -142,7 +169,7 @@ def write_geotiff(
     )
     added_indices = add_indices(inputs, names)
     added = [str(name) for name in added_indices.data_vars if name not in mosaic.data_vars]
-    image = mosaic.assign({name: added_indices[name] for name in added})
+    bands = [str(name) for name in mosaic.data_vars]
     tags = provenance(mosaic.attrs)
     tags.update(
         {
@@ -150,53 +177,53 @@ def write_geotiff(
             "package": f"geocluster_dagster {__version__}",
             "indices": ",".join(n.lower() for n in names),
             "config": json.dumps(dict(config or {})),
+            COG_SETTINGS_TAG: cog.as_tag(),
         }
     )
-    facts = write_image(image, folder, added, cog, tags=tags)
-    return dataclasses.replace(facts, indices=list(names), valid_range=valid_range)
-
-
-def write_image(
-    image: xr.Dataset,
-    folder: Path,
-    indices: list[str],
-    settings: CogSettings | None = None,
-    *,
-    tags: Mapping[str, object] | None = None,
-) -> GeotiffFacts:
-    """Write ``image``'s spectral bands and its ``indices`` (variable names) into ``folder``,
-    compressed as ``settings`` say (default: :class:`CogSettings`'s defaults).
-
-    The bands' DN encoding is the one the image's ``attrs`` record (:data:`STACK_ATTR`, set by
-    the loader and by :func:`geocluster_dagster.export.open_cog` of an encoded mosaic)."""
-    settings = settings or CogSettings()
-    bands = [str(name) for name in image.data_vars if name not in indices]
-    encoding = DnEncoding.for_bands(image.attrs, bands)
-    files = {BANDS: bands, **({INDICES: list(indices)} if indices else {})}
+    files = {BANDS: bands, **({INDICES: added} if added else {})}
     stats = RasterStats()
     with atomic_path(folder) as tmp:
         tmp.mkdir()
-        for name, names in files.items():
-            written = write_cog(
-                image,
-                tmp / name,
-                bands=names,
-                cog=True,
-                tags=tags,
-                compress=settings.compress,
-                compress_level=settings.compress_level,
-                units={band: band_unit(band) for band in names},
-                task=f"writing the geotiff's {name.removesuffix('.tif')}",
-                encoding=encoding if name == BANDS else None,
-            )
-            stats.merge(written)
+        if CogSettings.of_file(mosaic.attrs) == cog:
+            link_or_copy(mosaic_path, tmp / BANDS)
+            stats.merge(band_stats)
+        else:  # other compression asked for: decoded and encoded again, at a cost
+            stats.merge(_write_cog(mosaic, tmp / BANDS, bands, cog, tags, encoded=True))
+        if added:
+            stats.merge(_write_cog(added_indices, tmp / INDICES, added, cog, tags, encoded=False))
         sizes = {name: (tmp / name).stat().st_size for name in files}
     return GeotiffFacts(
         stats=stats,
         files=files,
-        encoded=encoding is not None,
+        encoded=STACK_ATTR in mosaic.attrs,
         folder=published(folder),
         file_bytes=sizes,
+        indices=list(names),
+        valid_range=valid_range,
+    )
+
+
+def _write_cog(
+    image: xr.Dataset,
+    path: Path,
+    names: list[str],
+    cog: CogSettings,
+    tags: Mapping[str, object],
+    *,
+    encoded: bool,
+) -> RasterStats:
+    return write_cog(
+        image,
+        path,
+        bands=names,
+        cog=True,
+        tags=tags,
+        compress=cog.compress,
+        compress_level=cog.compress_level,
+        units={band: band_unit(band) for band in names},
+        task=f"writing the geotiff's {path.stem}",
+        # The bands as the mosaic stores them (its DN encoding, if any); indices in float32.
+        encoding=DnEncoding.for_bands(image.attrs, names) if encoded else None,
     )
 
 
@@ -223,4 +250,5 @@ def open_geotiff(folder: Path, *, chunks: int = CHUNK_SIZE) -> xr.Dataset:
 def provenance(attrs: Mapping[str, object]) -> dict[str, object]:
     """The tags of an opened raster worth carrying into a product made of it: not where it
     was read from, and not its encoding (the writer sets that from the bands it writes)."""
-    return {k: v for k, v in attrs.items() if k not in ("source_path", STACK_ATTR)}
+    own = ("source_path", STACK_ATTR, STATISTICS_TAG, COG_SETTINGS_TAG)  # of that file alone
+    return {k: v for k, v in attrs.items() if k not in own}

@@ -1,7 +1,10 @@
-"""The mosaic product of a partition: the cloud-free composite, clipped to the AOI, one GeoTIFF.
+"""The mosaic product of a partition: the cloud-free composite, clipped to the AOI, one COG.
 
-A working file the geotiff stage reads once: tiled, fast lossless compression, and the inputs'
-own uint16 DN encoding where the bands share one (:mod:`geocluster_dagster.encoding`).
+The one encoding of the partition's bands: a Cloud-Optimized GeoTIFF in the inputs' own uint16
+DN where the bands share one (:mod:`geocluster_dagster.encoding`), compressed as
+:class:`~geocluster_dagster.export.CogSettings` say, with the statistics of its bands in a tag.
+The geotiff product holds this very file as its bands (a link, not a second encoding: see
+:mod:`geocluster_dagster.products.geotiff`), so the composite's pixels are encoded once.
 """
 
 from __future__ import annotations
@@ -12,8 +15,8 @@ from pathlib import Path
 import xarray as xr
 from shapely.geometry.base import BaseGeometry
 
-from ..bands import profile_named
-from ..blocks import CHUNK_SIZE
+from .. import __version__
+from ..bands import band_unit, profile_named
 from ..composite import (
     CompositeSettings,
     CoverageCounts,
@@ -25,7 +28,7 @@ from ..composite import (
 )
 from ..encoding import STACK_ATTR as ENCODING_ATTR
 from ..encoding import DnEncoding
-from ..export import RasterStats, open_cog, write_cog
+from ..export import COG_SETTINGS_TAG, CogSettings, RasterStats, write_cog
 from ..load import STATE_LAYERS
 from ..quality import Judgement, MosaicQuality, judge_clear_fraction
 from ..valid_range import RangePolicy
@@ -33,7 +36,8 @@ from .described import DENOMINATORS, Detail, Facts, Json, Measure, rounded, shar
 
 #: The version of what this product's writer makes: raise it when a release changes its
 #: files or numbers, so that Dagster shows the partitions made before as stale (code_version).
-VERSION = "2"  # 2: values outside their documented valid range counted (and clamped or masked)
+VERSION = "3"  # 2: values outside their documented valid range counted (and clamped or masked)
+# 3: a COG with overviews and its bands' statistics in a tag (the geotiff links it)
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,7 @@ def write_mosaic(
     *,
     where: str,
     tags: dict[str, str] | None = None,
+    cog: CogSettings | None = None,
 ) -> MosaicFacts:
     """Composite ``stack``'s clear observations, clip them to ``aoi`` and write a tiled GeoTIFF.
 
@@ -92,10 +97,13 @@ def write_mosaic(
     The stack is read once, while the composite is written. A partition whose AOI covers no
     pixel, or has no clear pixel, is refused (NoOverlap, NoClearPixels) before its file
     replaces an earlier one; ``where`` names the partition in those messages. The file's tags
-    are the stack's provenance, ``tags``, the source items and the method. Bands the inputs
-    encode alike are stored in that uint16 DN encoding (:mod:`geocluster_dagster.encoding`).
+    are the stack's provenance, ``tags``, the source items and the method, this package's
+    version, the ``cog`` settings it is compressed with (default :class:`CogSettings`) and its
+    bands' statistics. Bands the inputs encode alike are stored in that uint16 DN encoding
+    (:mod:`geocluster_dagster.encoding`).
     """
     settings = settings or CompositeSettings()
+    cog = cog or CogSettings()
     inside = aoi_mask(stack, aoi, all_touched=settings.all_touched)
     aoi_pixels = aoi_pixel_count(inside, where=where)
     image = clip(composite(stack.drop_vars(list(STATE_LAYERS)), settings.method), inside)
@@ -114,17 +122,21 @@ def write_mosaic(
         **(tags or {}),
         "source_items": ",".join(stack.item_ids.values.tolist()),
         "composite": settings.method,
+        "package": f"geocluster_dagster {__version__}",
+        COG_SETTINGS_TAG: cog.as_tag(),
     }
-    # A working file the geotiff stage reads once: fast lossless compression beats small size,
-    # and the inputs' own uint16 DN encoding halves what is compressed and decoded.
+    # The inputs' own uint16 DN encoding halves what is compressed and decoded.
     stats = write_cog(
         image,
         path,
+        cog=True,
         tags=provenance,
-        compress="zstd",
-        compress_level=1,
+        compress=cog.compress,
+        compress_level=cog.compress_level,
+        statistics=True,
         validate=refuse_unclear,
         task="compositing the mosaic",
+        units={str(band): band_unit(str(band)) for band in image.data_vars},
         encoding=DnEncoding.for_bands(stack.attrs, [str(b) for b in image.data_vars]),
         valid=range_policy(str(stack.attrs.get("sensor", "")), image, settings),
     )
@@ -139,8 +151,3 @@ def range_policy(sensor: str, image: xr.Dataset, settings: CompositeSettings) ->
         return None
     ranges = tuple(profile.valid_ranges.get(str(band)) for band in image.data_vars)
     return RangePolicy(ranges, settings.out_of_range)
-
-
-def open_mosaic(path: Path, *, chunks: int = CHUNK_SIZE) -> xr.Dataset:
-    """The mosaic as a lazy Dataset in physical units, its tags as attrs."""
-    return open_cog(path, chunks=chunks)
