@@ -272,6 +272,17 @@ def link_or_copy(source: Path, target: Path) -> None:
         shutil.copyfileobj(src, dst, 16 << 20)
 
 
+def reference_from(folder: Path, target: Path | str) -> str:
+    """How a product written at ``folder`` names another file it was made of: relative to
+    ``folder`` when both are on a disk (the output root can then be moved or sent whole),
+    the URL itself on object storage, "" for no file."""
+    if not str(target):
+        return ""
+    if is_remote(target) or is_remote(folder):
+        return str(target)
+    return Path(os.path.relpath(Path(target).absolute(), Path(folder).absolute())).as_posix()
+
+
 def sha256_of(path: Path) -> str:
     """The SHA-256 of a file (hex), read a megabyte at a time."""
     digest = hashlib.sha256()

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import shutil
+from pathlib import Path
 
 import numpy as np
 import odc.stac
@@ -274,3 +277,62 @@ def test_the_change_map_asset_describes_its_three_bands_for_odc_stac(outputs, tm
         for index, band in enumerate(("from", "to", "change"), start=1):
             assert loaded[band].dtype == np.uint8
             np.testing.assert_array_equal(loaded[band].values, src.read(index))
+
+
+#: What names the inputs as they were found (STAC items, the lazy stack's recipe): a reference
+#: to where the scenes are, not part of the products sent on.
+INPUT_RECORDS = ("stac_items", "band_stack")
+
+
+def test_the_output_root_moved_elsewhere_still_holds_every_product_and_names_no_old_path(
+    outputs, tmp_path
+):
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(outputs, moved, symlinks=True)  # the folder products' links, as they are
+    old = str(outputs)
+    files = _product_files(moved)
+    documents = [path for path in files if path.suffix in (".json", ".html", ".csv", ".xml")]
+    assert len(documents) > 15  # STAC, summaries, signatures, scores, checks, the report
+    for path in documents:
+        text = path.read_text()
+        if path.suffix == ".json" and '"stac_version"' in text:
+            # links to the input scenes (derived_from, via) name where those are; nothing else
+            document = json.loads(text)
+            document["links"] = [
+                link
+                for link in document.get("links", [])
+                if link["rel"] not in ("derived_from", "via")
+            ]
+            text = json.dumps(document)
+        assert old not in text, path.relative_to(moved)
+    for tif in (path for path in files if path.suffix == ".tif"):
+        with rasterio.open(tif) as src:
+            assert old not in json.dumps(src.tags()), tif.relative_to(moved)
+    # Read from the new place: every asset of every Item resolves there, and loads.
+    catalog = pystac.Catalog.from_file(str(moved / "stac" / "catalog.json"))
+    items = list(catalog.get_items(recursive=True))
+    for item in items:
+        for key, asset in item.assets.items():
+            href = asset.get_absolute_href()
+            assert href.startswith(str(moved)) and Path(href).exists(), (key, href)
+    loaded = odc.stac.load(items, bands=["red", "cluster_map"], chunks={}).isel(time=0)
+    with rasterio.open(moved / "clusters" / "demo" / DEMO_MONTH / "cluster_map.tif") as src:
+        np.testing.assert_array_equal(loaded["cluster_map"].values, src.read(1))
+    summary = json.loads((moved / "clusters" / "demo" / DEMO_MONTH / "summary.json").read_text())
+    # the geotiff the clusters were made of, named relative to the clusters' folder
+    source = moved / "clusters" / "demo" / DEMO_MONTH / summary["source"]
+    assert source.resolve() == (moved / "geotiff" / "demo" / DEMO_MONTH / "bands.tif").resolve()
+
+
+def _product_files(root: Path) -> list[Path]:
+    """Every file of the products under ``root``, a folder product's through its link (its
+    hidden version folder is not visited twice), the input records and Dagster's own state left
+    out."""
+    found = []
+    for folder, subfolders, names in os.walk(root, followlinks=True):
+        subfolders[:] = [name for name in subfolders if not name.startswith(".")]
+        relative = Path(folder).relative_to(root).parts
+        if relative and relative[0] in INPUT_RECORDS:
+            continue
+        found += [Path(folder) / name for name in names if not name.startswith(".")]
+    return found

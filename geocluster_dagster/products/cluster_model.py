@@ -29,7 +29,7 @@ from ..reference import (
     reference_features,
     reference_table,
 )
-from ..storage import atomic_path, expand_path, published, write_json
+from ..storage import atomic_path, expand_path, published, reference_from, write_json
 from .clusters import (
     ELBOW,
     MODEL,
@@ -130,7 +130,11 @@ def write_cluster_model(
         },
         "k_choice": choice.as_dict() if choice else None,
         "classes": [c.as_dict() for c in classes],
-        "sources": {key: str(image.attrs.get("source_path", "")) for key, image in images.items()},
+        # Relative to this folder: the output root can be moved or sent whole.
+        "sources": {
+            key: reference_from(folder, str(image.attrs.get("source_path", "")))
+            for key, image in images.items()
+        },
     }
     with atomic_path(folder) as tmp:
         tmp.mkdir()

@@ -45,7 +45,7 @@ from ..progress import heartbeat
 from ..quality import ClusterQuality, Judgement, judge_clusters
 from ..reference import MATCH_MAX_DISTANCE, Match, check_features, match_to_reference
 from ..sieve import SieveSettings, sieved_blocks, unit_in_pixels
-from ..storage import atomic_path, published, write_json
+from ..storage import atomic_path, published, reference_from, write_json
 from .described import (
     DENOMINATORS,
     Detail,
@@ -367,7 +367,8 @@ def write_clusters(
         "pca_components": model.settings.pca_components,
         "sample_size": int(sample.shape[0]),
         "seed": settings.seed,
-        "source": geotiff.attrs.get("source_path", ""),
+        # Relative to this folder: the output root can be moved or sent whole.
+        "source": reference_from(folder, str(geotiff.attrs.get("source_path", ""))),
         "k_choice": choice.as_dict() if choice else None,
         "elbow_sample_size": ELBOW_SAMPLE_SIZE if curve is not None else None,
         "red_nir_density": labelled.density_grid.as_dict() if labelled.density_grid else None,
