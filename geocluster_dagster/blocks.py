@@ -25,7 +25,11 @@ CHUNK_SIZE = 1024
 
 
 def iter_blocks(
-    array: da.Array, *, in_flight: int = 4, apply: Callable[[np.ndarray], Any] | None = None
+    array: da.Array,
+    *,
+    in_flight: int = 4,
+    apply: Callable[..., Any] | None = None,
+    with_index: bool = False,
 ) -> Iterator[tuple[tuple[slice, ...], Any]]:
     """(index, block) for every block of ``array`` in C order, ``in_flight`` computed at once.
 
@@ -35,7 +39,8 @@ def iter_blocks(
 
     With ``apply``, each block is handed to ``apply`` inside its own task (on a worker, under a
     distributed scheduler) and ``(index, apply(block))`` is yielded instead: several results
-    (e.g. a label block and its per-label sums) then come from one read of the block.
+    (e.g. a label block and its per-label sums) then come from one read of the block. With
+    ``with_index``, ``apply(block, index)`` also gets where the block lies.
 
     The next batch is computed while the caller handles the current one (writes it, say), so
     the workers do not wait for the writer: at most ``2 * in_flight`` blocks are held.
@@ -47,9 +52,19 @@ def iter_blocks(
     step = max(1, in_flight)
     batches = [positions[start : start + step] for start in range(0, len(positions), step)]
 
+    def index_of(position: tuple[int, ...]) -> tuple[slice, ...]:
+        return tuple(slice(int(e[i]), int(e[i + 1])) for e, i in zip(edges, position, strict=True))
+
     def compute_batch(batch: list[tuple[int, ...]]) -> tuple[Any, ...]:
         results: tuple[Any, ...] = compute(
-            *(delayed[p] if task is None else task(delayed[p]) for p in batch)
+            *(
+                delayed[p]
+                if task is None
+                else task(delayed[p], index_of(p))
+                if with_index
+                else task(delayed[p])
+                for p in batch
+            )
         )
         return results
 
@@ -62,7 +77,4 @@ def iter_blocks(
             if number + 1 < len(batches):
                 pending = prefetch.submit(compute_batch, batches[number + 1])
             for position, result in zip(batch, results, strict=True):
-                index = tuple(
-                    slice(int(e[i]), int(e[i + 1])) for e, i in zip(edges, position, strict=True)
-                )
-                yield index, np.asarray(result) if task is None else result
+                yield index_of(position), np.asarray(result) if task is None else result

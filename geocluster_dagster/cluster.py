@@ -11,6 +11,7 @@ import dataclasses
 import functools
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import dask.array as da
@@ -31,6 +32,7 @@ from geocluster_dagster.errors import (
 )
 from geocluster_dagster.fields import described
 from geocluster_dagster.progress import tracked
+from geocluster_dagster.storage import location
 
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
@@ -250,8 +252,13 @@ def sample_valid_pixels(ds: xr.Dataset, features: Sequence[str], n: int, seed: i
     if not _is_int(n) or n < 1:
         raise ConfigError(f"sample size n={n!r} is invalid: use a positive integer.")
     stack, _ = feature_stack(ds, features)
+    drawn = SampleCandidates.of(ds)
+    if drawn is not None and drawn.serves(features, seed, stack.chunks):
+        taken = drawn.sample(n)
+        if taken is not None:
+            return taken
     pixels = stack.shape[1] * stack.shape[2]
-    threshold = min(1.0, SAMPLE_MARGIN * n / max(pixels, 1))
+    threshold = first_pass_threshold(n, pixels)
     while True:
         parts, n_valid = [], 0
         blocks = iter_blocks(stack)
@@ -277,6 +284,117 @@ def sample_valid_pixels(ds: xr.Dataset, features: Sequence[str], n: int, seed: i
         winners = np.sort(np.argpartition(keys, n - 1)[:n])
         rows = rows[winners]
     return rows
+
+
+#: The attribute of an opened raster that names its :class:`SampleCandidates` file.
+SAMPLE_ATTR = "sample_candidates"
+
+
+@dataclass(frozen=True)
+class SampleCandidates:
+    """The valid pixels of a raster with the smallest keys of :func:`sample_valid_pixels`
+    (the same keys, the same values, in block order), drawn by a pass that reads the pixels
+    anyway (the geotiff's): a sample of up to ``len(keys)`` pixels is then taken from them
+    without reading the raster again, equal to the one a pass of its own would draw.
+    """
+
+    features: tuple[str, ...]
+    seed: int
+    chunks: tuple[int, int]
+    """The (y, x) block size the keys were drawn on: a pixel's key depends on its block."""
+    valid: int
+    """The raster's valid pixels (every feature finite)."""
+    keys: np.ndarray = field(repr=False)
+    rows: np.ndarray = field(repr=False)
+    """(len(keys), features) float32."""
+
+    @classmethod
+    def collect(
+        cls,
+        parts: Sequence[tuple[np.ndarray, np.ndarray, int]],
+        *,
+        features: Sequence[str],
+        seed: int,
+        chunks: tuple[int, int],
+        keep: int,
+    ) -> SampleCandidates | None:
+        """The ``keep`` smallest-keyed of the per-block :func:`keyed_candidates` ``parts`` (in
+        block order); None when the pass kept too few to stand for the raster (a sparse one:
+        :func:`sample_valid_pixels` then reads it twice itself)."""
+        keys = np.concatenate([k for k, _, _ in parts]) if parts else np.zeros(0)
+        rows = (
+            np.concatenate([r for _, r, _ in parts], axis=0)
+            if parts
+            else np.zeros((0, len(features)), np.float32)
+        )
+        valid = int(sum(v for _, _, v in parts))
+        if valid == 0 or len(keys) < min(keep, valid):
+            return None
+        if len(keys) > keep:
+            winners = np.sort(np.argpartition(keys, keep - 1)[:keep])
+            keys, rows = keys[winners], rows[winners]
+        return cls(tuple(features), int(seed), chunks, valid, keys, rows)
+
+    def serves(
+        self, features: Sequence[str], seed: int, chunks: tuple[tuple[int, ...], ...]
+    ) -> bool:
+        """Whether a sample of ``features`` with ``seed`` from a raster read in ``chunks``
+        ((band, y, x) dask chunks) can be taken from these candidates."""
+        block = (chunks[-2][0], chunks[-1][0])
+        return tuple(features) == self.features and seed == self.seed and block == self.chunks
+
+    def sample(self, n: int) -> np.ndarray | None:
+        """:func:`sample_valid_pixels`' rows for a sample of ``n``: the min(n, valid) smallest
+        keys, in block order; None when that needs more candidates than were kept."""
+        want = min(n, self.valid)
+        if want > len(self.keys):
+            return None
+        if want == len(self.keys):
+            return self.rows
+        winners = np.sort(np.argpartition(self.keys, want - 1)[:want])
+        taken: np.ndarray = self.rows[winners]
+        return taken
+
+    def save(self, path: Path) -> None:
+        with path.open("wb") as handle:
+            np.savez(
+                handle,
+                keys=self.keys,
+                rows=self.rows,
+                features=np.array(self.features),
+                header=np.array([self.seed, *self.chunks, self.valid], dtype=np.int64),
+            )
+
+    @classmethod
+    def load(cls, path: Path | str) -> SampleCandidates:
+        with location(path).open("rb") as handle, np.load(handle, allow_pickle=False) as data:
+            seed, y, x, valid = (int(v) for v in data["header"])
+            return cls(
+                tuple(str(f) for f in data["features"]),
+                seed,
+                (y, x),
+                valid,
+                data["keys"],
+                data["rows"],
+            )
+
+    @classmethod
+    def of(cls, ds: xr.Dataset) -> SampleCandidates | None:
+        """The candidates an opened raster names in :data:`SAMPLE_ATTR`, if any."""
+        path = ds.attrs.get(SAMPLE_ATTR)
+        return cls.load(path) if path else None
+
+
+def keyed_candidates(
+    block: np.ndarray, index: tuple[slice, ...], *, seed: int, threshold: float
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """:func:`sample_valid_pixels`' first pass on one (feature, y, x) block at ``index``."""
+    return _keyed_candidates(block, tuple(s.start for s in index[1:]), seed, threshold)
+
+
+def first_pass_threshold(n: int, pixels: int) -> float:
+    """The key below which :func:`sample_valid_pixels`' first pass keeps a pixel."""
+    return min(1.0, SAMPLE_MARGIN * n / max(pixels, 1))
 
 
 # --------------------------------------------------------------------------------------------

@@ -10,13 +10,26 @@ from affine import Affine
 from odc.geo.geobox import GeoBox
 from odc.geo.xr import xr_coords
 
+from geocluster_dagster import cluster
 from geocluster_dagster.bands import band_unit
+from geocluster_dagster.cluster import (
+    SAMPLE_ATTR,
+    ClusterSettings,
+    SampleCandidates,
+    sample_valid_pixels,
+)
 from geocluster_dagster.encoding import STACK_ATTR, DnEncoding, stack_attr
 from geocluster_dagster.errors import AssetReadError
 from geocluster_dagster.export import COG_SETTINGS_TAG, STATISTICS_TAG, CogSettings, write_cog
 from geocluster_dagster.indices import IndexSettings
 from geocluster_dagster.products import geotiff as geotiff_product
-from geocluster_dagster.products.geotiff import BANDS, INDICES, open_geotiff, write_geotiff
+from geocluster_dagster.products.geotiff import (
+    BANDS,
+    INDICES,
+    SAMPLE,
+    open_geotiff,
+    write_geotiff,
+)
 
 from .helpers import LANDSAT_SR, LANDSAT_ST, gdalinfo_json, loaded
 
@@ -182,3 +195,32 @@ def test_the_products_codec_opens_in_debians_gdal(tmp_path):
                     abs=5e-4,  # gdalinfo prints 3 decimals
                 )
         assert [b["description"] for b in info["bands"]] == bands
+
+
+@pytest.mark.parametrize("n", [500, 20_000, 200_000])
+def test_the_fit_sample_drawn_with_the_indices_equals_a_pass_of_its_own(tmp_path, monkeypatch, n):
+    image = _image()
+    image["red"][50:60, :] = np.nan  # invalid pixels inside the AOI too
+    mosaic = _mosaic(image, tmp_path / "mosaic.tif")
+    write_geotiff(mosaic, tmp_path / "g", aoi_id="x", chunks=128)
+    opened = open_geotiff(tmp_path / "g", chunks=128)
+    assert opened.attrs[SAMPLE_ATTR].endswith(SAMPLE)
+    features = ClusterSettings().feature_bands(opened)
+    assert features == ["red", "nir"]
+    reading = opened.copy()
+    reading.attrs = {k: v for k, v in opened.attrs.items() if k != SAMPLE_ATTR}
+    read = sample_valid_pixels(reading, features, n, ClusterSettings().seed)
+    with monkeypatch.context() as patched:  # taken from the candidates: no block is read
+        patched.setattr(cluster, "iter_blocks", lambda *a, **k: pytest.fail("read the bands"))
+        drawn = sample_valid_pixels(opened, features, n, ClusterSettings().seed)
+    np.testing.assert_array_equal(drawn, read)  # the same pixels, values and order
+    assert len(drawn) == min(n, int(np.isfinite(image.red.values).sum()))
+    # another seed, other features or another block size: the candidates do not serve
+    candidates = SampleCandidates.load(opened.attrs[SAMPLE_ATTR])
+    assert candidates.serves(features, 0, ((2,), (128, 72), (128, 128, 44)))
+    assert not candidates.serves(features, 1, ((2,), (128, 72), (128, 128, 44)))
+    assert not candidates.serves(["nir"], 0, ((1,), (128, 72), (128, 128, 44)))
+    assert not candidates.serves(features, 0, ((2,), (200,), (300,)))
+    np.testing.assert_array_equal(
+        sample_valid_pixels(opened, features, n, 1), sample_valid_pixels(reading, features, n, 1)
+    )

@@ -20,17 +20,27 @@ run killed between the two files never leaves new bands beside old indices.
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import xarray as xr
 
 from .. import __version__
 from ..bands import band_unit
-from ..blocks import CHUNK_SIZE
+from ..blocks import CHUNK_SIZE, iter_blocks
+from ..cluster import (
+    SAMPLE_ATTR,
+    ClusterSettings,
+    SampleCandidates,
+    feature_stack,
+    first_pass_threshold,
+    keyed_candidates,
+)
 from ..encoding import STACK_ATTR, DnEncoding
 from ..errors import AssetReadError
 from ..export import (
@@ -54,6 +64,8 @@ VERSION = "3"  # 2: no index from a value outside its band's valid range
 
 BANDS = "bands.tif"
 INDICES = "indices.tif"
+#: The clusters' fit sample candidates, drawn while the indices are written (not a raster).
+SAMPLE = "sample_candidates.npz"
 
 
 @dataclass(frozen=True)
@@ -188,9 +200,16 @@ def write_geotiff(
             link_or_copy(mosaic_path, tmp / BANDS)
             stats.merge(band_stats)
         else:  # other compression asked for: decoded and encoded again, at a cost
-            stats.merge(_write_cog(mosaic, tmp / BANDS, bands, cog, tags, encoded=True))
+            stats.merge(_write_cog(mosaic, tmp / BANDS, bands, cog, tags))
         if added:
-            stats.merge(_write_cog(added_indices, tmp / INDICES, added, cog, tags, encoded=False))
+            # The pass that computes the indices reads every band anyway: it also draws the
+            # clusters' fit sample candidates, so that step need not read the bands for them.
+            parts: list[tuple[np.ndarray, np.ndarray, int]] = []
+            blocks = _indices_and_candidates(added_indices, added, mosaic, parts)
+            stats.merge(_write_cog(added_indices, tmp / INDICES, added, cog, tags, blocks=blocks))
+            candidates = _candidates(parts, mosaic, chunks)
+            if candidates is not None:
+                candidates.save(tmp / SAMPLE)
         sizes = {name: (tmp / name).stat().st_size for name in files}
     return GeotiffFacts(
         stats=stats,
@@ -210,8 +229,10 @@ def _write_cog(
     cog: CogSettings,
     tags: Mapping[str, object],
     *,
-    encoded: bool,
+    blocks: Iterator[tuple[tuple[slice, ...], np.ndarray]] | None = None,
 ) -> RasterStats:
+    """The bands as the mosaic stores them (its DN encoding, if any), or the indices in
+    float32 from the ``blocks`` computed with the fit sample's candidates."""
     return write_cog(
         image,
         path,
@@ -222,8 +243,58 @@ def _write_cog(
         compress_level=cog.compress_level,
         units={band: band_unit(band) for band in names},
         task=f"writing the geotiff's {path.stem}",
-        # The bands as the mosaic stores them (its DN encoding, if any); indices in float32.
-        encoding=DnEncoding.for_bands(image.attrs, names) if encoded else None,
+        encoding=DnEncoding.for_bands(image.attrs, names) if blocks is None else None,
+        blocks=blocks,
+    )
+
+
+def _indices_and_candidates(
+    indices: xr.Dataset,
+    names: list[str],
+    mosaic: xr.Dataset,
+    parts: list[tuple[np.ndarray, np.ndarray, int]],
+) -> Iterator[tuple[tuple[slice, ...], np.ndarray]]:
+    """The (index, y, x) blocks of ``indices``' variables ``names``; the fit sample candidates
+    of each block (:func:`geocluster_dagster.cluster.keyed_candidates` of the default
+    features, as the mosaic stores them) are appended to ``parts``, from the same read."""
+    features = ClusterSettings().feature_bands(mosaic)
+    stack, _ = feature_stack(
+        xr.Dataset({**{n: indices[n] for n in names}, **{f: mosaic[f] for f in features}}),
+        [*names, *features],
+    )
+    default = ClusterSettings()
+    draw = functools.partial(
+        _split_block,
+        count=len(names),
+        seed=default.seed,
+        threshold=first_pass_threshold(default.sample_size, stack.shape[1] * stack.shape[2]),
+    )
+    for index, (block, candidates) in iter_blocks(stack, apply=draw, with_index=True):
+        parts.append(candidates)
+        yield (slice(0, len(names)), *index[1:]), block
+
+
+def _split_block(
+    block: np.ndarray, index: tuple[slice, ...], *, count: int, seed: int, threshold: float
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, int]]:
+    features = block[count:]
+    return block[:count], keyed_candidates(features, index, seed=seed, threshold=threshold)
+
+
+def _candidates(
+    parts: list[tuple[np.ndarray, np.ndarray, int]], mosaic: xr.Dataset, chunks: int
+) -> SampleCandidates | None:
+    default = ClusterSettings()
+    features = default.feature_bands(mosaic)
+    if not features:
+        return None
+    stack, _ = feature_stack(mosaic, features)
+    return SampleCandidates.collect(
+        parts,
+        features=features,
+        seed=default.seed,
+        chunks=(stack.chunks[1][0], stack.chunks[2][0]),
+        keep=default.sample_size,
     )
 
 
@@ -244,6 +315,8 @@ def open_geotiff(folder: Path, *, chunks: int = CHUNK_SIZE) -> xr.Dataset:
     # Both files are written on one grid: "exact" refuses two that are not.
     image = xr.merge(parts, join="exact", compat="override", combine_attrs="override")
     image.attrs = dict(parts[0].attrs)
+    if (folder / SAMPLE).is_file():
+        image.attrs[SAMPLE_ATTR] = str(folder / SAMPLE)
     return image
 
 
