@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Literal, get_args
 
+import dask.array as da
 import numpy as np
 import odc.stac
 import pystac
@@ -366,7 +367,7 @@ def load_band_stack(
         )
 
     has_data = None
-    physical: dict[str, xr.DataArray] = {}
+    scaling: dict[str, tuple[xr.DataArray, xr.DataArray]] = {}
     shared: dict[str, tuple[float, float]] = {}  # bands every slice encodes alike
     for band, key in plan.assets.items():
         dn = raw[key]
@@ -377,7 +378,7 @@ def load_band_stack(
                 shared[band] = pairs.pop()
         valid = dn != nodata if nodata is not None else xr.ones_like(dn, dtype=bool)
         has_data = valid if has_data is None else has_data & valid
-        physical[band] = (dn.astype("float32") * scale + offset).astype("float32")
+        scaling[band] = scale, offset
 
     if has_data is None:
         raise ConfigError("No band to load: name at least one in `bands`.")
@@ -393,7 +394,9 @@ def load_band_stack(
     usable = has_data & ~masked
     state = xr.where(has_data, xr.where(masked, MASKED, CLEAR), NO_DATA).astype("uint8")
 
-    out = xr.Dataset({band: arr.where(usable) for band, arr in physical.items()})
+    out = xr.Dataset(
+        {band: _physical(raw[key], usable, *scaling[band]) for band, key in plan.assets.items()}
+    )
     out[PIXEL_STATE] = state
     # Lazy: read only by a partition that fails for lack of clear pixels, to name the flag.
     out[MASK_REASONS] = reasons.where(has_data, 0).astype("uint16")
@@ -429,6 +432,42 @@ def _metadata_defaults(
         }
     collections = {item.collection_id or "*" for item in items} | {"*"}
     return {collection: {"assets": assets, "warnings": "ignore"} for collection in collections}
+
+
+def _physical(
+    dn: xr.DataArray, usable: xr.DataArray, scale: xr.DataArray, offset: xr.DataArray
+) -> xr.DataArray:
+    """(time, y, x) float32 ``dn * scale + offset`` per time slice, NaN where not ``usable``:
+    one task per block converting in place, where a chain of xarray operations would allocate
+    four float arrays per block (the same float32 arithmetic, so the same values)."""
+    data = da.map_blocks(
+        _physical_block,
+        dn.data,
+        usable.transpose(*dn.dims).data,
+        scales=scale.values.astype(np.float32),
+        offsets=offset.values.astype(np.float32),
+        dtype=np.float32,
+        meta=np.array((), dtype=np.float32),
+    )
+    physical: xr.DataArray = dn.copy(data=data)
+    return physical
+
+
+def _physical_block(
+    dn: np.ndarray,
+    usable: np.ndarray,
+    *,
+    scales: np.ndarray,
+    offsets: np.ndarray,
+    block_info: dict[Any, Any] | None = None,
+) -> np.ndarray:
+    assert block_info is not None  # dask passes it to every block
+    first, last = block_info[0]["array-location"][0]  # the block's time slices
+    out = dn.astype(np.float32)
+    out *= scales[first:last, np.newaxis, np.newaxis]
+    out += offsets[first:last, np.newaxis, np.newaxis]
+    out[~usable] = np.nan
+    return out
 
 
 def _per_time(
