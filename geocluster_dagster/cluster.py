@@ -225,19 +225,32 @@ def _valid_pixels(block: np.ndarray) -> np.ndarray:
 SAMPLE_MARGIN = 4.0
 
 
-def _keyed_candidates(
-    block: np.ndarray, position: tuple[int, ...], seed: int, threshold: float
+def keyed_candidates(
+    block: np.ndarray, index: tuple[slice, ...], *, seed: int, threshold: float
 ) -> tuple[np.ndarray, np.ndarray, int]:
-    """(keys, rows) of the block's valid pixels whose key is below threshold, and its valid count.
+    """(keys, rows) of the valid pixels of the (feature, y, x) ``block`` at ``index`` whose key
+    is below threshold, and its valid count: :func:`sample_valid_pixels`' first pass on it.
 
     Every pixel's key is drawn from a generator seeded by (seed, block position), so a pixel
     keeps its key whatever the threshold, and the same seed and chunking give the same keys.
     """
     valid = _valid_pixels(block)
+    position = tuple(s.start for s in index[1:])
     keys = np.random.default_rng([seed, *position]).random(valid.size)
     chosen = np.flatnonzero(valid & (keys < threshold))
     rows = block.reshape(block.shape[0], -1)[:, chosen].T.astype(np.float32)
     return keys[chosen], rows, int(np.count_nonzero(valid))
+
+
+def first_pass_threshold(n: int, pixels: int) -> float:
+    """The key below which :func:`sample_valid_pixels`' first pass keeps a pixel."""
+    return min(1.0, SAMPLE_MARGIN * n / max(pixels, 1))
+
+
+def _smallest_keys(keys: np.ndarray, n: int) -> np.ndarray:
+    """Positions of the ``n`` smallest ``keys``, in their order (the sample keeps block order)."""
+    winners: np.ndarray = np.sort(np.argpartition(keys, n - 1)[:n])
+    return winners
 
 
 def sample_valid_pixels(ds: xr.Dataset, features: Sequence[str], n: int, seed: int) -> np.ndarray:
@@ -264,8 +277,7 @@ def sample_valid_pixels(ds: xr.Dataset, features: Sequence[str], n: int, seed: i
         blocks = iter_blocks(stack)
         n_blocks = int(np.prod(stack.numblocks[1:]))
         for index, block in tracked(blocks, "sampling pixels", total=n_blocks):
-            position = tuple(s.start for s in index[1:])
-            keys, rows, valid = _keyed_candidates(block, position, seed, threshold)
+            keys, rows, valid = keyed_candidates(block, index, seed=seed, threshold=threshold)
             parts.append((keys, rows))
             n_valid += valid
         if n_valid == 0:
@@ -281,8 +293,7 @@ def sample_valid_pixels(ds: xr.Dataset, features: Sequence[str], n: int, seed: i
     keys = np.concatenate([k for k, _ in parts])
     rows = np.concatenate([r for _, r in parts], axis=0)
     if len(keys) > n:
-        winners = np.sort(np.argpartition(keys, n - 1)[:n])
-        rows = rows[winners]
+        rows = rows[_smallest_keys(keys, n)]
     return rows
 
 
@@ -331,7 +342,7 @@ class SampleCandidates:
         if valid == 0 or len(keys) < min(keep, valid):
             return None
         if len(keys) > keep:
-            winners = np.sort(np.argpartition(keys, keep - 1)[:keep])
+            winners = _smallest_keys(keys, keep)
             keys, rows = keys[winners], rows[winners]
         return cls(tuple(features), int(seed), chunks, valid, keys, rows)
 
@@ -351,8 +362,7 @@ class SampleCandidates:
             return None
         if want == len(self.keys):
             return self.rows
-        winners = np.sort(np.argpartition(self.keys, want - 1)[:want])
-        taken: np.ndarray = self.rows[winners]
+        taken: np.ndarray = self.rows[_smallest_keys(self.keys, want)]
         return taken
 
     def save(self, path: Path) -> None:
@@ -383,18 +393,6 @@ class SampleCandidates:
         """The candidates an opened raster names in :data:`SAMPLE_ATTR`, if any."""
         path = ds.attrs.get(SAMPLE_ATTR)
         return cls.load(path) if path else None
-
-
-def keyed_candidates(
-    block: np.ndarray, index: tuple[slice, ...], *, seed: int, threshold: float
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """:func:`sample_valid_pixels`' first pass on one (feature, y, x) block at ``index``."""
-    return _keyed_candidates(block, tuple(s.start for s in index[1:]), seed, threshold)
-
-
-def first_pass_threshold(n: int, pixels: int) -> float:
-    """The key below which :func:`sample_valid_pixels`' first pass keeps a pixel."""
-    return min(1.0, SAMPLE_MARGIN * n / max(pixels, 1))
 
 
 # --------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -204,10 +204,9 @@ def write_geotiff(
         if added:
             # The pass that computes the indices reads every band anyway: it also draws the
             # clusters' fit sample candidates, so that step need not read the bands for them.
-            parts: list[tuple[np.ndarray, np.ndarray, int]] = []
-            blocks = _indices_and_candidates(added_indices, added, mosaic, parts)
+            blocks = _IndicesAndCandidates(added_indices, added, mosaic)
             stats.merge(_write_cog(added_indices, tmp / INDICES, added, cog, tags, blocks=blocks))
-            candidates = _candidates(parts, mosaic, chunks)
+            candidates = blocks.candidates()
             if candidates is not None:
                 candidates.save(tmp / SAMPLE)
         sizes = {name: (tmp / name).stat().st_size for name in files}
@@ -229,7 +228,7 @@ def _write_cog(
     cog: CogSettings,
     tags: Mapping[str, object],
     *,
-    blocks: Iterator[tuple[tuple[slice, ...], np.ndarray]] | None = None,
+    blocks: Iterable[tuple[tuple[slice, ...], np.ndarray]] | None = None,
 ) -> RasterStats:
     """The bands as the mosaic stores them (its DN encoding, if any), or the indices in
     float32 from the ``blocks`` computed with the fit sample's candidates."""
@@ -248,54 +247,64 @@ def _write_cog(
     )
 
 
-def _indices_and_candidates(
-    indices: xr.Dataset,
-    names: list[str],
-    mosaic: xr.Dataset,
-    parts: list[tuple[np.ndarray, np.ndarray, int]],
-) -> Iterator[tuple[tuple[slice, ...], np.ndarray]]:
-    """The (index, y, x) blocks of ``indices``' variables ``names``; the fit sample candidates
-    of each block (:func:`geocluster_dagster.cluster.keyed_candidates` of the default
-    features, as the mosaic stores them) are appended to ``parts``, from the same read."""
-    features = ClusterSettings().feature_bands(mosaic)
-    stack, _ = feature_stack(
-        xr.Dataset({**{n: indices[n] for n in names}, **{f: mosaic[f] for f in features}}),
-        [*names, *features],
-    )
-    default = ClusterSettings()
-    draw = functools.partial(
-        _split_block,
-        count=len(names),
-        seed=default.seed,
-        threshold=first_pass_threshold(default.sample_size, stack.shape[1] * stack.shape[2]),
-    )
-    for index, (block, candidates) in iter_blocks(stack, apply=draw, with_index=True):
-        parts.append(candidates)
-        yield (slice(0, len(names)), *index[1:]), block
+class _IndicesAndCandidates:
+    """The (index, y, x) blocks of ``indices``' variables ``names`` for the writer; the same
+    read of each block draws the clusters' fit sample candidates of the default features, as
+    the mosaic stores them (:func:`geocluster_dagster.cluster.keyed_candidates`), collected by
+    :meth:`candidates` once every block has been iterated."""
+
+    def __init__(self, indices: xr.Dataset, names: list[str], mosaic: xr.Dataset) -> None:
+        self._default = ClusterSettings()
+        self._features = self._default.feature_bands(mosaic)
+        self._count = len(names)
+        self._stack, _ = feature_stack(
+            xr.Dataset(
+                {**{n: indices[n] for n in names}, **{f: mosaic[f] for f in self._features}}
+            ),
+            [*names, *self._features],
+        )
+        self._parts: list[tuple[np.ndarray, np.ndarray, int]] = []
+
+    def __iter__(self) -> Iterator[tuple[tuple[slice, ...], np.ndarray]]:
+        pixels = self._stack.shape[1] * self._stack.shape[2]
+        draw = functools.partial(
+            _split_block,
+            count=self._count,
+            seed=self._default.seed,
+            threshold=first_pass_threshold(self._default.sample_size, pixels),
+            sample=bool(self._features),
+        )
+        self._parts = []
+        for index, (block, candidates) in iter_blocks(self._stack, apply=draw, with_index=True):
+            if candidates is not None:
+                self._parts.append(candidates)
+            yield (slice(0, self._count), *index[1:]), block
+
+    def candidates(self) -> SampleCandidates | None:
+        """The candidates drawn while the blocks were iterated (None without features)."""
+        if not self._features:
+            return None
+        return SampleCandidates.collect(
+            self._parts,
+            features=self._features,
+            seed=self._default.seed,
+            chunks=(self._stack.chunks[1][0], self._stack.chunks[2][0]),
+            keep=self._default.sample_size,
+        )
 
 
 def _split_block(
-    block: np.ndarray, index: tuple[slice, ...], *, count: int, seed: int, threshold: float
-) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, int]]:
-    features = block[count:]
-    return block[:count], keyed_candidates(features, index, seed=seed, threshold=threshold)
-
-
-def _candidates(
-    parts: list[tuple[np.ndarray, np.ndarray, int]], mosaic: xr.Dataset, chunks: int
-) -> SampleCandidates | None:
-    default = ClusterSettings()
-    features = default.feature_bands(mosaic)
-    if not features:
-        return None
-    stack, _ = feature_stack(mosaic, features)
-    return SampleCandidates.collect(
-        parts,
-        features=features,
-        seed=default.seed,
-        chunks=(stack.chunks[1][0], stack.chunks[2][0]),
-        keep=default.sample_size,
-    )
+    block: np.ndarray,
+    index: tuple[slice, ...],
+    *,
+    count: int,
+    seed: int,
+    threshold: float,
+    sample: bool,
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, int] | None]:
+    if not sample:  # no reflectance band to cluster on: nothing to draw
+        return block[:count], None
+    return block[:count], keyed_candidates(block[count:], index, seed=seed, threshold=threshold)
 
 
 def open_geotiff(folder: Path, *, chunks: int = CHUNK_SIZE) -> xr.Dataset:
