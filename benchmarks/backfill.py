@@ -47,6 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 MONTH = "2023-06"
 JOB = "geocluster_pipeline"
+BATCH_JOB = "geocluster_batch"
 FINISHED = ("SUCCESS", "FAILURE", "CANCELED")
 
 
@@ -120,9 +121,12 @@ def run_backfill(
     count: int = 20,
     side_px: int = 1000,
     tags: dict[str, str] | None = None,
+    batches: int = 2,
 ) -> dict[str, Any]:
     """Backfill ``count`` small AOIs through the daemon; what it cost, per partition and run.
-    ``tags`` go on every run of the backfill (``dagster job backfill --tags``)."""
+    ``batches`` > 0: that many ``geocluster_batch`` runs, each running its share of the AOIs
+    one after another (a run of their own each, in the batch's process); 0: ``dagster job
+    backfill``, a run launched per partition. ``tags`` go on every launched run."""
     import dagster as dg
 
     work = work / "backfill" / f"{size}"
@@ -132,71 +136,118 @@ def run_backfill(
     with deployment(work, inputs, work / "aois.geojson") as env:
         keys = [f"{aoi}|{MONTH}-01" for aoi in aois]
         started = time.time()
-        command = [BIN / "dagster", "job", "backfill", "-m", "geocluster_dagster.definitions"]
-        command += ["-j", JOB, "--partitions", ",".join(keys), "--noprompt"]
-        if tags:
-            command += ["--tags", json.dumps(tags)]
-        subprocess.run(command, env=env, check=True, capture_output=True, cwd=work)
+        if batches:
+            _launch_batches(aois, batches, env, work, tags)
+        else:
+            command = [BIN / "dagster", "job", "backfill", "-m", "geocluster_dagster.definitions"]
+            command += ["-j", JOB, "--partitions", ",".join(keys), "--noprompt"]
+            if tags:
+                command += ["--tags", json.dumps(tags)]
+            subprocess.run(command, env=env, check=True, capture_output=True, cwd=work)
         submitted = time.time()
         os.environ["DAGSTER_POSTGRES_URL"] = env["DAGSTER_POSTGRES_URL"]  # read by dagster.yaml
         with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
-            runs = _wait_for_runs(instance, len(keys), timeout_s=60 * count)
-            result = _costs(instance, runs, started, submitted)
+            if batches:
+                outer = _wait_for_runs(instance, batches, 60 * count, job=BATCH_JOB)
+                runs = list(instance.get_runs(dg.RunsFilter(job_name=JOB)))
+            else:
+                outer = runs = _wait_for_runs(instance, len(keys), 60 * count)
+            result = _costs(instance, runs, outer, started, submitted)
         result["event_log_kb_per_run"] = _event_log_kb(env["DAGSTER_POSTGRES_URL"], runs)
     result.update(
         aois=count,
         aoi_px=f"{side_px}²",
         concurrent_runs=_max_concurrent(work),
+        batches=batches,
         tags=dict(tags or {}),
     )
     return result
 
 
-def _wait_for_runs(instance: Any, expected: int, timeout_s: float) -> list[Any]:
+def _launch_batches(
+    aois: list[str], batches: int, env: dict[str, str], work: Path, tags: dict[str, str] | None
+) -> None:
+    """Queue ``batches`` geocluster_batch runs, the AOIs split between them in order (all of
+    an AOI's dates in one batch); the launches run side by side (each a Python start-up)."""
+    share = -(-len(aois) // batches)
+    launches = []
+    for n in range(batches):
+        chunk = aois[n * share : (n + 1) * share]
+        if not chunk:
+            continue
+        config = {"ops": {"run_partitions": {"config": {"aois": chunk, "dates": [MONTH]}}}}
+        command = [BIN / "dagster", "job", "launch", "-m", "geocluster_dagster.definitions"]
+        command += ["-j", BATCH_JOB, "--config-json", json.dumps(config)]
+        if tags:
+            command += ["--tags", json.dumps(tags)]
+        launches.append(
+            subprocess.Popen(
+                command, env=env, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            )
+        )
+    for launch in launches:
+        _, err = launch.communicate()
+        if launch.returncode:
+            raise RuntimeError(f"dagster job launch failed: {err.decode()[-2000:]}")
+
+
+def _wait_for_runs(instance: Any, expected: int, timeout_s: float, job: str = JOB) -> list[Any]:
     import dagster as dg
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        runs = instance.get_runs(dg.RunsFilter(job_name=JOB))
+        runs = instance.get_runs(dg.RunsFilter(job_name=job))
         if len(runs) >= expected and all(r.status.value in FINISHED for r in runs):
             return list(runs)
         time.sleep(1.0)
     raise TimeoutError(f"the backfill's runs did not all end within {timeout_s:.0f} s")
 
 
-def _costs(instance: Any, runs: list[Any], started: float, submitted: float) -> dict[str, Any]:
-    """Throughput, and the median of each part of a run's time, from the event log."""
+def _run_times(instance: Any, run: Any) -> dict[str, float]:
+    """The first timestamp of each kind of event of a run, the last step's end, its end."""
     from dagster._core.events import DagsterEventType
 
+    times: dict[str, float] = {}
+    for event in instance.all_logs(run.run_id):
+        kind = event.dagster_event_type
+        if kind is not None:
+            times.setdefault(kind.value, event.timestamp)  # the first of each kind
+            if kind == DagsterEventType.STEP_SUCCESS:
+                times["last_step_end"] = event.timestamp
+    created = instance.get_run_record_by_id(run.run_id).create_timestamp.timestamp()
+    times["created"] = created
+    times["end"] = times.get("PIPELINE_SUCCESS") or times.get("PIPELINE_FAILURE") or created
+    # A run the daemon launched starts at RUN_STARTING; a batch's partition run at RUN_START.
+    times["launched"] = times.get("PIPELINE_STARTING") or times.get("PIPELINE_START") or created
+    return times
+
+
+def _costs(
+    instance: Any, runs: list[Any], launched: list[Any], started: float, submitted: float
+) -> dict[str, Any]:
+    """Throughput, and the median of each part of a run's time, from the event log. ``runs``
+    are the partitions' runs, ``launched`` the runs the daemon launched (the same runs, or
+    the batches that ran them)."""
     phases: dict[str, list[float]] = {
         k: [] for k in ("launch_s", "run_setup_s", "steps_s", "run_end_s", "run_s")
     }
     assets: dict[str, list[float]] = {}
-    ends, launches = [], []
     for run in runs:
-        times: dict[str, float] = {}
-        for event in instance.all_logs(run.run_id):
-            kind = event.dagster_event_type
-            if kind is not None:
-                times.setdefault(kind.value, event.timestamp)  # the first of each kind
-                if kind == DagsterEventType.STEP_SUCCESS:
-                    times["last_step_end"] = event.timestamp
-        record = instance.get_run_record_by_id(run.run_id)
-        created = record.create_timestamp.timestamp()
-        end = times.get("PIPELINE_SUCCESS") or times.get("PIPELINE_FAILURE") or created
-        ends.append(end)
-        first_step = times.get("STEP_START", end)
-        launches.append(times.get("PIPELINE_STARTING", created))
-        phases["launch_s"].append(
-            times.get("PIPELINE_START", 0) - times.get("PIPELINE_STARTING", 0)
-        )
+        times = _run_times(instance, run)
+        end, first_step = times["end"], times.get("STEP_START", times["end"])
         phases["run_setup_s"].append(first_step - times.get("PIPELINE_START", first_step))
         phases["steps_s"].append(times.get("last_step_end", first_step) - first_step)
         phases["run_end_s"].append(end - times.get("last_step_end", end))
-        phases["run_s"].append(end - times.get("PIPELINE_STARTING", end))
+        phases["run_s"].append(end - times["launched"])
         for step in instance.get_run_step_stats(run.run_id):
             if step.start_time and step.end_time:
                 assets.setdefault(step.step_key, []).append(step.end_time - step.start_time)
+    ends, launches = [], []
+    for run in launched:
+        times = _run_times(instance, run)
+        ends.append(times["end"])
+        launches.append(times["launched"])
+        phases["launch_s"].append(times.get("PIPELINE_START", 0) - times["launched"])
     # How long a slot stayed free: each launch after the first ones, from the latest run end
     # before it (the daemon dequeues every `dequeue_interval_seconds`).
     phases["slot_wait_s"] = [
@@ -209,6 +260,7 @@ def _costs(instance: Any, runs: list[Any], started: float, submitted: float) -> 
     return {
         "partitions": len(runs),
         "succeeded": statuses.count("SUCCESS"),
+        "runs_launched": len(launched),
         "wall_s": wall,
         "submit_s": round(submitted - started, 1),
         "s_per_partition": round(wall / len(runs), 2),

@@ -230,11 +230,12 @@ def render_markdown(report: dict[str, Any]) -> str:
 #: The parts of a backfill run's time, as the report names them (benchmarks.backfill).
 _RUN_PHASES = {
     "slot_wait_s": "a run slot free until the daemon launched the next run",
-    "launch_s": "launch: new process, imports, code location, instance (RUN_STARTING to RUN_START)",
-    "run_setup_s": "run start to its first step (resources, executor)",
+    "launch_s": "launch of a run the daemon started: new process, imports, code location, "
+    "instance (RUN_STARTING to RUN_START)",
+    "run_setup_s": "a partition's run start to its first step (resources, executor)",
     "steps_s": "first step start to last step end",
     "run_end_s": "last step end to the run's end",
-    "run_s": "the whole run (RUN_STARTING to its end)",
+    "run_s": "a partition's whole run (from RUN_STARTING, or RUN_START in a batch, to its end)",
 }
 
 
@@ -259,8 +260,15 @@ def _backfill_lines(backfill: dict[str, Any] | None) -> list[str]:
         f"| {backfill['partitions']} | {backfill['succeeded']} | {backfill['wall_s']} | "
         f"{backfill['s_per_partition']} | {backfill['partitions_per_min']} |",
         "",
-        f"*wall s*: from `dagster job backfill` (which took {backfill['submit_s']} s to submit "
-        "the runs) to the last run's end. Median per run:",
+        (
+            f"The partitions ran in {backfill['batches']} `geocluster_batch` runs (queued with "
+            f"`dagster job launch`, {backfill['submit_s']} s), each running its AOIs one after "
+            "another, a run of their own each. *wall s*: from the first launch command to the "
+            "last batch's end. Median per run:"
+            if backfill.get("batches")
+            else f"*wall s*: from `dagster job backfill` (which took {backfill['submit_s']} s to "
+            "submit the runs, one per partition) to the last run's end. Median per run:"
+        ),
         "",
     ]
     lines += [

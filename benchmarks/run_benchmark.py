@@ -123,6 +123,7 @@ def _run_benchmark(argv: list[str]) -> int:
             count=args.backfill_aois,
             side_px=args.backfill_aoi_px,
             tags=args.backfill_tags,
+            batches=args.backfill_batches,
         )
         print(f"  {backfill['s_per_partition']} s per partition", flush=True)
     report = build_report("python benchmarks/run_benchmark.py " + " ".join(argv), entries, backfill)
@@ -164,6 +165,13 @@ def _parser() -> argparse.ArgumentParser:
         type=json.loads,
         default={},
         help='Tags of the backfill\'s runs, as JSON, e.g. \'{"geocluster/figures": "false"}\'.',
+    )
+    parser.add_argument(
+        "--backfill-batches",
+        type=int,
+        default=2,
+        help="geocluster_batch runs the backfill's AOIs are split between (default 2, the "
+        "shipped dagster.yaml's concurrent runs); 0: `dagster job backfill`, a run each.",
     )
     parser.add_argument("--timeout", type=float, default=1800.0, help="Per step, seconds.")
     parser.add_argument(

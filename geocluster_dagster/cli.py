@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .errors import GeoclusterError, InstanceUnavailable, OutputNotWritable
+from .errors import ConfigError, GeoclusterError, InstanceUnavailable, OutputNotWritable
 
 if TYPE_CHECKING:
     import dagster as dg
@@ -372,27 +372,12 @@ def _quiet_skipped_check_gates() -> None:
 
 def _date_key(when: str, windows: dg.TimeWindowPartitionsDefinition) -> str:
     """The key of the date window (GEOCLUSTER_DATE_WINDOWS) that holds day or month ``when``."""
-    from datetime import datetime, timezone
-
-    from .defs.partitions import FIRST_DATE
+    from .defs.partitions import date_key_of
 
     try:
-        day = datetime.strptime(when, "%Y-%m" if len(when) == 7 else "%Y-%m-%d")
-    except ValueError:
-        raise click.UsageError(
-            f"--date {when!r} is not a month (YYYY-MM) or a day (YYYY-MM-DD)."
-        ) from None
-    key = windows.get_partition_key_for_timestamp(day.replace(tzinfo=timezone.utc).timestamp())
-    if key not in windows.get_partition_keys():
-        first, last = windows.get_first_partition_key(), windows.get_last_partition_key()
-        raise click.UsageError(
-            f"--date {when!r} is outside the date windows of this deployment ({first} to {last}"
-            f": they start at GEOCLUSTER_FIRST_MONTH="
-            f"{os.environ.get('GEOCLUSTER_FIRST_MONTH', FIRST_DATE)} and end with the current "
-            "window). Set GEOCLUSTER_FIRST_MONTH to a month at or before it, e.g. "
-            f"GEOCLUSTER_FIRST_MONTH={day:%Y-%m}-01."
-        )
-    return key
+        return date_key_of(when, "--date", windows)
+    except ConfigError as err:
+        raise click.UsageError(str(err)) from None
 
 
 def _run_config(config_file: str | None) -> dict[str, Any] | None:

@@ -7,6 +7,7 @@ variables named in lower case (``ndvi``, ``lst``, ``ndwi``, ...).
 from __future__ import annotations
 
 import difflib
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -85,6 +86,22 @@ def _constants() -> dict[str, Any]:
     return dict(spyndex.constants)
 
 
+@functools.cache
+def _formula(short_name: str) -> Any:
+    """The compiled formula of a spyndex index, from the catalogue spyndex loaded at import."""
+    import spyndex
+
+    return compile(spyndex.indices[short_name].formula, short_name, "eval")
+
+
+def evaluate_index(short_name: str, params: dict[str, Any]) -> Any:
+    """spyndex's formula of index ``short_name`` evaluated on ``params`` (its symbols: arrays,
+    DataArrays or numbers), as ``spyndex.computeIndex`` evaluates it; without its re-reading
+    and parsing its whole JSON catalogue on every call (1 ms a call, and the clusters' elbow
+    names every cluster of every k with five indices: 0.4 s of a small AOI's run)."""
+    return eval(_formula(short_name), {}, params)  # noqa: S307 - spyndex's packaged formulas
+
+
 def _spyndex_index(name: str) -> Any:
     """The spyndex index called ``name`` (any case), or a ConfigError naming close matches."""
     import spyndex  # heavy import (pandas, dask, ...) only when an index asks for it
@@ -128,7 +145,7 @@ def compute_index(ds: xr.Dataset, name: str) -> xr.DataArray:
                 if symbol not in params
             }
         )
-        values = spyndex.computeIndex(index=index.short_name, params=params)
+        values = evaluate_index(index.short_name, params)
     out: xr.DataArray = _finite(values).rename(key)
     out.attrs = {"long_name": key, "units": INDEX_UNITS.get(key, "1")}
     return out

@@ -138,6 +138,8 @@ def _indices(values: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     missing or the index is undefined."""
     import spyndex  # heavy import, only when clusters are named
 
+    from .indices import evaluate_index
+
     size = len(next(iter(values.values()))) if values else 0
     result: dict[str, np.ndarray] = {}
     for name in INDICES:
@@ -147,7 +149,7 @@ def _indices(values: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
             continue
         params = {s: np.asarray(values[_SYMBOLS[s]], dtype=np.float64) for s in symbols}
         with np.errstate(divide="ignore", invalid="ignore"):
-            index = np.asarray(spyndex.computeIndex(index=name, params=params), dtype=np.float64)
+            index = np.asarray(evaluate_index(name, params), dtype=np.float64)
         result[name] = np.where(np.isfinite(index), index, np.nan)
     return result
 

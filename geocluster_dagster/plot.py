@@ -110,8 +110,9 @@ def _save(fig: Figure, path: PathLike) -> Path:
     """Write fig to path atomically: a failure leaves neither a partial nor a temporary file."""
     path = Path(path)
     with atomic_path(path) as tmp:
-        # zlib level 3: a third of the default level's time on a 1000 px map, 9 % more bytes
-        fig.savefig(tmp, format="png", dpi=DPI, pil_kwargs={"compress_level": 3})
+        # zlib level 1: a quarter of the default level's time on a 1000 px colour composite
+        # (0.08 s, level 3 0.11 s, 6 0.32 s), 14 % more bytes than level 6
+        fig.savefig(tmp, format="png", dpi=DPI, pil_kwargs={"compress_level": 1})
     return path
 
 
@@ -396,9 +397,12 @@ def plot_rgb(
     rgb = np.asarray(rgb, dtype=np.float64)
     if rgb.ndim != 3 or rgb.shape[0] != 3:
         raise ValueError(f"rgb must have shape (3, h, w), got {rgb.shape}.")
-    stretched = np.stack([_percentile_stretch(band) for band in rgb], axis=-1)
-    alpha = np.isfinite(rgb).all(axis=0).astype(np.float64)
-    image = np.concatenate([np.nan_to_num(stretched), alpha[..., np.newaxis]], axis=-1)
+    # 8-bit RGBA, as the PNG stores it: matplotlib draws a uint8 image without normalising
+    # and resampling four float64 planes (a third of the figure's time).
+    image = np.empty((*rgb.shape[1:], 4), dtype=np.uint8)
+    for i, band in enumerate(rgb):
+        image[..., i] = np.rint(np.nan_to_num(_percentile_stretch(band)) * 255)
+    image[..., 3] = np.where(np.isfinite(rgb).all(axis=0), 255, 0)
 
     fig = _new_figure(map_figure_size(extent), layout="compressed")
     ax = fig.add_subplot()

@@ -13,6 +13,7 @@ import numpy as np
 import rasterio
 import rioxarray  # noqa: F401  (the .rio accessor)
 import xarray as xr
+from dagster._core.launcher import DefaultRunLauncher
 
 from geocluster_dagster.defs.assets import PIPELINE_ASSETS
 from geocluster_dagster.defs.outputs import OutputStore
@@ -247,3 +248,12 @@ def gdalinfo_json(path, *options: str) -> dict:
     """What GDAL itself reports (Debian gdal-bin, as .ci/run installs it)."""
     tool = installed("gdalinfo", "gdal-bin")
     return json.loads(subprocess.run([tool, "-json", *options, str(path)], check=True, capture_output=True, text=True).stdout)  # fmt: skip
+
+
+class WatchingRunLauncher(DefaultRunLauncher):
+    """A run launcher that, like Kubernetes' (a pod per run), checks each run's own worker
+    under run monitoring."""
+
+    @property
+    def supports_check_run_worker_health(self) -> bool:
+        return True

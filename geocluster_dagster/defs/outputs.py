@@ -24,7 +24,7 @@ from pydantic import Field
 
 from .. import object_store
 from ..blocks import CHUNK_SIZE
-from ..products.stac_items import open_stac_items
+from ..products.stac_items import stored_item_count
 from ..storage import (
     check_writable,
     claim_output_root,
@@ -160,7 +160,7 @@ class OutputStore(dg.ConfigurableResource):  # type: ignore[type-arg]
         """Whether the partition's search found no scene (its stac_items product lists none).
         False when it was never searched: the step then fails on its missing input."""
         searched = self.located(STAC_ITEMS, window)
-        return searched is not None and len(open_stac_items(searched)) == 0
+        return searched is not None and stored_item_count(searched) == 0
 
     def present(self, names: Iterable[str], window: PartitionWindow) -> list[str]:
         """Which of the partition's products (asset names, see :data:`PRODUCTS`) are on disk."""

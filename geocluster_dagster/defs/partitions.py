@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Literal, get_args
 
 import dagster as dg
@@ -169,3 +169,28 @@ def partition_window(context: dg.AssetExecutionContext) -> PartitionWindow:
 
 def partition_key(aoi_id: str, date_key: str) -> dg.MultiPartitionKey:
     return dg.MultiPartitionKey({"aoi": aoi_id, "date": date_key})
+
+
+def date_key_of(
+    when: str, setting: str, windows: dg.TimeWindowPartitionsDefinition | None = None
+) -> str:
+    """The key of the date window (GEOCLUSTER_DATE_WINDOWS) that holds day or month ``when``;
+    ``setting`` names where the user wrote it (``--date``, ``ops.x.config.dates``)."""
+    windows = date_partitions if windows is None else windows
+    try:
+        day = datetime.strptime(when, "%Y-%m" if len(when) == 7 else "%Y-%m-%d")
+    except ValueError:
+        raise ConfigError(
+            f"{setting} {when!r} is not a month (YYYY-MM) or a day (YYYY-MM-DD)."
+        ) from None
+    key = windows.get_partition_key_for_timestamp(day.replace(tzinfo=timezone.utc).timestamp())
+    if key not in windows.get_partition_keys():
+        first, last = windows.get_first_partition_key(), windows.get_last_partition_key()
+        raise ConfigError(
+            f"{setting} {when!r} is outside the date windows of this deployment ({first} to "
+            f"{last}: they start at GEOCLUSTER_FIRST_MONTH="
+            f"{os.environ.get('GEOCLUSTER_FIRST_MONTH', FIRST_DATE)} and end with the current "
+            "window). Set GEOCLUSTER_FIRST_MONTH to a month at or before it, e.g. "
+            f"GEOCLUSTER_FIRST_MONTH={day:%Y-%m}-01."
+        )
+    return key

@@ -144,6 +144,12 @@ def open_stac_items(path: Path) -> pystac.ItemCollection:
     return pystac.ItemCollection.from_dict(json.loads(path.read_text()))
 
 
+def stored_item_count(path: Path) -> int:
+    """How many items :func:`write_stac_items` stored, without building them (pystac's parse
+    of a month's items takes 50 ms, and every step of a run asks whether there are any)."""
+    return len(json.loads(path.read_text()).get("features", []))
+
+
 def acquisition_days(items: Iterable[pystac.Item]) -> list[str]:
     """The days (YYYY-MM-DD, UTC) the items were acquired, each once, in order."""
     days = set()
