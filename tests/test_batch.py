@@ -80,7 +80,10 @@ def test_a_failed_partition_fails_its_own_run_and_the_others_are_materialized(ba
     (out / "mosaic" / "east").write_text("not a folder")
 
     result = job.execute_in_process(
-        instance=instance, run_config=_config(AOIS, [DEMO_MONTH[:7]]), raise_on_error=False
+        instance=instance,
+        run_config=_config(AOIS, [DEMO_MONTH[:7]]),
+        tags={"geocluster/figures": "false", "team": "maps"},
+        raise_on_error=False,
     )
 
     assert not result.success
@@ -94,6 +97,12 @@ def test_a_failed_partition_fails_its_own_run_and_the_others_are_materialized(ba
         f"centre|{DEMO_MONTH}": "SUCCESS",
         f"east|{DEMO_MONTH}": "FAILURE",
     }
+    # The batch's own tags reach every partition's run (here: no figures).
+    assert all(
+        r.tags["team"] == "maps" and r.tags[BATCH_TAG] == result.run_id for r in runs.values()
+    )
+    assert (out / "diagnostics" / "west" / DEMO_MONTH / "scores.json").is_file()
+    assert not list((out / "diagnostics" / "west" / DEMO_MONTH).glob("*.png"))
     for asset in ("mosaic", "clusters", "diagnostics", "stac_item"):
         materialized = instance.get_materialized_partitions(dg.AssetKey(asset))
         assert {str(k) for k in materialized} == {f"west|{DEMO_MONTH}", f"centre|{DEMO_MONTH}"}

@@ -101,9 +101,11 @@ def test_the_backfill_step_runs_small_aois_through_the_daemon_on_postgres(tmp_pa
     assert backfill["partitions"] == backfill["succeeded"] == backfill["aois"] == 3
     assert backfill["s_per_partition"] == round(backfill["wall_s"] / 3, 2)
     assert backfill["concurrent_runs"] == 2  # deploy/dagster.yaml's limit
+    # Two batch runs queued (the default), each running its AOIs as runs of their own.
+    assert backfill["batches"] == backfill["runs_launched"] == 2
     run_parts = backfill["median_run"]
-    assert 0 < run_parts["launch_s"] < run_parts["run_s"]
-    assert 0 < run_parts["steps_s"] < run_parts["run_s"]
+    assert run_parts["launch_s"] > 0  # the batch runs' launches
+    assert 0 < run_parts["steps_s"] < run_parts["run_s"]  # the partitions' runs
     assert set(backfill["median_asset_s"]) >= {"stac_items", "mosaic", "clusters", "diagnostics"}
     table = (out / "results.md").read_text()
     assert f"| 3 | 3 | {backfill['wall_s']} | {backfill['s_per_partition']} |" in table

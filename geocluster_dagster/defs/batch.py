@@ -131,6 +131,10 @@ def run_partitions(
     if new:  # in the registry, not yet partitions (the registry sensor adds them too)
         context.instance.add_dynamic_partitions(AOI_PARTITIONS, new)
 
+    # The batch's own tags (geocluster/figures, a Kubernetes config, ...) go on every
+    # partition's run; Dagster's (its backfill, partition, ...) are the batch run's alone.
+    tags = {k: v for k, v in context.run.tags.items() if not k.startswith("dagster/")}
+    tags[BATCH_TAG] = context.run_id
     outcomes: list[tuple[str, str, str, float, str]] = []
     for n, key in enumerate(keys, start=1):
         started = time.monotonic()
@@ -138,7 +142,7 @@ def run_partitions(
             partition_key=key,
             instance=context.instance,
             run_config=config.run_config,
-            tags={BATCH_TAG: context.run_id},
+            tags=tags,
             raise_on_error=False,
         )
         seconds = time.monotonic() - started
