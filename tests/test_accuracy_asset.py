@@ -3,6 +3,7 @@ reference points drawn from the synthetic landscape's own ground truth."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -25,6 +26,12 @@ def test_the_demo_map_is_assessed_against_its_ground_truth_and_published(tmp_pat
     # the truth at 500 random points (a few may fall on pixels the map leaves unlabelled)
     assert DEMO_REFERENCE_POINTS - 5 <= document["samples"] <= DEMO_REFERENCE_POINTS
     assert document["reference_label"] == "cover"
+    # The reference file is named relative to the product (no path of this machine), and by
+    # its checksum.
+    assert not Path(document["reference_data"]).is_absolute()
+    reference = (folder / document["reference_data"]).resolve()
+    assert reference.is_file() and reference.name == Path(DEMO_REFERENCE).name
+    assert hashlib.sha256(reference.read_bytes()).hexdigest() == document["reference_data_sha256"]
     # measured 91.5 % (89.1-94.0 %): five covers, k chosen from the data
     assert 0.85 <= document["overall_accuracy"] <= 1.0, document["overall_accuracy"]
     low, high = document["overall_accuracy_ci95"]

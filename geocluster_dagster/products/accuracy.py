@@ -21,13 +21,20 @@ from ..cluster import pixel_area_m2
 from ..errors import ConfigError
 from ..fields import described
 from ..quality import Judgement
-from ..storage import atomic_path, published, sha256_of, write_json
+from ..storage import (
+    atomic_path,
+    is_remote,
+    published,
+    reference_from,
+    sha256_of,
+    write_json,
+)
 from .clusters import CLUSTER_MAP, open_clusters, write_csv
 from .described import Detail, Facts, FilePath, Json, Measure, markdown_table, rounded
 
 #: The version of what this product's writer makes: raise it when a release changes its
 #: files or numbers, so that Dagster shows the partitions made before as stale (code_version).
-VERSION = "1"
+VERSION = "2"  # 2: the reference data named relative to the product, with its checksum
 
 ACCURACY_JSON = "accuracy.json"
 MAP_CHECKSUM = "cluster_map_sha256"
@@ -192,7 +199,10 @@ def write_accuracy(
         **result.as_dict(),
         # which map was assessed: the Item publishes this product only beside that same map
         MAP_CHECKSUM: sha256_of(stored.cluster_map_path),
-        "reference_data": str(reference),
+        # Named relative to this product, as the clusters name their geotiff: the output root
+        # travels whole; its checksum says which file it was if the path no longer leads there.
+        "reference_data": reference_from(folder, reference),
+        "reference_data_sha256": "" if is_remote(reference) else sha256_of(Path(reference)),
         "reference_label": column,
         "samples": len(pairs),
         "matching": [
