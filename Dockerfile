@@ -4,15 +4,16 @@
 #   dask scheduler / dask worker tcp://dask-scheduler:8786      (optional, GEOCLUSTER_DASK_SCHEDULER)
 # with the Dagster instance of deploy/dagster.yaml (runs and events in PostgreSQL: set
 # DAGSTER_POSTGRES_URL=postgresql+psycopg2://USER:PASSWORD@HOST:5432/DB).
-# The same install as the README: the package and its pinned-range dependencies from PyPI
+# The same install as the README: the package and its dependencies from PyPI, as constraints.txt pins them
 # (rasterio/pyproj wheels bundle GDAL and PROJ, so no system GIS libraries are needed).
 FROM python:3.11-slim
 
 WORKDIR /opt/geocluster_dagster
-COPY pyproject.toml README.md LICENSE workspace.yaml ./
+COPY pyproject.toml constraints.txt README.md LICENSE workspace.yaml ./
 COPY geocluster_dagster ./geocluster_dagster
-# dagster-postgres: deploy/dagster.yaml's storage (the same range as the test extra).
-RUN pip install --no-cache-dir . "dagster-postgres>=0.29.5,<0.30"
+# dagster-postgres: deploy/dagster.yaml's storage (the same range as the test extra); every
+# package at the version the tests passed with (constraints.txt).
+RUN pip install --no-cache-dir -c constraints.txt . "dagster-postgres>=0.29.5,<0.30"
 # The demo's catalog, scenes and AOIs, in the image: every container (the daemon's runs, each Dask
 # worker) reads the same files at the same path, with no volume between them
 # (deploy/docker-compose.yml points GEOCLUSTER_STAC_URL and GEOCLUSTER_AOI_REGISTRY here).

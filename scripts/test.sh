@@ -58,7 +58,8 @@ fi
 # An existing .venv is reused (recreating it over another interpreter would break it).
 [ -x .venv/bin/python ] || python3 -m venv .venv
 . .venv/bin/activate
-pip install -q -e ".[test]"
+# The versions the tests passed with (constraints.txt; scripts/update-constraints.sh moves them).
+pip install -q -c constraints.txt -e ".[test]"
 # Azurite, the Azure Blob Storage server the az:// tests start on loopback (tests/servers/azurite.py),
 # into .venv/node_modules.
 if command -v npm >/dev/null 2>&1; then

@@ -4,6 +4,7 @@ materializations, checks and failure."""
 from __future__ import annotations
 
 import json
+import re
 
 import dagster as dg
 import numpy as np
@@ -12,6 +13,7 @@ import shapely
 from shapely.geometry.polygon import orient
 
 from geocluster_dagster.defs.batch import BATCH_TAG
+from geocluster_dagster.defs.run_health import RUN_PID_TAG
 from geocluster_dagster.demo import DEMO_MONTH, build_demo
 
 AOIS = ("west", "centre", "east")
@@ -90,6 +92,16 @@ def test_a_failed_partition_fails_its_own_run_and_the_others_are_materialized(ba
     message = _failure(result)
     assert "1 of 3 partitions failed" in message and f"east|{DEMO_MONTH}" in message
     assert "mosaic" in message  # the step that failed, from the partition's own run
+    # Its table: a row per partition, four cells each (a key's "|" escaped), the run linked.
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    table = failure.step_failure_data.user_failure_data.metadata["partitions"].value
+    rows = [line for line in table.splitlines() if f"|{DEMO_MONTH}" in line]
+    assert len(rows) == 3
+    for row in rows:
+        cells = re.split(r"(?<!\\)\|", row.strip().strip("|"))
+        assert len(cells) == 4 and "](/runs/" in cells[2], row
+    # The batch run is found by its process if it is killed (dead_run_sensor), as every run.
+    assert instance.get_run_by_id(result.run_id).tags[RUN_PID_TAG].isdigit()
     runs = {r.tags["dagster/partition"]: r for r in _partition_runs(instance, result.run_id)}
     assert set(runs) == {f"{aoi}|{DEMO_MONTH}" for aoi in AOIS}  # a run of its own each
     assert {k: r.status.value for k, r in runs.items()} == {

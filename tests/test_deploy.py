@@ -12,6 +12,7 @@ import re
 import shlex
 import shutil
 import sys
+from importlib.metadata import distributions
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -545,3 +546,42 @@ def test_the_ui_and_the_dask_dashboard_listen_on_this_machine_only():
     assert {name for name, _ in published} >= {"webserver", "dask-scheduler"}
     for name, port in published:
         assert str(port).startswith("127.0.0.1:"), (name, port)
+
+
+def _pins() -> dict[str, str]:
+    pins = {}
+    for line in (REPO_ROOT / "constraints.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, version = line.split("==")
+            pins[canonicalize_name(name)] = version
+    return pins
+
+
+def test_every_install_uses_the_constraints_and_this_environment_holds_them():
+    """One version of every package, the tested one, in every install the repository runs."""
+    readme = (REPO_ROOT / "README.md").read_text()
+    command_1 = next(
+        line for line in readme.splitlines() if "geocluster demo" in line and "pip" in line
+    )
+    test_sh = (REPO_ROOT / "scripts" / "test.sh").read_text()
+    installs = [
+        command_1,
+        next(line for line in test_sh.splitlines() if line.startswith("pip install")),
+        next(line for line in _run_lines() if "pip install" in line),
+    ]
+    assert all("-c constraints.txt" in line for line in installs), installs
+    _, copies, _ = _dockerfile()
+    assert "constraints.txt" in [source for source, _ in copies]  # in the image before its install
+
+    pins = _pins()
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    wanted = [*project["dependencies"], *project["optional-dependencies"]["test"]]
+    for spec in wanted:
+        requirement = Requirement(spec)
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"{name} is not pinned in constraints.txt"
+        assert requirement.specifier.contains(pins[name], prereleases=True), (spec, pins[name])
+    # This environment was installed with them (CI's is a fresh one, made by scripts/test.sh).
+    installed = {canonicalize_name(d.metadata["Name"]): d.version for d in distributions()}
+    differ = {n: (installed[n], v) for n, v in pins.items() if n in installed and installed[n] != v}
+    assert not differ, f"installed (left) differs from constraints.txt (right): {differ}"

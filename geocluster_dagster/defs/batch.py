@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 import dagster as dg
+from dagster._check import CheckError
 from pydantic import Field
 
 from ..errors import ConfigError
@@ -28,6 +29,7 @@ from .jobs import pipeline_job
 from .location import partitioned_job
 from .partitions import AOI_PARTITIONS, date_key_of, partition_key
 from .resources import AOIRegistry
+from .run_health import RUN_HOST_TAG, RUN_PID_TAG, tag_this_process
 
 #: The tag every partition's run of a batch carries: the batch run's id.
 BATCH_TAG = "geocluster/batch"
@@ -70,6 +72,20 @@ def batch_partitions(config: BatchConfig, registry: AOIRegistry) -> list[dg.Mult
     return [partition_key(aoi, date) for aoi in aois for date in dict.fromkeys(dates)]
 
 
+def _job(context: dg.OpExecutionContext, name: str) -> dg.JobDefinition:
+    """The job of the code location this run was launched from (so the partitions' runs are
+    of the very job the UI shows: the same snapshot, re-executable as its own runs), or, in
+    a run executed in process without one, the same job built here."""
+    partitioned_job(name)  # refuses a job that is not partitioned by AOI x date window
+    try:
+        repository = context.repository_def
+    except CheckError:  # "no repository definition": a job executed in process on its own
+        repository = None
+    if repository is not None and repository.has_job(name):
+        return repository.get_job(name)
+    return partitioned_job(name)
+
+
 def _failure_text(result: dg.ExecuteInProcessResult) -> str:
     """What failed in a partition's run: its steps' error messages, first lines."""
     failures = []
@@ -106,11 +122,14 @@ def run_partitions(
     context: dg.OpExecutionContext, config: BatchConfig, aoi_registry: AOIRegistry
 ) -> None:
     _refuse_watched_workers(context.instance)
+    # Like every run of the code location: a killed batch is found by its process and marked
+    # failed (dead_run_sensor), not left "started".
+    tag_this_process(context.instance, context.run_id)
     try:
         keys = batch_partitions(config, aoi_registry)
-        job = partitioned_job(config.job)
+        job = _job(context, config.job)
     except ConfigError as err:
-        raise dg.Failure(description=str(err)) from err
+        raise dg.Failure(description=str(err)) from None
     try:
         dg.validate_run_config(job, config.run_config)
         check_settings(config.run_config)
@@ -118,14 +137,14 @@ def run_partitions(
         raise dg.Failure(
             description=f"ops.run_partitions.config.run_config is not a valid run config of "
             f"{job.name}: {err}"
-        ) from err
+        ) from None
     except dg.DagsterInvalidConfigError as err:
         problems = "; ".join(error.message for error in err.errors) or str(err)
         raise dg.Failure(
             description=f"ops.run_partitions.config.run_config is not a valid run config of "
             f"{job.name}: {problems}. Its fields are in docs/configuration.md and the job's "
             "launchpad."
-        ) from err
+        ) from None
     known = set(context.instance.get_dynamic_partitions(AOI_PARTITIONS))
     new = sorted({key.keys_by_dimension["aoi"] for key in keys} - known)
     if new:  # in the registry, not yet partitions (the registry sensor adds them too)
@@ -133,7 +152,10 @@ def run_partitions(
 
     # The batch's own tags (geocluster/figures, a Kubernetes config, ...) go on every
     # partition's run; Dagster's (its backfill, partition, ...) are the batch run's alone.
-    tags = {k: v for k, v in context.run.tags.items() if not k.startswith("dagster/")}
+    own = (RUN_HOST_TAG, RUN_PID_TAG)  # each run tags its own process
+    tags = {
+        k: v for k, v in context.run.tags.items() if not k.startswith("dagster/") and k not in own
+    }
     tags[BATCH_TAG] = context.run_id
     outcomes: list[tuple[str, str, str, float, str]] = []
     for n, key in enumerate(keys, start=1):
@@ -175,8 +197,11 @@ def run_partitions(
 
 
 def _table(outcomes: list[tuple[str, str, str, float, str]]) -> str:
+    """Markdown: a row per partition, its run linked (the UI's run page)."""
     rows = [
-        f"| {key} | {status} | {run_id} | {seconds:.1f} |"
+        # a partition key's "|" would split its cell in two
+        f"| {key.replace('|', chr(92) + '|')} | {status} | [{run_id[:8]}](/runs/{run_id}) | "
+        f"{seconds:.1f} |"
         for key, status, run_id, seconds, _ in outcomes
     ]
     return "\n".join(["| partition | status | run | seconds |", "|---|---|---|---:|", *rows])
