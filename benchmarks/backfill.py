@@ -7,8 +7,10 @@ On the inputs of one size (two dates, 8 bands + QA as separate COGs) it writes a
 spread over the scene, so each partition reads windows of the same two scenes. Then it starts
 what a deployment runs: a PostgreSQL 15 server on loopback (the tests' own, Debian packages), a
 DAGSTER_HOME holding the shipped ``deploy/dagster.yaml`` (queued runs, two at a time, run
-monitoring), ``geocluster sync-aois`` and ``dagster-daemon run``; and launches one backfill of
-every AOI for June 2023 with ``dagster job backfill``. When every run has ended it reads the
+monitoring), ``geocluster sync-aois`` and ``dagster-daemon run``; and backfills every AOI for
+June 2023: by default in two ``geocluster_batch`` runs queued with ``dagster job launch`` (each
+runs its half of the AOIs one after another, a run of their own each), or with ``batches=0`` in
+one ``dagster job backfill`` (a run per partition). When every run has ended it reads the
 instance's event log and reports:
 
 * partitions per minute and seconds per partition (from the backfill command's start to the
