@@ -579,19 +579,27 @@ class FittedClusterer:
         X = self._check(X)
         if len(X) == 0:
             return np.zeros(0, dtype=np.uint8), np.zeros(0, dtype=np.float32)
-        # One product gives, per pixel, ||z - c||^2 - ||z||^2 for every centre c and z itself.
+        # One product gives, per pixel, ||z - c||^2 - ||z||^2 for every centre c and z itself,
+        # as rows of pixels: every per-pixel step below then runs along contiguous rows (a
+        # minimum along the short axis of a (pixels, k) array costs several times more).
         (_, c0), (_, b) = self._centre_distances, self._affine
-        product = X @ self._distances_and_transform
-        relative = product[:, : self.n_clusters] + c0
-        Z = product[:, self.n_clusters :] + b
-        rows = self._nearest(X) if self.mixture is not None else np.argmin(relative, axis=1)
-        norms = np.einsum("ij,ij->i", Z, Z)
-        own = np.take_along_axis(relative, rows[:, None], axis=1)[:, 0] + norms
-        if self.n_clusters > 1:
-            relative[np.arange(len(rows)), rows] = np.inf
-            other = relative.min(axis=1) + norms
+        k = self.n_clusters
+        product = self._distances_and_transform.T @ X.T
+        relative = product[:k]
+        relative += c0[:, np.newaxis]
+        Z = product[k:]
+        Z += b[:, np.newaxis]
+        norms = np.einsum("ij,ij->j", Z, Z)
+        if self.mixture is None:
+            nearest, second, rows = _two_smallest(relative)
         else:
-            other = np.full(len(rows), np.inf)
+            rows = self._nearest(X)
+            columns = np.arange(len(rows))
+            nearest = relative[rows, columns]
+            relative[rows, columns] = np.inf
+            second = relative.min(axis=0) if k > 1 else np.full(len(rows), np.inf)
+        own = nearest + norms
+        other = second + norms
         np.maximum(own, 0.0, out=own)  # rounding can leave -1e-16
         np.maximum(other, 0.0, out=other)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -616,6 +624,21 @@ class FittedClusterer:
             return 0.0
         assigned = self.model_centers[self._nearest(X)]
         return float(np.sum((Z - assigned) ** 2, dtype=np.float64))
+
+
+def _two_smallest(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per column of ``rows`` (k, n): its smallest value, its second smallest (inf for k = 1)
+    and the row of the smallest (the first of equal ones, as argmin), in one walk over the
+    rows."""
+    best = rows[0].copy()
+    second = np.full(rows.shape[1], np.inf)
+    index = np.zeros(rows.shape[1], dtype=np.intp)
+    for j in range(1, len(rows)):
+        row = rows[j]
+        np.minimum(second, np.maximum(best, row), out=second)
+        index[row < best] = j
+        np.minimum(best, row, out=best)
+    return best, second, index
 
 
 def _make_estimator(settings: ClusterSettings) -> Any:
