@@ -20,7 +20,6 @@ import time
 from typing import Any
 
 import dagster as dg
-from dagster._check import CheckError
 from pydantic import Field
 
 from ..errors import ConfigError
@@ -77,12 +76,12 @@ def _job(context: dg.OpExecutionContext, name: str) -> dg.JobDefinition:
     of the very job the UI shows: the same snapshot, re-executable as its own runs), or, in
     a run executed in process without one, the same job built here."""
     partitioned_job(name)  # refuses a job that is not partitioned by AOI x date window
-    try:
+    # A run launched from a code location has its origin, and its context the repository;
+    # a job executed in process on its own has neither.
+    if context.dagster_run.job_code_origin is not None:
         repository = context.repository_def
-    except CheckError:  # "no repository definition": a job executed in process on its own
-        repository = None
-    if repository is not None and repository.has_job(name):
-        return repository.get_job(name)
+        if repository.has_job(name):
+            return repository.get_job(name)
     return partitioned_job(name)
 
 
