@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import os
+import shlex
 import shutil
 import sys
 from pathlib import Path
@@ -298,14 +299,45 @@ def _run_job(
     }
     if scores:
         echo(f"Scores: {scores}")
-    # The UI must write where this run wrote: the same instance and the same output root.
-    ui = (
-        f"DAGSTER_HOME={os.environ['DAGSTER_HOME']} "
-        f"GEOCLUSTER_OUTPUT={os.environ['GEOCLUSTER_OUTPUT']} "
-        "dagster dev -m geocluster_dagster.definitions"
-    )
+    ui = _ui_command()
     echo(f"Open the UI with:  {ui}")
     _print_result(key, "succeeded", lines, skipped, scores, ui)
+
+
+#: The deployment settings a run reads from the environment besides its instance and output
+#: root: the UI's runs must read the same ones (another GEOCLUSTER_DATE_WINDOWS, say, and the UI
+#: shows other partitions than the ones this run wrote).
+UI_SETTINGS = (
+    "GEOCLUSTER_STAC_URL",
+    "GEOCLUSTER_STAC_SIGN",
+    "GEOCLUSTER_AOI_REGISTRY",
+    "GEOCLUSTER_DATE_WINDOWS",
+    "GEOCLUSTER_FIRST_MONTH",
+    "GEOCLUSTER_DASK_SCHEDULER",
+    "GEOCLUSTER_SCRATCH",
+    "GEOCLUSTER_STATE",
+    "GEOCLUSTER_WATCH_COLLECTION",
+)
+
+
+def _ui_command() -> str:
+    """`dagster dev` with every setting this run used: the same instance, output root and
+    deployment settings (a URL's query, which may hold a token, left out)."""
+    from .remote import redact
+
+    settings = [
+        f"{name}={shlex.quote(redact(os.environ[name]))}"
+        for name in UI_SETTINGS
+        if os.environ.get(name)
+    ]
+    return " ".join(
+        [
+            f"DAGSTER_HOME={shlex.quote(os.environ['DAGSTER_HOME'])}",
+            *settings,
+            f"GEOCLUSTER_OUTPUT={shlex.quote(os.environ['GEOCLUSTER_OUTPUT'])}",
+            "dagster dev -m geocluster_dagster.definitions",
+        ]
+    )
 
 
 def _print_result(

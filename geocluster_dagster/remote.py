@@ -181,7 +181,7 @@ class _NoteGdalFailures(logging.Filter):
         if noted is not None:
             message = record.getMessage()
             if any(text in message for text in _SWALLOWED):
-                noted.append(_redact(message))
+                noted.append(redact(message))
         return record.levelno >= self.passes_from
 
 
@@ -256,7 +256,7 @@ class RemoteReader:
                 log.warning(
                     "Read of %s failed (%s); attempt %d of %d in %.1f s%s, bypassing GDAL's "
                     "cache of it.",
-                    _redact(href),
+                    redact(href),
                     _short(failures[-1]),
                     attempt + 1,
                     attempts,
@@ -290,7 +290,7 @@ class RemoteReader:
     ) -> str:
         tried = "; ".join(f"attempt {i}: {_short(f)}" for i, f in enumerate(failures, 1))
         return (
-            f"Cannot read {_redact(href)}: tried {len(failures)} time(s) in "
+            f"Cannot read {redact(href)}: tried {len(failures)} time(s) in "
             f"{time.monotonic() - started:.1f} s ({self.settings.describe()}): {tried}. "
             f"{self._hint(href, status)}"
         )
@@ -377,7 +377,7 @@ class _GdalHttpLog(logging.Handler):
         # and "Request for 0-16383 failed with response_code=503" (multi-range reads of a COG,
         # which GDAL then requests again range by range).
         if "Retrying again" in message or "failed with response_code" in message:
-            log.warning("GDAL: %s", _redact(message))
+            log.warning("GDAL: %s", redact(message))
             found = _STATUS.search(message)
             if found and int(found.group(1)) >= 400:
                 _last_status.value = int(found.group(1))
@@ -388,7 +388,7 @@ class _RedactQueries(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.args:
-            record.args = tuple(_redact(a) if isinstance(a, str) else a for a in record.args)
+            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
         return True
 
 
@@ -434,10 +434,10 @@ def _describe(err: BaseException, status: int | None) -> str:
     while chain[-1].__cause__ is not None and len(chain) < 10:
         chain.append(chain[-1].__cause__)
     message = str(err) if len(chain) == 1 else f"{err} ({chain[-1]})"
-    return _redact(message)
+    return redact(message)
 
 
-def _redact(text: str) -> str:
+def redact(text: str) -> str:
     """URLs without their query: it may hold a SAS token."""
     return _URL_QUERY.sub(r"\1?<redacted>", text)
 

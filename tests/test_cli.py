@@ -469,3 +469,24 @@ def test_the_products_csvs_carry_no_float_noise(tmp_path):
     for cell in numbers:
         mantissa = cell.split("e")[0].lstrip("-").replace(".", "").lstrip("0")
         assert len(mantissa) <= 10, cell
+
+
+def test_the_printed_ui_command_carries_every_setting_the_run_used(monkeypatch):
+    """Another GEOCLUSTER_DATE_WINDOWS in the UI and it shows other partitions than the run
+    wrote; a URL's query (a token) is not printed."""
+    from geocluster_dagster import cli
+
+    for name in cli.UI_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DAGSTER_HOME", "/srv/dagster home")
+    monkeypatch.setenv("GEOCLUSTER_OUTPUT", "/srv/out")
+    monkeypatch.setenv("GEOCLUSTER_DATE_WINDOWS", "half_month")
+    monkeypatch.setenv("GEOCLUSTER_STAC_URL", "https://example.org/stac?token=secret")
+    command = cli._ui_command()
+    assert command == (
+        "DAGSTER_HOME='/srv/dagster home' "
+        "GEOCLUSTER_STAC_URL='https://example.org/stac?<redacted>' "
+        "GEOCLUSTER_DATE_WINDOWS=half_month "
+        "GEOCLUSTER_OUTPUT=/srv/out dagster dev -m geocluster_dagster.definitions"
+    )
+    assert "secret" not in command
