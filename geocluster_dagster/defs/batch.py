@@ -25,7 +25,7 @@ from pydantic import Field
 from ..errors import ConfigError
 from .config import check_settings
 from .jobs import pipeline_job
-from .location import partitioned_job
+from .location import check_partitioned, partitioned_job
 from .partitions import AOI_PARTITIONS, date_key_of, partition_key
 from .resources import AOIRegistry
 from .run_health import RUN_HOST_TAG, RUN_PID_TAG, tag_this_process
@@ -75,7 +75,7 @@ def _job(context: dg.OpExecutionContext, name: str) -> dg.JobDefinition:
     """The job of the code location this run was launched from (so the partitions' runs are
     of the very job the UI shows: the same snapshot, re-executable as its own runs), or, in
     a run executed in process without one, the same job built here."""
-    partitioned_job(name)  # refuses a job that is not partitioned by AOI x date window
+    check_partitioned(name)
     # A run launched from a code location has its origin, and its context the repository;
     # a job executed in process on its own has neither.
     if context.dagster_run.job_code_origin is not None:

@@ -1,6 +1,8 @@
 """What every job of the code location runs with: its resources, and its partitioned jobs
 resolved with them (for a batch run, which runs them itself)."""
 
+import functools
+
 import dagster as dg
 
 from ..errors import ConfigError
@@ -28,18 +30,28 @@ def build_resources() -> dict[str, object]:
 PARTITIONED_JOBS = (pipeline_job, accuracy_job)
 
 
-def partitioned_job(name: str) -> dg.JobDefinition:
-    """The code location's AOI x date job ``name`` with its resources and executor, as a run of
-    it executes (ConfigError when ``name`` is none of :data:`PARTITIONED_JOBS`)."""
+def check_partitioned(name: str) -> None:
+    """Refuse (ConfigError) a job name that is none of :data:`PARTITIONED_JOBS`."""
     if name not in {job.name for job in PARTITIONED_JOBS}:
         raise ConfigError(
             f"ops.run_partitions.config.job: {name!r} is not a job partitioned by AOI x date "
             f"window: use one of {[job.name for job in PARTITIONED_JOBS]}."
         )
-    location = dg.Definitions(
+
+
+@functools.cache
+def _partitioned_jobs() -> dg.Definitions:
+    """The partitioned jobs with the code location's resources and executor, built once."""
+    return dg.Definitions(
         assets=ASSETS,
         jobs=[*PARTITIONED_JOBS],
         resources=build_resources(),
         executor=dg.in_process_executor,
     )
-    return location.resolve_job_def(name)
+
+
+def partitioned_job(name: str) -> dg.JobDefinition:
+    """The code location's AOI x date job ``name`` with its resources and executor, as a run of
+    it executes (ConfigError when ``name`` is none of :data:`PARTITIONED_JOBS`)."""
+    check_partitioned(name)
+    return _partitioned_jobs().resolve_job_def(name)
