@@ -409,6 +409,9 @@ class BlockSink:
     takes (1, y, x) blocks in any order into an uncompressed tiled intermediate, and
     :meth:`close` builds its overviews and compresses it into ``target`` once, verified.
 
+    ``colormap`` (value -> RGBA) is the colour table of a class map. ``cog=False`` leaves
+    ``target`` the tiled, uncompressed intermediate (for another pass to read, not to publish).
+
     Used as a context manager; on an error the intermediate is removed and ``target`` is not
     written. ``target`` should sit in a folder published whole (its atomicity is the folder's).
     """
@@ -427,8 +430,11 @@ class BlockSink:
         compress_level: int | None = DEFAULT_COG.compress_level,
         blocksize: int = 512,
         overview_resampling: str = "average",
+        colormap: Mapping[int, tuple[int, int, int, int]] | None = None,
+        cog: bool = True,
     ) -> None:
         self.target = target
+        self._cog = cog
         self._tiled = target.with_name(target.name + ".tiled.tif")
         self._options = (compress, compress_level, blocksize, overview_resampling)
         self._last: tuple[Window, np.ndarray] | None = None
@@ -450,6 +456,8 @@ class BlockSink:
             BIGTIFF="IF_SAFER",
         )
         self._dst.set_band_description(1, description)
+        if colormap is not None:
+            self._dst.write_colormap(1, dict(colormap))
         if unit:
             self._dst.set_band_unit(1, unit)
         if tags:
@@ -464,6 +472,9 @@ class BlockSink:
     def close(self) -> None:
         self._dst.close()
         _verify(self._tiled, self._last)
+        if not self._cog:  # an intermediate another pass reads: tiled, uncompressed
+            self._tiled.rename(self.target)
+            return
         compress, level, blocksize, resampling = self._options
         build_overviews(self._tiled, blocksize, resampling)
         copy_to_cog(self._tiled, self.target, compress, level, blocksize)

@@ -16,9 +16,10 @@ export DEBIAN_FRONTEND=noninteractive
 # postgresql-15 + postgresql-15-postgis-3: pgstac's database and the Dagster instance on PostgreSQL;
 # nginx-light: the byte-range file server; gdal-bin: the tests read class maps back with
 # gdalinfo, as GDAL (and QGIS) see them; chromium: they open the HTML report in a real browser;
-# python3-venv: the .venv below (Debian's python3 comes without it). npm (with nodejs) installs
+# python3-venv: the .venv below (Debian's python3 comes without it); python3-qgis: QGIS 3.22,
+# whose renderer the tests see the class and change maps drawn by (through Debian's python3). npm (with nodejs) installs
 # Azurite, Microsoft's Azure Storage emulator, below; a machine that has npm keeps its own.
-PACKAGES=(python3 python3-venv postgresql-15 postgresql-15-postgis-3 nginx-light gdal-bin chromium)
+PACKAGES=(python3 python3-venv postgresql-15 postgresql-15-postgis-3 nginx-light gdal-bin chromium python3-qgis)
 command -v npm >/dev/null 2>&1 || PACKAGES+=(nodejs npm)
 
 if [ ! -d ../shared/data ]; then

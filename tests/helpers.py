@@ -250,6 +250,26 @@ def gdalinfo_json(path, *options: str) -> dict:
     return json.loads(subprocess.run([tool, "-json", *options, str(path)], check=True, capture_output=True, text=True).stdout)  # fmt: skip
 
 
+def qgis_render(paths, folder: Path) -> dict:
+    """What QGIS draws of each raster when a user opens it with no style: its renderer, the
+    paletted classes and the shares of the rendered colours (tests/qgis_render.py, run by
+    Debian's python3 with its python3-qgis, as .ci/run installs them)."""
+    from .servers.ports import ServerUnavailable
+
+    python = "/usr/bin/python3"
+    probe = subprocess.run([python, "-c", "import qgis.core"], capture_output=True)
+    if probe.returncode != 0:
+        raise ServerUnavailable("PyQGIS (Debian's python3-qgis)")
+    out = folder / "qgis.json"
+    script = Path(__file__).with_name("qgis_render.py")
+    subprocess.run(
+        [python, str(script), str(out), str(folder), *map(str, paths)],
+        check=True, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "QT_QPA_PLATFORM": "offscreen"},
+    )  # fmt: skip
+    return json.loads(out.read_text())
+
+
 class WatchingRunLauncher(DefaultRunLauncher):
     """A run launcher that, like Kubernetes' (a pod per run), checks each run's own worker
     under run monitoring."""

@@ -18,7 +18,7 @@ from geocluster_dagster.cluster import ClusterSettings
 from geocluster_dagster.errors import ConfigError
 from geocluster_dagster.model_file import load_model, model_digest
 from geocluster_dagster.naming import DENSE_VEGETATION, cover_of
-from geocluster_dagster.products.cluster_change import CHANGE_MAP, MODEL, write_cluster_change
+from geocluster_dagster.products.cluster_change import MODEL, read_layers, write_cluster_change
 from geocluster_dagster.products.cluster_model import write_cluster_model
 from geocluster_dagster.products.clusters import ModelPlan, open_clusters, write_clusters
 from geocluster_dagster.quality import judge_plausible_change
@@ -63,8 +63,7 @@ def _both_dates(images, root, with_reference):
 
 
 def _read(folder):
-    with rasterio.open(folder / CHANGE_MAP) as src:
-        return src.read()
+    return read_layers(folder)
 
 
 @pytest.mark.parametrize("with_reference", [True, False], ids=["reference", "no_reference"])

@@ -89,7 +89,7 @@ def patched(tmp_path_factory):
 def test_a_painted_patch_is_the_change_and_little_else(patched):
     folder, summary, checks = _change(patched)
     with rasterio.open(folder / CHANGE_MAP) as src:
-        state = src.read(3)
+        state = src.read(1)
         rows, cols = np.indices(state.shape)
         xs, ys = src.xy(rows.ravel(), cols.ravel())
         lon, lat = warp(src.crs, "EPSG:4326", xs, ys)

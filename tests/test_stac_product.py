@@ -19,6 +19,7 @@ from pystac.validation import JsonSchemaSTACValidator
 
 from geocluster_dagster import __version__
 from geocluster_dagster.demo import DEMO_MONTH
+from geocluster_dagster.products.catalog import EXTENSIONS
 
 from .helpers import item_file, run
 from .servers.ports import installed
@@ -47,6 +48,75 @@ def test_every_document_is_valid_stac(outputs):
         validator.validate_core(document, kind, "1.1.0", href=str(root / name))
     items = list(pystac.Catalog.from_file(str(root / "catalog.json")).get_items(recursive=True))
     assert [i.id for i in items] == [f"demo_{DEMO_MONTH}"]
+
+
+#: Byte-for-byte copies of the published extension schemas (tests/schemas/README.md).
+SCHEMAS = Path(__file__).parent / "schemas"
+
+
+def extension_validators():
+    """A Draft 7 validator per published extension schema URL, from the local copies only."""
+    from jsonschema import Draft7Validator
+    from referencing import Registry, Resource
+    from referencing.exceptions import NoSuchResource
+
+    schemas = {}
+    for path in SCHEMAS.glob("*.json"):
+        schema = json.loads(path.read_text())
+        schemas[schema["$id"].rstrip("#")] = schema
+
+    def offline(uri):
+        raise NoSuchResource(ref=uri)  # the test runs offline: no schema is fetched
+
+    registry = Registry(retrieve=offline).with_resources(
+        (uri, Resource.from_contents(schema)) for uri, schema in schemas.items()
+    )
+    return {uri: Draft7Validator(schema, registry=registry) for uri, schema in schemas.items()}
+
+
+def test_every_document_is_valid_against_every_extension_it_declares(outputs):
+    validators = extension_validators()
+    documents = sorted((outputs / "stac").rglob("*.json"))
+    declared = set()
+    for path in documents:
+        document = json.loads(path.read_text())
+        for uri in document.get("stac_extensions", []):
+            declared.add(uri)
+            assert uri in validators, (
+                f"{path.name} declares {uri}: put its published schema in tests/schemas"
+            )
+            errors = flattened(validators[uri], document)
+            assert not errors, f"{path.relative_to(outputs)} against {uri}:\n{errors[:2000]}"
+    # every extension the products declare was checked on at least one document
+    assert set(EXTENSIONS.values()) <= declared, set(EXTENSIONS.values()) - declared
+
+
+def test_the_extension_schemas_catch_what_the_published_versions_forbid(outputs):
+    """The local copies are the published ones: a class `name` that is not a slug
+    (classification v2.0.0) and `raster:bands` without a list are refused."""
+    validators = extension_validators()
+    item_path = outputs / "stac" / "demo" / DEMO_MONTH[:4] / f"{DEMO_MONTH}.json"
+    item = json.loads(item_path.read_text())
+    classification = EXTENSIONS["classification"]
+    assert not list(validators[classification].iter_errors(item))
+    asset = next(a for a in item["assets"].values() if "classification:classes" in json.dumps(a))
+    classes = asset.get("classification:classes") or asset["bands"][0]["classification:classes"]
+    classes[0]["name"] = "dense vegetation"
+    assert "'dense vegetation' does not match" in flattened(validators[classification], item)
+    raster = EXTENSIONS["raster"]
+    broken = json.loads(item_path.read_text())
+    broken["assets"][next(iter(broken["assets"]))]["raster:bands"] = {"nodata": 0}
+    assert list(validators[raster].iter_errors(broken))
+
+
+def flattened(validator, document):
+    """Every message of a validation, with those inside oneOf/anyOf branches."""
+    pending, messages = list(validator.iter_errors(document)), []
+    while pending:
+        error = pending.pop()
+        messages.append(error.message)
+        pending.extend(error.context or ())
+    return "\n".join(messages)
 
 
 def test_the_item_describes_every_product_and_where_it_came_from(outputs, demo):
@@ -238,16 +308,17 @@ def test_an_item_of_the_one_collection_layout_moves_when_published_again(tmp_pat
     assert children == ["./demo/collection.json"]
 
 
-def test_the_change_map_asset_describes_its_three_bands_for_odc_stac(outputs, tmp_path):
-    """The change COG's bands (from, to, change) are named and typed in the Item, so that
-    odc-stac loads each as the uint8 it is."""
+def test_the_change_layers_are_assets_odc_stac_loads_and_the_schemas_accept(outputs, tmp_path):
+    """The change product's layers (from, to, change) are one asset each, named, typed and
+    classified in the Item, so that odc-stac loads each as the uint8 it is, with no band
+    list; the Item stays valid against every extension it declares."""
     from datetime import datetime, timezone
 
     import shapely
 
     from geocluster_dagster.change import DatedImage, common_model
     from geocluster_dagster.products.catalog import PartitionProducts, build_item
-    from geocluster_dagster.products.cluster_change import write_cluster_change
+    from geocluster_dagster.products.cluster_change import read_layers, write_cluster_change
     from geocluster_dagster.products.clusters import open_clusters
     from geocluster_dagster.products.geotiff import open_geotiff
 
@@ -268,15 +339,23 @@ def test_the_change_map_asset_describes_its_three_bands_for_odc_stac(outputs, tm
     )
     path = tmp_path / "item.json"
     build_item(products, path).save_object(include_self_link=False, dest_href=str(path))
+    document = json.loads(path.read_text())
+    validators = extension_validators()
+    for uri in document["stac_extensions"]:
+        assert not flattened(validators[uri], document), uri
     item = pystac.Item.from_file(str(path))
-    assert [b["name"] for b in item.assets["change_map"].extra_fields["bands"]] == [
-        "from", "to", "change",
-    ]  # fmt: skip
-    loaded = odc.stac.load([item], bands=["from", "to", "change"], chunks={}).isel(time=0)
-    with rasterio.open(tmp_path / "change" / "change.tif") as src:
-        for index, band in enumerate(("from", "to", "change"), start=1):
-            assert loaded[band].dtype == np.uint8
-            np.testing.assert_array_equal(loaded[band].values, src.read(index))
+    layers = {"change_map": "change", "change_from": "from", "change_to": "to"}
+    for key, band in layers.items():
+        asset = item.assets[key].extra_fields
+        assert [b["name"] for b in asset["bands"]] == [band]
+        assert asset["classification:classes"][0]["value"] in (0, 1)
+    states = [c["name"] for c in item.assets["change_map"].extra_fields["classification:classes"]]
+    assert states == ["unknown", "unchanged", "changed", "same-cover-other-cluster"]
+    loaded = odc.stac.load([item], chunks={}).isel(time=0)  # no band list
+    stored = read_layers(tmp_path / "change")
+    for index, key in enumerate(("change_from", "change_to", "change_map")):
+        assert loaded[key].dtype == np.uint8
+        np.testing.assert_array_equal(loaded[key].values, stored[index])
 
 
 #: What names the inputs as they were found (STAC items, the lazy stack's recipe): a reference

@@ -224,19 +224,7 @@ def build_item(products: PartitionProducts, item_path: Path) -> pystac.Item:
                 _asset(item_path, scores, "Clustering scores", ["metadata"], pystac.MediaType.JSON),
             )
     if products.change is not None and (products.change / "change.tif").exists():
-        grid, bands = _raster_bands(products.change / "change.tif")
-        item.add_asset(
-            "change_map",
-            _asset(
-                item_path,
-                products.change / "change.tif",
-                "Change from the previous date (from, to, change)",
-                ["data"],
-                _COG,
-                **_grid_fields(grid),
-                **_band_fields(bands),
-            ),
-        )
+        _change_assets(item, item_path, products.change)
         item.add_asset(
             "transitions",
             _asset(
@@ -293,10 +281,7 @@ def _cluster_assets(item: pystac.Item, item_path: Path, products: PartitionProdu
         }
         for c in summary.get("classes", [])
     ]
-    slugs = [c["name"] for c in classes]
-    for c in classes:  # two names that differ only in punctuation keep distinct slugs
-        if slugs.count(c["name"]) > 1:
-            c["name"] = f"{c['name']}-{c['value']}"
+    _distinct_slugs(classes)
     grid, bands = _raster_bands(folder / "cluster_map.tif")
     item.add_asset(
         "cluster_map",
@@ -325,6 +310,59 @@ def _cluster_assets(item: pystac.Item, item_path: Path, products: PartitionProdu
         item.add_asset(
             name.split(".")[0], _asset(item_path, folder / name, title, ["metadata"], media)
         )
+
+
+def _change_assets(item: pystac.Item, item_path: Path, folder: Path) -> None:
+    """The change product's three layers, each a single-band COG with its classes."""
+    from ..change_states import STATE_NAMES, UNKNOWN
+    from ..model_file import load_model
+
+    if not (folder / "from.tif").exists():  # made before one file per layer (VERSION 3)
+        grid, bands = _raster_bands(folder / "change.tif")
+        item.add_asset(
+            "change_map",
+            _asset(
+                item_path, folder / "change.tif", "Change from the previous date (from, to, change)",
+                ["data"], _COG, **_grid_fields(grid), **_band_fields(bands),
+            ),
+        )  # fmt: skip
+        return
+    names = load_model(folder / "model.json").names_by_id
+    layers = (
+        ("change_map", "change.tif", "Change from the previous date (0 = unknown)", {
+            UNKNOWN: "unknown", **STATE_NAMES}),
+        ("change_from", "from.tif", "Clusters of the previous date (0 = nodata)", names),
+        ("change_to", "to.tif", "Clusters of this date, as compared (0 = nodata)", names),
+    )  # fmt: skip
+    for key, file, title, by_value in layers:
+        colours = _colours(folder / file)
+        classes = [
+            {
+                "value": value,
+                "name": class_slug(name),
+                "title": name,
+                **({"color_hint": colours[value]} if value in colours else {}),
+                **({"nodata": True} if value == 0 else {}),
+            }
+            for value, name in sorted(by_value.items())
+        ]
+        _distinct_slugs(classes)
+        grid, bands = _raster_bands(folder / file)
+        item.add_asset(
+            key,
+            _asset(
+                item_path, folder / file, title, ["data"], _COG, **_grid_fields(grid),
+                **_band_fields(bands), **{"classification:classes": classes},
+            ),
+        )  # fmt: skip
+
+
+def _distinct_slugs(classes: list[dict[str, Any]]) -> None:
+    """Two names that differ only in punctuation keep distinct slugs (the value appended)."""
+    slugs = [c["name"] for c in classes]
+    for c in classes:
+        if slugs.count(c["name"]) > 1:
+            c["name"] = f"{c['name']}-{c['value']}"
 
 
 def class_slug(name: str) -> str:

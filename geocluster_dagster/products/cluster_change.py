@@ -1,16 +1,19 @@
 """The cluster_change product of a partition: what changed since the AOI's earlier date.
 
-A folder: ``change.tif`` (a 3-band uint8 COG: ``from`` and ``to`` ids, 0 where that date has
-no data, and ``change``: 0 unknown, 1 unchanged, 2 changed land cover, 3 another cluster of the
-same cover), the transitions and class areas as CSV, ``summary.json``, the model both dates
+A folder: three single-band uint8 COGs on the dates' common grid, ``from.tif`` and ``to.tif``
+(each date's cluster ids, 0 where that date has no data) and ``change.tif`` (0 unknown,
+1 unchanged, 2 changed land cover, 3 another cluster of the same cover), each with its own
+colour table and category names, the transitions and class areas as CSV, ``summary.json``, the model both dates
 were classified with (``model.json``) and two figures. The science (one model for both dates,
 what counts as change) is :mod:`geocluster_dagster.change`'s.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import shutil
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,8 +50,9 @@ from ..change_states import (
 )
 from ..cluster import feature_stack, pixel_area_m2
 from ..errors import ConfigError
-from ..export import write_cog
+from ..export import BlockSink
 from ..model_file import load_model, save_model
+from ..progress import tracked
 from ..quality import Judgement, judge_overlap, judge_plausible_change
 from ..reference import check_features
 from ..sieve import halo_for, sieve, unit_in_pixels
@@ -60,13 +64,20 @@ from .geotiff import open_geotiff
 
 #: The version of what this product's writer makes: raise it when a release changes its
 #: files or numbers, so that Dagster shows the partitions made before as stale (code_version).
-VERSION = "2"  # 2: confident_only, left_out_pixels in the summary, the maps' sieve
+VERSION = "3"  # 2: confident_only, left_out_pixels, the maps' sieve; 3: one file per layer
 
 #: The sieve's pass over the written change map: blocks of this edge, each read with its halo.
 SIEVE_BLOCK = 1024
 SIEVE_PASSES = 3
 
-CHANGE_MAP = "change.tif"
+#: One single-band COG per layer, not one 3-band file: QGIS draws a 3-band uint8 file as an
+#: RGB composite, and a GeoTIFF holds one colour table per file, so only one band could carry
+#: its categories' colours. Each file opens in QGIS and GDAL with its own.
+FROM_MAP, TO_MAP, CHANGE_MAP = "from.tif", "to.tif", "change.tif"
+#: (band name, file) of the layers, in the order of the blocks the change pass computes.
+LAYERS = (("from", FROM_MAP), ("to", TO_MAP), ("change", CHANGE_MAP))
+#: The per-pixel layers the sieve reads, while the product is written (never published).
+UNSIEVED = "unsieved"
 CHANGE_PNG = "change_map.png"
 TRANSITIONS_PNG = "transitions.png"
 TRANSITIONS = "transitions.csv"
@@ -224,6 +235,18 @@ class StoredChange:
     class_areas: pd.DataFrame
 
 
+def read_layers(folder: Path) -> np.ndarray:
+    """The change product's layers as one (3, y, x) uint8 array: from, to, change. Whole:
+    for tests and small AOIs; a scene's layers are read by window from their files."""
+    import rasterio
+
+    layers = []
+    for _, file in LAYERS:
+        with rasterio.open(folder / file) as src:
+            layers.append(src.read(1))
+    return np.stack(layers)
+
+
 def open_cluster_change(folder: Path) -> StoredChange:
     """The change product's tables and summary; the map stays on disk (``folder / CHANGE_MAP``)."""
     return StoredChange(
@@ -330,14 +353,21 @@ def write_cluster_change(
     # sieved like theirs, so that specks the maps do not show are not counted as change.
     unit_ha = max(before.min_mapping_unit_ha, after.min_mapping_unit_ha)
     unit = unit_in_pixels(unit_ha, area) if area else 0
+    grid = template.rio.write_crs(crs)
+    dates = (before.date, after.date)
+    colours = _layer_colours(model.names_by_id)
+    n_blocks = int(np.prod(stack.numblocks[1:]))
     with atomic_path(folder) as tmp:
         tmp.mkdir()
-        _write_change_map(tmp / CHANGE_MAP, template, crs, layers(), before.date, after.date)
-        if unit > 1:
-            _sieve_change_map(
-                tmp / CHANGE_MAP, template, crs, (before.date, after.date), unit, states, counts,
+        if unit > 1:  # the per-pixel layers, then the sieved ones from them
+            (tmp / UNSIEVED).mkdir()
+            _write_layers(tmp / UNSIEVED, grid, layers(), n_blocks, dates, colours, cog=False)
+            _sieve_layers(
+                tmp / UNSIEVED, tmp, grid, dates, colours, unit, states, counts,
                 stable_mask=None if stable is None else (stable, transform),
             )  # fmt: skip
+        else:
+            _write_layers(tmp, grid, layers(), n_blocks, dates, colours)
         tables = tabulate(
             counts, states, (before.date, after.date), model.names_by_id, area, common,
             stable_path=settings.stable_areas, confident_only=settings.confident_only,
@@ -345,9 +375,10 @@ def write_cluster_change(
         tables.summary["min_mapping_unit"] = (
             {"hectares": unit_ha, "pixels": unit} if unit > 1 else None
         )
-        _write_categories(tmp / CHANGE_MAP, counts.all, states, model.names_by_id, area)
+        _write_categories(tmp, counts.all, states, model.names_by_id, area)
         save_model(model, tmp / MODEL)
-        preview, extent = plot.read_preview(tmp / CHANGE_MAP, max_size=preview_size)
+        previews = [plot.read_preview(tmp / file, max_size=preview_size) for _, file in LAYERS]
+        preview, extent = np.concatenate([p for p, _ in previews]), previews[0][1]
         title = f"{label}{' ' if label else ''}{before.date} -> {after.date}"
         names = model.names_by_id
         plot_change.plot_change_map(
@@ -374,68 +405,77 @@ def write_cluster_change(
     )
 
 
-def _write_change_map(
-    path: Path,
-    template: xr.DataArray,
-    crs: Any,
-    layers: Iterator[tuple[tuple[slice, ...], np.ndarray]],
-    from_date: str,
-    to_date: str,
-) -> None:
-    """The 3-band COG from the blocks ``layers`` yields; the Dataset only gives the grid."""
-    import dask.array as da
-    import rioxarray  # noqa: F401  (the .rio accessor)
-
-    empty = da.zeros(template.shape, dtype=np.uint8, chunks=1024)
-    coords = {d: template[d].values for d in template.dims}
-    grid = xr.Dataset(
-        {name: (template.dims, empty) for name in ("from", "to", "change")}, coords=coords
-    ).rio.write_crs(crs)
-    write_cog(
-        grid,
-        path,
-        cog=True,
-        nodata=0,
-        tags={
-            "from_date": from_date,
-            "to_date": to_date,
-            "change_values": f"{UNKNOWN} unknown, {UNCHANGED} unchanged, {CHANGED} changed "
-            f"land cover, {WITHIN_COVER} another cluster of the same cover",
-        },
-        overview_resampling="nearest",  # ids and states are categories
-        blocks=layers,
-        task="classifying both dates and writing the change map",
-    )
+def _layer_colours(names: Mapping[int, str]) -> dict[str, dict[int, tuple[int, int, int, int]]]:
+    """Each layer's colour table: the clusters' colours (by id) for from and to, the states'
+    for change."""
+    clusters = class_colours(sorted(names))
+    return {"from": clusters, "to": clusters, "change": dict(STATE_COLOURS)}
 
 
-def _sieve_change_map(
-    path: Path,
-    template: xr.DataArray,
-    crs: Any,
+def _write_layers(
+    folder: Path,
+    grid: xr.DataArray,
+    blocks: Iterator[tuple[tuple[slice, ...], np.ndarray]],
+    n_blocks: int,
     dates: tuple[str, str],
+    colours: Mapping[str, Mapping[int, tuple[int, int, int, int]]],
+    *,
+    cog: bool = True,
+) -> None:
+    """The layers' files in ``folder`` from the (3, y, x) blocks ``blocks`` yields (from, to,
+    change), written in one pass; ``cog=False`` leaves them tiled and uncompressed (the
+    sieve's input)."""
+    tags = {
+        "from_date": dates[0],
+        "to_date": dates[1],
+        "change_values": f"{UNKNOWN} unknown, {UNCHANGED} unchanged, {CHANGED} changed "
+        f"land cover, {WITHIN_COVER} another cluster of the same cover",
+    }
+    with contextlib.ExitStack() as files:
+        sinks = [
+            files.enter_context(
+                BlockSink(
+                    grid, folder / file, dtype="uint8", nodata=0, description=band, tags=tags,
+                    overview_resampling="nearest",  # ids and states are categories
+                    colormap=colours[band], cog=cog,
+                )
+            )
+            for band, file in LAYERS
+        ]  # fmt: skip
+        task = "classifying both dates and writing the change map"
+        for index, block in tracked(blocks, task, total=n_blocks):
+            for sink, layer in zip(sinks, block, strict=True):
+                sink.write(index, layer[np.newaxis])
+
+
+def _sieve_layers(
+    source: Path,
+    folder: Path,
+    grid: xr.DataArray,
+    dates: tuple[str, str],
+    colours: Mapping[str, Mapping[int, tuple[int, int, int, int]]],
     unit: int,
     states: np.ndarray,
     counts: ChangeCounts,
     *,
     stable_mask: tuple[Any, Any] | None,
 ) -> None:
-    """Sieve the written change map's from and to bands to ``unit`` pixels, block by block with
-    the seamless halo (:mod:`geocluster_dagster.sieve`), and state the change from the sieved
-    pair; pixels left out for want of confidence stay unknown. ``counts.all`` (and the stable
-    areas') are counted again from the sieved map; the confident pixels' counts stay those of
-    the per-pixel labels."""
+    """Sieve the per-pixel from and to layers in ``source`` to ``unit`` pixels, block by block
+    with the seamless halo (:mod:`geocluster_dagster.sieve`), state the change from the sieved
+    pair and write the layers into ``folder``; pixels left out for want of confidence stay
+    unknown. ``counts.all`` (and the stable areas') are counted again from the sieved maps;
+    the confident pixels' counts stay those of the per-pixel labels. ``source`` is removed."""
     import rasterio
     from rasterio.features import geometry_mask
     from rasterio.windows import Window
 
-    unsieved = path.with_name(path.stem + ".unsieved.tif")
-    path.rename(unsieved)
     halo = halo_for(unit, SIEVE_PASSES)
     counts.all = np.zeros((256, 256), np.int64)
     if counts.stable is not None:
         counts.stable = np.zeros((256, 256), np.int64)
-    with rasterio.open(unsieved) as src:
-        height, width = src.height, src.width
+    with contextlib.ExitStack() as files:
+        sources = [files.enter_context(rasterio.open(source / file)) for _, file in LAYERS]
+        height, width = sources[0].height, sources[0].width
 
         def blocks() -> Iterator[tuple[tuple[slice, ...], np.ndarray]]:
             for row in range(0, height, SIEVE_BLOCK):
@@ -443,7 +483,8 @@ def _sieve_change_map(
                     r0, c0 = max(0, row - halo), max(0, col - halo)
                     r1 = min(height, row + SIEVE_BLOCK + halo)
                     c1 = min(width, col + SIEVE_BLOCK + halo)
-                    layers = src.read(window=Window(c0, r0, c1 - c0, r1 - r0))
+                    window = Window(c0, r0, c1 - c0, r1 - r0)
+                    layers = np.stack([src.read(1, window=window) for src in sources])
                     first, second = (sieve(layers[i], unit, passes=SIEVE_PASSES) for i in (0, 1))
                     rows = slice(row - r0, min(height, row + SIEVE_BLOCK) - r0)
                     cols = slice(col - c0, min(width, col + SIEVE_BLOCK) - c0)
@@ -463,24 +504,28 @@ def _sieve_change_map(
                         counts.stable += pair_counts(first[inside], second[inside])
                     yield (slice(0, 3), *at), np.stack([first, second, change])
 
-        _write_change_map(path, template, crs, blocks(), *dates)
-    unsieved.unlink()
+        n_blocks = -(-height // SIEVE_BLOCK) * -(-width // SIEVE_BLOCK)
+        _write_layers(folder, grid, blocks(), n_blocks, dates, colours)
+    shutil.rmtree(source)
 
 
 def _write_categories(
-    tif: Path, counts: np.ndarray, states: np.ndarray, names: Mapping[int, str], area: float | None
+    folder: Path,
+    counts: np.ndarray,
+    states: np.ndarray,
+    names: Mapping[int, str],
+    area: float | None,
 ) -> None:
-    """The colour tables, category names and attribute tables of the three bands."""
+    """Each layer's colour table, category names and attribute table (its ``.aux.xml``)."""
     colours = class_colours(sorted(names))
     per_state = {s: int(counts[states == s].sum()) for s in STATE_NAMES}
-    write_pam(
-        tif,
-        [
-            BandCategories(dict(names), colours, _totals(counts.sum(axis=1)), area, "from"),
-            BandCategories(dict(names), colours, _totals(counts.sum(axis=0)), area, "to"),
-            BandCategories(STATE_NAMES, STATE_COLOURS, per_state, area, "change"),
-        ],
-    )
+    categories = {
+        "from": BandCategories(dict(names), colours, _totals(counts.sum(axis=1)), area, "from"),
+        "to": BandCategories(dict(names), colours, _totals(counts.sum(axis=0)), area, "to"),
+        "change": BandCategories(STATE_NAMES, STATE_COLOURS, per_state, area, "change"),
+    }
+    for band, file in LAYERS:
+        write_pam(folder / file, [categories[band]])
 
 
 def _totals(per_value: np.ndarray) -> dict[int, int]:
