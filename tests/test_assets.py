@@ -774,9 +774,13 @@ def test_a_setting_that_cannot_work_fails_before_anything_is_rewritten(
         dask_cluster=dask_cluster,
         run_config={"ops": {op: {"config": config}}},
     )
-    assert says in failure_message(result)
-    failed = [e.step_key for e in result.all_events if e.is_step_failure]
-    assert failed == ["stac_items"]  # the first step: nothing after it ran
+    message = failure_message(result)
+    assert says in message
+    # one line, naming whose setting it is; no traceback of the settings' own check chained
+    assert "\n" not in message.strip() and f"a setting of `{op}`" in message, message
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    assert failure.step_key == "stac_items"  # the first step: nothing after it ran
+    assert failure.step_failure_data.user_failure_data.metadata["setting_of"].value == op
     after = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and ".locks" not in p.parts}
     assert after == before
 

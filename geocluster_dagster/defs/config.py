@@ -249,6 +249,14 @@ CONFIG_OF: dict[str, type[dg.Config]] = {
 }
 
 
+class SettingsRefused(ConfigError):
+    """A run's setting of ``asset`` that cannot work, found before any asset ran."""
+
+    def __init__(self, asset: str, message: str) -> None:
+        super().__init__(message)
+        self.asset = asset
+
+
 def check_settings(run_config: Mapping[str, Any] | None) -> None:
     """Build every asset's settings from a run's config before any asset writes.
 
@@ -266,4 +274,4 @@ def check_settings(run_config: Mapping[str, Any] | None) -> None:
             for settings_class in SETTINGS_OF[config_class]:
                 to_settings(settings_class, config)
         except ConfigError as err:
-            raise ConfigError(f"ops.{asset}.config: {err}") from err
+            raise SettingsRefused(asset, f"ops.{asset}.config: {err}") from err

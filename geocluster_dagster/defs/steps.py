@@ -29,7 +29,7 @@ from ..products.report import record_checks
 from ..products.stac_item import withdraw_stac_item
 from ..quality import Judgement
 from ..reference import ModelSettings
-from .config import ChangeConfig, ClusterConfig, check_settings, to_settings
+from .config import ChangeConfig, ClusterConfig, SettingsRefused, check_settings, to_settings
 from .outputs import CLUSTER_MODEL, CLUSTERS, PRODUCTS, REPORT, OutputStore, Product
 from .partitions import PartitionWindow, partition_window, partitions, window_of
 from .readable import metadata_of
@@ -87,8 +87,18 @@ def step(compute: Callable[..., Any]) -> Callable[..., Any]:
 
     @contextlib.contextmanager
     def running(context: dg.AssetExecutionContext) -> Iterator[None]:
-        with explained_failures():
+        try:
             check_settings(context.run.run_config)
+        except SettingsRefused as err:
+            # The run stops at its first step, but the setting is another step's: say whose,
+            # in one line (the settings' own checks are not the user's traceback to read).
+            this = context.asset_key.to_user_string()
+            whose = "this step's" if err.asset == this else f"a setting of `{err.asset}`"
+            raise dg.Failure(
+                description=f"Refused before anything was computed, {whose}: {err} Fix it "
+                f"in the run config (the launchpad's ops: {err.asset}: config) and launch again.",
+                metadata={"error": "ConfigError", "setting_of": err.asset, "stopped_at": this},
+            ) from None
         log = progress.Throttled(lambda update: context.log.info(update.describe()))
         try:
             with explained_failures(), progress.listening(log), unexpected_failures():
