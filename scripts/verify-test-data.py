@@ -51,7 +51,8 @@ def main(argv: list[str]) -> int:
         for name, dataset in manifest["datasets"].items():
             print(f"  {name}/: {dataset['source']} ({dataset['license']})", file=sys.stderr)
         print(
-            "  shared/data/README.md, where the folder is shared, says which path of each repository.",
+            "  scripts/fetch-test-data.py downloads and checks them (tests/test_data.json names "
+            "each file's repository, commit and path).",
             file=sys.stderr,
         )
         return 1
