@@ -20,8 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+import numpy as np
 import shapely
 from shapely.geometry import MultiPolygon, Polygon, shape
+from shapely.geometry.base import BaseGeometry
 from shapely.geometry.polygon import orient
 from shapely.validation import explain_validity
 
@@ -64,6 +66,19 @@ class AOI:
             "properties": {**self.properties, "name": self.name},
             "geometry": json.loads(shapely.to_geojson(self.geometry)),
         }
+
+
+def outline_in(geometry: BaseGeometry, crs: Any) -> list[np.ndarray]:
+    """The rings (outer and holes) of a lon/lat ``geometry`` as (n, 2) vertex arrays in
+    ``crs``, e.g. the AOI's outline on a map of its products."""
+    from rasterio.warp import transform_geom
+
+    projected = shape(transform_geom("EPSG:4326", crs, shapely.geometry.mapping(geometry)))
+    rings = []
+    for polygon in getattr(projected, "geoms", [projected]):
+        for ring in (polygon.exterior, *polygon.interiors):
+            rings.append(np.asarray(ring.coords))
+    return rings
 
 
 def validate_aoi_id(aoi_id: str) -> str:

@@ -219,10 +219,19 @@ def read_preview(
     return array, (bounds.left, bounds.right, bounds.bottom, bounds.top)
 
 
-def _format_map_axes(ax: Axes, crs_label: str | None, axis_units: str) -> None:
-    """Axis labels with units; metres are shown as km so that tick labels stay short."""
+#: A map's outline, e.g. the AOI's: rings of (x, y) vertices in the map's CRS.
+Outline = Sequence[np.ndarray]
+
+
+def _format_map_axes(
+    ax: Axes, crs_label: str | None, axis_units: str, outline: Outline | None = None
+) -> None:
+    """Axis labels with units (metres shown as km, so that tick labels stay short), and what a
+    map needs to be read on its own: the AOI's outline, a scale bar (projected maps) and a
+    north arrow."""
     crs_text = f", {crs_label}" if crs_label else ""
-    if axis_units in ("m", "metre", "meter"):
+    metres = axis_units in ("m", "metre", "meter")
+    if metres:
         km = FuncFormatter(lambda value, _: f"{value / 1000:g}")
         ax.xaxis.set_major_formatter(km)
         ax.yaxis.set_major_formatter(km)
@@ -236,6 +245,69 @@ def _format_map_axes(ax: Axes, crs_label: str | None, axis_units: str) -> None:
     ax.set_facecolor(MASKED_FACE)
     ax.patch.set_hatch(MASKED_HATCH)
     ax.patch.set_edgecolor(MASKED_HATCH_COLOR)
+    decorate_map(ax, metres=metres, outline=outline)
+
+
+def decorate_map(ax: Axes, *, metres: bool, outline: Outline | None = None) -> dict[str, Any]:
+    """Draw the AOI's ``outline``, a scale bar (when the map's units are metres: in degrees a
+    bar's length changes with latitude) and a north arrow on the map ``ax``; return the artists
+    by name. The map's extent must be set (``imshow`` sets it)."""
+    from matplotlib import patheffects
+    from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
+
+    drawn: dict[str, Any] = {}
+    halo = [patheffects.withStroke(linewidth=3.0, foreground="white")]
+    if outline:
+        left, right = ax.get_xlim()
+        bottom, top = ax.get_ylim()
+        drawn["outline"] = [
+            ax.plot(ring[:, 0], ring[:, 1], color="black", linewidth=1.2, path_effects=halo)[0]
+            for ring in outline
+        ]
+        ax.set_xlim(left, right)  # the outline stays inside the map's extent
+        ax.set_ylim(bottom, top)
+    if metres:
+        left, right = ax.get_xlim()
+        bottom, top = ax.get_ylim()
+        length = scale_bar_length(abs(right - left))
+        label = f"{length / 1000:g} km" if length >= 1000 else f"{length:g} m"
+        bar = AnchoredSizeBar(
+            ax.transData, length, label, loc="lower left", pad=0.4, borderpad=0.6,
+            sep=3, frameon=True, size_vertical=abs(top - bottom) / 100, color="black",
+        )  # fmt: skip
+        bar.patch.set_alpha(0.75)
+        ax.add_artist(bar)
+        drawn["scale_bar"] = (length, label)
+    # Grid north: on a projected map (UTM) it differs from true north by the grid's
+    # convergence, a few degrees at most within a zone.
+    drawn["north_arrow"] = ax.annotate(
+        "N", xy=(0.95, 0.95), xytext=(0.95, 0.83), xycoords="axes fraction",
+        textcoords="axes fraction", ha="center", va="center", fontsize=11, fontweight="bold",
+        arrowprops={"facecolor": "black", "edgecolor": "white", "width": 3, "headwidth": 9},
+        path_effects=halo,
+    )  # fmt: skip
+    return drawn
+
+
+#: Characters of a title per inch of axes, at matplotlib's default title size (12 pt).
+TITLE_CHARS_PER_INCH = 11
+
+
+def map_title(title: str, width_in: float) -> str:
+    """``title`` wrapped at the words to the width of a map ``width_in`` inches wide: a long
+    title (AOI, window, acquisition dates) would otherwise run off the figure's edge."""
+    import textwrap
+
+    return textwrap.fill(title, width=max(20, int(width_in * TITLE_CHARS_PER_INCH)))
+
+
+def scale_bar_length(width: float) -> float:
+    """A round length (1, 2 or 5 x 10^n) of about a fifth of a map ``width`` wide."""
+    if not width > 0:
+        raise ValueError(f"a map of width {width} has no scale")
+    target = width / 5
+    power = 10.0 ** math.floor(math.log10(target))
+    return float(max(step * power for step in (1, 2, 5) if step * power <= target))
 
 
 def _masked_patch(label: str) -> Patch:
@@ -254,13 +326,15 @@ def categorical_map(
     handles: list[Patch],
     legend_title: str,
     axis_units: str = "m",
+    outline: Outline | None = None,
 ) -> Path:
-    """An RGBA (y, x, 4) map of categories, masked pixels hatched, its legend on the right."""
+    """An RGBA (y, x, 4) map of categories, masked pixels hatched, its legend on the right,
+    with the AOI's ``outline`` when given."""
     fig = _new_figure(map_figure_size(extent, legend_width=3.0), layout="compressed")
     ax = fig.add_subplot()
     ax.imshow(image, extent=_extent_tuple(extent), interpolation="nearest")
-    _format_map_axes(ax, crs_label, axis_units)
-    ax.set_title(title)
+    _format_map_axes(ax, crs_label, axis_units, outline)
+    ax.set_title(map_title(title, MAP_SIZE[0] - 4.0))
     fig.legend(
         handles=handles,
         loc="outside right center",
@@ -281,6 +355,7 @@ def plot_cluster_map(
     n_clusters: int,
     signatures: pd.DataFrame | None = None,
     axis_units: str = "m",
+    outline: Outline | None = None,
 ) -> Path:
     """Categorical map of cluster ids 1..n_clusters (0 = nodata, hatched), legend "3 water (x %)".
 
@@ -323,6 +398,7 @@ def plot_cluster_map(
         handles=handles,
         legend_title="Cluster (share of valid pixels)",
         axis_units=axis_units,
+        outline=outline,
     )
 
 
@@ -336,6 +412,7 @@ def plot_confidence(
     confident_above: float,
     low_share: float,
     axis_units: str = "m",
+    outline: Outline | None = None,
 ) -> Path:
     """The confidence layer of a cluster map: (h, w) percent 0-100, NaN where unlabelled.
 
@@ -355,7 +432,7 @@ def plot_confidence(
         vmin=0,
         vmax=100,
     )
-    _format_map_axes(ax, crs_label, axis_units)
+    _format_map_axes(ax, crs_label, axis_units, outline)
     bar = fig.colorbar(shown, ax=ax, shrink=0.8, label="confidence (%)")
     bar.ax.axhspan(0, confident_above, facecolor="none", edgecolor="red", hatch="//")
     bar.ax.text(
@@ -363,7 +440,7 @@ def plot_confidence(
         fontsize=8, transform=bar.ax.get_yaxis_transform(),
     )  # fmt: skip
     ax.set_title(
-        f"{title}\n(simplified silhouette 1 − a/b; ≤ {confident_above:.0f} %: not confident, "
+        f"{map_title(title, MAP_SIZE[0] - 2.2)}\n(simplified silhouette 1 − a/b; ≤ {confident_above:.0f} %: not confident, "
         f"{_fraction_text(low_share)} of the map; unlabelled pixels hatched)"
     )
     return _save(fig, path)
@@ -388,6 +465,7 @@ def plot_rgb(
     title: str,
     crs_label: str | None = None,
     axis_units: str = "m",
+    outline: Outline | None = None,
 ) -> Path:
     """Colour composite of a (3, h, w) reflectance array with a 2-98 % stretch per band.
 
@@ -407,8 +485,10 @@ def plot_rgb(
     fig = _new_figure(map_figure_size(extent), layout="compressed")
     ax = fig.add_subplot()
     ax.imshow(image, extent=_extent_tuple(extent), interpolation="nearest")
-    _format_map_axes(ax, crs_label, axis_units)
-    ax.set_title(f"{title}\n(2–98 % stretch per band; masked pixels hatched)")
+    _format_map_axes(ax, crs_label, axis_units, outline)
+    ax.set_title(
+        f"{map_title(title, MAP_SIZE[0] - 1.0)}\n(2–98 % stretch per band; masked pixels hatched)"
+    )
     return _save(fig, path)
 
 

@@ -13,6 +13,7 @@ from matplotlib.patches import Patch
 from .change_states import CHANGED, UNCHANGED, WITHIN_COVER, state_rgba
 from .plot import (
     NODATA_COLOUR,
+    Outline,
     PathLike,
     _masked_patch,
     _new_figure,
@@ -34,6 +35,7 @@ def plot_change_map(
     names: Mapping[int, str],
     title: str,
     crs_label: str | None,
+    outline: Outline | None = None,
 ) -> Path:
     """Changed pixels in the colour of the class they became, unchanged light grey, another
     cluster of the same cover darker grey, unknown hatched.
@@ -76,6 +78,7 @@ def plot_change_map(
         crs_label=crs_label,
         handles=handles,
         legend_title="Change (share of compared pixels)",
+        outline=outline,
     )
 
 

@@ -23,7 +23,7 @@ PACKAGES=(python3 python3-venv postgresql-15 postgresql-15-postgis-3 nginx-light
 command -v npm >/dev/null 2>&1 || PACKAGES+=(nodejs npm)
 
 if [ ! -d ../shared/data ]; then
-    echo "scripts/test.sh: the real test data is missing: expected $(cd .. && pwd)/shared/data (the shared/ folder beside this checkout)" >&2
+    echo "scripts/test.sh: the real test data is missing: expected $(cd .. && pwd)/shared/data (the shared/ folder beside this checkout); scripts/fetch-test-data.py downloads it" >&2
     exit 2
 fi
 

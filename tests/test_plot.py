@@ -255,3 +255,56 @@ def test_the_red_nir_figure_s_title_stays_clear_of_its_legend(tmp_path, monkeypa
     assert not title.overlaps(legend), (title, legend)
     for ax in fig.axes:
         assert not ax.get_window_extent(renderer).overlaps(legend)
+
+
+@pytest.mark.parametrize(
+    ("width", "length"), [(10_000.0, 2000.0), (3_700.0, 500.0), (123.0, 20.0), (9.9e5, 1e5)]
+)
+def test_the_scale_bar_is_a_round_length_of_about_a_fifth_of_the_map(width, length):
+    assert plot.scale_bar_length(width) == length
+
+
+def _map_axes(extent):
+    fig = Figure()
+    ax = fig.add_subplot()
+    ax.imshow(np.zeros((10, 10)), extent=extent)
+    return fig, ax
+
+
+def test_a_projected_map_gets_the_aoi_outline_a_scale_bar_and_a_north_arrow():
+    """Read on its own (in a report, a mail), a map says where its AOI ends, its scale and
+    where north is."""
+    import shapely
+
+    from geocluster_dagster.aoi import outline_in
+
+    # a 0.1 degree AOI in UTM zone 16N: about 9 km wide
+    aoi = shapely.box(-84.05, 34.97, -83.95, 35.03)
+    rings = outline_in(aoi, "EPSG:32616")
+    left, bottom = rings[0].min(axis=0)
+    right, top = rings[0].max(axis=0)
+    extent = (left - 500, right + 500, bottom - 500, top + 500)
+    fig, ax = _map_axes(extent)
+    drawn = plot.decorate_map(ax, metres=True, outline=rings)
+    assert 8_000 < right - left < 10_000
+    assert drawn["scale_bar"] == (2000.0, "2 km")  # a fifth of ~10 km, rounded down
+    (line,) = drawn["outline"]
+    np.testing.assert_allclose(line.get_xydata(), rings[0])
+    assert (ax.get_xlim(), ax.get_ylim()) == ((extent[0], extent[1]), (extent[2], extent[3]))
+    assert drawn["north_arrow"].get_text() == "N"
+
+
+def test_a_map_in_degrees_gets_no_scale_bar():
+    """A bar's length in degrees changes with latitude: none is drawn, the arrow is."""
+    fig, ax = _map_axes((-84.1, -83.9, 34.9, 35.1))
+    drawn = plot.decorate_map(ax, metres=False)
+    assert "scale_bar" not in drawn and "outline" not in drawn
+    assert drawn["north_arrow"].get_text() == "N"
+
+
+def test_a_long_map_title_is_wrapped_to_the_map_s_width():
+    title = "Clusters, AOI 'demo', 2023-06-01 to 2023-06-30, scenes of 2023-06-10, 2023-06-18"
+    wrapped = plot.map_title(title, 6.0)
+    assert wrapped.replace("\n", " ") == title
+    assert max(len(line) for line in wrapped.splitlines()) <= 6 * plot.TITLE_CHARS_PER_INCH
+    assert plot.map_title("Short", 6.0) == "Short"

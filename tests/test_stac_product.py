@@ -235,6 +235,77 @@ def test_the_report_holds_every_figure_and_check_and_renders_in_a_browser(output
     assert (tmp_path / "report.png").stat().st_size > 100_000
 
 
+def test_the_report_says_where_when_and_with_what_in_units(outputs, demo):
+    """What a colleague reading the report alone needs: the place (name, centre, area), the
+    window and the acquisition dates, when and with which software and settings it was made,
+    and the unit of every number in the signature tables."""
+    from datetime import datetime, timezone
+
+    import shapely
+
+    from geocluster_dagster.aoi import load_registry
+    from geocluster_dagster.products.stac_items import open_stac_items
+
+    text = (outputs / "report" / "demo" / f"{DEMO_MONTH}.html").read_text()
+    about = text[text.index("About this map") : text.index("<h2>Checks")]
+    aoi = load_registry(demo.aoi_registry)["demo"]
+    assert aoi.name in about
+    centre = aoi.geometry.centroid
+    assert f"{centre.y:.4f}° N, {abs(centre.x):.4f}° W" in about
+    # the area, against the AOI projected to its UTM zone (not the report's own geodesic sum)
+    from pyproj import Transformer
+
+    to_utm = Transformer.from_crs("EPSG:4326", "EPSG:32616", always_xy=True).transform
+    projected = shapely.transform(aoi.geometry, lambda xy: np.column_stack(to_utm(*xy.T)))
+    utm_km2 = projected.area / 1e6
+    reported = float(re.search(r"([\d,.]+) km²", about).group(1).replace(",", ""))
+    assert abs(reported - utm_km2) / utm_km2 < 0.005
+    days = sorted({i.datetime.strftime("%Y-%m-%d") for i in open_stac_items(
+        outputs / "stac_items" / "demo" / f"{DEMO_MONTH}.json")})  # fmt: skip
+    assert f"{', '.join(days)} (" in about
+    assert f"{DEMO_MONTH} to 2023-06-30 (inclusive)" in about
+    today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    assert f"<dd>{today} " in about
+    assert f"geocluster_dagster {__version__}" in about
+    assert f"rasterio {rasterio.__version__}" in about
+    assert "<dt>Setting: composite</dt><dd>median</dd>" in about
+    assert "<dt>Setting: model</dt><dd>how: fit</dd>" in about
+    for header in ("red mean (reflectance 0–1)", "lst mean (°C)", "lwir mean (K)", "area ha (ha)"):
+        assert f"<th>{header}</th>" in text, header
+
+
+def test_the_report_sent_alone_keeps_its_figures_and_links_to_the_published_root(outputs, tmp_path):
+    """With the output root published (public_url), the report's links are absolute there,
+    so the one file mailed on its own still reaches every product; its figures are inside it."""
+    from geocluster_dagster.products.report import ReportInputs, write_report
+
+    folder = {p: outputs / p / "demo" / DEMO_MONTH for p in ("geotiff", "clusters", "diagnostics")}
+    inputs = ReportInputs(
+        title="mailed",
+        items=outputs / "stac_items" / "demo" / f"{DEMO_MONTH}.json",
+        mosaic=outputs / "mosaic" / "demo" / f"{DEMO_MONTH}.tif",
+        geotiff=folder["geotiff"],
+        clusters=folder["clusters"],
+        diagnostics=folder["diagnostics"],
+        output_root=outputs,
+        public_url="https://data.example.org/geocluster/",
+    )
+    mailed = tmp_path / "inbox" / "report.html"
+    mailed.parent.mkdir()
+    write_report(inputs, mailed)
+    text = mailed.read_text()
+    hrefs = re.findall(r'href="([^"]+)"', text)
+    assert len(hrefs) >= 5
+    for href in hrefs:
+        assert href.startswith("https://data.example.org/geocluster/"), href
+        assert (outputs / href.removeprefix("https://data.example.org/geocluster/")).exists()
+    assert re.findall(r'<img[^>]+src="([^"]+)"', text)
+    assert all(
+        src.startswith("data:image/png;base64,") for src in re.findall(r'src="([^"]+)"', text)
+    )
+    assert str(outputs) not in text and str(tmp_path) not in text
+
+
 def _bare_item(aoi_id: str, date: str) -> dict:
     """The smallest Item a partition could publish: a footprint, a window, no assets."""
     start = f"{date}T00:00:00Z"

@@ -24,6 +24,7 @@ from ..naming import NamingSettings
 from ..products.band_stack import (
     BandStackRecipe,
     open_band_stack,
+    stored_aoi,
     stored_estimate,
     write_band_stack,
 )
@@ -350,6 +351,7 @@ def diagnostics(
         label=f"{window.label}, "
         + scenes_label(acquisition_days(open_stac_items(outputs.existing(STAC_ITEMS, window)))),
         not_drawn=not_drawn,
+        aoi=stored_aoi(outputs.existing(BAND_STACK, window)),  # the AOI the map is clipped to
     )
     return written(context, folder, facts, [facts.judge(to_settings(SeparationQuality, config))])
 
@@ -414,17 +416,20 @@ def stac_item(
         if outputs.present([ACCURACY.asset], window)
         else None,
     )
+    aoi = aoi_registry.get(window.aoi_id)
     facts = write_stac_item(
         folders,
         aoi_id=window.aoi_id,
         date_key=window.date_key,
         start=window.start,
         end=window.end,
-        aoi=aoi_registry.get(window.aoi_id).geometry,
+        aoi=aoi.geometry,
         search=stac.source().url,
         title=f"geocluster: {window.label}",
         report=outputs.path(REPORT, window),
         output_root=outputs.root(),
+        place_name=aoi.name,
+        public_url=outputs.published_at(),
     )
     _time_the_run(context, outputs, window)
     return written(context, facts.item, facts)

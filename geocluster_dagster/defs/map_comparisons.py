@@ -15,11 +15,20 @@ from ..aoi import reference_of
 from ..change import ChangeSettings, DatedImage
 from ..errors import NotComparable
 from ..products.accuracy import AccuracySettings, write_accuracy
+from ..products.band_stack import stored_aoi
 from ..products.cluster_change import open_dated, retire_cluster_change, write_cluster_change
 from ..storage import retire
 from .automation import REMADE_INPUTS
 from .config import AccuracyConfig, ChangeConfig, to_settings
-from .outputs import ACCURACY, CLUSTER_CHANGE, CLUSTER_MODEL, CLUSTERS, GEOTIFF, OutputStore
+from .outputs import (
+    ACCURACY,
+    BAND_STACK,
+    CLUSTER_CHANGE,
+    CLUSTER_MODEL,
+    CLUSTERS,
+    GEOTIFF,
+    OutputStore,
+)
 from .partitions import (
     lookback_dates,
     lookback_mapping,
@@ -141,6 +150,7 @@ def cluster_change(
             reference=outputs.read_of_aoi(CLUSTER_MODEL, window.aoi_id),
             settings=settings,
             label=f"AOI {window.aoi_id!r},",
+            aoi=stored_aoi(outputs.existing(BAND_STACK, window)),  # the later map's AOI
         )
     except NotComparable as err:
         # Not a failure of this run: the maps exist, they just cannot be compared.

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +36,7 @@ from ..storage import (
     recover_interrupted,
 )
 from .partitions import DATE_WINDOWS, PartitionWindow, date_partitions, split_key
-from .resources import output_root
+from .resources import ENV_PUBLIC_URL, output_root
 from .run_health import tag_this_process
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,13 @@ class OutputStore(dg.ConfigurableResource):  # type: ignore[type-arg]
         "az://container/prefix (from AZURE_STORAGE_*). Unset: env GEOCLUSTER_OUTPUT, else "
         "./geocluster_output.",
     )
+    public_url: str | None = Field(
+        default=None,
+        description="Where the output root is published for people to read (e.g. "
+        "https://data.example.org/geocluster): the reports' file links point there, so that "
+        "they work in a report sent on its own. Unset: env GEOCLUSTER_PUBLIC_URL, else links "
+        "relative to the report.",
+    )
     chunk_size: int = Field(
         default=CHUNK_SIZE, description="Chunk edge (pixels) when reading stored rasters back."
     )
@@ -128,6 +136,10 @@ class OutputStore(dg.ConfigurableResource):  # type: ignore[type-arg]
         if self.base_dir:
             return output_location(self.base_dir, "outputs.base_dir")
         return output_root()
+
+    def published_at(self) -> str | None:
+        """Where the output root is published (``public_url``, env GEOCLUSTER_PUBLIC_URL)."""
+        return self.public_url or os.environ.get(ENV_PUBLIC_URL) or None
 
     def path(self, product: Product, window: PartitionWindow) -> Path:
         """Where ``product`` of the partition is (or will be) written."""

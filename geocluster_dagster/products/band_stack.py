@@ -169,6 +169,12 @@ def stored_estimate(path: Path) -> Estimate | None:
     return Estimate(**estimate) if estimate else None
 
 
+def stored_aoi(path: Path) -> BaseGeometry:
+    """The lon/lat AOI the recipe at ``path`` reads: the one the partition's products are
+    clipped to (the registry may have changed since)."""
+    return shapely.geometry.shape(json.loads(path.read_text())["aoi"])
+
+
 def open_band_stack(path: Path) -> xr.Dataset:
     """The lazy (time, y, x) stack of the recipe stored at ``path``; reads no pixels."""
     try:

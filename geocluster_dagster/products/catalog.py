@@ -78,7 +78,8 @@ def file_fields(path: Path) -> dict[str, Any]:
     return {"file:checksum": "1220" + sha256_of(path), "file:size": path.stat().st_size}
 
 
-def _software() -> dict[str, str]:
+def software_versions() -> dict[str, str]:
+    """This package's version and those of the libraries that decide the outputs."""
     found = {"geocluster_dagster": __version__}
     for name in SOFTWARE:
         try:
@@ -190,7 +191,7 @@ def build_item(products: PartitionProducts, item_path: Path) -> pystac.Item:
         properties={
             "geocluster:aoi_id": products.aoi_id,
             "geocluster:date_partition": products.date_key,
-            "processing:software": _software(),
+            "processing:software": software_versions(),
             "processing:datetime": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "processing:lineage": json.dumps(dict(products.lineage), sort_keys=True, default=str),
         },

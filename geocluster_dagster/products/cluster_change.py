@@ -23,7 +23,9 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 from affine import Affine
+from shapely.geometry.base import BaseGeometry
 
+from ..aoi import outline_in
 from ..blocks import CHUNK_SIZE, iter_blocks
 from ..categories import BandCategories, class_colours, write_pam
 from ..change import (
@@ -267,10 +269,11 @@ def write_cluster_change(
     settings: ChangeSettings | None = None,
     label: str = "",
     preview_size: int = 1024,
+    aoi: BaseGeometry | None = None,
 ) -> ClusterChangeFacts:
     """Classify ``before`` and ``after`` with one model pixel by pixel, count what changed and
     write the change product, with its model and two figures (``label`` names the AOI in their
-    titles). Areas are in hectares when the grid is projected in metres, else NaN.
+    titles, ``aoi`` (lon/lat) is outlined on the map). Areas are in hectares when the grid is projected in metres, else NaN.
 
     The model is ``common``, or else the one :func:`geocluster_dagster.change.common_model`
     chooses: the maps' own when they share one, else the AOI's reference model at
@@ -383,7 +386,7 @@ def write_cluster_change(
         names = model.names_by_id
         plot_change.plot_change_map(
             preview, extent, tmp / CHANGE_PNG, names=names, title=f"Change, {title}",
-            crs_label=str(crs),
+            crs_label=str(crs), outline=outline_in(aoi, crs) if aoi is not None else None,
         )  # fmt: skip
         plot_change.plot_transitions(
             tables.transitions,

@@ -8,14 +8,17 @@ the COGs' overviews, never at full resolution.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import xarray as xr
+from shapely.geometry.base import BaseGeometry
 
 from .. import evaluate
+from ..aoi import outline_in
 from ..bands import REFLECTANCE_BANDS, WAVELENGTH_UM
 from ..cluster import CONFIDENCE_NODATA, CONFIDENT_SILHOUETTE
 from ..density import DENSITY_BINS, DensityGrid
@@ -38,7 +41,7 @@ COMPOSITES = (
 
 #: The version of what this product's writer makes: raise it when a release changes its
 #: files or numbers, so that Dagster shows the partitions made before as stale (code_version).
-VERSION = "2"  # 2: the confidence figure
+VERSION = "3"  # 2: the confidence figure; 3: maps outline the AOI, with scale bar and north arrow
 
 #: The figures worth a thumbnail in the partition's metadata, in the order they are shown.
 PREVIEWS = ("cluster_map", "true_colour", "signatures", "silhouette")
@@ -220,12 +223,13 @@ def write_diagnostics(
     *,
     label: str,
     not_drawn: str = "ops.diagnostics.config.figures is false",
+    aoi: BaseGeometry | None = None,
 ) -> DiagnosticsFacts:
     """Score the clustering, draw every figure and write them to ``folder``.
 
     ``geotiff`` is the opened geotiff product the clusters were fitted on (its ``source_path``
     attribute names the file of bands the colour composites are read from); ``label`` names the
-    partition in the titles.
+    partition in the titles; ``aoi`` (lon/lat) is outlined on the maps.
     """
     model, sample = clusters.model, clusters.sample
     seed = int(clusters.summary.get("seed", 0))
@@ -262,6 +266,7 @@ def write_diagnostics(
                 scores,
                 elbow,
                 k_candidates=(knee, silhouette_best),
+                outline=outline_in(aoi, geotiff.rio.crs) if aoi is not None else None,
             )
         write_json(scores.as_dict(), tmp / SCORES)
         write_csv(elbow, tmp / ELBOW)
@@ -290,6 +295,7 @@ def _draw_figures(
     elbow: pd.DataFrame,
     *,
     k_candidates: tuple[int | None, int],
+    outline: Sequence[np.ndarray] | None = None,
 ) -> None:
     """The nine figures of :func:`write_diagnostics`, into the folder being written."""
     model = clusters.model
@@ -323,6 +329,7 @@ def _draw_figures(
             crs_label=crs_label,
             n_clusters=model.max_id,
             signatures=clusters.signatures,
+            outline=outline,
         )
         confidence_path = clusters.cluster_map_path.with_name(CONFIDENCE)
         if confidence_path.exists():  # clusters made before the confidence layer lack it
@@ -336,6 +343,7 @@ def _draw_figures(
                 crs_label=crs_label,
                 confident_above=CONFIDENT_SILHOUETTE * 100,
                 low_share=low_confidence_share(clusters.signatures),
+                outline=outline,
             )
         for name, title, rgb in COMPOSITES:
             if all(b in names for b in rgb):
@@ -348,6 +356,7 @@ def _draw_figures(
                     tmp / f"{name}.png",
                     title=f"{title}, {label}",
                     crs_label=crs_label,
+                    outline=outline,
                 )
         # The clustered reflectance bands; clustered on indices alone, every reflectance band
         # the signatures measured (a thermal band, in kelvin, has no place on the axis).

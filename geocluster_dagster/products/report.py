@@ -1,8 +1,12 @@
 """One self-contained HTML report per partition: what was used, what came out, what the checks say.
 
 The report is read from the partition's products on disk (nothing is recomputed), with every
-figure embedded (base64 PNG), so the one file can be opened anywhere or sent by mail. Links to
-the product files are relative to the report, which lives under ``report/<aoi>/<date>.html``.
+figure embedded (base64 PNG), so the one file can be opened anywhere or sent by mail: it says
+where (the place, its coordinates and area; the maps outline the AOI and carry a scale bar and
+a north arrow), when (the window, the scenes' acquisition dates, the processing date), with
+what (software versions, the STAC source, the settings the products record) and in which units.
+Links to the product files are absolute when the output root is published (``public_url``),
+else relative to the report, which lives under ``report/<aoi>/<date>.html``.
 """
 
 from __future__ import annotations
@@ -12,14 +16,18 @@ import dataclasses
 import html
 import json
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import rasterio
+from shapely.geometry.base import BaseGeometry
 
 from ..quality import Judgement
+from ..remote import redact
 from ..storage import atomic_path, write_json
 from .geotiff import BANDS, INDICES
 
@@ -49,8 +57,40 @@ def record_checks(product: Path, judgements: Sequence[Judgement]) -> None:
 
 
 @dataclass(frozen=True)
+class Place:
+    """Where the map is: the AOI's id, its name and its lon/lat geometry."""
+
+    aoi_id: str
+    name: str
+    geometry: BaseGeometry
+
+    def describe(self) -> dict[str, str]:
+        """The place as a reader of the report needs it: name, centre, bounds, area."""
+        from pyproj import Geod
+
+        centre = self.geometry.centroid
+        west, south, east, north = self.geometry.bounds
+        area_m2, _ = Geod(ellps="WGS84").geometry_area_perimeter(self.geometry)
+        return {
+            "Place": self.name if self.name == self.aoi_id else f"{self.name} (AOI {self.aoi_id})",
+            "Centre": f"{_latitude(centre.y)}, {_longitude(centre.x)} (WGS 84)",
+            "Bounds": f"{_latitude(south)} to {_latitude(north)}, "
+            f"{_longitude(west)} to {_longitude(east)}",
+            "Area": f"{abs(area_m2) / 1e6:,.2f} km²",
+        }
+
+
+def _latitude(value: float) -> str:
+    return f"{abs(value):.4f}° {'N' if value >= 0 else 'S'}"
+
+
+def _longitude(value: float) -> str:
+    return f"{abs(value):.4f}° {'E' if value >= 0 else 'W'}"
+
+
+@dataclass(frozen=True)
 class ReportInputs:
-    """The partition's products on disk."""
+    """The partition's products on disk, and what the report says about how they were made."""
 
     title: str
     items: Path
@@ -61,6 +101,59 @@ class ReportInputs:
     change: Path | None = None
     accuracy: Path | None = None
     """The accuracy product, when it assessed this map."""
+    place: Place | None = None
+    window: str = ""
+    """The date window, as people read it (first and last day)."""
+    made_with: Mapping[str, Any] = field(default_factory=dict)
+    """The settings the products record (the STAC Item's ``processing:lineage``)."""
+    software: Mapping[str, str] = field(default_factory=dict)
+    source: str = ""
+    """The STAC source searched."""
+    output_root: Path | None = None
+    public_url: str | None = None
+    """Where ``output_root`` is published: the file links point there, so that they work in
+    the report sent on its own."""
+
+
+#: The units of the signatures' columns by the unit GDAL records on the band, as a reader
+#: expects them written (reflectance is a 0-1 ratio).
+UNIT_NAMES = {"reflectance": "reflectance 0–1", "K": "K", "degree_Celsius": "°C", "index": "index"}
+#: The units of the signatures' own columns.
+COLUMN_UNITS = {
+    "pixel_count": "px",
+    "fraction": "share 0–1",
+    "area_ha": "ha",
+    "low_confidence_share": "share 0–1",
+    "confidence_mean": "%",
+}
+
+
+def band_units(geotiff: Path) -> dict[str, str]:
+    """Each band's unit, as GDAL records it in the geotiff product's files."""
+    units = {}
+    for name in (BANDS, INDICES):
+        if (geotiff / name).exists():
+            with rasterio.open(geotiff / name) as src:
+                for band, unit in zip(src.descriptions, src.units, strict=True):
+                    if band and unit:
+                        units[band] = UNIT_NAMES.get(unit, unit)
+    return units
+
+
+def with_units(frame: pd.DataFrame, units: Mapping[str, str]) -> pd.DataFrame:
+    """The signature table with every measured column's unit in its header
+    (``lst_mean`` -> ``lst mean (°C)``)."""
+
+    def header(column: str) -> str:
+        band, _, statistic = column.rpartition("_")
+        if statistic in ("mean", "std") and band in units:
+            return f"{band} {statistic} ({units[band]})"
+        if column in COLUMN_UNITS:
+            return f"{column.replace('_', ' ')} ({COLUMN_UNITS[column]})"
+        return column
+
+    renamed: pd.DataFrame = frame.rename(columns=header)
+    return renamed
 
 
 def _png(path: Path) -> str:
@@ -75,8 +168,67 @@ def _table(frame: pd.DataFrame) -> str:
     return rendered
 
 
-def _link(report: Path, target: Path, text: str) -> str:
-    return f'<a href="{html.escape(os.path.relpath(str(target), str(report.parent)))}">{html.escape(text)}</a>'
+def _link(report: Path, target: Path, text: str, inputs: ReportInputs) -> str:
+    """A link to a product file: absolute under ``public_url`` when the root is published,
+    else relative to the report; the path within the output root is shown either way."""
+    root = inputs.output_root
+    within = os.path.relpath(str(target), str(root)) if root else target.name
+    if inputs.public_url and root:
+        href = f"{inputs.public_url.rstrip('/')}/{Path(within).as_posix()}"
+    else:
+        href = os.path.relpath(str(target), str(report.parent))
+    return (
+        f'<a href="{html.escape(href)}">{html.escape(text)}</a> '
+        f"<code>{html.escape(Path(within).as_posix())}</code>"
+    )
+
+
+def _source(source: str, root: Path | None) -> str:
+    """The STAC source as the report names it: a URL without its query (it may hold a token);
+    a catalog inside the output folder by its path there, so that the report names no path of
+    the machine that made it."""
+    if "://" in source:
+        return redact(source)
+    if root is not None and Path(source).is_relative_to(root):
+        return f"{Path(source).relative_to(root).as_posix()} (in the output folder)"
+    return source
+
+
+def _setting_text(value: Any) -> str:
+    """A recorded setting as a reader reads it: lists joined, mappings as ``key: value``
+    without the unset ones."""
+    if isinstance(value, Mapping):
+        return "; ".join(
+            f"{k}: {_setting_text(v)}" for k, v in value.items() if v not in (None, "", [], {})
+        )
+    if isinstance(value, list | tuple):
+        return ", ".join(_setting_text(v) for v in value)
+    return str(value)
+
+
+def _about(inputs: ReportInputs, scenes: pd.DataFrame) -> str:
+    """Where, when and how the map was made: the report's first section."""
+    facts: dict[str, str] = dict(inputs.place.describe()) if inputs.place else {}
+    if inputs.window:
+        facts["Date window"] = inputs.window
+    if len(scenes):
+        days = sorted({str(a)[:10] for a in scenes["acquired"] if a})
+        facts["Acquired"] = f"{', '.join(days)} ({len(scenes)} scene(s), UTC dates)"
+    facts["Processed"] = f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC"
+    if inputs.software:
+        facts["Software"] = ", ".join(f"{k} {v}" for k, v in inputs.software.items())
+    if inputs.source:
+        facts["STAC source"] = _source(inputs.source, inputs.output_root)
+    for key, value in inputs.made_with.items():
+        if value not in (None, "", [], {}):
+            facts[f"Setting: {key}"] = _setting_text(value)
+    return (
+        "<h2>About this map</h2><dl>"
+        + "".join(
+            f"<dt>{html.escape(k)}</dt><dd>{html.escape(str(v))}</dd>" for k, v in facts.items()
+        )
+        + "</dl>"
+    )
 
 
 def _checks(products: Sequence[Path]) -> str:
@@ -150,8 +302,10 @@ def write_report(inputs: ReportInputs, target: Path) -> Path:
         if c in signatures
     ]
     means = [c for c in signatures.columns if c.endswith("_mean")]
+    units = band_units(inputs.geotiff)
     parts = [
         f"<h1>{html.escape(inputs.title)}</h1>",
+        _about(inputs, scenes),
         "<h2>Checks</h2>",
         _checks(
             [inputs.items, inputs.mosaic, inputs.geotiff, inputs.clusters, inputs.diagnostics]
@@ -164,9 +318,13 @@ def write_report(inputs: ReportInputs, target: Path) -> Path:
             f"<dt>{html.escape(k)}</dt><dd>{html.escape(str(v))}</dd>" for k, v in facts.items()
         )
         + "</dl>",
-        _table(signatures[columns]),
+        _table(with_units(signatures[columns], units)),
         "<h3>Mean signature per cluster</h3>",
-        _table(signatures[["cluster", *(["name"] if "name" in signatures else []), *means]]),
+        _table(
+            with_units(
+                signatures[["cluster", *(["name"] if "name" in signatures else []), *means]], units
+            )
+        ),
     ]
     for stem, caption in FIGURES:
         png = inputs.diagnostics / f"{stem}.png"
@@ -224,8 +382,15 @@ def write_report(inputs: ReportInputs, target: Path) -> Path:
         (inputs.clusters / "model.json", "model"),
         (inputs.items, "STAC items searched"),
     ]
-    parts += ["<h2>Files</h2><ul>"] + [
-        f"<li>{_link(target, path, text)}</li>" for path, text in files if path.exists()
+    where = (
+        f"published at {html.escape(inputs.public_url)}"
+        if inputs.public_url and inputs.output_root
+        else "in the output folder, at these paths within it; the links work when this report "
+        "is opened in that folder (set the output store's public_url, env "
+        "GEOCLUSTER_PUBLIC_URL, to where the folder is published for links that work anywhere)"
+    )
+    parts += [f"<h2>Files</h2><p>The products are {where}.</p><ul>"] + [
+        f"<li>{_link(target, path, text, inputs)}</li>" for path, text in files if path.exists()
     ] + ["</ul>"]  # fmt: skip
     document = (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"

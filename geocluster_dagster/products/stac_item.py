@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +18,25 @@ from shapely.geometry.base import BaseGeometry
 
 from ..storage import remove_quietly
 from .accuracy import current_accuracy
-from .catalog import CATALOG_DIR, PartitionProducts, item_path, withdraw_item, write_item
+from .catalog import (
+    CATALOG_DIR,
+    PartitionProducts,
+    item_path,
+    software_versions,
+    withdraw_item,
+    write_item,
+)
 from .clusters import SUMMARY as CLUSTERS_SUMMARY
 from .described import Detail, Facts, FilePath, Measure
 from .geotiff import BANDS
-from .report import ReportInputs, write_report
+from .report import Place, ReportInputs, write_report
 from .stac_items import open_stac_items
 
 #: The version of what this product's writer makes: raise it when a release changes its
 #: files or numbers, so that Dagster shows the partitions made before as stale (code_version).
-VERSION = "2"  # 2: grids on the raster assets, classification v2 slugs, eo/raster v1.1, confidence
+# 2: grids, classification v2 slugs, eo/raster v1.1, confidence
+# 3: the report says the place, dates, software, settings and units; the change's layers
+VERSION = "3"
 
 
 @dataclass(frozen=True)
@@ -88,14 +97,30 @@ def write_stac_item(
     title: str,
     report: Path,
     output_root: Path,
+    place_name: str = "",
+    public_url: str | None = None,
 ) -> StacItemFacts:
     """Write the partition's report at ``report`` and its Item into the catalog under
     ``output_root``, from the products in ``folders`` (the settings that made them are read
-    from their own tags and summaries, so the Item says what is on disk)."""
+    from their own tags and summaries, so the Item says what is on disk). ``place_name`` names
+    the AOI in the report; ``public_url`` is where ``output_root`` is published, for the
+    report's links."""
     with rasterio.open(str(folders.geotiff / BANDS)) as src:
         tags = src.tags()
     clusters = json.loads((folders.clusters / CLUSTERS_SUMMARY).read_text())
     accuracy = current_accuracy(folders.accuracy, folders.clusters)
+    lineage = {
+        "mask_flags": tags.get("mask_flags", ""),
+        "composite": tags.get("composite", ""),
+        "collection": tags.get("collection", ""),
+        "indices": tags.get("indices", ""),
+        "model": clusters.get("model"),
+        "algorithm": clusters.get("algorithm"),
+        "n_clusters": clusters.get("n_clusters"),
+        "features": clusters.get("features"),
+        "min_mapping_unit": clusters.get("min_mapping_unit"),
+    }
+    last_day = end - timedelta(days=1)
     written = write_report(
         ReportInputs(
             title=title,
@@ -106,6 +131,13 @@ def write_stac_item(
             diagnostics=folders.diagnostics,
             change=folders.change,
             accuracy=accuracy,
+            place=Place(aoi_id, place_name or aoi_id, aoi),
+            window=f"{start:%Y-%m-%d} to {last_day:%Y-%m-%d} (inclusive)",
+            made_with=lineage,
+            software=software_versions(),
+            source=search,
+            output_root=output_root,
+            public_url=public_url,
         ),
         report,
     )
@@ -123,17 +155,7 @@ def write_stac_item(
         report=written,
         sources=list(open_stac_items(folders.stac_items)),
         search=search,
-        lineage={
-            "mask_flags": tags.get("mask_flags", ""),
-            "composite": tags.get("composite", ""),
-            "collection": tags.get("collection", ""),
-            "indices": tags.get("indices", ""),
-            "model": clusters.get("model"),
-            "algorithm": clusters.get("algorithm"),
-            "n_clusters": clusters.get("n_clusters"),
-            "features": clusters.get("features"),
-            "min_mapping_unit": clusters.get("min_mapping_unit"),
-        },
+        lineage=lineage,
     )
     path = write_item(products, output_root)
     return StacItemFacts(
