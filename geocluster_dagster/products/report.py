@@ -133,7 +133,7 @@ def band_units(geotiff: Path) -> dict[str, str]:
     units = {}
     for name in (BANDS, INDICES):
         if (geotiff / name).exists():
-            with rasterio.open(geotiff / name) as src:
+            with rasterio.open(str(geotiff / name)) as src:  # str: the root may be a bucket
                 for band, unit in zip(src.descriptions, src.units, strict=True):
                     if band and unit:
                         units[band] = UNIT_NAMES.get(unit, unit)
@@ -189,8 +189,9 @@ def _source(source: str, root: Path | None) -> str:
     the machine that made it."""
     if "://" in source:
         return redact(source)
-    if root is not None and Path(source).is_relative_to(root):
-        return f"{Path(source).relative_to(root).as_posix()} (in the output folder)"
+    prefix = str(root).rstrip("/") + "/" if root is not None else None
+    if prefix and source.startswith(prefix):  # strings: the root may be a bucket
+        return f"{source.removeprefix(prefix)} (in the output folder)"
     return source
 
 
