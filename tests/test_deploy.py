@@ -97,9 +97,14 @@ def _interpolated(environment: dict, host: dict[str, str]) -> dict[str, str]:
     return made
 
 
-def _volumes(service: dict) -> dict[str, str]:
-    """Mount point -> volume name (or host path) of a service."""
-    return {entry.split(":")[1]: entry.split(":")[0] for entry in service.get("volumes", [])}
+def _volumes(service: dict, host: dict[str, str] | None = None) -> dict[str, str]:
+    """Mount point -> volume name (or host path, as Compose makes it from ``host``) of a
+    service; a read-only mount's source ends in ``:ro``."""
+    mounts = {}
+    for entry in service.get("volumes", []):
+        source, target, *mode = _interpolated({"v": entry}, host or {})["v"].split(":")
+        mounts[target] = source + "".join(f":{m}" for m in mode)
+    return mounts
 
 
 def test_compose_runs_the_webserver_and_the_daemon_from_one_image_with_deploy_dagster_yaml():
@@ -135,7 +140,15 @@ def test_compose_runs_the_webserver_and_the_daemon_from_one_image_with_deploy_da
     assert webserver["environment"] == daemon["environment"]
 
     # The same settings and compute logs in both (runs execute in the daemon's container).
-    assert _volumes(webserver) == _volumes(daemon) == {f"{home}/storage": "dagster-storage"}
+    assert (
+        _volumes(webserver)
+        == _volumes(daemon)
+        == {
+            f"{home}/storage": "dagster-storage",
+            AOI_MOUNT: "./aois:ro",  # deploy/aois, read-only: the AOI files of the host
+        }
+    )
+    assert _volumes(webserver, {"GEOCLUSTER_AOI_DIR": "/data/aois"})[AOI_MOUNT] == "/data/aois:ro"
     assert "dagster-storage" in compose["volumes"]
 
     # The products in the compose network's object store, which Dagster waits for.
@@ -449,6 +462,32 @@ def test_the_kubernetes_manifests_are_valid_against_the_kubernetes_schemas():
         kubernetes_validate.validate(broken, KUBERNETES_VERSION, strict=True)
 
 
+#: Where the containers and pods find the AOI files (deploy/aois/README.md).
+AOI_MOUNT = "/srv/geocluster/aois"
+
+
+def test_the_containers_read_the_aoi_files_the_user_puts_in_deploy_aois(tmp_path):
+    """A registry folder the compose file mounts: the files a user puts in deploy/aois are the
+    AOIs of a registry at the mount point (the README beside them is not one)."""
+    import shapely
+
+    from geocluster_dagster.aoi import load_registry
+
+    folder = DEPLOY / "aois"
+    assert (folder / "README.md").exists()
+    assert f"GEOCLUSTER_AOI_REGISTRY={AOI_MOUNT}" in (folder / "README.md").read_text()
+    assert f"GEOCLUSTER_AOI_REGISTRY={AOI_MOUNT}" in COMPOSE_FILE.read_text()
+    mounted = tmp_path / "aois"  # what the container sees at AOI_MOUNT
+    shutil.copytree(folder, mounted)
+    feature = {
+        "type": "Feature",
+        "properties": {"name": "Lake"},
+        "geometry": shapely.geometry.mapping(shapely.box(-84.05, 34.97, -83.95, 35.03)),
+    }
+    (mounted / "lake.geojson").write_text(json.dumps(feature))
+    assert list(load_registry(mounted)) == ["lake"]
+
+
 def test_the_helm_values_give_every_pod_the_bucket_and_its_secret_and_one_run_per_aoi():
     import kubernetes_validate
 
@@ -487,11 +526,21 @@ def test_the_helm_values_give_every_pod_the_bucket_and_its_secret_and_one_run_pe
                     "env": deployment["env"],
                     "envFrom": [{"secretRef": s} for s in deployment["envSecrets"]],
                     "resources": deployment["resources"],
+                    "volumeMounts": deployment["volumeMounts"],
                 }
-            ]
+            ],
+            "volumes": deployment["volumes"],
         },
     }
     kubernetes_validate.validate(pod, KUBERNETES_VERSION, strict=True)
+    # The AOI files: the ConfigMap, read-only where the registry setting points, in the code
+    # server's pod and in every run pod.
+    run_pods = launcher["config"]["k8sRunLauncher"]
+    for pod_values in (deployment, run_pods):
+        (mount,) = pod_values["volumeMounts"]
+        (volume,) = [v for v in pod_values["volumes"] if v["name"] == mount["name"]]
+        assert volume["configMap"]["name"] == "geocluster-aois"
+        assert mount["mountPath"] == env[ENV_AOI_REGISTRY] == AOI_MOUNT and mount["readOnly"]
     # The run queue: the same limit as deploy/dagster.yaml, one run per AOI across the cluster.
     chart = values["dagsterDaemon"]["runCoordinator"]
     assert chart["enabled"] and chart["type"] == "QueuedRunCoordinator"
