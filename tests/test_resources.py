@@ -3,7 +3,10 @@ say which they used: setting one field in run config never swaps in the demo for
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 
 import dagster as dg
 import pytest
@@ -144,3 +147,30 @@ def test_the_stac_resource_takes_every_default_from_the_plain_settings():
     source = resource.source()
     assert source == dataclasses.replace(StacSource(url=source.url), sign=source.sign)
     assert resource.read_settings() == RemoteReadSettings()
+
+
+def test_the_launchpad_s_resource_descriptions_say_what_runs_will_use(tmp_path):
+    """The launchpad shows each resource's description above its config: where runs search,
+    read the AOIs and write, as the code location loaded them (a URL's token left out)."""
+    code = (
+        "from geocluster_dagster.definitions import defs\n"
+        "for key in ('stac', 'aoi_registry', 'outputs'):\n"
+        "    print(key, '=', defs.resources[key].get_resource_definition().description)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GEOCLUSTER_")}
+    env |= {
+        "GEOCLUSTER_STAC_URL": "https://stac.example.org/api?token=s3cret",
+        "GEOCLUSTER_OUTPUT": str(tmp_path / "out"),
+    }
+    shown = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout
+    said = dict(line.split(" = ", 1) for line in shown.splitlines())
+    runs_use = "Runs of this code location use, unless their run config sets it:"
+    assert (
+        f"{runs_use} https://stac.example.org/api?<redacted> (env GEOCLUSTER_STAC_URL)"
+        in said["stac"]
+    )
+    assert f"{runs_use} {tmp_path / 'out'} (env GEOCLUSTER_OUTPUT)" in said["outputs"]
+    assert f"{runs_use} the demo AOI." in said["aoi_registry"]
+    assert "s3cret" not in shown

@@ -36,7 +36,7 @@ from ..storage import (
     recover_interrupted,
 )
 from .partitions import DATE_WINDOWS, PartitionWindow, date_partitions, split_key
-from .resources import ENV_PUBLIC_URL, output_root
+from .resources import ENV_OUTPUT, ENV_PUBLIC_URL, at_load, output_root
 from .run_health import tag_this_process
 
 log = logging.getLogger(__name__)
@@ -82,14 +82,17 @@ PRODUCTS = {
 
 
 class OutputStore(dg.ConfigurableResource):  # type: ignore[type-arg]
-    """The output root every asset writes under and reads its inputs from."""
+    # The docstring, with where runs write: the launchpad shows it above the fields.
+    __doc__ = "The output root every asset writes under and reads its inputs from." + at_load(
+        ENV_OUTPUT, os.path.abspath("geocluster_output")
+    )
 
     base_dir: str | None = Field(
         default=None,
         description="Output root: a folder (Dask workers must reach it at the same path) or "
         "s3://bucket/prefix (credentials and endpoint from the AWS_* environment) or "
         "az://container/prefix (from AZURE_STORAGE_*). Unset: env GEOCLUSTER_OUTPUT, else "
-        "./geocluster_output.",
+        "./geocluster_output." + at_load(ENV_OUTPUT, os.path.abspath("geocluster_output")),
     )
     public_url: str | None = Field(
         default=None,

@@ -23,7 +23,7 @@ from pydantic import Field
 
 from ..aoi import AOI, load_registry
 from ..errors import ConfigError, InvalidAOI
-from ..remote import RemoteReadSettings
+from ..remote import RemoteReadSettings, redact
 from ..search import StacSource, is_url
 from ..storage import expand_path, local_state, output_location
 
@@ -64,6 +64,16 @@ def deployment_setting(configured: str | None, field: str, env: str, default: st
     return Setting(default, f"default; set env {env} or {field}")
 
 
+def at_load(env: str, unset: str) -> str:
+    """What runs use when neither their run config nor the resource sets the field, as this
+    code location sees it when it loads, for the launchpad: Dagster shows a resource's and a
+    field's description beside its config, and reads them once, when the code location loads
+    (a URL's query, which may hold a token, left out)."""
+    value = os.environ.get(env)
+    shown = f"{redact(value)} (env {env})" if value else unset
+    return f" Runs of this code location use, unless their run config sets it: {shown}."
+
+
 def output_root() -> Path:
     """Where outputs live: env GEOCLUSTER_OUTPUT (a folder, s3://bucket/prefix or
     az://container/prefix), else ./geocluster_output."""
@@ -84,12 +94,16 @@ def default_of(settings_class: type, name: str) -> Any:
 
 
 class AOIRegistry(dg.ConfigurableResource):  # type: ignore[type-arg]
-    """The areas of interest: a folder of GeoJSON files or one FeatureCollection file."""
+    # The docstring, with where runs read the AOIs: the launchpad shows it above the fields.
+    __doc__ = "The areas of interest: a folder of GeoJSON files or one FeatureCollection file." + (
+        at_load(ENV_AOI_REGISTRY, "the demo AOI")
+    )
 
     path: str | None = Field(
         default=None,
         description="Folder of *.geojson files or one FeatureCollection file; 'demo' = the embedded "
-        "demo AOI. Unset: env GEOCLUSTER_AOI_REGISTRY, else the demo.",
+        "demo AOI. Unset: env GEOCLUSTER_AOI_REGISTRY, else the demo."
+        + at_load(ENV_AOI_REGISTRY, "the demo AOI"),
     )
     auto_orient: bool = Field(
         default=False,
@@ -122,14 +136,18 @@ class AOIRegistry(dg.ConfigurableResource):  # type: ignore[type-arg]
 
 
 class StacCatalog(dg.ConfigurableResource):  # type: ignore[type-arg]
-    """Where to search for imagery: a STAC API, a static catalog, or an ItemCollection file."""
+    # The docstring, with where runs search: the launchpad shows it above the fields.
+    __doc__ = (
+        "Where to search for imagery: a STAC API, a static catalog, or an ItemCollection file."
+        + at_load(ENV_STAC_URL, "the demo catalog")
+    )
 
     url: str | None = Field(
         default=None,
         description=(
             "STAC API root (e.g. https://planetarycomputer.microsoft.com/api/stac/v1), a local "
             "catalog.json / collection.json, an ItemCollection JSON file, or 'demo'. Unset: env "
-            "GEOCLUSTER_STAC_URL, else the demo."
+            "GEOCLUSTER_STAC_URL, else the demo." + at_load(ENV_STAC_URL, "the demo catalog")
         ),
     )
     sign: str | None = Field(
@@ -221,7 +239,8 @@ class DaskCluster(dg.ConfigurableResource):  # type: ignore[type-arg]
 
     scheduler_address: str | None = Field(
         default=None,
-        description="e.g. tcp://10.0.0.5:8786. Unset: env GEOCLUSTER_DASK_SCHEDULER, else this machine.",
+        description="e.g. tcp://10.0.0.5:8786. Unset: env GEOCLUSTER_DASK_SCHEDULER, else this machine."
+        + at_load(ENV_DASK_SCHEDULER, "threads in the run's process (no scheduler)"),
     )
     mode: Literal["threads", "local_cluster"] = Field(
         default="threads",
