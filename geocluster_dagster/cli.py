@@ -51,7 +51,7 @@ def _instance() -> dg.DagsterInstance:
     return _open_instance(Path(os.environ["DAGSTER_HOME"]))
 
 
-#: The run queue of the CLI's own instance, which `dagster dev` also uses (the README's UI
+#: The run queue of the CLI's own instance, which `dg dev` also uses (the README's UI
 #: command): deploy/dagster.yaml's, which tests/test_deploy.py checks it against. Dagster's
 #: default queue is looked at every 5 s, so a run launched from the UI waited 2.5 s on average
 #: before it started; and two runs of one AOI must never run at once (same outputs).
@@ -322,7 +322,7 @@ UI_SETTINGS = (
 
 
 def _ui_command() -> str:
-    """`dagster dev` with every setting this run used: the same instance, output root and
+    """`dg dev` with every setting this run used: the same instance, output root and
     deployment settings (a URL's query, which may hold a token, left out)."""
     from .remote import redact
 
@@ -336,7 +336,7 @@ def _ui_command() -> str:
             f"DAGSTER_HOME={shlex.quote(os.environ['DAGSTER_HOME'])}",
             *settings,
             f"GEOCLUSTER_OUTPUT={shlex.quote(os.environ['GEOCLUSTER_OUTPUT'])}",
-            "dagster dev -m geocluster_dagster.definitions",
+            "dg dev -m geocluster_dagster.definitions",
         ]
     )
 
@@ -578,7 +578,7 @@ def demo_scene(day: Any) -> None:
         f"new_imagery_sensor): its next tick runs partition demo|{when:%Y-%m}-01.\n"
         f"  GEOCLUSTER_STAC_URL={collection_file} "
         f"GEOCLUSTER_OUTPUT={os.environ['GEOCLUSTER_OUTPUT']} "
-        "dagster dev -m geocluster_dagster.definitions"
+        "dg dev -m geocluster_dagster.definitions"
     )
 
 

@@ -1,4 +1,4 @@
-"""The Dagster code location: `dagster dev -m geocluster_dagster.definitions` (or workspace.yaml)."""
+"""The Dagster code location: `dg dev -m geocluster_dagster.definitions` (or workspace.yaml)."""
 
 from __future__ import annotations
 

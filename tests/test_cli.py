@@ -42,7 +42,7 @@ def test_demo_materializes_every_asset_and_prints_where_and_the_scores(tmp_path)
     for name in ("silhouette", "calinski_harabasz", "davies_bouldin", "inertia"):
         assert f"'{name}': " in scores
     # the UI it points at writes where this run wrote
-    assert f"GEOCLUSTER_OUTPUT={tmp_path} dagster dev -m geocluster_dagster.definitions" in (
+    assert f"GEOCLUSTER_OUTPUT={tmp_path} dg dev -m geocluster_dagster.definitions" in (
         result.output
     )
 
@@ -442,7 +442,7 @@ def test_version_json_result_and_warnings_on_stderr(tmp_path):
     assert set(result["products"]) == {*ASSETS, "stac_item"}
     assert all(Path(path).exists() for path in result["products"].values())
     assert 0 < result["scores"]["silhouette"] <= 1
-    assert "dagster dev" in result["ui_command"] and "Scores: " in done.stderr
+    assert "dg dev" in result["ui_command"] and "Scores: " in done.stderr
     # A warning (here: no scene in May) goes to stderr, the asset lines to stdout.
     empty = _split_run(tmp_path, "materialize", "--aoi", "demo", "--date", "2023-05")
     assert empty.returncode == 0, empty.stderr
@@ -487,6 +487,6 @@ def test_the_printed_ui_command_carries_every_setting_the_run_used(monkeypatch):
         "DAGSTER_HOME='/srv/dagster home' "
         "GEOCLUSTER_STAC_URL='https://example.org/stac?<redacted>' "
         "GEOCLUSTER_DATE_WINDOWS=half_month "
-        "GEOCLUSTER_OUTPUT=/srv/out dagster dev -m geocluster_dagster.definitions"
+        "GEOCLUSTER_OUTPUT=/srv/out dg dev -m geocluster_dagster.definitions"
     )
     assert "secret" not in command

@@ -375,7 +375,7 @@ def test_deploy_dagster_yaml_makes_a_real_instance_with_its_run_queue_limits(
 
 
 def test_the_clis_own_instance_queues_runs_as_the_deployment_does(tmp_path):
-    """`dagster dev` on the CLI's instance (the README's UI command) dequeues every second,
+    """`dg dev` on the CLI's instance (the README's UI command) dequeues every second,
     two runs at a time and never two of one AOI: deploy/dagster.yaml's queue, and a real
     instance made from the file the CLI writes (an earlier version's file is upgraded)."""
     deployed = yaml.safe_load(DAGSTER_YAML.read_text())["run_coordinator"]

@@ -1,4 +1,4 @@
-"""The Dagster UI as a user meets it: `dagster dev` on loopback, driven by headless Chromium.
+"""The Dagster UI as a user meets it: `dg dev` on loopback, driven by headless Chromium.
 
 A partition materialized by the CLI, then launched again from the UI's API: every figure opens
 at a legible size, the UI-launched run takes about what the CLI took, and the run's log shows
@@ -65,7 +65,7 @@ query($id: ID!) { logsForRun(runId: $id) { __typename
 
 @pytest.fixture(scope="module")
 def ui(tmp_path_factory):
-    """The demo partition materialized by the CLI (timed), then `dagster dev` on its instance."""
+    """The demo partition materialized by the CLI (timed), then `dg dev` on its instance (the command the CLI prints)."""
     out = tmp_path_factory.mktemp("ui")
     demo = subprocess.run(
         [str(BIN / "geocluster"), "demo"], env=_env(out, home=False), capture_output=True, text=True
@@ -89,7 +89,7 @@ def ui(tmp_path_factory):
     port = free_port()
     server = subprocess.Popen(
         [
-            str(BIN / "dagster"),
+            str(BIN / "dg"),
             "dev",
             "-m",
             "geocluster_dagster.definitions",
@@ -102,7 +102,7 @@ def ui(tmp_path_factory):
         cwd=out,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        start_new_session=True,  # dagster dev starts the webserver and the daemon: stop all three
+        start_new_session=True,  # dg dev starts the webserver and the daemon: stop all three
     )
     try:
         wait_for_port(port, timeout=120, process=server)
@@ -263,3 +263,20 @@ def test_a_ui_run_takes_what_the_cli_took_and_logs_its_progress(ui):
         )
         page.get_by_text(logged.split(" done, ")[0] + " done, ").first.wait_for(timeout=120_000)
         page.screenshot(path=str(ARTIFACTS / "run_log.png"))
+
+
+def test_the_launchpad_shows_where_runs_will_search_read_aois_and_write(ui):
+    """Open launchpad of the job: its config reference names the STAC source, the AOI registry
+    and the output root the runs of this code location use (here: the demo's, and the output
+    root the CLI printed)."""
+    base, out, _ = ui
+    url = f"{base}/locations/geocluster_dagster.definitions/jobs/geocluster_pipeline/playground"
+    with _page(url) as page:
+        reference = page.get_by_text("Configure how shared resources").first
+        reference.wait_for(timeout=120_000)
+        reference.scroll_into_view_if_needed()
+        page.screenshot(path=str(ARTIFACTS / "launchpad.png"))
+        text = page.inner_text("body")
+    runs_use = "Runs of this code location use, unless their run config sets it:"
+    assert f"{runs_use} {out} (env GEOCLUSTER_OUTPUT)" in text
+    assert f"{runs_use} the demo catalog" in text and f"{runs_use} the demo AOI" in text

@@ -1,6 +1,6 @@
 """Runs whose process was killed are marked failed, not left STARTED for ever.
 
-Dagster's default run launcher (the one `dagster dev` and the CLI's in-process runs use) cannot
+Dagster's default run launcher (the one `dg dev` and the CLI's in-process runs use) cannot
 check whether a run's worker is alive, so run monitoring never notices a run whose process was
 killed (out of memory, SIGKILL, a reboot): the run stays STARTED in the UI, and a backfill
 waits on it. So every run of this code location tags itself with its host and process id when
