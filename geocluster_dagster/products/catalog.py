@@ -283,25 +283,16 @@ def _cluster_assets(item: pystac.Item, item_path: Path, products: PartitionProdu
         for c in summary.get("classes", [])
     ]
     _distinct_slugs(classes)
-    grid, bands = _raster_bands(folder / "cluster_map.tif")
-    item.add_asset(
-        "cluster_map",
-        _asset(
-            item_path, folder / "cluster_map.tif", "Cluster map (ids of the model, 0 = nodata)",
-            ["data"], _COG, **_grid_fields(grid), **_band_fields(bands),
-            **{"classification:classes": classes},
-        ),
+    _add_raster(
+        item, item_path, "cluster_map", folder / "cluster_map.tif",
+        "Cluster map (ids of the model, 0 = nodata)", classes=classes,
     )  # fmt: skip
     if (folder / "confidence.tif").exists():  # products made before the confidence layer lack it
-        grid, confidence = _raster_bands(folder / "confidence.tif")
-        item.add_asset(
-            "confidence",
-            _asset(
-                item_path, folder / "confidence.tif",
-                "Confidence of each label (simplified silhouette, percent; 25 or less: not "
-                "confident; 255 = nodata)",
-                ["data", "quality"], _COG, **_grid_fields(grid), **_band_fields(confidence),
-            ),
+        _add_raster(
+            item, item_path, "confidence", folder / "confidence.tif",
+            "Confidence of each label (simplified silhouette, percent; 25 or less: not "
+            "confident; 255 = nodata)",
+            roles=("data", "quality"),
         )  # fmt: skip
     for name, title, media in (
         ("signatures.csv", "Per-cluster signatures", "text/csv"),
@@ -319,13 +310,9 @@ def _change_assets(item: pystac.Item, item_path: Path, folder: Path) -> None:
     from ..model_file import load_model
 
     if not (folder / "from.tif").exists():  # made before one file per layer (VERSION 3)
-        grid, bands = _raster_bands(folder / "change.tif")
-        item.add_asset(
-            "change_map",
-            _asset(
-                item_path, folder / "change.tif", "Change from the previous date (from, to, change)",
-                ["data"], _COG, **_grid_fields(grid), **_band_fields(bands),
-            ),
+        _add_raster(
+            item, item_path, "change_map", folder / "change.tif",
+            "Change from the previous date (from, to, change)",
         )  # fmt: skip
         return
     names = load_model(folder / "model.json").names_by_id
@@ -348,14 +335,30 @@ def _change_assets(item: pystac.Item, item_path: Path, folder: Path) -> None:
             for value, name in sorted(by_value.items())
         ]
         _distinct_slugs(classes)
-        grid, bands = _raster_bands(folder / file)
-        item.add_asset(
-            key,
-            _asset(
-                item_path, folder / file, title, ["data"], _COG, **_grid_fields(grid),
-                **_band_fields(bands), **{"classification:classes": classes},
-            ),
-        )  # fmt: skip
+        _add_raster(item, item_path, key, folder / file, title, classes=classes)
+
+
+def _add_raster(
+    item: pystac.Item,
+    item_path: Path,
+    key: str,
+    path: Path,
+    title: str,
+    *,
+    roles: Sequence[str] = ("data",),
+    classes: list[dict[str, Any]] | None = None,
+) -> None:
+    """A COG product as the asset ``key``, with its grid (``proj:``), its bands' fields and, for
+    a class map, its ``classification:classes``."""
+    grid, bands = _raster_bands(path)
+    extra = {"classification:classes": classes} if classes is not None else {}
+    item.add_asset(
+        key,
+        _asset(
+            item_path, path, title, list(roles), _COG, **_grid_fields(grid),
+            **_band_fields(bands), **extra,
+        ),
+    )  # fmt: skip
 
 
 def _distinct_slugs(classes: list[dict[str, Any]]) -> None:
