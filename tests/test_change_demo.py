@@ -57,6 +57,17 @@ def test_an_unchanged_landscape_shows_no_change_with_and_without_a_reference(tmp
     assert all(c["passed"] for c in checks.values()), checks
     assert set(checks) == {"comparable_ids", "overlap", "plausible_change"}
     _names_are_distinct(out)
+    # The dates as people read them: the scenes' acquisition days, then the windows' first and
+    # last days (not the windows' keys), from each date's own search.
+    days = {
+        date: sorted({f["properties"]["datetime"][:10] for f in json.loads(
+            (out / "stac_items" / "demo" / f"{date}.json").read_text())["features"]})
+        for date in (FIRST, SECOND)
+    }  # fmt: skip
+    assert summary["dates_compared"] == (
+        f"scenes of {', '.join(days[FIRST])} -> {', '.join(days[SECOND])} "
+        "(windows 2023-06-01 to 2023-06-15 -> 2023-06-16 to 2023-06-30)"
+    )
     # 2. The CLI's next step: the AOI's reference model, then both dates again (default model:
     # auto applies it).
     fitted = invoke(out, "reference", "--aoi", "demo", env=env)

@@ -17,6 +17,7 @@ from ..errors import NotComparable
 from ..products.accuracy import AccuracySettings, write_accuracy
 from ..products.band_stack import stored_aoi
 from ..products.cluster_change import open_dated, retire_cluster_change, write_cluster_change
+from ..products.stac_items import acquisition_days, days_text, open_stac_items
 from ..storage import retire
 from .automation import REMADE_INPUTS
 from .config import AccuracyConfig, ChangeConfig, to_settings
@@ -27,9 +28,11 @@ from .outputs import (
     CLUSTER_MODEL,
     CLUSTERS,
     GEOTIFF,
+    STAC_ITEMS,
     OutputStore,
 )
 from .partitions import (
+    PartitionWindow,
     lookback_dates,
     lookback_mapping,
     partition_window,
@@ -151,6 +154,7 @@ def cluster_change(
             settings=settings,
             label=f"AOI {window.aoi_id!r},",
             aoi=stored_aoi(outputs.existing(BAND_STACK, window)),  # the later map's AOI
+            when=_when(outputs, window_of(f"{window.aoi_id}|{earlier}"), window),
         )
     except NotComparable as err:
         # Not a failure of this run: the maps exist, they just cannot be compared.
@@ -166,6 +170,19 @@ def cluster_change(
         return
     context.log.info(f"Both dates classified by {facts.model.describe()}")
     yield written(context, folder, facts, facts.judge())
+
+
+def _when(outputs: OutputStore, before: PartitionWindow, after: PartitionWindow) -> str:
+    """The two dates compared, as a change figure's title gives them: the days their scenes
+    were acquired, then the windows (first and last day)."""
+
+    def days(window: PartitionWindow) -> str:
+        return days_text(acquisition_days(open_stac_items(outputs.existing(STAC_ITEMS, window))))
+
+    return (
+        f"scenes of {days(before)} -> {days(after)} (windows {before.start:%Y-%m-%d} to "
+        f"{before.last_day:%Y-%m-%d} -> {after.start:%Y-%m-%d} to {after.last_day:%Y-%m-%d})"
+    )
 
 
 def _dated(outputs: OutputStore, aoi_id: str, date: str) -> DatedImage:

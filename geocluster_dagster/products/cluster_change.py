@@ -270,10 +270,12 @@ def write_cluster_change(
     label: str = "",
     preview_size: int = 1024,
     aoi: BaseGeometry | None = None,
+    when: str = "",
 ) -> ClusterChangeFacts:
     """Classify ``before`` and ``after`` with one model pixel by pixel, count what changed and
     write the change product, with its model and two figures (``label`` names the AOI in their
-    titles, ``aoi`` (lon/lat) is outlined on the map). Areas are in hectares when the grid is projected in metres, else NaN.
+    titles, ``when`` the two dates as people read them (default: the dates' keys), ``aoi``
+    (lon/lat) is outlined on the map). Areas are in hectares when the grid is projected in metres, else NaN.
 
     The model is ``common``, or else the one :func:`geocluster_dagster.change.common_model`
     chooses: the maps' own when they share one, else the AOI's reference model at
@@ -378,11 +380,13 @@ def write_cluster_change(
         tables.summary["min_mapping_unit"] = (
             {"hectares": unit_ha, "pixels": unit} if unit > 1 else None
         )
+        # The dates as the figures' titles give them: a reader of the summary alone needs them.
+        tables.summary["dates_compared"] = when or f"{before.date} -> {after.date}"
         _write_categories(tmp, counts.all, states, model.names_by_id, area)
         save_model(model, tmp / MODEL)
         previews = [plot.read_preview(tmp / file, max_size=preview_size) for _, file in LAYERS]
         preview, extent = np.concatenate([p for p, _ in previews]), previews[0][1]
-        title = f"{label}{' ' if label else ''}{before.date} -> {after.date}"
+        title = f"{label}{' ' if label else ''}{when or f'{before.date} -> {after.date}'}"
         names = model.names_by_id
         plot_change.plot_change_map(
             preview, extent, tmp / CHANGE_PNG, names=names, title=f"Change, {title}",

@@ -162,8 +162,13 @@ def acquisition_days(items: Iterable[pystac.Item]) -> list[str]:
 
 def scenes_label(days: list[str]) -> str:
     """The acquisition days in a figure's title: each up to four, else how many and the span."""
+    return f"scenes of {days_text(days)}" if days else "no scene"
+
+
+def days_text(days: list[str]) -> str:
+    """Acquisition days as a title lists them: each up to four, else how many and the span."""
     if not days:
         return "no scene"
     if len(days) <= 4:
-        return "scenes of " + ", ".join(days)
-    return f"scenes of {len(days)} days, {days[0]} to {days[-1]}"
+        return ", ".join(days)
+    return f"{len(days)} days, {days[0]} to {days[-1]}"
