@@ -334,7 +334,8 @@ def categorical_map(
     ax = fig.add_subplot()
     ax.imshow(image, extent=_extent_tuple(extent), interpolation="nearest")
     _format_map_axes(ax, crs_label, axis_units, outline)
-    ax.set_title(map_title(title, MAP_SIZE[0] - 4.0))
+    # The legend beside it takes 3-5 inches (class names), so the map is 4.5 inches or more.
+    ax.set_title(map_title(title, MAP_SIZE[0] - 5.5))
     fig.legend(
         handles=handles,
         loc="outside right center",
