@@ -36,10 +36,12 @@ from ..storage import (
     recover_interrupted,
 )
 from .partitions import DATE_WINDOWS, PartitionWindow, date_partitions, split_key
-from .resources import ENV_OUTPUT, ENV_PUBLIC_URL, at_load, output_root
+from .resources import DEFAULT_OUTPUT, ENV_OUTPUT, ENV_PUBLIC_URL, at_load, output_root
 from .run_health import tag_this_process
 
 log = logging.getLogger(__name__)
+
+_OUTPUT_AT_LOAD = at_load(ENV_OUTPUT, os.path.abspath(DEFAULT_OUTPUT))
 
 #: The run tag Dagster gives a run of one partition (for this graph: 'aoi|date').
 PARTITION_TAG = "dagster/partition"
@@ -83,8 +85,8 @@ PRODUCTS = {
 
 class OutputStore(dg.ConfigurableResource):  # type: ignore[type-arg]
     # The docstring, with where runs write: the launchpad shows it above the fields.
-    __doc__ = "The output root every asset writes under and reads its inputs from." + at_load(
-        ENV_OUTPUT, os.path.abspath("geocluster_output")
+    __doc__ = "The output root every asset writes under and reads its inputs from." + (
+        _OUTPUT_AT_LOAD
     )
 
     base_dir: str | None = Field(
@@ -92,7 +94,7 @@ class OutputStore(dg.ConfigurableResource):  # type: ignore[type-arg]
         description="Output root: a folder (Dask workers must reach it at the same path) or "
         "s3://bucket/prefix (credentials and endpoint from the AWS_* environment) or "
         "az://container/prefix (from AZURE_STORAGE_*). Unset: env GEOCLUSTER_OUTPUT, else "
-        "./geocluster_output." + at_load(ENV_OUTPUT, os.path.abspath("geocluster_output")),
+        "./geocluster_output." + _OUTPUT_AT_LOAD,
     )
     public_url: str | None = Field(
         default=None,

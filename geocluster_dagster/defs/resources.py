@@ -42,6 +42,8 @@ ENV_STAC_URL = "GEOCLUSTER_STAC_URL"
 ENV_STAC_SIGN = "GEOCLUSTER_STAC_SIGN"
 ENV_DASK_SCHEDULER = "GEOCLUSTER_DASK_SCHEDULER"
 ENV_PUBLIC_URL = "GEOCLUSTER_PUBLIC_URL"
+#: The output root when nothing names one: a folder of the working directory.
+DEFAULT_OUTPUT = "geocluster_output"
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,7 @@ def at_load(env: str, unset: str) -> str:
 def output_root() -> Path:
     """Where outputs live: env GEOCLUSTER_OUTPUT (a folder, s3://bucket/prefix or
     az://container/prefix), else ./geocluster_output."""
-    return output_location(os.environ.get(ENV_OUTPUT) or "geocluster_output", ENV_OUTPUT)
+    return output_location(os.environ.get(ENV_OUTPUT) or DEFAULT_OUTPUT, ENV_OUTPUT)
 
 
 def demo_paths() -> "DemoPaths":
@@ -93,17 +95,21 @@ def default_of(settings_class: type, name: str) -> Any:
     return {f.name: f.default for f in dataclasses.fields(settings_class)}[name]
 
 
+_AOIS_AT_LOAD = at_load(ENV_AOI_REGISTRY, "the demo AOI")
+_STAC_AT_LOAD = at_load(ENV_STAC_URL, "the demo catalog")
+
+
 class AOIRegistry(dg.ConfigurableResource):  # type: ignore[type-arg]
     # The docstring, with where runs read the AOIs: the launchpad shows it above the fields.
-    __doc__ = "The areas of interest: a folder of GeoJSON files or one FeatureCollection file." + (
-        at_load(ENV_AOI_REGISTRY, "the demo AOI")
+    __doc__ = (
+        "The areas of interest: a folder of GeoJSON files or one FeatureCollection file."
+        + _AOIS_AT_LOAD
     )
 
     path: str | None = Field(
         default=None,
         description="Folder of *.geojson files or one FeatureCollection file; 'demo' = the embedded "
-        "demo AOI. Unset: env GEOCLUSTER_AOI_REGISTRY, else the demo."
-        + at_load(ENV_AOI_REGISTRY, "the demo AOI"),
+        "demo AOI. Unset: env GEOCLUSTER_AOI_REGISTRY, else the demo." + _AOIS_AT_LOAD,
     )
     auto_orient: bool = Field(
         default=False,
@@ -139,7 +145,7 @@ class StacCatalog(dg.ConfigurableResource):  # type: ignore[type-arg]
     # The docstring, with where runs search: the launchpad shows it above the fields.
     __doc__ = (
         "Where to search for imagery: a STAC API, a static catalog, or an ItemCollection file."
-        + at_load(ENV_STAC_URL, "the demo catalog")
+        + _STAC_AT_LOAD
     )
 
     url: str | None = Field(
@@ -147,7 +153,7 @@ class StacCatalog(dg.ConfigurableResource):  # type: ignore[type-arg]
         description=(
             "STAC API root (e.g. https://planetarycomputer.microsoft.com/api/stac/v1), a local "
             "catalog.json / collection.json, an ItemCollection JSON file, or 'demo'. Unset: env "
-            "GEOCLUSTER_STAC_URL, else the demo." + at_load(ENV_STAC_URL, "the demo catalog")
+            "GEOCLUSTER_STAC_URL, else the demo." + _STAC_AT_LOAD
         ),
     )
     sign: str | None = Field(

@@ -3,8 +3,8 @@
 A folder: three single-band uint8 COGs on the dates' common grid, ``from.tif`` and ``to.tif``
 (each date's cluster ids, 0 where that date has no data) and ``change.tif`` (0 unknown,
 1 unchanged, 2 changed land cover, 3 another cluster of the same cover), each with its own
-colour table and category names, the transitions and class areas as CSV, ``summary.json``, the model both dates
-were classified with (``model.json``) and two figures. The science (one model for both dates,
+colour table and category names; the transitions and class areas as CSV, ``summary.json``, the
+model both dates were classified with (``model.json``) and two figures. The science (one model for both dates,
 what counts as change) is :mod:`geocluster_dagster.change`'s.
 """
 
@@ -275,7 +275,8 @@ def write_cluster_change(
     """Classify ``before`` and ``after`` with one model pixel by pixel, count what changed and
     write the change product, with its model and two figures (``label`` names the AOI in their
     titles, ``when`` the two dates as people read them (default: the dates' keys), ``aoi``
-    (lon/lat) is outlined on the map). Areas are in hectares when the grid is projected in metres, else NaN.
+    (lon/lat) is outlined on the map). Areas are in hectares when the grid is projected in
+    metres, else NaN.
 
     The model is ``common``, or else the one :func:`geocluster_dagster.change.common_model`
     chooses: the maps' own when they share one, else the AOI's reference model at
@@ -360,6 +361,7 @@ def write_cluster_change(
     unit = unit_in_pixels(unit_ha, area) if area else 0
     grid = template.rio.write_crs(crs)
     dates = (before.date, after.date)
+    when = when or f"{before.date} -> {after.date}"
     colours = _layer_colours(model.names_by_id)
     n_blocks = int(np.prod(stack.numblocks[1:]))
     with atomic_path(folder) as tmp:
@@ -381,12 +383,12 @@ def write_cluster_change(
             {"hectares": unit_ha, "pixels": unit} if unit > 1 else None
         )
         # The dates as the figures' titles give them: a reader of the summary alone needs them.
-        tables.summary["dates_compared"] = when or f"{before.date} -> {after.date}"
-        _write_categories(tmp, counts.all, states, model.names_by_id, area)
+        tables.summary["dates_compared"] = when
+        _write_categories(tmp, counts.all, states, model.names_by_id, area, colours)
         save_model(model, tmp / MODEL)
         previews = [plot.read_preview(tmp / file, max_size=preview_size) for _, file in LAYERS]
         preview, extent = np.concatenate([p for p, _ in previews]), previews[0][1]
-        title = f"{label}{' ' if label else ''}{when or f'{before.date} -> {after.date}'}"
+        title = f"{label}{' ' if label else ''}{when}"
         names = model.names_by_id
         plot_change.plot_change_map(
             preview, extent, tmp / CHANGE_PNG, names=names, title=f"Change, {title}",
@@ -522,17 +524,19 @@ def _write_categories(
     states: np.ndarray,
     names: Mapping[int, str],
     area: float | None,
+    colours: Mapping[str, Mapping[int, tuple[int, int, int, int]]],
 ) -> None:
-    """Each layer's colour table, category names and attribute table (its ``.aux.xml``)."""
-    colours = class_colours(sorted(names))
+    """Each layer's colour table (``colours``, as :func:`_layer_colours` gives them), category
+    names and attribute table (its ``.aux.xml``)."""
     per_state = {s: int(counts[states == s].sum()) for s in STATE_NAMES}
-    categories = {
-        "from": BandCategories(dict(names), colours, _totals(counts.sum(axis=1)), area, "from"),
-        "to": BandCategories(dict(names), colours, _totals(counts.sum(axis=0)), area, "to"),
-        "change": BandCategories(STATE_NAMES, STATE_COLOURS, per_state, area, "change"),
+    per_layer = {
+        "from": (dict(names), _totals(counts.sum(axis=1))),
+        "to": (dict(names), _totals(counts.sum(axis=0))),
+        "change": (STATE_NAMES, per_state),
     }
     for band, file in LAYERS:
-        write_pam(folder / file, [categories[band]])
+        by_value, totals = per_layer[band]
+        write_pam(folder / file, [BandCategories(by_value, colours[band], totals, area, band)])
 
 
 def _totals(per_value: np.ndarray) -> dict[int, int]:

@@ -223,13 +223,15 @@ def _about(inputs: ReportInputs, scenes: pd.DataFrame) -> str:
     for key, value in inputs.made_with.items():
         if value not in (None, "", [], {}):
             facts[f"Setting: {key}"] = _setting_text(value)
-    return (
-        "<h2>About this map</h2><dl>"
-        + "".join(
-            f"<dt>{html.escape(k)}</dt><dd>{html.escape(str(v))}</dd>" for k, v in facts.items()
-        )
-        + "</dl>"
+    return "<h2>About this map</h2>" + _definitions(facts)
+
+
+def _definitions(facts: Mapping[str, Any]) -> str:
+    """``facts`` as an HTML definition list, escaped."""
+    rows = "".join(
+        f"<dt>{html.escape(k)}</dt><dd>{html.escape(str(v))}</dd>" for k, v in facts.items()
     )
+    return f"<dl>{rows}</dl>"
 
 
 def _checks(products: Sequence[Path]) -> str:
@@ -314,11 +316,7 @@ def write_report(inputs: ReportInputs, target: Path) -> Path:
         ),  # fmt: skip
         "<h2>Scenes used</h2>",
         _table(scenes) if len(scenes) else "<p>No scene.</p>",
-        "<h2>Clustering</h2><dl>"
-        + "".join(
-            f"<dt>{html.escape(k)}</dt><dd>{html.escape(str(v))}</dd>" for k, v in facts.items()
-        )
-        + "</dl>",
+        "<h2>Clustering</h2>" + _definitions(facts),
         _table(with_units(signatures[columns], units)),
         "<h3>Mean signature per cluster</h3>",
         _table(
